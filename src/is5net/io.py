@@ -1,0 +1,190 @@
+"""Image and mask IO: Pillow with EXIF orientation, documented conversions, atomic writes.
+
+Conventions used across the package:
+- an image is ``HxWx3`` ``uint8`` RGB, in the frame as displayed (EXIF orientation applied);
+- a mask is ``HxW``; on disk an 8-bit grayscale PNG (0..255).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import IS5NetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+PathLike = Union[str, os.PathLike]
+
+
+def to_rgb_uint8(image) -> np.ndarray:
+    """Convert an image to ``HxWx3`` ``uint8`` RGB.
+
+    Accepted: a PIL image (any mode), or a numpy array that is
+    - ``HxW`` grayscale (replicated to 3 channels),
+    - ``HxWx1``, ``HxWx3`` or ``HxWx4`` (alpha dropped: the colour under it is kept, as SAM does),
+    - ``uint8`` as is, ``uint16`` scaled by 255/65535, float in ``[0, 1]`` scaled by 255, bool as 0/255.
+    """
+    if isinstance(image, Image.Image):
+        return pil_to_rgb_uint8(image)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise IS5NetError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {tuple(arr.shape)}")
+    if arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        out = np.round(arr.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        out = np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer):
+        out = np.clip(arr, 0, 255).astype(np.uint8)
+    else:
+        raise IS5NetError(f"unsupported image dtype {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise IS5NetError("the image is empty (zero height or width)")
+    return np.ascontiguousarray(out)
+
+
+def pil_to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """PIL image of any mode to ``HxWx3`` uint8 RGB (16-bit scaled down, alpha dropped, palette expanded)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if arr.dtype != np.uint16:
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+        return to_rgb_uint8(arr)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        return to_rgb_uint8(arr / 255.0 if arr.max(initial=0) > 1.0 else arr)
+    if img.mode != "RGB":
+        img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA", "LA") else img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def open_image(path: PathLike) -> Image.Image:
+    """Open and fully decode an image with EXIF orientation applied; one clear error on any failure."""
+    path = Path(path)
+    if not path.exists():
+        raise IS5NetError(f"{path}: no such file")
+    if path.is_dir():
+        raise IS5NetError(f"{path}: is a directory, expected an image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return img.copy() if img is not None else img
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise IS5NetError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Read an image file as ``HxWx3`` uint8 RGB in its displayed orientation (EXIF applied)."""
+    return pil_to_rgb_uint8(open_image(path))
+
+
+def load_mask(path: PathLike) -> np.ndarray:
+    """Read a mask file as ``HxW`` uint8 0..255 (colour masks converted to luminance, 16-bit scaled)."""
+    img = open_image(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float32) * (255.0 / 65535.0)
+        return np.round(arr).astype(np.uint8)
+    if img.mode == "1":
+        return np.asarray(img, dtype=np.uint8) * 255
+    if img.mode in ("RGBA", "LA", "PA"):
+        # A cut-out saved as RGBA: the alpha channel is the mask.
+        return np.asarray(img.getchannel("A"), dtype=np.uint8).copy()
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def mask_to_uint8(mask) -> np.ndarray:
+    """A mask given as bool, 0/1, 0/255 or float [0, 1] -> ``HxW`` uint8 0..255."""
+    arr = np.asarray(mask)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise IS5NetError(f"expected an HxW mask, got shape {tuple(arr.shape)}")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.max(initial=0.0) <= 1.0:
+            return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    if arr.max(initial=0) <= 1:
+        return arr.astype(np.uint8) * 255
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``, on error delete it.
+
+    A reader never sees a half-written file, and an interrupted write leaves nothing behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: PathLike, array: np.ndarray) -> None:
+    """Write a uint8 ``HxW`` (grayscale) or ``HxWx3/4`` array as PNG, atomically."""
+    atomic_write_bytes(path, encode_png(array))
+
+
+def list_images(folder: PathLike) -> dict[str, Path]:
+    """Map stem -> path for the image files directly in ``folder`` (any of IMAGE_EXTENSIONS, any case).
+
+    Two files with the same stem (``a.jpg`` and ``a.png``) are an error: the pairing would be ambiguous.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IS5NetError(f"{folder}: no such directory")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            if p.stem in out:
+                raise IS5NetError(f"{folder}: two images share the stem {p.stem!r} ({out[p.stem].name}, {p.name})")
+            out[p.stem] = p
+    return out
