@@ -1,0 +1,215 @@
+"""Load official IS-Net / DIS-SAM ``.pth`` files and our ``.safetensors``; save ours with metadata.
+
+Official files are plain ``torch.save(state_dict)`` (sometimes with a ``module.`` prefix from
+DataParallel, the DIS-SAM release saved from CUDA tensors). They are read with
+``torch.load(..., map_location="cpu", weights_only=True)``: never unpickle arbitrary code.
+Our files are safetensors whose metadata carries the model config (name, input channels, width,
+input size, mean, std), so a refiner trained at 512² is run at 512².
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .io import atomic_path
+from .modeling.build import model_name_for
+from .modeling.isnet import GTEncoder, ISNet
+
+FORMAT_TAG = "is5net"
+DEFAULT_INPUT_SIZE = 1024
+
+
+def default_mean(in_ch: int) -> list[float]:
+    """The reference normalisation: 0.5 for RGB, 0 for the mask channels (std is 1 everywhere)."""
+    return [0.5, 0.5, 0.5, 0.0, 0.0][:in_ch] if in_ch in (3, 5) else [0.5] * min(in_ch, 3) + [0.0] * max(0, in_ch - 3)
+
+
+@dataclass
+class RefinerConfig:
+    """How a refiner expects its input: what the predictor honours."""
+
+    model: str = "is5net"
+    in_ch: int = 5
+    width: float = 1.0
+    input_size: int = DEFAULT_INPUT_SIZE
+    mean: list[float] = field(default_factory=lambda: default_mean(5))
+    std: list[float] = field(default_factory=lambda: [1.0] * 5)
+
+    @classmethod
+    def for_model(cls, model: nn.Module, input_size: int = DEFAULT_INPUT_SIZE) -> "RefinerConfig":
+        in_ch, width = int(model.in_ch), float(model.width)
+        name = getattr(model, "model_name", None) or model_name_for(in_ch, width)
+        return cls(model=name, in_ch=in_ch, width=width, input_size=int(input_size),
+                   mean=default_mean(in_ch), std=[1.0] * in_ch)
+
+
+def read_state_dict(path: os.PathLike | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a ``.pth``/``.pt``/``.bin`` (weights-only torch.load) or ``.safetensors`` file on the CPU.
+
+    Returns ``(state_dict, metadata)`` (metadata empty for ``.pth``); a ``module.`` prefix is removed.
+    Raises :class:`CheckpointError` naming the file for anything that is not a readable state dict.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    metadata: dict[str, str] = {}
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            tensors = {}
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = dict(f.metadata() or {})
+                for k in f.keys():
+                    tensors[k] = f.get_tensor(k)
+        except Exception as exc:  # safetensors raises its own SafetensorError / OSError variants
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+        obj = tensors
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
+            raise CheckpointError(
+                f"{path}: refused to load: not a plain weights file (it needs arbitrary code to unpickle, "
+                f"or is not a torch file at all: {first})"
+            ) from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt? {msg})") from None
+    obj = _unwrap(obj)
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj, metadata
+
+
+def _unwrap(obj):
+    """Accept ``{"state_dict": sd}`` / ``{"model": sd}`` wrappers that training scripts often write."""
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model", "net", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+    return obj
+
+
+def _describe(sd: dict[str, torch.Tensor]) -> str:
+    if any(k.startswith("image_encoder.") for k in sd):
+        return "a SAM checkpoint"
+    if "conv_in.conv.weight" in sd:
+        return "an IS-Net GT encoder checkpoint"
+    return "not an IS-Net checkpoint"
+
+
+def _isnet_geometry(sd: dict[str, torch.Tensor], path) -> tuple[int, float]:
+    w = sd.get("conv_in.weight")
+    if w is None or w.ndim != 4 or "side1.weight" not in sd or "stage1d.rebnconvin.conv_s1.weight" not in sd:
+        raise CheckpointError(f"{path}: expected an IS-Net/IS5Net refiner checkpoint, but this is {_describe(sd)}")
+    return int(w.shape[1]), float(w.shape[0]) / 64.0
+
+
+def load_refiner(path: os.PathLike | str, device: str | torch.device = "cpu") -> ISNet:
+    """Load an IS-Net (3 channels) or IS5Net (5 channels) refiner, strictly, in eval mode.
+
+    ``path``: an official ``.pth`` (``isnet.pth``, ``isnet-general-use.pth``, the DIS-SAM release) or our
+    ``.safetensors``. The channel count comes from ``conv_in.weight``; our metadata sets
+    ``model.config`` (:class:`RefinerConfig`); official files get the reference defaults (1024², mean 0.5
+    on RGB and 0 on the masks, std 1).
+    """
+    sd, meta = read_state_dict(path)
+    in_ch, width = _isnet_geometry(sd, path)
+    model = ISNet(in_ch=in_ch, width=width)
+    _load_strict(model, sd, path)
+    config = RefinerConfig.for_model(model)
+    if meta.get("format") == FORMAT_TAG and "config" in meta:
+        try:
+            config = RefinerConfig(**json.loads(meta["config"]))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its is5net metadata is unreadable ({exc})") from None
+        if config.in_ch != in_ch:
+            raise CheckpointError(f"{path}: metadata says {config.in_ch} input channels, weights have {in_ch}")
+    model.model_name = config.model
+    model.config = config
+    return model.to(device).eval()
+
+
+def load_gt_encoder(path: os.PathLike | str, device: str | torch.device = "cpu") -> GTEncoder:
+    """Load a GT encoder (official ``ISNetGTEncoder`` .pth or ours), strictly, in eval mode."""
+    sd, _ = read_state_dict(path)
+    w = sd.get("conv_in.conv.weight")
+    if w is None:
+        raise CheckpointError(f"{path}: expected a GT encoder checkpoint, but this is {_describe(sd)}")
+    model = GTEncoder(in_ch=int(w.shape[1]), width=float(w.shape[0]) / 16.0)
+    _load_strict(model, sd, path)
+    return model.to(device).eval()
+
+
+def _load_strict(model: nn.Module, sd: dict[str, torch.Tensor], path) -> None:
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"{path}: weights do not fit {model.__class__.__name__}: {detail[:300]}") from None
+
+
+def save_refiner(
+    model: nn.Module,
+    path: os.PathLike | str,
+    config: Optional[RefinerConfig] = None,
+    extra_metadata: Optional[dict[str, str]] = None,
+) -> Path:
+    """Save a refiner (or GT encoder) as safetensors with its config in the metadata, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if config is None:
+        config = getattr(model, "config", None) or RefinerConfig.for_model(model)
+    meta = {"format": FORMAT_TAG, "kind": model.__class__.__name__, "config": json.dumps(asdict(config))}
+    meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def isnet_to_is5net_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Turn 3-channel IS-Net weights into 5-channel IS5Net weights.
+
+    The RGB filters of ``conv_in`` are copied and the filters of the two new channels (coarse mask, box
+    mask) are zero, so the converted model computes exactly what IS-Net did until it is fine-tuned
+    (unlike timm's ``adapt_input_conv``, which tiles and rescales the RGB filters).
+    """
+    w = sd["conv_in.weight"]
+    if w.shape[1] != 3:
+        raise CheckpointError(f"expected 3-channel IS-Net weights, conv_in has {w.shape[1]} input channels")
+    out = dict(sd)
+    new = torch.zeros(w.shape[0], 5, *w.shape[2:], dtype=w.dtype)
+    new[:, :3] = w
+    out["conv_in.weight"] = new
+    return out
+
+
+def convert_isnet_to_is5net(src: os.PathLike | str, dst: os.PathLike | str, input_size: int = DEFAULT_INPUT_SIZE) -> Path:
+    """Read an IS-Net checkpoint, write the equivalent IS5Net as safetensors with metadata."""
+    sd, _ = read_state_dict(src)
+    in_ch, width = _isnet_geometry(sd, src)
+    if in_ch != 3:
+        raise CheckpointError(f"{src}: expected a 3-channel IS-Net checkpoint, this one has {in_ch} input channels")
+    model = ISNet(in_ch=5, width=width)
+    _load_strict(model, isnet_to_is5net_state_dict(sd), src)
+    model.model_name = model_name_for(5, width)
+    return save_refiner(model, dst, RefinerConfig.for_model(model, input_size), {"converted_from": Path(src).name})

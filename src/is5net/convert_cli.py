@@ -1,0 +1,28 @@
+"""Turn 3-channel IS-Net weights (``isnet.pth``, ``isnet-general-use.pth``) into a 5-channel IS5Net.
+
+The RGB filters are copied and the coarse-mask and box channels start at zero, so the result computes
+exactly what IS-Net did: a starting point for ``is5net train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .checkpoint import DEFAULT_INPUT_SIZE, convert_isnet_to_is5net
+from .errors import IS5NetError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="IS-Net checkpoint (.pth or .safetensors, 3 input channels)")
+    parser.add_argument("output", type=Path, help="where to write the IS5Net weights (.safetensors)")
+    parser.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="input size stored in the metadata")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output.suffix != ".safetensors":
+        raise IS5NetError(f"{args.output}: the output must be a .safetensors file")
+    convert_isnet_to_is5net(args.input, args.output, args.input_size)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,7 @@
+"""Models: IS-Net / IS5Net and the GT encoder, with official parameter names."""
+
+from .build import MODEL_REGISTRY, build_model, gt_encoder_for
+from .isnet import GTEncoder, ISNet
+from .rsu import RSU, REBNCONV
+
+__all__ = ["ISNet", "GTEncoder", "RSU", "REBNCONV", "MODEL_REGISTRY", "build_model", "gt_encoder_for"]
