@@ -1,0 +1,261 @@
+"""IS5NetPredictor: box -> SAM coarse mask -> IS5Net refinement, one image embedding per image.
+
+Input convention (what the released DIS-SAM weights expect, DESIGN §1): the 5-channel image
+``R, G, B, coarse mask, box mask`` at original size with values 0..255 (masks as 0/255) is resized to the
+refiner's input size (bilinear, ``align_corners=False``), the box channel re-binarised (> 127 -> 255),
+divided by 255, mean ``[0.5, 0.5, 0.5, 0, 0]`` subtracted, divided by std ``[1, 1, 1, 1, 1]``. Resizing is
+per channel, so the RGB part is resized once per image and the masks once per box, on the device.
+Output: ``sigmoid(side_logits[0])`` resized back to the original size (bilinear), min-max normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import RefinerConfig
+from .errors import IS5NetError
+from .io import to_rgb_uint8
+from .prompts import SamStage, box_pixel_bounds, mask_tight_box, validate_box
+from .runtime import autocast, check_precision, enable_fast_cuda, resolve_device
+
+BOX_CHANNELS = ("user", "sam_mask")
+
+
+@dataclass
+class Prediction:
+    """One box's result, all arrays at the original image size ``H x W``.
+
+    mask: float32 soft mask in [0, 1] (the map evaluation scores; ``binary()`` thresholds it).
+    sam_mask: bool coarse mask (SAM's, or the one given); None for a 3-channel IS-Net.
+    sam_score: SAM's predicted IoU of the kept mask; None when the coarse mask was given or no SAM ran.
+    box: the box used, ``[x0, y0, x1, y1]`` after clipping (None for IS-Net without a box).
+    """
+
+    mask: np.ndarray
+    sam_mask: Optional[np.ndarray]
+    sam_score: Optional[float]
+    box: Optional[list[float]]
+
+    def binary(self, threshold: Union[float, str] = 0.5) -> np.ndarray:
+        """The mask thresholded at ``threshold`` (in [0, 1]) or at Otsu's threshold (``"otsu"``)."""
+        return binarize(self.mask, threshold)
+
+
+def binarize(mask: np.ndarray, threshold: Union[float, str] = 0.5) -> np.ndarray:
+    if threshold == "otsu":
+        from skimage.filters import threshold_otsu
+
+        if float(mask.max()) == float(mask.min()):
+            return mask > 0.5
+        threshold = float(threshold_otsu(mask))
+    return mask > float(threshold)
+
+
+ImageLike = Union[np.ndarray, "PIL.Image.Image"]  # noqa: F821
+
+
+class IS5NetPredictor:
+    """Segment objects given by boxes (like ``SamPredictor``: ``set_image`` once, ``predict`` many).
+
+    Args:
+        sam: a SAM model (``load_sam``), or None when the caller gives the coarse masks (or the refiner is a
+            3-channel IS-Net, which uses no prompt).
+        refiner: IS5Net (5 channels) or IS-Net (3 channels), e.g. from ``load_refiner``; its ``config``
+            (input size, mean, std) is honoured.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when present).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only): autocast for both stages.
+        mask_choice: SAM mask kept, ``"first"`` (``masks[0]``, the reference) or ``"best"`` (highest IoU).
+        box_channel: ``"user"`` (the given box, the paper's evaluation) or ``"sam_mask"`` (the tight box of
+            the coarse mask, as the reference demo notebook draws it).
+        batch_size: boxes refined per forward pass in ``predict_batch``.
+        sam_resize: ``"auto"``, ``"pil"`` (exactly ``SamPredictor.set_image``) or ``"torch"`` (on device).
+        fast: fold BatchNorm into the convolutions, channels_last and cuDNN autotuning on CUDA (same math).
+    """
+
+    def __init__(
+        self,
+        sam: Optional[nn.Module],
+        refiner: nn.Module,
+        device: Optional[str | torch.device] = None,
+        precision: str = "fp32",
+        mask_choice: str = "first",
+        box_channel: str = "user",
+        batch_size: int = 8,
+        sam_resize: str = "auto",
+        fast: bool = True,
+    ):
+        self.device = resolve_device(device)
+        self.precision = precision
+        check_precision(precision, self.device)
+        if box_channel not in BOX_CHANNELS:
+            raise IS5NetError(f"box channel {box_channel!r}: choose one of {', '.join(BOX_CHANNELS)}")
+        self.box_channel = box_channel
+        self.batch_size = max(1, int(batch_size))
+        self.config: RefinerConfig = getattr(refiner, "config", None) or RefinerConfig.for_model(refiner)
+        self.in_ch = int(self.config.in_ch)
+        if self.in_ch not in (3, 5):
+            raise IS5NetError(f"the refiner takes {self.in_ch} channels; expected 3 (IS-Net) or 5 (IS5Net)")
+        refiner = refiner.eval()
+        if fast and hasattr(refiner, "fold_batchnorm"):
+            refiner = refiner.fold_batchnorm()
+        refiner = refiner.to(self.device)
+        if self.device.type == "cuda":
+            if fast:
+                enable_fast_cuda()
+                refiner = refiner.to(memory_format=torch.channels_last)
+        self.refiner = refiner.requires_grad_(False)
+        self.channels_last = fast and self.device.type == "cuda"
+        self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if sam is not None else None
+        size = self.config.input_size
+        self.input_size = (size, size) if isinstance(size, int) else tuple(size)
+        self._mean = torch.tensor(self.config.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.config.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.reset_image()
+
+    # ------------------------------------------------------------------------------------------ image
+    def reset_image(self) -> None:
+        self._rgb: Optional[np.ndarray] = None
+        self._rgb_input: Optional[torch.Tensor] = None
+        self.original_size: Optional[tuple[int, int]] = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._rgb is not None
+
+    @torch.inference_mode()
+    def set_image(self, image: ImageLike) -> None:
+        """Set the image to segment and compute what every box shares (SAM embedding, resized RGB).
+
+        ``image``: ``HxWx3`` uint8 RGB as displayed; also accepted (and converted as ``is5net.io.to_rgb_uint8``
+        documents): grayscale ``HxW``, RGBA (alpha dropped), uint16 (scaled to 8 bits), float [0, 1], PIL.
+        """
+        rgb = to_rgb_uint8(image)
+        self.reset_image()
+        rgb_t = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)  # 3xHxW uint8 on device
+        if self.sam_stage is not None:
+            with autocast(self.device, self.precision):
+                self.sam_stage.set_image(rgb, rgb_t)
+        rgb_in = F.interpolate(rgb_t[None].float(), size=self.input_size, mode="bilinear", align_corners=False)
+        self._rgb_input = (rgb_in / 255.0 - self._mean[:, :3]) / self._std[:, :3]
+        self._rgb = rgb
+        self.original_size = rgb.shape[:2]
+
+    # ---------------------------------------------------------------------------------------- predict
+    def predict(
+        self,
+        box: Optional[Sequence[float]] = None,
+        coarse_mask: Optional[np.ndarray] = None,
+    ) -> Prediction:
+        """Segment the object in ``box`` (``[x0, y0, x1, y1]``, pixels of the image as displayed).
+
+        ``coarse_mask``: an ``HxW`` stage-1 mask (bool, 0/1 or uint8 0/255, original size) to use instead
+        of SAM's. A 3-channel IS-Net refiner ignores the box and needs neither.
+        """
+        if self.in_ch == 3 and box is None:
+            return self._predict_many([None], None)[0]
+        if box is None:
+            raise IS5NetError("a box is needed: IS5Net is prompted by [x0, y0, x1, y1]")
+        masks = None if coarse_mask is None else [coarse_mask]
+        return self._predict_many([box], masks)[0]
+
+    def predict_batch(
+        self,
+        boxes: Sequence[Sequence[float]],
+        coarse_masks: Optional[Sequence[np.ndarray]] = None,
+    ) -> list[Prediction]:
+        """Segment N boxes of the current image, batched through SAM's decoder and the refiner.
+
+        Gives the same results as calling :meth:`predict` for each box (up to float rounding).
+        """
+        boxes = list(boxes)
+        if coarse_masks is not None and len(coarse_masks) != len(boxes):
+            raise IS5NetError(f"{len(boxes)} boxes but {len(coarse_masks)} coarse masks")
+        if not boxes:
+            return []
+        return self._predict_many(boxes, coarse_masks)
+
+    @torch.inference_mode()
+    def _predict_many(self, boxes: list, coarse_masks: Optional[Sequence[np.ndarray]]) -> list[Prediction]:
+        if not self.is_image_set:
+            raise IS5NetError("call set_image(image) before predict")
+        h, w = self.original_size
+        if self.in_ch == 3:
+            # IS-Net baseline: no prompt, so every box gives the same map; compute it once.
+            soft = self._refine(self._rgb_input)[0]
+            return [Prediction(soft, None, None, None if b is None else validate_box(b, w, h).tolist()) for b in boxes]
+
+        checked = [validate_box(b, w, h) for b in boxes]
+        scores: list[Optional[float]]
+        if coarse_masks is not None:
+            coarse = torch.stack([self._coarse_to_tensor(m) for m in coarse_masks])
+            scores = [None] * len(checked)
+        elif self.sam_stage is not None:
+            with autocast(self.device, self.precision):
+                coarse, score_t = self.sam_stage.predict(np.stack(checked))
+            scores = [float(s) for s in score_t.cpu()]
+        else:
+            raise IS5NetError("no SAM was given: pass coarse_mask (the stage-1 mask) or build the predictor with a SAM")
+
+        results: list[Prediction] = []
+        for start in range(0, len(checked), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            masks = coarse[chunk]
+            box_list = checked[chunk]
+            if self.box_channel == "sam_mask":
+                box_list = [self._sam_box(m, b) for m, b in zip(masks, box_list)]
+            x = self._five_channel_input(masks, box_list)
+            soft = self._refine(x)
+            for i, b in enumerate(checked[chunk]):
+                results.append(Prediction(soft[i], masks[i].cpu().numpy().astype(bool), scores[start + i], b.tolist()))
+        return results
+
+    def _sam_box(self, mask: torch.Tensor, fallback: np.ndarray) -> np.ndarray:
+        tight = mask_tight_box(mask)
+        return fallback if tight is None else tight
+
+    def _coarse_to_tensor(self, mask) -> torch.Tensor:
+        m = np.asarray(mask)
+        if m.ndim == 3 and m.shape[2] == 1:
+            m = m[:, :, 0]
+        if m.shape != tuple(self.original_size):
+            raise IS5NetError(
+                f"the coarse mask is {m.shape[1]}x{m.shape[0]} but the image is "
+                f"{self.original_size[1]}x{self.original_size[0]}: it must have the image's size"
+            )
+        binary = m > 127 if m.dtype == np.uint8 and m.max(initial=0) > 1 else m > 0.5 if m.dtype != np.bool_ else m
+        return torch.from_numpy(np.ascontiguousarray(binary)).to(self.device)
+
+    def _five_channel_input(self, masks: torch.Tensor, boxes: list[np.ndarray]) -> torch.Tensor:
+        """``B x 5 x S x S`` normalised input from coarse masks (``B x H x W`` bool) and boxes."""
+        n = masks.shape[0]
+        h, w = self.original_size
+        box_full = torch.zeros((n, 1, h, w), dtype=torch.float32, device=self.device)
+        for i, b in enumerate(boxes):
+            x0, y0, x1, y1 = box_pixel_bounds(b)
+            box_full[i, 0, y0:y1, x0:x1] = 255.0
+        prompt = torch.cat((masks[:, None].float() * 255.0, box_full), dim=1)
+        prompt = F.interpolate(prompt, size=self.input_size, mode="bilinear", align_corners=False)
+        prompt[:, 1] = (prompt[:, 1] > 127).float() * 255.0
+        prompt = (prompt / 255.0 - self._mean[:, 3:]) / self._std[:, 3:]
+        return torch.cat((self._rgb_input.expand(n, -1, -1, -1), prompt), dim=1)
+
+    def _refine(self, x: torch.Tensor) -> list[np.ndarray]:
+        """Refiner forward -> per-sample soft masks at the original size, min-max normalised, float32."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            logits = self.refiner.forward_logits(x)
+        prob = torch.sigmoid(logits.float())
+        prob = F.interpolate(prob, size=self.original_size, mode="bilinear", align_corners=False)[:, 0]
+        flat = prob.reshape(prob.shape[0], -1)
+        lo = flat.min(dim=1).values.view(-1, 1, 1)
+        hi = flat.max(dim=1).values.view(-1, 1, 1)
+        # A constant map (hi == lo) has no foreground to normalise; report it as all zero, not NaN.
+        norm = torch.where(hi > lo, (prob - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(prob))
+        return list(norm.cpu().numpy().astype(np.float32))

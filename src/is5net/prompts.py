@@ -1,0 +1,223 @@
+"""Box prompts and the SAM stage (stage 1: a coarse mask from a box).
+
+Boxes are ``[x0, y0, x1, y1]`` (XYXY) in pixels of the original image as displayed (after EXIF rotation).
+As a channel, a box covers rows ``y0 .. y1-1`` and columns ``x0 .. x1-1`` (exclusive end, as the reference).
+
+SAM comes from Meta's ``segment-anything`` package (never a vendored copy): built with
+``checkpoint=None`` and loaded with ``torch.load(map_location="cpu", weights_only=True)``, frozen, in eval
+mode. The mask kept is ``masks[0]`` of ``multimask_output=True`` by default (the released refiner was
+trained on masks made that way); ``mask_choice="best"`` keeps the highest predicted IoU instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from functools import partial
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import read_state_dict
+from .errors import BoxError, CheckpointError, IS5NetError
+
+log = logging.getLogger("is5net")
+
+SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+MASK_CHOICES = ("first", "best")
+# image-encoder embedding width -> registry name; the tiny test architecture is width 32.
+_SAM_TYPE_BY_EMBED_DIM = {768: "vit_b", 1024: "vit_l", 1280: "vit_h", 32: "tiny"}
+
+
+# --------------------------------------------------------------------------------------------- boxes
+def validate_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
+    """Check a box against an image of ``width`` x ``height`` and return it clipped, as float64 ``[4]``.
+
+    A box partly outside the image is clipped, with a warning; a box entirely outside, of zero or
+    negative area, or not four finite numbers is a :class:`BoxError`.
+    """
+    try:
+        b = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise BoxError(f"box {box!r}: expected four numbers x0,y0,x1,y1") from None
+    if b.size != 4 or not np.all(np.isfinite(b)):
+        raise BoxError(f"box {list(np.asarray(box).reshape(-1))}: expected four finite numbers x0,y0,x1,y1")
+    x0, y0, x1, y1 = b
+    if x1 <= x0 or y1 <= y0:
+        raise BoxError(f"box {_fmt(b)}: zero or negative area (need x1 > x0 and y1 > y0, XYXY pixels)")
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise BoxError(f"box {_fmt(b)}: entirely outside the {width}x{height} image")
+    clipped = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))])
+    if not np.array_equal(clipped, b):
+        log.warning("box %s is partly outside the %dx%d image; clipped to %s", _fmt(b), width, height, _fmt(clipped))
+    return clipped
+
+
+def _fmt(b) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in b) + "]"
+
+
+def box_pixel_bounds(box: np.ndarray) -> tuple[int, int, int, int]:
+    """Integer ``(x0, y0, x1, y1)`` of the pixels a box covers as a channel (exclusive end)."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def mask_tight_box(mask: np.ndarray | torch.Tensor) -> Optional[np.ndarray]:
+    """The tight box ``[x0, y0, x1, y1]`` (exclusive end) of a mask's foreground, or None if empty."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    ys, xs = np.nonzero(m)
+    if ys.size == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+
+
+def parse_box(text: str) -> list[float]:
+    """Parse ``"x0,y0,x1,y1"`` (commas or spaces) into four floats; a :class:`BoxError` otherwise."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise BoxError(f"box {text!r}: expected four numbers x0,y0,x1,y1") from None
+    if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
+        raise BoxError(f"box {text!r}: expected four numbers x0,y0,x1,y1")
+    return vals
+
+
+# ----------------------------------------------------------------------------------------------- SAM
+def build_sam_tiny() -> nn.Module:
+    """A tiny random SAM with the real architecture (for tests): ViT of width 32, depth 2, 1024 input."""
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    dim, image_size, patch = 32, 1024, 16
+    grid = image_size // patch
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=2, embed_dim=dim, img_size=image_size, mlp_ratio=2,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=patch, qkv_bias=True,
+            use_rel_pos=True, global_attn_indexes=(), window_size=14, out_chans=dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=dim, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size),
+            mask_in_chans=8,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=64, num_heads=2),
+            transformer_dim=dim, iou_head_depth=3, iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+def build_sam(sam_type: str) -> nn.Module:
+    """An untrained SAM of a registry type (``vit_b``, ``vit_l``, ``vit_h``, ``tiny``)."""
+    if sam_type == "tiny":
+        return build_sam_tiny()
+    from segment_anything import sam_model_registry
+
+    if sam_type not in sam_model_registry or sam_type == "default":
+        raise IS5NetError(f"unknown SAM type {sam_type!r}; choose one of {', '.join(SAM_TYPES)}")
+    return sam_model_registry[sam_type](checkpoint=None)
+
+
+def infer_sam_type(state_dict: dict[str, torch.Tensor], path: str | os.PathLike = "<state dict>") -> str:
+    """Read the SAM type off a checkpoint's shapes (the image encoder's embedding width)."""
+    w = state_dict.get("image_encoder.patch_embed.proj.weight")
+    if w is None or "mask_decoder.iou_token.weight" not in state_dict:
+        raise CheckpointError(f"{path}: expected a SAM checkpoint (sam_vit_*.pth), but it holds no SAM weights")
+    sam_type = _SAM_TYPE_BY_EMBED_DIM.get(int(w.shape[0]))
+    if sam_type is None:
+        raise CheckpointError(f"{path}: a SAM image encoder of width {w.shape[0]} matches none of {', '.join(SAM_TYPES)}")
+    return sam_type
+
+
+def load_sam(
+    sam_type: Optional[str] = None,
+    checkpoint: Optional[str | os.PathLike] = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A frozen SAM in eval mode, from a local checkpoint (never downloaded).
+
+    ``sam_type``: ``vit_b``/``vit_l``/``vit_h``/``tiny``, or None to read it off the checkpoint's shapes.
+    ``checkpoint``: ``sam_vit_*.pth`` (or a safetensors copy); None is allowed only for ``tiny`` (random).
+    """
+    if checkpoint is None:
+        if sam_type != "tiny":
+            raise IS5NetError("a SAM checkpoint is needed (e.g. sam_vit_l_0b3195.pth); only the 'tiny' test SAM can be random")
+        sam = build_sam_tiny()
+    else:
+        sd, _ = read_state_dict(checkpoint)
+        found = infer_sam_type(sd, checkpoint)
+        if sam_type is not None and sam_type != found:
+            raise CheckpointError(f"{checkpoint}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given")
+        sam = build_sam(found)
+        try:
+            sam.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{checkpoint}: weights do not fit SAM {found}: {str(exc).splitlines()[0]}") from None
+        sam.sam_type = found
+    if not hasattr(sam, "sam_type"):
+        sam.sam_type = sam_type
+    sam.eval().requires_grad_(False)
+    return sam.to(device)
+
+
+class SamStage:
+    """Stage 1: one image embedding per image, then N boxes through SAM's decoder in one batched call.
+
+    ``resize``: ``"pil"`` resizes the image on the CPU exactly as ``SamPredictor.set_image`` does (the
+    reference); ``"torch"`` resizes on the device (``apply_image_torch``: antialiased bilinear, far faster
+    for large photos on a GPU, slightly different pixels); ``"auto"`` = torch on CUDA, pil otherwise.
+    """
+
+    def __init__(self, sam: nn.Module, mask_choice: str = "first", resize: str = "auto"):
+        from segment_anything import SamPredictor
+
+        if mask_choice not in MASK_CHOICES:
+            raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
+        if resize not in ("auto", "pil", "torch"):
+            raise IS5NetError(f"resize {resize!r}: choose auto, pil or torch")
+        self.sam = sam
+        self.predictor = SamPredictor(sam)
+        self.mask_choice = mask_choice
+        self.resize = resize
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    @torch.inference_mode()
+    def set_image(self, rgb: np.ndarray, rgb_tensor: Optional[torch.Tensor] = None) -> None:
+        """Compute the image embedding of ``rgb`` (HxWx3 uint8). ``rgb_tensor``: the same image, 3xHxW on device."""
+        use_torch = self.resize == "torch" or (self.resize == "auto" and self.device.type == "cuda")
+        if not use_torch:
+            self.predictor.set_image(rgb, image_format="RGB")
+            return
+        if rgb_tensor is None:
+            rgb_tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)
+        transformed = self.predictor.transform.apply_image_torch(rgb_tensor[None].float())
+        self.predictor.set_torch_image(transformed, rgb.shape[:2])
+
+    @torch.inference_mode()
+    def predict(self, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks for ``boxes`` (``N x 4`` XYXY, original pixels) of the current image.
+
+        Returns ``(masks, scores)``: ``masks`` ``N x H x W`` bool on the SAM device (original size),
+        ``scores`` ``N`` float32 (SAM's predicted IoU of the kept mask).
+        """
+        boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device).reshape(-1, 4)
+        transformed = self.predictor.transform.apply_boxes_torch(boxes_t, self.predictor.original_size)
+        masks, iou, _ = self.predictor.predict_torch(
+            point_coords=None, point_labels=None, boxes=transformed, multimask_output=True
+        )
+        if self.mask_choice == "best":
+            idx = iou.argmax(dim=1)
+        else:
+            idx = torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
+        rows = torch.arange(iou.shape[0], device=iou.device)
+        return masks[rows, idx], iou[rows, idx].float()
