@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random models and real images from skimage.data (all offline)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from tiny import make_tiny_refiner
+
+# Two shared cores: one intra-op thread per process keeps parallel test workers from thrashing.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def coffee_rgb() -> np.ndarray:
+    from skimage import data
+    from skimage.transform import resize
+
+    img = data.coffee()  # 400x600 real photo
+    return (resize(img, (200, 300), anti_aliasing=True) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam():
+    from is5net.prompts import build_sam_tiny
+
+    torch.manual_seed(0)
+    return build_sam_tiny().eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory, tiny_sam):
+    path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
+    torch.save(tiny_sam.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_refiner():
+    return make_tiny_refiner(5)
+
+
+@pytest.fixture(scope="session")
+def tiny_refiner_checkpoint(tmp_path_factory, tiny_refiner):
+    from is5net.checkpoint import save_refiner
+
+    path = tmp_path_factory.mktemp("ref") / "is5net_tiny.safetensors"
+    save_refiner(tiny_refiner, path)
+    return path

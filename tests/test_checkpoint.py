@@ -1,0 +1,114 @@
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from is5net.checkpoint import (
+    RefinerConfig,
+    convert_isnet_to_is5net,
+    isnet_to_is5net_state_dict,
+    load_gt_encoder,
+    load_refiner,
+    save_refiner,
+)
+from is5net.cli import main
+from is5net.errors import CheckpointError
+from is5net.modeling import ISNet, build_model
+
+from tiny import make_tiny_refiner
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_official_style_pth_round_trip(tmp_path, prefix):
+    model = make_tiny_refiner(5)
+    path = tmp_path / "dis_sam.pth"
+    torch.save({prefix + k: v for k, v in model.state_dict().items()}, path)
+    loaded = load_refiner(path)
+    assert _same_weights(model, loaded)
+    assert loaded.in_ch == 5 and not loaded.training
+    assert loaded.config.input_size == 1024 and loaded.config.mean == [0.5, 0.5, 0.5, 0.0, 0.0]
+
+
+def test_full_size_official_shapes_load_strictly_and_infer_channels(tmp_path):
+    path = tmp_path / "isnet.pth"
+    torch.save(ISNet(3).state_dict(), path)
+    model = load_refiner(path)
+    assert model.in_ch == 3 and model.width == 1.0 and model.config.std == [1.0, 1.0, 1.0]
+
+
+def test_safetensors_round_trip_keeps_metadata(tmp_path):
+    model = make_tiny_refiner(5, input_size=512)
+    path = save_refiner(model, tmp_path / "ours.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "is5net"
+    cfg = json.loads(meta["config"])
+    assert cfg["input_size"] == 512 and cfg["in_ch"] == 5 and cfg["model"] == "is5net_tiny"
+    loaded = load_refiner(path)
+    assert _same_weights(model, loaded)
+    assert loaded.config == RefinerConfig(**cfg)
+
+
+def test_gt_encoder_round_trip(tmp_path):
+    enc = build_model("gt_encoder_tiny")
+    save_refiner(enc, tmp_path / "gt.safetensors")
+    assert _same_weights(enc, load_gt_encoder(tmp_path / "gt.safetensors"))
+    with pytest.raises(CheckpointError, match="GT encoder"):
+        load_refiner(tmp_path / "gt.safetensors")
+
+
+def test_three_to_five_conversion_keeps_outputs(tmp_path):
+    isnet = make_tiny_refiner(3)
+    torch.save(isnet.state_dict(), tmp_path / "isnet.pth")
+    out = tmp_path / "is5net.safetensors"
+    assert main(["convert-isnet", str(tmp_path / "isnet.pth"), str(out)]) == 0
+    is5 = load_refiner(out)
+    assert is5.in_ch == 5
+    rgb = torch.randn(2, 3, 64, 64)
+    prompts = torch.rand(2, 2, 64, 64)  # any coarse mask and box: the new channels start at zero
+    with torch.no_grad():
+        expected = isnet(rgb)[0]
+        got = is5(torch.cat((rgb, prompts), 1))[0]
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e)
+    sd = isnet_to_is5net_state_dict(isnet.state_dict())
+    assert torch.count_nonzero(sd["conv_in.weight"][:, 3:]) == 0
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this ran arbitrary code",))
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path, tiny_sam):
+    cases = {}
+    torch.save(tiny_sam.state_dict(), tmp_path / "sam.pth")
+    cases["sam.pth"] = "SAM checkpoint"
+    (tmp_path / "notes.txt").write_text("hello, not weights")
+    cases["notes.txt"] = "not a readable PyTorch checkpoint|refused"
+    good = tmp_path / "good.pth"
+    torch.save(make_tiny_refiner(5).state_dict(), good)
+    (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases["truncated.pth"] = "not a readable PyTorch checkpoint"
+    with open(tmp_path / "evil.pth", "wb") as f:
+        pickle.dump({"conv_in.weight": _Evil()}, f)
+    cases["evil.pth"] = "refused to load"
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    cases["bad.safetensors"] = "not a readable safetensors"
+    cases["missing.pth"] = "no such checkpoint"
+    for name, pattern in cases.items():
+        with pytest.raises(CheckpointError, match=pattern) as info:
+            load_refiner(tmp_path / name)
+        assert name in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        sd = make_tiny_refiner(5).state_dict()
+        sd.pop("side6.bias")
+        torch.save(sd, tmp_path / "partial.pth")
+        load_refiner(tmp_path / "partial.pth")
