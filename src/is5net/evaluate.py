@@ -99,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:
         if folder_mode:
             raise IS5NetError("--data (dataset mode) and --pred/--gt (folder mode) cannot be used together")
-        if getattr(args, "allow_missing", False) or getattr(args, "per_image", None):
-            raise IS5NetError("--allow-missing and --per-image apply to folder mode (--pred/--gt) only")
         try:
             from . import eval_dataset
         except ModuleNotFoundError as exc:
