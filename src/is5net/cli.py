@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("is5net.predict_cli", "segment images with a box prompt (SAM + IS5Net, or a given coarse mask)"),
     "convert-isnet": ("is5net.convert_cli", "turn 3-channel IS-Net weights into 5-channel IS5Net weights"),
     "eval": ("is5net.evaluate", "score predicted masks against ground truth with the six DIS metrics"),
+    "check-data": ("is5net.data.check", "check a dataset: unreadable files, missing pairs, size mismatches, empty GTs"),
+    "cache-sam": ("is5net.data.sam_cache", "precompute the SAM masks of every training sample (resumable, torchrun)"),
 }
 
 EXIT_USER_ERROR = 2
