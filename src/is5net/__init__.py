@@ -8,25 +8,35 @@
     out = p.predict(box=[x0, y0, x1, y1])                   # out.mask: HxW float32 in [0, 1]
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .checkpoint import (  # noqa: E402
-    RefinerConfig,
-    convert_isnet_to_is5net,
-    isnet_to_is5net_state_dict,
-    load_gt_encoder,
-    load_refiner,
-    save_refiner,
-)
-from .errors import BoxError, CheckpointError, IS5NetError  # noqa: E402
-from .io import load_image, load_mask  # noqa: E402
-from .modeling import MODEL_REGISTRY, GTEncoder, ISNet, build_model  # noqa: E402
-from .predictor import IS5NetPredictor, Prediction  # noqa: E402
-from .prompts import SamStage, load_sam, validate_box  # noqa: E402
+# Public name -> defining module. Imported on first use (PEP 562), so light modules (metrics, io) and the
+# evaluation worker processes do not pay for importing torch and segment_anything.
+_EXPORTS = {
+    "IS5NetPredictor": "predictor", "Prediction": "predictor",
+    "load_refiner": "checkpoint", "load_gt_encoder": "checkpoint", "save_refiner": "checkpoint",
+    "RefinerConfig": "checkpoint", "convert_isnet_to_is5net": "checkpoint",
+    "isnet_to_is5net_state_dict": "checkpoint",
+    "load_sam": "prompts", "SamStage": "prompts", "validate_box": "prompts",
+    "ISNet": "modeling", "GTEncoder": "modeling", "build_model": "modeling", "MODEL_REGISTRY": "modeling",
+    "load_image": "io", "load_mask": "io",
+    "IS5NetError": "errors", "CheckpointError": "errors", "BoxError": "errors",
+}
 
-__all__ = [
-    "__version__", "IS5NetPredictor", "Prediction", "load_refiner", "load_gt_encoder", "save_refiner",
-    "load_sam", "SamStage", "validate_box", "RefinerConfig", "convert_isnet_to_is5net",
-    "isnet_to_is5net_state_dict", "ISNet", "GTEncoder", "build_model", "MODEL_REGISTRY",
-    "load_image", "load_mask", "IS5NetError", "CheckpointError", "BoxError",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'is5net' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
