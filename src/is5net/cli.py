@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert-isnet": ("is5net.convert_cli", "turn 3-channel IS-Net weights into 5-channel IS5Net weights"),
     "eval": ("is5net.evaluate", "score predicted masks against ground truth with the six DIS metrics"),
     "check-data": ("is5net.data.check", "check a dataset: unreadable files, missing pairs, size mismatches, empty GTs"),
+    "train": ("is5net.train.cli", "train IS5Net / IS-Net: GT-encoder phase, then the refiner (AMP, torchrun, exact resume)"),
     "cache-sam": ("is5net.data.sam_cache", "precompute the SAM masks of every training sample (resumable, torchrun)"),
 }
 

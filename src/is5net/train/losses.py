@@ -1,0 +1,54 @@
+"""Losses of the reference recipe: per side output 20*BCE + 0.5*IoU, feature MSE, orthogonality penalty.
+
+All side outputs are logits (before sigmoid) at the input size: BCE-with-logits is AMP-safe, unlike the
+official sigmoid + ``BCELoss``. Losses are computed in fp32 whatever the autocast precision.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def iou_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Soft IoU loss ``1 - sum(p*g) / sum(p + g - p*g)`` per sample, averaged over the batch."""
+    p = torch.sigmoid(logits)
+    inter = (p * target).flatten(1).sum(1)
+    union = (p + target - p * target).flatten(1).sum(1)
+    return (1.0 - inter / union.clamp_min(eps)).mean()
+
+
+def side_loss(side_logits: list[torch.Tensor], target: torch.Tensor, bce_weight: float = 20.0,
+              iou_weight: float = 0.5) -> torch.Tensor:
+    """Sum over the side outputs of ``bce_weight * BCE + iou_weight * IoU`` (target ``B x 1 x H x W``)."""
+    total = target.new_zeros(())
+    for logits in side_logits:
+        logits = logits.float()
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + bce_weight * F.binary_cross_entropy_with_logits(logits, target)
+        if iou_weight:
+            total = total + iou_weight * iou_loss(logits, target)
+    return total
+
+
+def feature_loss(features: list[torch.Tensor], gt_features: list[torch.Tensor], weight: float = 1.0) -> torch.Tensor:
+    """Intermediate supervision: sum over the six maps of MSE(refiner decoder map, GT encoder map)."""
+    total = features[0].new_zeros((), dtype=torch.float32)
+    for f, g in zip(features, gt_features):
+        total = total + F.mse_loss(f.float(), g.detach().float())
+    return weight * total
+
+
+def orthogonality_penalty(model: nn.Module) -> torch.Tensor:
+    """``sum |W W^T - I|`` over every convolution, ``W`` its weight as ``out x (in*k*k)``."""
+    total = None
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            w = m.weight.float().flatten(1)
+            gram = w @ w.t()
+            eye = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
+            term = (gram - eye).abs().sum()
+            total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
