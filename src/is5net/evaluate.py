@@ -49,7 +49,9 @@ LABELS: dict[str, str] = {
 }
 
 #: Options that belong to dataset mode only.
-_DATASET_OPTIONS = ("subsets", "method", "checkpoint", "sam_checkpoint", "coarse_dir", "out", "resume", "device")
+_DATASET_OPTIONS = (
+    "subsets", "method", "checkpoint", "sam_checkpoint", "sam_type", "coarse_dir", "out", "resume", "device"
+)
 
 _LIST_MAX = 10
 
@@ -76,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         default=None,
         help="comma-separated subset of " + ",".join(M.ALL_METRICS) + " (or 'paper' for the first six); "
-        "default: all. HCE is the slow one",
+        "default: all in folder mode, the paper's six in dataset mode. HCE is the slow one",
     )
     common.add_argument(
         "--workers", type=int, default=1, metavar="N", help="worker processes for scoring (0 = one per CPU core; default 1)"
@@ -88,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ds.add_argument("--method", metavar="NAME", help="what to evaluate (e.g. is5net, sam, isnet); names the table row")
     ds.add_argument("--checkpoint", metavar="PATH", help="refiner checkpoint (official .pth or ours .safetensors)")
     ds.add_argument("--sam-checkpoint", metavar="PATH", help="SAM checkpoint for the stage-1 mask")
+    ds.add_argument(
+        "--sam-type", metavar="TYPE", help="SAM architecture (vit_b, vit_l, vit_h; default: read off the checkpoint)"
+    )
     ds.add_argument("--coarse-dir", metavar="DIR", help="take stage-1 masks from this folder instead of running SAM")
     ds.add_argument("--out", metavar="DIR", help="where predicted masks and tables are written")
     ds.add_argument("--resume", action="store_true", help="reuse predictions already in --out")

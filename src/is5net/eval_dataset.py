@@ -1,0 +1,629 @@
+"""Dataset mode of ``is5net eval``: run a method over DIS5K subsets and write the paper's Table I.
+
+::
+
+    is5net eval --data DIS5K --subsets DIS-VD,DIS-TE1,DIS-TE2,DIS-TE3,DIS-TE4 \\
+        --method is5net --checkpoint dis-sam --sam-checkpoint vit_l --out runs/dis-sam
+    torchrun --standalone --nproc_per_node 8 -m is5net.cli eval --data DIS5K ... --out runs/dis-sam
+
+Methods (the rows of Table I this package can reproduce):
+
+- ``is5net`` (default): the box is the tight box of the GT (pixels ``> 127``, XYXY, exclusive end), the
+  stage-1 mask is SAM's ``masks[0]`` for that box (``--sam-checkpoint``) or a given coarse mask
+  (``--coarse-dir``), and a 5-channel refiner (``--checkpoint``) refines it;
+- ``sam``: the stage-1 mask alone: SAM's ``masks[0]`` for the GT box saved as 0/255, or the masks of
+  ``--coarse-dir`` scored as they are (which is how the demo scores simulated coarse masks);
+- ``isnet``: a 3-channel IS-Net (``--checkpoint``), no prompt at all.
+
+``--coarse-dir DIR`` holds one mask per GT stem: ``DIR/<subset>/<stem>.png`` or ``DIR/<stem>.png`` (the
+first wins; any image extension). SAM resizes the image as ``SamPredictor.set_image`` does (Pillow, on the
+CPU) whatever the device, so masks match the reference and the SAM-mask cache.
+
+Output layout (``RUN_DIR`` = ``--out``)::
+
+    RUN_DIR/predictions/<subset>/<stem>.png   soft map x 255 (uint8, GT size), each written atomically
+    RUN_DIR/results.json                      {subset: {metric: value, ..., "n": images}}
+    RUN_DIR/table.csv                         one row per subset, full precision
+    RUN_DIR/table.md                          provenance as an HTML comment, then the Markdown table
+    RUN_DIR/provenance.json                   what produced the numbers (hashes, versions, device, date)
+
+The rows are the chosen subsets (in the order given) plus ``DIS-TE``, the unweighted mean of whichever of
+DIS-TE1..4 were evaluated (as the paper reports it; only when at least one was). The columns are the
+paper's six metrics unless ``metrics`` says otherwise.
+
+``--resume`` keeps the predictions already saved (a PNG that opens and has the GT's size) and computes
+the rest; it refuses a run directory made by a different method, checkpoint, SAM or coarse folder.
+Without ``--resume`` a non-empty ``RUN_DIR/predictions`` is an error: runs are never mixed.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``), the process group is initialised here (gloo on the CPU, NCCL on
+CUDA with ``cuda:LOCAL_RANK``), each rank predicts ``pairs[rank::world_size]`` of every subset, and after a
+barrier rank 0 alone scores and writes the tables; every rank returns the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from . import metrics as M
+from .errors import IS5NetError
+from .evaluate import mean_row, score_pairs, table_csv, table_markdown
+from .io import atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png
+from .data.pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets, subset_names
+
+log = logging.getLogger("is5net")
+
+PathLike = Union[str, os.PathLike]
+
+METHODS = ("is5net", "sam", "isnet")
+#: The test subsets whose unweighted mean is the overall row.
+TE_SUBSETS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
+#: Name of the overall row (mean of the DIS-TE1..4 rows present).
+OVERALL = "DIS-TE"
+PREDICTIONS = "predictions"
+#: Provenance fields that must agree for ``--resume`` to reuse a run's predictions.
+_RUN_IDENTITY = ("method", "checkpoint_sha256", "sam_type", "sam_checkpoint_sha256", "sam_state_hash",
+                 "coarse_dir", "mask_choice", "precision")
+_LIST_MAX = 5
+
+
+# ------------------------------------------------------------------------------------------- public
+def evaluate_dataset(
+    root: PathLike,
+    subsets: Union[None, str, Sequence[str]],
+    method: str,
+    checkpoint: Optional[PathLike],
+    out_dir: PathLike,
+    sam_checkpoint: Optional[PathLike] = None,
+    sam_type: Optional[str] = None,
+    coarse_dir: Optional[PathLike] = None,
+    device=None,
+    resume: bool = False,
+    workers: int = 1,
+    metrics: M.MetricsArg = None,
+    progress: bool = True,
+    precision: str = "fp32",
+    mask_choice: str = "first",
+) -> dict[str, dict]:
+    """Run ``method`` over the subsets of a DIS5K root, score it, write Table I; return its rows.
+
+    Args:
+        root: a DIS5K root (``DIS-VD/{im,gt}``, ``DIS-TE1/{im,gt}``, ...) or one folder with ``im/`` + ``gt/``.
+        subsets: names (list or ``"A,B"``); None = those of DIS-TE1..4 present (else every subset but DIS-TR).
+            ``DIS-TE`` alone stands for DIS-TE1..4 (it is the mean row, always added when a TE subset is run).
+        method: ``"is5net"``, ``"sam"`` or ``"isnet"`` (module docstring).
+        checkpoint: the refiner (path or a name under ``IS5NET_HOME``): 5 channels for ``is5net``, 3 for
+            ``isnet``; not used by ``sam``.
+        out_dir: the run directory (module docstring for its layout).
+        sam_checkpoint / sam_type: SAM for the stage-1 mask (``sam_type`` read off the checkpoint if None;
+            ``sam_type="tiny"`` with no checkpoint is the seeded random test SAM).
+        coarse_dir: stage-1 masks from files instead of SAM (``DIR/<subset>/<stem>.png`` or ``DIR/<stem>.png``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when present); under torchrun CUDA means
+            ``cuda:LOCAL_RANK``.
+        resume: reuse the predictions already in ``out_dir`` (same method and weights only).
+        workers: scoring processes (0 = one per CPU core).
+        metrics: the columns (``"paper"``, ``"all"``, ``"maxF,MAE"``, ...); None = the paper's six.
+        progress: tqdm bars (shown on a terminal only; rank 0 only under torchrun).
+        precision: ``fp32`` (the reference), ``bf16`` or ``fp16`` (CUDA) autocast for both stages.
+        mask_choice: SAM mask kept, ``first`` (``masks[0]``, the reference) or ``best``.
+
+    Returns ``{row name: {metric: value, ..., "n": images}}``: the subsets in order, then ``DIS-TE``.
+    Raises :class:`IS5NetError` for a missing root, an unknown subset, a checkpoint of the wrong kind, a
+    missing coarse mask, an existing run without ``resume``, or an unreadable / mismatched file.
+    """
+    from .runtime import check_precision, resolve_device
+
+    method = (method or "is5net").lower()
+    if method not in METHODS:
+        raise IS5NetError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    keys = M.resolve_metrics("paper" if metrics is None else metrics)
+    from .prompts import MASK_CHOICES, SAM_TYPES
+
+    if sam_type is not None and sam_type not in SAM_TYPES:
+        raise IS5NetError(f"unknown SAM type {sam_type!r}; choose one of {', '.join(SAM_TYPES)}")
+    if mask_choice not in MASK_CHOICES:
+        raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
+    dev = resolve_device(device)
+    check_precision(precision, dev)
+
+    root = Path(root)
+    if not root.is_dir():
+        raise IS5NetError(f"--data {root}: no such directory")
+    names = choose_subsets(root, subsets)
+    pairs_by_subset: dict[str, list[Pair]] = {}
+    for name in names:
+        pairs = find_pairs(root, [name])
+        if not pairs:
+            raise IS5NetError(f"{root}: subset {name} has no image/GT pair (im/ and gt/ share no file stem)")
+        pairs_by_subset[name] = pairs
+
+    setup = _Setup.build(method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IS5NetError(f"--out {out_dir}: exists and is not a directory")
+    pred_root = out_dir / PREDICTIONS
+    provenance = setup.provenance(root, names, keys, precision, mask_choice)
+    _check_run_dir(out_dir, pred_root, provenance, resume)
+
+    group = _Group(dev)
+    try:
+        provenance["device"] = str(group.device)
+        provenance["world_size"] = group.world_size
+        group.barrier()  # every rank has checked the run directory before anyone writes into it
+        if group.rank == 0:
+            pred_root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")
+        counts = [0, 0]
+        error: Optional[BaseException] = None
+        try:
+            predict_one = setup.make_predictor(group.device, precision, mask_choice)
+            for name in names:
+                mine = pairs_by_subset[name][group.rank::group.world_size]
+                done, reused = _predict_subset(name, mine, pred_root / name, predict_one, resume,
+                                               progress and group.rank == 0, method)
+                counts[0] += done
+                counts[1] += reused
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
+            error = exc
+        if not group.all_ok(error is None):
+            if error is not None:
+                raise error
+            raise IS5NetError("another process of this torchrun job failed (see its error above)")
+        counts = group.sum(counts)
+
+        payload: tuple = ("ok", None)
+        if group.rank == 0:
+            try:
+                rows = _score(names, pairs_by_subset, pred_root, keys, workers, progress)
+                provenance.update(computed=counts[0], reused=counts[1],
+                                  date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                _write_tables(out_dir, rows, keys, provenance)
+                payload = ("ok", rows)
+            except IS5NetError as exc:
+                error = exc
+                payload = ("error", str(exc))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
+                error = exc
+                payload = ("error", f"{exc.__class__.__name__}: {exc}")
+        payload = group.broadcast(payload)
+        if error is not None:
+            raise error
+        if payload[0] != "ok":
+            raise IS5NetError(f"rank 0 failed while scoring: {payload[1]}")
+        return payload[1]
+    finally:
+        group.close()
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    """``is5net eval --data ...``: :func:`evaluate_dataset` from parsed arguments; prints the table."""
+    if getattr(args, "out", None) is None:
+        raise IS5NetError("dataset mode needs --out RUN_DIR (where predictions and tables are written)")
+    for opt in ("per_image", "allow_missing"):
+        if getattr(args, opt, None):
+            raise IS5NetError(f"--{opt.replace('_', '-')} only applies to folder mode (--pred/--gt)")
+    method = args.method or "is5net"
+    rows = evaluate_dataset(
+        args.data, parse_subsets(args.subsets), method, args.checkpoint, args.out,
+        sam_checkpoint=args.sam_checkpoint, sam_type=getattr(args, "sam_type", None), coarse_dir=args.coarse_dir,
+        device=args.device, resume=args.resume, workers=args.workers, metrics=args.metrics, progress=True,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        keys = M.resolve_metrics("paper" if args.metrics is None else args.metrics)
+        print(table_markdown(rows, metrics=keys, index_name=method, show_n=True), end="")
+        if getattr(args, "json", None):
+            atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+        if getattr(args, "csv", None):
+            atomic_write_text(args.csv, table_csv(rows, metrics=keys, index_name="subset"))
+        log.info("predictions and tables in %s", args.out)
+    return 0
+
+
+def choose_subsets(root: PathLike, subsets: Union[None, str, Sequence[str]]) -> list[str]:
+    """The subsets to run, in order (see :func:`evaluate_dataset`); unknown names are an error."""
+    available = subset_names(root)
+    if isinstance(subsets, str):
+        subsets = parse_subsets(subsets)
+    if not subsets:
+        te = [s for s in TE_SUBSETS if s in available]
+        return te or [s for s in available if s != "DIS-TR"] or available
+    chosen = list(dict.fromkeys(subsets))
+    if OVERALL in chosen and OVERALL not in available:
+        chosen.remove(OVERALL)
+        if not any(s in TE_SUBSETS for s in chosen):
+            te = [s for s in TE_SUBSETS if s in available]
+            if not te:
+                raise IS5NetError(f"{root}: {OVERALL} is the mean of DIS-TE1..4, and none of them is there "
+                                  f"(found: {', '.join(available)})")
+            chosen += te
+    unknown = [s for s in chosen if s not in available]
+    if unknown:
+        raise IS5NetError(f"{root}: no subset {', '.join(unknown)} (found: {', '.join(available)})")
+    return chosen
+
+
+def table_rows(subset_rows: dict[str, dict], metrics: M.MetricsArg = None) -> dict[str, dict]:
+    """``subset_rows`` plus the ``DIS-TE`` row (unweighted mean of the DIS-TE1..4 rows present, if any)."""
+    rows = dict(subset_rows)
+    te = [r for name, r in subset_rows.items() if name in TE_SUBSETS]
+    if te and OVERALL not in rows:
+        rows[OVERALL] = mean_row(te, metrics)
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- setup
+class _Setup:
+    """The models and stage-1 source of a run, checked before anything is computed."""
+
+    def __init__(self, method: str):
+        self.method = method
+        self.refiner = None
+        self.checkpoint: Optional[Path] = None
+        self.sam_checkpoint: Optional[Path] = None
+        self.sam_type: Optional[str] = None
+        self.coarse_dir: Optional[Path] = None
+        self.coarse: dict[tuple[str, str], Path] = {}
+        self.use_sam = False
+
+    @classmethod
+    def build(cls, method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset) -> "_Setup":
+        from .checkpoint import load_refiner
+        from .weights import resolve_weights
+
+        s = cls(method)
+        if method in ("is5net", "isnet"):
+            if checkpoint is None:
+                what = "a 5-channel IS5Net refiner" if method == "is5net" else "a 3-channel IS-Net (isnet.pth)"
+                raise IS5NetError(f"--method {method} needs --checkpoint: {what}")
+            s.checkpoint = resolve_weights(checkpoint)
+            s.refiner = load_refiner(s.checkpoint)
+            in_ch = int(s.refiner.config.in_ch)
+            if method == "is5net" and in_ch != 5:
+                raise IS5NetError(f"{s.checkpoint}: a {in_ch}-channel IS-Net checkpoint, but --method is5net needs a "
+                                  "5-channel IS5Net refiner (score IS-Net with --method isnet)")
+            if method == "isnet" and in_ch != 3:
+                raise IS5NetError(f"{s.checkpoint}: a {in_ch}-channel checkpoint, but --method isnet needs a 3-channel "
+                                  "IS-Net such as isnet.pth (score IS5Net with --method is5net)")
+        elif checkpoint is not None:
+            log.warning("--checkpoint is not used by --method sam (it scores the stage-1 mask alone)")
+
+        if method == "isnet":
+            if sam_checkpoint is not None or coarse_dir is not None or sam_type is not None:
+                log.warning("--method isnet uses no prompt: --sam-checkpoint / --sam-type / --coarse-dir are not used")
+            return s
+        if coarse_dir is not None and sam_checkpoint is not None:
+            raise IS5NetError("give either --sam-checkpoint (run SAM) or --coarse-dir (masks from files), not both")
+        if coarse_dir is not None:
+            if sam_type is not None:
+                log.warning("--sam-type is not used with --coarse-dir")
+            s.coarse_dir = Path(coarse_dir)
+            s.coarse = _coarse_index(s.coarse_dir, pairs_by_subset)
+            return s
+        if sam_checkpoint is None and sam_type != "tiny":
+            raise IS5NetError(f"--method {method} needs the stage-1 mask: --sam-checkpoint PATH (SAM weights) or "
+                              "--coarse-dir DIR (one mask per GT stem)")
+        s.use_sam = True
+        s.sam_type = sam_type
+        if sam_checkpoint is not None:
+            s.sam_checkpoint = resolve_weights(sam_checkpoint)
+            from .checkpoint import read_state_dict
+            from .prompts import infer_sam_type
+
+            found = infer_sam_type(read_state_dict(s.sam_checkpoint)[0], s.sam_checkpoint)
+            if sam_type is not None and sam_type != found:
+                raise IS5NetError(f"{s.sam_checkpoint}: this is a {found} SAM checkpoint, "
+                                  f"but --sam-type {sam_type} was given")
+            s.sam_type = found
+        return s
+
+    def provenance(self, root: Path, names: list[str], keys: Sequence[str], precision: str, mask_choice: str) -> dict:
+        import torch
+
+        from . import __version__
+        from .data.sam_cache import file_sha256
+
+        prov: dict = {
+            "method": self.method,
+            "data": str(root.resolve()),
+            "subsets": list(names),
+            "box": "tight box of the GT (pixels > 127), XYXY, exclusive end" if self.method != "isnet" else None,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "checkpoint_sha256": file_sha256(self.checkpoint) if self.checkpoint else None,
+            "refiner": None,
+            "sam_type": self.sam_type if self.use_sam else None,
+            "sam_checkpoint": str(self.sam_checkpoint) if self.sam_checkpoint else None,
+            "sam_checkpoint_sha256": file_sha256(self.sam_checkpoint) if self.sam_checkpoint else None,
+            "sam_state_hash": None,
+            "coarse_dir": str(self.coarse_dir.resolve()) if self.coarse_dir else None,
+            "mask_choice": mask_choice if self.use_sam else None,
+            "precision": precision if self.method != "sam" or self.use_sam else None,
+            "metrics": list(keys),
+            "is5net_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        if self.refiner is not None:
+            cfg = self.refiner.config
+            prov["refiner"] = {"model": cfg.model, "in_ch": cfg.in_ch, "input_size": cfg.input_size}
+        if self.use_sam and self.sam_checkpoint is None:
+            from .data.sam_cache import TINY_SAM_SEED, _tiny_random_sam, state_dict_hash
+
+            prov["sam_state_hash"] = state_dict_hash(_tiny_random_sam().state_dict())
+            prov["sam_checkpoint"] = f"random tiny SAM (seed {TINY_SAM_SEED})"
+        return prov
+
+    def make_predictor(self, device, precision: str, mask_choice: str) -> Callable[[Pair], np.ndarray]:
+        """A function ``pair -> HxW uint8`` prediction (GT size) for this run's method."""
+        sam = None
+        if self.use_sam:
+            from .prompts import load_sam
+
+            if self.sam_checkpoint is None:
+                from .data.sam_cache import _tiny_random_sam
+
+                sam = _tiny_random_sam()
+            else:
+                sam = load_sam(self.sam_type, self.sam_checkpoint, device="cpu")
+
+        if self.method == "sam":
+            if sam is None:
+                return lambda pair: self._coarse_mask(pair, load_mask(pair.gt).shape)
+            from .prompts import SamStage
+            from .runtime import autocast
+
+            stage = SamStage(sam.to(device), mask_choice=mask_choice, resize="pil")
+
+            def predict_sam(pair: Pair) -> np.ndarray:
+                rgb, box = self._image_and_box(pair)
+                stage.set_image(rgb)
+                with autocast(device, precision):
+                    masks, _ = stage.predict(np.asarray([box], dtype=np.float32))
+                return masks[0].cpu().numpy().astype(np.uint8) * 255
+
+            return predict_sam
+
+        from .predictor import IS5NetPredictor
+
+        predictor = IS5NetPredictor(sam, self.refiner, device=device, precision=precision, mask_choice=mask_choice,
+                                    box_channel="user", batch_size=1, sam_resize="pil")
+        if self.method == "isnet":
+            def predict_isnet(pair: Pair) -> np.ndarray:
+                gt = load_mask(pair.gt)
+                rgb = load_image(pair.image)
+                _check_same_size(pair, rgb.shape[:2], gt.shape)
+                predictor.set_image(rgb)
+                return mask_to_uint8(predictor.predict().mask)
+
+            return predict_isnet
+
+        def predict_is5net(pair: Pair) -> np.ndarray:
+            rgb, box = self._image_and_box(pair)
+            coarse = self._coarse_mask(pair, rgb.shape[:2]) if self.coarse_dir is not None else None
+            predictor.set_image(rgb)
+            return mask_to_uint8(predictor.predict(box=list(box), coarse_mask=coarse).mask)
+
+        return predict_is5net
+
+    @staticmethod
+    def _image_and_box(pair: Pair) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        from .data.samples import tight_box
+
+        gt = load_mask(pair.gt)
+        rgb = load_image(pair.image)
+        _check_same_size(pair, rgb.shape[:2], gt.shape)
+        fg = gt > FG_THRESHOLD
+        if not fg.any():
+            raise IS5NetError(f"{pair.gt}: empty GT (no pixel > {FG_THRESHOLD}), so no box to prompt with "
+                              "(see is5net check-data)")
+        return rgb, tight_box(fg)
+
+    def _coarse_mask(self, pair: Pair, shape: tuple[int, int]) -> np.ndarray:
+        path = self.coarse[(pair.subset, pair.stem)]
+        m = load_mask(path)
+        if m.shape != tuple(shape):
+            raise IS5NetError(f"{path}: the coarse mask is {m.shape[1]}x{m.shape[0]} but {pair.gt.name} is "
+                              f"{shape[1]}x{shape[0]} (WxH)")
+        return m
+
+
+def _check_same_size(pair: Pair, image_hw: tuple[int, int], gt_hw: tuple[int, int]) -> None:
+    if tuple(image_hw) != tuple(gt_hw):
+        raise IS5NetError(f"{pair.image}: the image is {image_hw[1]}x{image_hw[0]} but its GT {pair.gt.name} is "
+                          f"{gt_hw[1]}x{gt_hw[0]} (WxH; see is5net check-data)")
+
+
+def _coarse_index(coarse_dir: Path, pairs_by_subset: dict[str, list[Pair]]) -> dict[tuple[str, str], Path]:
+    """``(subset, stem) -> mask file`` from ``DIR/<subset>/<stem>.*`` or else ``DIR/<stem>.*``; all must exist."""
+    if not coarse_dir.is_dir():
+        raise IS5NetError(f"--coarse-dir {coarse_dir}: no such directory")
+    flat = list_images(coarse_dir)
+    found: dict[tuple[str, str], Path] = {}
+    missing: list[str] = []
+    for subset, pairs in pairs_by_subset.items():
+        sub = list_images(coarse_dir / subset) if (coarse_dir / subset).is_dir() else {}
+        for p in pairs:
+            path = sub.get(p.stem) or flat.get(p.stem)
+            if path is None:
+                missing.append(f"{subset}/{p.stem}")
+            else:
+                found[(subset, p.stem)] = path
+    if missing:
+        more = len(missing) - _LIST_MAX
+        shown = ", ".join(missing[:_LIST_MAX]) + (f", ... and {more} more" if more > 0 else "")
+        raise IS5NetError(f"--coarse-dir {coarse_dir}: no coarse mask for {len(missing)} image(s): {shown} "
+                          "(expected DIR/<subset>/<stem>.png or DIR/<stem>.png)")
+    return found
+
+
+# ---------------------------------------------------------------------------------------- run dir
+def _check_run_dir(out_dir: Path, pred_root: Path, provenance: dict, resume: bool) -> None:
+    has_predictions = pred_root.is_dir() and any(pred_root.iterdir())
+    if not resume:
+        if has_predictions:
+            raise IS5NetError(f"{pred_root}: already holds predictions; pass --resume to reuse them, or choose "
+                              "another --out (runs are never mixed)")
+        return
+    prov_path = out_dir / "provenance.json"
+    if not prov_path.is_file():
+        if has_predictions:
+            raise IS5NetError(f"--resume: {out_dir} holds predictions but no provenance.json, so nothing says which "
+                              "run made them; choose another --out")
+        return
+    try:
+        previous = json.loads(prov_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IS5NetError(f"--resume: {prov_path} is unreadable ({exc}); choose another --out") from None
+    differ = [k for k in _RUN_IDENTITY if previous.get(k) != provenance.get(k)]
+    if differ:
+        detail = "; ".join(f"{k}: {previous.get(k)!r} there, {provenance.get(k)!r} now" for k in differ)
+        raise IS5NetError(f"--resume: {out_dir} was made by another run ({detail}); choose another --out")
+
+
+def _displayed_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` after EXIF orientation, from the header only."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _reusable(pred: Path, gt: Path) -> bool:
+    """A saved prediction that opens and has the GT's size (writes are atomic, so this means complete)."""
+    if not pred.is_file():
+        return False
+    try:
+        with Image.open(pred) as img:
+            size = img.size
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        log.warning("%s: unreadable (%s); predicting it again", pred, exc)
+        return False
+    try:
+        gt_size = _displayed_size(gt)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False  # predicting it again reports the unreadable GT
+    if size != gt_size:
+        log.warning("%s: %dx%d, but its GT is %dx%d; predicting it again", pred, *size, *gt_size)
+        return False
+    return True
+
+
+def _predict_subset(
+    name: str, pairs: list[Pair], pred_dir: Path, predict_one, resume: bool, progress: bool, method: str
+) -> tuple[int, int]:
+    """Predict ``pairs`` into ``pred_dir`` (skipping reusable ones under ``resume``): ``(computed, reused)``."""
+    from tqdm import tqdm
+
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    done = reused = 0
+    for pair in tqdm(pairs, desc=f"{method} {name}", unit="img", disable=None if progress else True,
+                     dynamic_ncols=True, leave=False):
+        dst = pred_dir / f"{pair.stem}.png"
+        if resume and _reusable(dst, pair.gt):
+            reused += 1
+            continue
+        save_png(dst, predict_one(pair))
+        done += 1
+    if reused:
+        log.info("%s: reused %d saved prediction(s), computed %d", name, reused, done)
+    return done, reused
+
+
+# ------------------------------------------------------------------------------------- score, write
+def _score(names, pairs_by_subset, pred_root: Path, keys, workers: int, progress: bool) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for name in names:
+        tasks = [(p.stem, pred_root / name / f"{p.stem}.png", p.gt) for p in pairs_by_subset[name]]
+        stats = score_pairs(tasks, keys, workers=workers, progress=progress, desc=f"score {name}")
+        rows[name] = M.aggregate(stats, keys)
+    return table_rows(rows, keys)
+
+
+def _write_tables(out_dir: Path, rows: dict[str, dict], keys, provenance: dict) -> None:
+    atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out_dir / "table.csv", table_csv(rows, metrics=keys, index_name="subset"))
+    comment = "\n".join(f"{k}: {v}" for k, v in provenance.items() if v is not None)
+    table = table_markdown(rows, metrics=keys, index_name=provenance["method"], show_n=True)
+    atomic_write_text(out_dir / "table.md", f"<!-- is5net eval provenance\n{comment}\n-->\n\n{table}")
+    atomic_write_text(out_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------- distributed
+class _Group:
+    """torchrun sharding (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``); a single process when WORLD_SIZE <= 1."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device = device
+        self.owns = False
+        self.rank, self.world_size = 0, 1
+        self.active = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if not self.active:
+            return
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            self.owns = True
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def _tensor(self, values, dtype):
+        import torch
+        import torch.distributed as dist
+
+        dev = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        return torch.tensor(values, dtype=dtype, device=dev)
+
+    def all_ok(self, ok: bool) -> bool:
+        if not self.active:
+            return ok
+        import torch
+        import torch.distributed as dist
+
+        t = self._tensor([1 if ok else 0], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    def sum(self, values: list[int]) -> list[int]:
+        if not self.active:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        t = self._tensor(values, dtype=torch.int64)
+        dist.all_reduce(t)
+        return [int(v) for v in t.tolist()]
+
+    def broadcast(self, obj):
+        if not self.active:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.owns = False
