@@ -1,0 +1,232 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from is5net.checkpoint import load_refiner, read_state_dict
+from is5net.cli import main
+from is5net.errors import IS5NetError
+from is5net.modeling import build_model
+from is5net.train import load_config, train
+from is5net.train.losses import feature_loss, orthogonality_penalty, side_loss
+
+TINY = ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", "log_every=2"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from is5net.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("syn")
+    make_synthetic_dataset(root, seed=3, n_train=12, n_val=4, n_test=2, size=96)
+    return root
+
+
+def _weights(path):
+    sd, _ = read_state_dict(path)
+    return sd
+
+
+def test_both_phases_lower_the_loss_on_a_fixed_batch(dataset):
+    from is5net.data.dataset import CoarseDir, RefinerDataset
+    from is5net.data.pairs import find_pairs
+    from is5net.data.samples import enumerate_samples
+
+    samples = enumerate_samples(find_pairs(dataset, ["DIS-TR"]), enrich=False)
+    ds = RefinerDataset(samples, CoarseDir("dataset"), 64, [0.5, 0.5, 0.5, 0, 0], [1] * 5, train=False)
+    batch = [ds[i] for i in range(4)]
+    x, y = torch.stack([b["input"] for b in batch]), torch.stack([b["gt"] for b in batch])
+    assert x.shape == (4, 5, 64, 64) and 0 <= float(y.min()) and float(y.max()) <= 1
+
+    torch.manual_seed(0)
+    enc = build_model("gt_encoder_tiny")
+    opt = torch.optim.AdamW(enc.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        loss = side_loss(enc(y)[0], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+    enc.eval().requires_grad_(False)
+
+    ref = build_model("is5net_tiny")
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        logits, feats = ref(x)
+        loss = side_loss(logits, y) + feature_loss(feats, enc(y)[1]) + 1e-8 * orthogonality_penalty(ref)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_losses_match_their_definitions():
+    logits = torch.tensor([[[[0.0, 2.0], [-2.0, 4.0]]]])
+    target = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])
+    p = torch.sigmoid(logits)
+    bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+    iou = 1 - (p * target).sum() / (p + target - p * target).sum()
+    torch.testing.assert_close(side_loss([logits, logits], target), 2 * (20 * bce + 0.5 * iou))
+    conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
+    # W = [[1], [0]]: W W^T - I = [[0, 0], [0, -1]] -> 1
+    assert float(orthogonality_penalty(conv)) == pytest.approx(1.0)
+
+
+def _train_cmd(dataset, out, *extra):
+    return [sys.executable, "-m", "is5net.cli", "train", "--data", str(dataset), "--coarse-dir", "dataset",
+            "--out", str(out), "--no-progress", *TINY, *extra]
+
+
+def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path):
+    extra = ["max_steps=12", "val_every=6", "gt_encoder_max_steps=4", "save_every=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_cmd(dataset, tmp_path / "a", *extra), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(dataset, tmp_path / "b", *extra), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "b" / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            entry = json.loads(latest.read_text())
+        except (FileNotFoundError, ValueError):
+            entry = None
+        if entry and entry["phase"] == "refiner" and entry["step"] >= 4:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = entry["step"]
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None and killed_at < 12, "the run finished before it could be killed"
+    assert not (tmp_path / "b" / "refiner.safetensors").exists()
+
+    # Same environment (thread count) as the uninterrupted run: float sums are then bit-identical.
+    subprocess.run([sys.executable, "-m", "is5net.cli", "train", "--resume", str(tmp_path / "b"), "--no-progress"],
+                   check=True, env=env, capture_output=True)
+    a, b = _weights(tmp_path / "a" / "refiner_last.safetensors"), _weights(tmp_path / "b" / "refiner_last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r for r in (tmp_path / "b" / "log.csv").read_text().splitlines() if ",refiner,12,loss," in r]
+    assert len(steps) == 1
+
+
+def test_result_loads_and_predicts_and_config_is_saved(dataset, tmp_path):
+    assert main(["train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(tmp_path / "r"),
+                 "--no-progress", *TINY, "max_steps=4", "val_every=2", "gt_encoder_max_steps=2", "seed=5"]) == 0
+    ref = load_refiner(tmp_path / "r" / "refiner.safetensors")
+    assert ref.in_ch == 5 and ref.config.input_size == 64 and ref.config.model == "is5net_tiny"
+    saved = load_config(tmp_path / "r" / "config.yaml")
+    assert saved.seed == 5 and saved.max_steps == 4 and saved.coarse_dir == "dataset"
+    from is5net import IS5NetPredictor
+    from is5net.io import load_image, load_mask
+
+    im = sorted((dataset / "DIS-TE1" / "im").iterdir())[0]
+    rgb, coarse = load_image(im), load_mask(dataset / "DIS-TE1" / "coarse" / f"{im.stem}.png")
+    p = IS5NetPredictor(None, ref, device="cpu")
+    p.set_image(rgb)
+    out = p.predict(box=[5, 5, 90, 90], coarse_mask=coarse)
+    assert out.mask.shape == rgb.shape[:2] and 0 <= out.mask.min() and out.mask.max() <= 1
+    with pytest.raises(IS5NetError, match="already holds a run"):
+        train(saved, tmp_path / "r", progress=False)
+
+
+def test_isnet_preset_trains_three_channels_without_prompt(dataset, tmp_path):
+    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "i"), "--no-progress", "preset=isnet",
+                 "model=isnet_tiny", "input_size=64", "batch_size=4", "workers=0", "max_steps=2",
+                 "val_every=2"]) == 0
+    ref = load_refiner(tmp_path / "i" / "refiner.safetensors")
+    assert ref.in_ch == 3
+    assert not (tmp_path / "i" / "gt_encoder.safetensors").exists()
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
+    import is5net.train.loop as loop
+
+    calls = {"n": 0}
+    real = loop.side_loss
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        value = real(*a, **k)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(loop, "side_loss", poisoned)
+    cfg = load_config(None, TINY + ["max_steps=6", "val_every=100", "save_every=2", "gt_encoder=false",
+                                    "feature_loss=false"], base={"data": str(dataset), "coarse_dir": "dataset"})
+    with pytest.raises(IS5NetError, match="not finite at step 3"):
+        train(cfg, tmp_path / "n", progress=False)
+    latest = json.loads((tmp_path / "n" / "checkpoints" / "latest.json").read_text())
+    assert latest["step"] == 2
+    sd = _weights(tmp_path / "n" / "checkpoints" / latest["weights"])
+    assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+
+    calls["n"] = 0
+    cfg.nan_policy = "skip"
+    train(cfg, tmp_path / "s", progress=False)
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["refiner"]["skipped_batches"] == 1 and summary["refiner"]["steps"] == 6
+
+
+def test_bad_dataset_refused_unless_skip_bad(dataset, tmp_path, capsys, caplog):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(dataset, bad)
+    (bad / "DIS-TR" / "im" / "00000_wires.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    args = ["train", "--data", str(bad), "--coarse-dir", "dataset", "--no-progress", *TINY, "max_steps=2",
+            "val_every=2", "gt_encoder_max_steps=1"]
+    assert main([*args, "--out", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "00000_wires.png" in err and "--skip-bad" in err and len(err.strip().splitlines()) == 1
+    with caplog.at_level("WARNING", logger="is5net"):
+        assert main([*args, "--out", str(tmp_path / "o2"), "--skip-bad"]) == 0
+    assert "skipping 1 bad pair" in caplog.text
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["skipped_pairs"] == 1
+
+
+def test_missing_coarse_masks_are_named(dataset, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(dataset, root)
+    (root / "DIS-TR" / "coarse" / "00003_ring.png").unlink()
+    assert main(["train", "--data", str(root), "--coarse-dir", "dataset", "--out", str(tmp_path / "o"),
+                 "--no-progress", *TINY]) == 2
+    assert "00003_ring" in capsys.readouterr().err
+
+
+def test_bad_overrides_are_clear(dataset, tmp_path, capsys):
+    for bad, needle in (["lr=fast"], "lr"), (["nonsense=1"], "unknown setting"), (["model=resnet"], "model"):
+        assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "o"), *bad]) == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_two_process_gloo_run_completes_and_rank0_alone_writes(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "is5net.cli", "train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(out),
+           "--no-progress", "model=is5net_tiny", "input_size=64", "batch_size=2", "workers=0", "max_steps=4",
+           "val_every=2", "gt_encoder_max_steps=2", "log_every=1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert load_refiner(out / "refiner.safetensors").in_ch == 5
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows.count(rows[0]) == 1  # one header: a single writer
+    assert sum(",refiner,4,loss," in r for r in rows) == 1
+    assert "effective batch 4" in proc.stderr
+    assert proc.stderr.count("is5net train: done") == 1
