@@ -16,6 +16,7 @@ from .errors import IS5NetError
 
 # name -> (module, one-line help). Modules are imported only when their command runs or --help is built.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("is5net.demo", "the paper's result in miniature: built-in data, train IS-Net and IS5Net, compare"),
     "predict": ("is5net.predict_cli", "segment images with a box prompt (SAM + IS5Net, or a given coarse mask)"),
     "convert-isnet": ("is5net.convert_cli", "turn 3-channel IS-Net weights into 5-channel IS5Net weights"),
     "eval": ("is5net.evaluate", "score predicted masks against ground truth with the six DIS metrics"),

@@ -1,0 +1,294 @@
+"""The paper's result in miniature, on built-in data, on a CPU, in minutes.
+
+Generates DIS-like images (wires, twigs, lattices, rings, wheels over real textures, with distractors),
+trains a narrow 3-channel IS-Net and a narrow 5-channel IS5Net (with its GT-encoder phase) with the real
+``is5net train`` code on a fixed schedule, scores coarse mask / IS-Net / IS5Net on the held-out split with
+the real ``is5net eval`` code, and writes the comparison table, ``results.json`` and ``comparison.png``.
+
+Stage 1 is SIMULATED by default (no SAM weights can ship): the coarse mask is made from the GT by a model
+of SAM's typical failures (low-resolution mask upsampled, thin parts lost, holes filled, boundary errors,
+a stray blob; see ``is5net.data.synthetic.simulate_coarse_mask``). With ``--sam-checkpoint`` real SAM
+makes it instead (far slower on a CPU: about 15 s per image for ViT-B).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import IS5NetError
+from .io import atomic_write_text, load_image, load_mask, save_png
+
+log = logging.getLogger("is5net")
+
+METHODS = ("coarse", "isnet", "is5net")
+LABELS = {"coarse": "coarse mask", "isnet": "IS-Net (3-ch)", "is5net": "IS5Net (5-ch)"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A fixed schedule (never a time budget), so the same seed gives the same table."""
+
+    size: int
+    n_train: int
+    n_val: int
+    n_test: int
+    steps: int              # refiner steps, both IS-Net and IS5Net
+    gt_encoder_steps: int
+    batch_size: int
+    val_every: int
+    width: float = 1 / 8
+    lr: float = 1e-3
+
+
+FULL = Schedule(size=128, n_train=300, n_val=40, n_test=60, steps=700, gt_encoder_steps=150, batch_size=8,
+                val_every=100)
+QUICK = Schedule(size=96, n_train=40, n_val=8, n_test=10, steps=16, gt_encoder_steps=6, batch_size=4,
+                 val_every=8)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("is5net-demo"), help="output folder (default ./is5net-demo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
+    parser.add_argument("--quick", action="store_true", help="a much smaller run (for CI): seconds, not minutes; "
+                                                            "too short to show the result")
+    parser.add_argument("--sam-checkpoint", help="make the coarse masks with real SAM instead of the simulation "
+                                                 "(on a CPU this takes far longer: ~15 s per image for ViT-B)")
+    parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_demo(args.out, seed=args.seed, quick=args.quick, sam_checkpoint=args.sam_checkpoint,
+                      sam_type=args.sam_type, device=args.device)
+    print(result["table"])
+    print(f"\n{result['thin_table']}\n")
+    print(f"Wrote {args.out}/results.json, table.md, comparison.png and the checkpoints.")
+    print("Rerun one test image with the trained IS5Net:\n  " + result["predict_command"])
+    return 0
+
+
+def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Optional[str] = None,
+             sam_type: Optional[str] = None, device: str = "cpu", progress: bool = True) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from .data.synthetic import SIMULATED_SAM_LABEL, make_synthetic_dataset
+
+    out = Path(out)
+    sched = QUICK if quick else FULL
+    # A fixed thread count keeps float sums, hence the table, identical from run to run on a given machine.
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    stages = tqdm(total=5, desc="demo", unit="stage", disable=not progress, position=0, leave=True,
+                  bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
+    data = out / "data"
+
+    stages.set_postfix_str("data")
+    make_synthetic_dataset(data, seed=seed, n_train=sched.n_train, n_val=sched.n_val, n_test=sched.n_test,
+                           size=sched.size, coarse=sam_checkpoint is None)
+    coarse_label = SIMULATED_SAM_LABEL
+    if sam_checkpoint is not None:
+        coarse_label = _real_sam_coarse(data, sam_checkpoint, sam_type, device, progress)
+    stages.update(1)
+
+    stages.set_postfix_str("train IS-Net")
+    isnet_ckpt = _train(data, out / "isnet", sched, seed, in_ch=3, device=device, progress=progress)
+    stages.update(1)
+    stages.set_postfix_str("train IS5Net")
+    is5net_ckpt = _train(data, out / "is5net", sched, seed, in_ch=5, device=device, progress=progress)
+    stages.update(1)
+
+    stages.set_postfix_str("evaluate")
+    results = _evaluate(data, out / "eval", isnet_ckpt, is5net_ckpt, device, progress)
+    thin = _thin_recall(data, out / "eval")
+    stages.update(1)
+
+    stages.set_postfix_str("figure")
+    _comparison_figure(data, out / "eval", out / "comparison.png", coarse_label)
+    stages.update(1)
+    stages.close()
+
+    from .evaluate import table_markdown
+
+    rows = {LABELS[m]: results[m] for m in METHODS}
+    table = (f"Held-out split ({results['is5net']['n']} images); coarse = {coarse_label}\n\n"
+             + table_markdown(rows, metrics=["maxF", "wF", "MAE", "Sm", "meanEm", "HCE"]))
+    thin_rows = {LABELS[m]: {"thin recall": thin[m]["thin_recall"], "thick recall": thin[m]["thick_recall"]}
+                 for m in METHODS}
+    thin_table = ("Recall of GT pixels in structures <= 3 px wide (thin) and wider (thick), masks at 0.5:\n\n"
+                  + _simple_table(thin_rows))
+    stem, box = _first_test_example(data)
+    predict_cmd = (f"is5net predict {data / 'DIS-TE1' / 'im' / (stem + '.png')} --box {','.join(map(str, box))} "
+                   f"--checkpoint {is5net_ckpt} --coarse-mask {data / 'DIS-TE1' / 'coarse' / (stem + '.png')} "
+                   f"-o {out / 'rerun'}")
+    payload = {m: results[m] for m in METHODS}
+    payload["coarse_label"] = coarse_label
+    payload["thin_structures"] = thin
+    payload["seed"] = seed
+    payload["schedule"] = sched.__dict__
+    payload["seconds"] = round(time.perf_counter() - started, 1)
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
+    atomic_write_text(out / "table.md", f"<!-- is5net demo, seed {seed}{', quick' if quick else ''} -->\n"
+                      f"{table}\n\n{thin_table}\n")
+    return {"results": payload, "table": table, "thin_table": thin_table, "predict_command": predict_cmd}
+
+
+def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device: str, progress: bool) -> Path:
+    from .train import load_config, train
+
+    common = {
+        "data": str(data), "input_size": s.size, "batch_size": s.batch_size, "lr": s.lr, "optimizer": "adamw",
+        "max_steps": s.steps, "val_every": s.val_every, "early_stop": 0, "seed": seed, "workers": 0,
+        "device": device, "width": s.width, "log_every": 20, "enrich": False, "ortho_weight": 1e-8,
+    }
+    if in_ch == 3:
+        # The same optimiser, loss and schedule, without prompt channels or GT-encoder supervision.
+        extra = {"model": "isnet_tiny", "gt_encoder": False, "feature_loss": False}
+    else:
+        extra = {"model": "is5net_tiny", "coarse_dir": "dataset", "gt_encoder": True, "feature_loss": True,
+                 "gt_encoder_max_steps": s.gt_encoder_steps, "gt_encoder_lr": s.lr,
+                 "gt_encoder_val_every": max(1, s.gt_encoder_steps // 2)}
+    config = load_config(None, None, base={**common, **extra})
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    return train(config, run_dir, progress=progress)
+
+
+def _evaluate(data: Path, eval_dir: Path, isnet_ckpt: Path, is5net_ckpt: Path, device: str, progress: bool) -> dict:
+    import shutil
+
+    from .eval_dataset import evaluate_dataset
+
+    if eval_dir.exists():
+        shutil.rmtree(eval_dir)
+    runs = {
+        "coarse": dict(method="sam", checkpoint=None, coarse_dir=data),
+        "isnet": dict(method="isnet", checkpoint=isnet_ckpt),
+        "is5net": dict(method="is5net", checkpoint=is5net_ckpt, coarse_dir=data),
+    }
+    results = {}
+    for name, kw in runs.items():
+        coarse_dir = kw.pop("coarse_dir", None)
+        if coarse_dir is not None:
+            coarse_dir = _coarse_view(data, eval_dir / "coarse_masks")
+        rows = evaluate_dataset(data, ["DIS-TE1"], out_dir=eval_dir / name, coarse_dir=coarse_dir, device=device,
+                                metrics="all", progress=progress, **kw)
+        results[name] = rows["DIS-TE1"]
+    return results
+
+
+def _coarse_view(data: Path, view: Path) -> Path:
+    """``view/DIS-TE1/<stem>.png``: the dataset's coarse masks where ``--coarse-dir`` looks for them."""
+    target = view / "DIS-TE1"
+    if not target.exists():
+        target.mkdir(parents=True)
+        for p in sorted((data / "DIS-TE1" / "coarse").glob("*.png")):
+            (target / p.name).write_bytes(p.read_bytes())
+    return view
+
+
+def _thin_recall(data: Path, eval_dir: Path) -> dict:
+    """Recall of GT thin pixels (structures <= 3 px) and thick pixels, per method, binarised at 0.5."""
+    from .data.synthetic import thin_parts
+
+    sums = {m: np.zeros(4) for m in METHODS}
+    for gt_path in sorted((data / "DIS-TE1" / "gt").glob("*.png")):
+        gt = load_mask(gt_path) > 127
+        thin = thin_parts(gt, 3)
+        thick = gt & ~thin
+        for m in METHODS:
+            pred = load_mask(eval_dir / m / "predictions" / "DIS-TE1" / gt_path.name) > 127
+            sums[m] += [(pred & thin).sum(), thin.sum(), (pred & thick).sum(), thick.sum()]
+    return {m: {"thin_recall": float(s[0] / max(s[1], 1)), "thick_recall": float(s[2] / max(s[3], 1)),
+                "thin_pixels": int(s[1])} for m, s in sums.items()}
+
+
+def _simple_table(rows: dict[str, dict]) -> str:
+    cols = list(next(iter(rows.values())).keys())
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, vals in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{vals[c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _first_test_example(data: Path) -> tuple[str, list[int]]:
+    meta = json.loads((data / "DIS-TE1" / "synthetic.json").read_text())
+    stems = sorted(meta["samples"]) if "samples" in meta else None
+    gt_path = sorted((data / "DIS-TE1" / "gt").glob("*.png"))[0]
+    gt = load_mask(gt_path) > 127
+    ys, xs = np.nonzero(gt)
+    del stems
+    return gt_path.stem, [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str, n_rows: int = 5) -> None:
+    """Rows of test images: image with box | coarse | IS-Net | IS5Net | GT."""
+    from PIL import Image, ImageDraw
+
+    gts = sorted((data / "DIS-TE1" / "gt").glob("*.png"))
+    # One example of each object kind, in order, so the figure shows every structure.
+    picked, kinds = [], set()
+    for g in gts:
+        kind = g.stem.split("_", 1)[-1]
+        if kind not in kinds:
+            picked.append(g)
+            kinds.add(kind)
+        if len(picked) == n_rows:
+            break
+    cols = ["image + box", f"coarse ({'simulated SAM' if 'simulated' in coarse_label else 'SAM'})",
+            "IS-Net", "IS5Net", "GT"]
+    tiles = []
+    for g in picked:
+        rgb = Image.fromarray(load_image(data / "DIS-TE1" / "im" / g.name))
+        gt = load_mask(g)
+        ys, xs = np.nonzero(gt > 127)
+        draw = ImageDraw.Draw(rgb)
+        draw.rectangle([int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())], outline=(255, 0, 0), width=2)
+        row = [np.asarray(rgb)]
+        for m in METHODS:
+            mask = load_mask(eval_dir / m / "predictions" / "DIS-TE1" / g.name)
+            row.append(np.repeat(mask[:, :, None], 3, axis=2))
+        row.append(np.repeat(gt[:, :, None], 3, axis=2))
+        tiles.append(row)
+    h, w = tiles[0][0].shape[:2]
+    pad, header = 4, 18
+    canvas = Image.new("RGB", (len(cols) * (w + pad) + pad, header + len(tiles) * (h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j, title in enumerate(cols):
+        draw.text((pad + j * (w + pad), 3), title, fill=(0, 0, 0))
+    for i, row in enumerate(tiles):
+        for j, tile in enumerate(row):
+            canvas.paste(Image.fromarray(tile.astype(np.uint8)), (pad + j * (w + pad), header + pad + i * (h + pad)))
+    save_png(path, np.asarray(canvas))
+
+
+def _real_sam_coarse(data: Path, sam_checkpoint: str, sam_type: Optional[str], device: str, progress: bool) -> str:
+    """Coarse masks from real SAM (masks[0], tight GT box) into each split's ``coarse/`` folder."""
+    from tqdm import tqdm
+
+    from .prompts import SamStage, load_sam
+    from .runtime import resolve_device
+    from .weights import resolve_weights
+
+    dev = resolve_device(device)
+    sam = load_sam(sam_type, resolve_weights(sam_checkpoint), device=dev)
+    stage = SamStage(sam)
+    ims = sorted(data.glob("DIS-*/im/*.png"))
+    for im in tqdm(ims, desc="SAM", unit="image", disable=not progress):
+        gt = load_mask(im.parent.parent / "gt" / im.name) > 127
+        ys, xs = np.nonzero(gt)
+        stage.set_image(load_image(im))
+        masks, _ = stage.predict(np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32))
+        save_png(im.parent.parent / "coarse" / im.name, masks[0].cpu().numpy().astype(np.uint8) * 255)
+    return f"SAM {sam.sam_type} (real)"
