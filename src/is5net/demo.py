@@ -223,12 +223,9 @@ def _simple_table(rows: dict[str, dict]) -> str:
 
 
 def _first_test_example(data: Path) -> tuple[str, list[int]]:
-    meta = json.loads((data / "DIS-TE1" / "synthetic.json").read_text())
-    stems = sorted(meta["samples"]) if "samples" in meta else None
     gt_path = sorted((data / "DIS-TE1" / "gt").glob("*.png"))[0]
     gt = load_mask(gt_path) > 127
     ys, xs = np.nonzero(gt)
-    del stems
     return gt_path.stem, [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
@@ -246,7 +243,7 @@ def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str
             kinds.add(kind)
         if len(picked) == n_rows:
             break
-    cols = ["image + box", f"coarse ({'simulated SAM' if 'simulated' in coarse_label else 'SAM'})",
+    cols = ["image + box", "coarse (simulated)" if "simulated" in coarse_label else "coarse (SAM)",
             "IS-Net", "IS5Net", "GT"]
     tiles = []
     for g in picked:
@@ -261,6 +258,9 @@ def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str
             row.append(np.repeat(mask[:, :, None], 3, axis=2))
         row.append(np.repeat(gt[:, :, None], 3, axis=2))
         tiles.append(row)
+    # Small synthetic images are shown enlarged (nearest neighbour, so 1-px wires stay sharp).
+    scale = max(1, -(-160 // tiles[0][0].shape[0]))
+    tiles = [[np.kron(t, np.ones((scale, scale, 1), dtype=t.dtype)) for t in row] for row in tiles]
     h, w = tiles[0][0].shape[:2]
     pad, header = 4, 18
     canvas = Image.new("RGB", (len(cols) * (w + pad) + pad, header + len(tiles) * (h + pad) + pad), (255, 255, 255))
