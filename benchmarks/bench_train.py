@@ -1,0 +1,576 @@
+"""Training-step speed: our step (as ``is5net train`` phase 2 runs it) vs a plain step, and data loading.
+
+Ours  = what ``is5net.train.loop`` runs on CUDA: bf16 autocast, channels_last refiner, fused AdamW, PyTorch's
+        default backend flags; the frozen GT encoder in eval mode (NCHW, as loop.py keeps it).
+Plain = what the official code runs: fp32, eager, NCHW, default backend flags (``common.torch_defaults``),
+        non-fused AdamW (PyTorch's default implementation).
+Both: the same architecture and initial weights, the same batch (real photos via ``common.real_input``, GT =
+the mask channel), the same loss as loop.py's phase 2: ``side_loss`` (20*BCE + 0.5*IoU per side output)
++ ``feature_loss`` (MSE to the frozen GT encoder's maps) + ``1e-8 * orthogonality_penalty``, and the same
+per-step finiteness check (``loss.item()``, one host sync per step, as loop.py).
+
+Optional variants: ``ours_tuned`` (ours + cuDNN autotuning/TF32 and a channels_last GT encoder: what loop.py
+could add), ``compile`` (ours + ``torch.compile``, as ``compile=true``; run last, after the data part, as
+its compilation can take minutes). Rows print as each variant ends; ``--json`` is rewritten after each.
+
+Data: writes a small synthetic DIS-layout dataset (``DIS-TR`` with im/gt/coarse) to a temp dir, times a
+``DataLoader`` over ``RefinerDataset`` alone (img/s), then our step fed by that loader, reporting the
+fraction of the wall time spent blocked in ``next(loader)`` (= GPU idle: each step ends with a host sync).
+
+    python benchmarks/bench_train.py                         # CUDA, is5net, 1024², batch 8
+    python benchmarks/bench_train.py --variants plain,ours,ours_tuned --compile --json train.json
+    python benchmarks/bench_train.py --device cpu --size 128 --batch 2 --model is5net_tiny \\
+        --iters 2 --warmup 1 --workers 0 --data-size 128    # smoke check on the CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import real_input, sync, torch_defaults  # noqa: E402
+
+from is5net.checkpoint import default_mean  # noqa: E402
+from is5net.modeling import build_model, gt_encoder_for  # noqa: E402
+from is5net.runtime import enable_fast_cuda  # noqa: E402
+from is5net.train.config import TrainConfig  # noqa: E402
+from is5net.train.losses import feature_loss, orthogonality_penalty, side_loss  # noqa: E402
+
+GIB = 1024 ** 3
+VARIANTS = {
+    # name: (autocast dtype, channels_last, fused AdamW, compile, fast backend flags, channels_last GT encoder)
+    "plain": (None, False, False, False, False, False),
+    "ours": (torch.bfloat16, True, True, False, False, False),
+    "ours_tuned": (torch.bfloat16, True, True, False, True, True),
+    "compile": (torch.bfloat16, True, True, True, False, False),
+}
+
+
+# --------------------------------------------------------------------------------------- memory
+def _proc_status_kb(key: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+class MemoryMeter:
+    """Peak memory of a block: ``torch.cuda.max_memory_allocated`` on CUDA, peak RSS growth on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = 0
+        else:
+            self.ok = _reset_peak_rss()
+            self.base = _proc_status_kb("VmRSS")
+
+    def peak_bytes(self) -> Optional[int]:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        hwm = _proc_status_kb("VmHWM")
+        if not self.ok or hwm is None or self.base is None:
+            return None
+        return max(0, hwm - self.base) * 1024
+
+    @property
+    def label(self) -> str:
+        return "peak GiB" if self.device.type == "cuda" else "RSS+ GiB"
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+    else:
+        try:  # hand freed heap back to the OS so the next variant's RSS growth is its own
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+@contextlib.contextmanager
+def fast_flags(on: bool):
+    """``enable_fast_cuda`` (cuDNN autotuning, TF32) inside the block when ``on``; flags restored after."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    if on:
+        enable_fast_cuda()
+    try:
+        yield
+    finally:
+        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = saved
+
+
+def calibrate_gt_encoder(enc: torch.nn.Module, device: torch.device, size: int = 256, batch: int = 4,
+                         steps: int = 3, seed: int = 0) -> None:
+    """BatchNorm statistics of the (random-weight) GT encoder from random blob masks, then eval mode.
+
+    Mask-like inputs give its features the scale they have on GT masks, so the feature MSE is a sensible
+    number. Always at 256² with several different masks: statistics from tiny maps, or from one mask
+    repeated, have near-zero variances and make the eval-mode features blow up.
+    """
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(batch, 1, size, size, generator=g)
+    masks = (F.avg_pool2d(noise, 31, stride=1, padding=15, count_include_pad=False) > 0.5).float()
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the passes
+            m.reset_running_stats()
+    enc.to(device).train()
+    with torch.no_grad():
+        for _ in range(steps):
+            enc(masks.to(device))
+    enc.eval().cpu()
+
+
+# ----------------------------------------------------------------------------------------- step
+class TrainStep:
+    """One phase-2 optimisation step of loop.py, configured by a variant; ``step(x, y)`` -> loss value."""
+
+    def __init__(self, variant: str, model_name: str, refiner_sd: dict, gt_sd: dict, device: torch.device,
+                 c: TrainConfig):
+        amp, cl, fused, compiled, _fast, gt_cl = VARIANTS[variant]
+        self.device, self.c, self.amp, self.cl, self.gt_cl = device, c, amp, cl, gt_cl
+        model = build_model(model_name)
+        model.load_state_dict(refiner_sd)
+        model = model.to(device)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.train()
+        gt_enc = gt_encoder_for(model)
+        gt_enc.load_state_dict(gt_sd)
+        gt_enc = gt_enc.to(device)
+        if gt_cl:
+            gt_enc = gt_enc.to(memory_format=torch.channels_last)
+        # Frozen and in eval mode, as loop.py.
+        self.gt_encoder = gt_enc.eval().requires_grad_(False)
+        kw = dict(lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+        if fused:
+            kw["fused"] = True
+        self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
+        self.compiled = compiled
+        self.net = torch.compile(self.model) if compiled else self.model
+        self.non_finite = 0
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        if self.cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.gt_cl:
+            y = y.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """loop.py's ``refiner_loss``."""
+        c = self.c
+        logits, feats = self.net(x)
+        loss = side_loss(logits, y, c.bce_weight, c.iou_weight)
+        if c.feature_loss:
+            with torch.no_grad():
+                _, gt_feats = self.gt_encoder(y)
+            loss = loss + feature_loss(feats, gt_feats, c.feature_weight)
+        if c.ortho_weight:
+            loss = loss + c.ortho_weight * orthogonality_penalty(self.model)
+        return loss
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            loss = self.loss(x, y)
+        value = float(loss.detach())  # loop.py's finiteness check: one host sync per step
+        self.opt.zero_grad(set_to_none=True)
+        if np.isfinite(value):
+            loss.backward()
+            self.opt.step()
+        else:
+            self.non_finite += 1
+        return value
+
+    def close(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        del self.net, self.model, self.gt_encoder, self.opt
+        if self.compiled:
+            torch._dynamo.reset()  # the compiled graphs hold the model
+
+
+def describe(variant: str, device: torch.device) -> str:
+    amp, cl, fused, compiled, fast, gt_cl = VARIANTS[variant]
+    parts = ["bf16" if amp is not None else "fp32", "channels_last" if cl else "NCHW",
+             "fused AdamW" if fused else "AdamW"]
+    if fast:
+        parts.append("cudnn.benchmark+TF32")
+    if gt_cl:
+        parts.append("CL GT enc")
+    if compiled:
+        parts.append("compile")
+    return ", ".join(parts)
+
+
+def time_steps(ts: TrainStep, x: torch.Tensor, y: torch.Tensor, iters: int,
+               warmup: int) -> tuple[list[float], float, float]:
+    """(step times in ms, loss of the first step, seconds of the first step: compilation, autotuning)."""
+    t0 = time.perf_counter()
+    first = ts.step(x, y)
+    first_s = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        ts.step(x, y)
+    sync(ts.device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        ts.step(x, y)
+        sync(ts.device)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times, first, first_s
+
+
+def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
+                device: torch.device, c: TrainConfig) -> dict:
+    meter = MemoryMeter(device)
+    free_memory(device)
+    meter.start()
+    res: dict = {"variant": variant, "setup": describe(variant, device)}
+    fast = VARIANTS[variant][4]
+    ts = None
+    try:
+        with torch_defaults(), fast_flags(fast and device.type == "cuda"):
+            ts = TrainStep(variant, args.model, refiner_sd, gt_sd, device, c)
+            xd, yd = ts.prepare(x, y)
+            t0 = time.perf_counter()
+            times, first, first_s = time_steps(ts, xd, yd, args.iters, args.warmup)
+            total = time.perf_counter() - t0
+        ms = float(np.median(times))
+        peak = meter.peak_bytes()
+        res.update(ms_per_step=ms, img_per_s=args.batch * 1000.0 / ms, ms_min=float(np.min(times)),
+                   ms_max=float(np.max(times)), first_loss=first, non_finite_steps=ts.non_finite,
+                   peak_mem_bytes=peak, peak_mem_gib=None if peak is None else peak / GIB,
+                   first_step_s=first_s, wall_s=total)
+        if ts.non_finite:
+            print(f"warning: {variant}: {ts.non_finite} step(s) with a non-finite loss (skipped, timing too low)")
+    except torch.cuda.OutOfMemoryError as exc:
+        res.update(error=f"out of memory: {str(exc).splitlines()[0]}")
+    except Exception as exc:  # keep the other variants' numbers
+        traceback.print_exc()
+        res.update(error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if ts is not None:
+            ts.close()
+        del ts
+        free_memory(device)
+    return res
+
+
+# ----------------------------------------------------------------------------------------- data
+class CyclingBatches(Sampler):
+    """``n_batches`` batches of ``batch`` indices, from successive seeded permutations of ``range(n)``."""
+
+    def __init__(self, n: int, batch: int, n_batches: int, seed: int = 0):
+        self.n, self.batch, self.n_batches, self.seed = n, batch, n_batches, seed
+
+    def __iter__(self):
+        made, epoch = 0, 0
+        while made < self.n_batches:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            for b in range(self.n // self.batch):
+                if made == self.n_batches:
+                    return
+                yield perm[b * self.batch:(b + 1) * self.batch].tolist()
+                made += 1
+            epoch += 1
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+
+def make_loader(ds, args, device: torch.device, n_batches: int) -> DataLoader:
+    return DataLoader(ds, batch_sampler=CyclingBatches(len(ds), args.batch, n_batches), num_workers=args.workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig, root: Path,
+             steps_img_s: Optional[float]) -> dict:
+    from is5net.data.dataset import CoarseDir, RefinerDataset
+    from is5net.data.pairs import find_pairs
+    from is5net.data.samples import enumerate_samples
+    from is5net.data.synthetic import make_synthetic_dataset
+
+    out: dict = {"data_size": args.data_size, "workers": args.workers}
+    n_train = args.data_n or 4 * args.batch
+    if not (root / "DIS-TR").is_dir():
+        t0 = time.perf_counter()
+        make_synthetic_dataset(root, n_train=n_train, n_val=0, n_test=0, size=args.data_size)
+        out["generate_s"] = time.perf_counter() - t0
+    samples = enumerate_samples(find_pairs(root, ["DIS-TR"]), enrich=False)
+    in_ch = build_model(args.model).in_ch
+    coarse = CoarseDir("dataset") if in_ch == 5 else None
+    ds = RefinerDataset(samples, coarse, args.size, mean=default_mean(in_ch), std=[1.0] * in_ch, train=True)
+    out["images"] = len(ds)
+    if len(ds) < args.batch:
+        raise RuntimeError(f"{len(ds)} samples cannot fill a batch of {args.batch}")
+    n_batches = args.warmup + args.data_iters
+
+    # 1. The loader alone.
+    loader = make_loader(ds, args, device, n_batches)
+    t0 = time.perf_counter()
+    arrivals = []
+    for batch in loader:
+        arrivals.append(time.perf_counter())
+        del batch
+    del loader
+    out["first_batch_s"] = arrivals[0] - t0
+    if len(arrivals) > 1:
+        out["loader_img_per_s"] = (len(arrivals) - 1) * args.batch / max(arrivals[-1] - arrivals[0], 1e-9)
+    else:
+        out["loader_img_per_s"] = args.batch / max(arrivals[0] - t0, 1e-9)
+
+    # 2. Our step fed by the loader; time blocked in next(loader) over the timed steps.
+    ts = None
+    try:
+        with torch_defaults():
+            ts = TrainStep("ours", args.model, refiner_sd, gt_sd, device, c)
+            it = iter(make_loader(ds, args, device, n_batches))
+            wait = total = 0.0
+            for i in range(n_batches):
+                t0 = time.perf_counter()
+                batch = next(it)
+                t1 = time.perf_counter()
+                xd, yd = ts.prepare(batch["input"], batch["gt"])
+                ts.step(xd, yd)  # ends with a host sync (the finiteness check)
+                sync(device)
+                t2 = time.perf_counter()
+                if i >= args.warmup:
+                    wait += t1 - t0
+                    total += t2 - t0
+            del it
+        out["timed_steps"] = args.data_iters
+        out["fed_img_per_s"] = args.data_iters * args.batch / max(total, 1e-9)
+        out["idle_fraction"] = wait / max(total, 1e-9)
+        out["wait_ms_per_step"] = 1000.0 * wait / max(args.data_iters, 1)
+        if steps_img_s:
+            out["fed_vs_in_memory"] = out["fed_img_per_s"] / steps_img_s
+            out["loader_keeps_up"] = out["loader_img_per_s"] >= steps_img_s
+    finally:
+        if ts is not None:
+            ts.close()
+        del ts
+        free_memory(device)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- main
+def fmt(v, spec: str, na: str = "n/a") -> str:
+    return na if v is None else format(v, spec)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--model", default="is5net", help="registry name (is5net, is5net_tiny, isnet ...)")
+    ap.add_argument("--size", type=int, default=1024, help="training input size")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--variants", default="plain,ours", help=f"comma list of: {', '.join(VARIANTS)}")
+    ap.add_argument("--compile", action="store_true", help="add the torch.compile variant")
+    ap.add_argument("--skip-data", action="store_true", help="skip the data-loading measurement")
+    ap.add_argument("--workers", type=int, default=8, help="DataLoader workers for the data measurement")
+    ap.add_argument("--data-size", type=int, default=1024, help="side of the synthetic images on disk")
+    ap.add_argument("--data-n", type=int, default=0, help="synthetic training images (default 4 x batch)")
+    ap.add_argument("--data-iters", type=int, default=0,
+                    help="timed batches of the data measurement (default 50 on CUDA, --iters on the CPU): more "
+                         "than the loader's prefetch depth, so a slow loader cannot hide behind its queue")
+    ap.add_argument("--data-dir", type=Path, help="reuse/keep the synthetic dataset here (default: a temp dir)")
+    ap.add_argument("--target-speedup", type=float, default=1.7)
+    ap.add_argument("--target-mem-gib", type=float, default=12.0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--json", type=Path, help="also write all numbers here")
+    args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+    variants = [v for v in args.variants.split(",") if v]
+    if args.compile and "compile" not in variants:
+        variants.append("compile")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.iters < 1 or args.warmup < 1:
+        ap.error("--iters and --warmup must be >= 1")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("CUDA is not available here; use --device cpu")
+    if args.data_iters <= 0:
+        args.data_iters = 50 if device.type == "cuda" else args.iters
+    c = TrainConfig()
+
+    # The batch: real photos + rough mask + box; the GT is the mask channel.
+    x5 = real_input(args.batch, 5, args.size)
+    y = (x5[:, 3:4] > 0.5).float().contiguous()
+
+    # Same initial weights for every variant; a GT encoder with BatchNorm statistics from masks (eval mode).
+    torch.manual_seed(0)
+    model = build_model(args.model)
+    refiner_sd = {k: v.clone() for k, v in model.state_dict().items()}
+    in_ch = model.in_ch
+    gt_enc = gt_encoder_for(model)
+    del model
+    calibrate_gt_encoder(gt_enc, device)
+    gt_sd = {k: v.clone() for k, v in gt_enc.state_dict().items()}
+    del gt_enc
+    x = (x5 if in_ch == 5 else x5[:, :3]).contiguous()
+    if device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
+
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    header = dict(device=dev_name, torch=torch.__version__, model=args.model, size=args.size, batch=args.batch,
+                  iters=args.iters, warmup=args.warmup, args=vars(args),
+                  cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None)
+    print(f"device: {dev_name}  torch {torch.__version__}  model: {args.model}  input {args.size}²  "
+          f"batch {args.batch}  iters {args.iters} (+{args.warmup} warmup)")
+    print(f"loss: side (20*BCE + 0.5*IoU, 6 outputs) + feature MSE (frozen eval GT encoder) + "
+          f"{c.ortho_weight:g} * ortho;  AdamW lr {c.lr:g}")
+    if device.type == "cpu":
+        print("note: on the CPU loop.py trains in fp32/NCHW; 'ours' here runs the CUDA settings to exercise "
+              "the code path, so its ratio means nothing; RSS+ = growth of the peak resident memory "
+              "(approximate: the first variant also pays one-time library allocations)")
+
+    results: list[dict] = []
+    summary: dict = {}
+    data: Optional[dict] = None
+
+    def write_json() -> None:  # after every phase: a run cut short keeps what it measured
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"config": header, "variants": results, "summary": summary,
+                                             "data": data}, indent=2, default=str))
+
+    if "plain" in variants:  # the baseline first, so every row can show its speed-up as it comes
+        variants = ["plain"] + [v for v in variants if v != "plain"]
+    w = max(len(describe(v, device)) for v in variants)
+    print()
+    print(f"{'variant':<11} {'setup':<{w}} {'ms/step':>9} {'img/s':>8} {MemoryMeter(device).label:>9} "
+          f"{'speed-up':>9} {'loss@1':>9}", flush=True)
+    base: Optional[dict] = None
+
+    def run_and_print(v: str) -> None:
+        nonlocal base
+        r = run_variant(v, args, refiner_sd, gt_sd, x, y, device, c)
+        results.append(r)
+        if "error" in r:
+            print(f"{v:<11} {r['setup']:<{w}} failed: {r['error'][:80]}", flush=True)
+            write_json()
+            return
+        if v == "plain":
+            base = r
+        if base is not None:
+            r["speedup_vs_plain"] = base["ms_per_step"] / r["ms_per_step"]
+        sp = r.get("speedup_vs_plain")
+        print(f"{v:<11} {r['setup']:<{w}} {r['ms_per_step']:>9.1f} {r['img_per_s']:>8.1f} "
+              f"{fmt(r['peak_mem_gib'], '.2f'):>9} {fmt(sp, '.2f') + ('x' if sp else ''):>9} "
+              f"{r['first_loss']:>9.4g}", flush=True)
+        write_json()
+
+    for v in variants:
+        if v != "compile":
+            run_and_print(v)
+
+    ours = next((r for r in results if r["variant"] == "ours" and "error" not in r), None)
+    if ours is not None and base is not None:
+        summary["ours_over_plain"] = ours["speedup_vs_plain"]
+        if device.type == "cuda" and base.get("peak_mem_gib") and ours.get("peak_mem_gib"):
+            summary["memory_ours_over_plain"] = ours["peak_mem_gib"] / base["peak_mem_gib"]
+        line = f"\nours / plain: {ours['speedup_vs_plain']:.2f}x speed"
+        if "memory_ours_over_plain" in summary:
+            line += f", {summary['memory_ours_over_plain']:.2f}x memory"
+        print(line)
+        if device.type == "cuda":
+            ok_speed = ours["speedup_vs_plain"] >= args.target_speedup
+            ok_mem = ours["peak_mem_gib"] <= args.target_mem_gib
+            summary["target_met"] = ok_speed and ok_mem
+            print(f"target (H200, 1024², batch 8): ours >= {args.target_speedup}x plain "
+                  f"[{'ok' if ok_speed else 'MISSED'}] at <= {args.target_mem_gib} GiB "
+                  f"[{'ok' if ok_mem else 'MISSED'}]")
+
+    data_failed = False
+    if not args.skip_data:
+        print(f"\ndata: synthetic DIS-TR, {args.data_n or 4 * args.batch} images at {args.data_size}² on disk -> "
+              f"{args.size}² inputs, {args.workers} worker(s), pin_memory={device.type == 'cuda'}")
+        try:
+            if args.data_dir is not None:
+                args.data_dir.mkdir(parents=True, exist_ok=True)
+                data = run_data(args, refiner_sd, gt_sd, device, c, args.data_dir,
+                                ours["img_per_s"] if ours else None)
+            else:
+                with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+                    data = run_data(args, refiner_sd, gt_sd, device, c, Path(tmp),
+                                    ours["img_per_s"] if ours else None)
+        except Exception as exc:
+            traceback.print_exc()
+            data = {"error": f"{type(exc).__name__}: {exc}"}
+            data_failed = True
+        if "error" in data:
+            print(f"data: failed: {data['error']}")
+        else:
+            if "generate_s" in data:
+                print(f"  wrote {data['images']} images in {data['generate_s']:.1f} s")
+            need = ""
+            if ours:
+                need = (f" ({'keeps up with' if data['loader_keeps_up'] else 'SLOWER than'} our step's "
+                        f"{ours['img_per_s']:.1f})")
+            print(f"  loader alone:          {data['loader_img_per_s']:8.1f} img/s{need}, "
+                  f"first batch after {data['first_batch_s']:.2f} s")
+            rel = f" = {data['fed_vs_in_memory']:.2f} x in-memory" if "fed_vs_in_memory" in data else ""
+            print(f"  ours fed by loader:    {data['fed_img_per_s']:8.1f} img/s{rel} over {data['timed_steps']} steps")
+            print(f"  idle waiting for data: {100 * data['idle_fraction']:8.1f} % of the step time "
+                  f"({data['wait_ms_per_step']:.1f} ms/step in next(loader))")
+
+    if "compile" in variants:  # last: its compilation can take minutes
+        print(f"\n{'variant':<11} {'setup':<{w}} {'ms/step':>9} {'img/s':>8} {MemoryMeter(device).label:>9} "
+              f"{'speed-up':>9} {'loss@1':>9}", flush=True)
+        run_and_print("compile")
+        r = results[-1]
+        if "error" not in r:
+            summary["compile_over_plain"] = r.get("speedup_vs_plain")
+            print(f"(first compiled step: {r['first_step_s']:.1f} s)")
+
+    write_json()
+    if args.json:
+        print(f"\nwrote {args.json}")
+    failed = data_failed or any("error" in r for r in results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
