@@ -67,6 +67,15 @@ def main() -> None:
             base = time_ms(official, device, args.iters, args.warmup) / batch
         results.append(dict(batch=batch, variant="official", ms_per_image=base, speedup=1.0, max_diff=0.0, iou=1.0))
         print(f"{batch:>5} {'official':>13} {base:>9.2f} {1.0:>8.2f}x {0.0:>10.2e} {1.0:>8.4f}")
+        if device.type == "cuda":
+            # The official way already runs its convolutions in TF32 (PyTorch's default): its distance to
+            # strict fp32 is the noise floor against which the fast path's agreement should be read.
+            with torch_defaults(), torch.no_grad():
+                torch.backends.cudnn.allow_tf32 = False
+                strict = torch.sigmoid(model(x)[0][0])
+            diff, iou = agreement(strict, ref_out)
+            results.append(dict(batch=batch, variant="strict_fp32_vs_official", max_diff=diff, iou=iou))
+            print(f"{batch:>5} {'strict fp32':>13} {'':>9} {'':>9} {diff:>10.2e} {iou:>8.4f}  (noise floor of the official way)")
 
         for variant in args.variants.split(","):
             if device.type == "cuda":

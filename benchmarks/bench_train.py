@@ -57,6 +57,22 @@ VARIANTS = {
     "ours_tuned": (torch.bfloat16, True, True, False, True, True),
     "compile": (torch.bfloat16, True, True, True, False, False),
 }
+# Attribution of "ours": the same step with one ingredient changed (name -> (base variant, config changes)).
+ABLATIONS = {
+    "ours_noortho": ("ours", {"ortho_weight": 0.0}),
+    "ours_nofeat": ("ours", {"feature_loss": False}),
+    "ours_up32": ("ours", {}),  # bilinear resizes computed in fp32 inside the model (bf16 atomics in backward?)
+}
+for _name, (_base, _) in ABLATIONS.items():
+    VARIANTS[_name] = VARIANTS[_base]
+
+
+def _fp32_upsample_like(src, target):
+    import torch.nn.functional as F
+
+    if src.shape[2:] == target.shape[2:]:
+        return src
+    return F.interpolate(src.float(), size=target.shape[2:], mode="bilinear", align_corners=False).to(src.dtype)
 
 
 # --------------------------------------------------------------------------------------- memory
@@ -162,6 +178,19 @@ class TrainStep:
     def __init__(self, variant: str, model_name: str, refiner_sd: dict, gt_sd: dict, device: torch.device,
                  c: TrainConfig):
         amp, cl, fused, compiled, _fast, gt_cl = VARIANTS[variant]
+        if variant in ABLATIONS:
+            import copy
+
+            c = copy.deepcopy(c)
+            for k, v in ABLATIONS[variant][1].items():
+                setattr(c, k, v)
+        self.patched = variant == "ours_up32"
+        if self.patched:
+            import is5net.modeling.isnet as isnet_mod
+            import is5net.modeling.rsu as rsu_mod
+
+            self._saved = (rsu_mod.upsample_like, isnet_mod.upsample_like)
+            rsu_mod.upsample_like = isnet_mod.upsample_like = _fp32_upsample_like
         self.device, self.c, self.amp, self.cl, self.gt_cl = device, c, amp, cl, gt_cl
         model = build_model(model_name)
         model.load_state_dict(refiner_sd)
@@ -219,6 +248,11 @@ class TrainStep:
         return value
 
     def close(self) -> None:
+        if self.patched:
+            import is5net.modeling.isnet as isnet_mod
+            import is5net.modeling.rsu as rsu_mod
+
+            rsu_mod.upsample_like, isnet_mod.upsample_like = self._saved
         self.opt.zero_grad(set_to_none=True)
         del self.net, self.model, self.gt_encoder, self.opt
         if self.compiled:
@@ -271,6 +305,16 @@ def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
             t0 = time.perf_counter()
             times, first, first_s = time_steps(ts, xd, yd, args.iters, args.warmup)
             total = time.perf_counter() - t0
+            if getattr(args, "profile", None) == variant:
+                from torch.profiler import ProfilerActivity, profile
+
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+                with profile(activities=acts) as prof:
+                    for _ in range(3):
+                        ts.step(xd, yd)
+                    sync(device)
+                key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+                print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
         ms = float(np.median(times))
         peak = meter.peak_bytes()
         res.update(ms_per_step=ms, img_per_s=args.batch * 1000.0 / ms, ms_min=float(np.min(times)),
@@ -404,6 +448,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--variants", default="plain,ours", help=f"comma list of: {', '.join(VARIANTS)}")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile variant")
+    ap.add_argument("--profile", metavar="VARIANT", help="print the top kernels of 3 steps of this variant")
     ap.add_argument("--skip-data", action="store_true", help="skip the data-loading measurement")
     ap.add_argument("--workers", type=int, default=8, help="DataLoader workers for the data measurement")
     ap.add_argument("--data-size", type=int, default=1024, help="side of the synthetic images on disk")

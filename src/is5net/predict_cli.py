@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-channel", choices=("user", "sam_mask"), default="user",
                         help="box channel: the given box (paper) or the tight box of the SAM mask (reference notebook)")
     parser.add_argument("--batch-size", type=int, default=8, help="boxes refined per forward pass")
+    parser.add_argument("--sam-resize", choices=("pil", "torch"), default="pil",
+                        help="pil: SAM's own resize (reference masks); torch: on the device (faster on a GPU for "
+                             "large photos, masks may differ slightly)")
 
 
 def _parse_threshold(text: Optional[str]):
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         sam = load_sam(args.sam_type, ckpt)
     predictor = IS5NetPredictor(sam, refiner, device=device, precision=args.precision,
                                 mask_choice=args.mask_choice, box_channel=args.box_channel,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size, sam_resize=args.sam_resize)
 
     out_dir: Path = args.output
     inputs = {p.resolve() for p in args.images}

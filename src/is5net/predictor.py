@@ -74,7 +74,8 @@ class IS5NetPredictor:
         box_channel: ``"user"`` (the given box, the paper's evaluation) or ``"sam_mask"`` (the tight box of
             the coarse mask, as the reference demo notebook draws it).
         batch_size: boxes refined per forward pass in ``predict_batch``.
-        sam_resize: ``"auto"``, ``"pil"`` (exactly ``SamPredictor.set_image``) or ``"torch"`` (on device).
+        sam_resize: ``"pil"`` (default: exactly ``SamPredictor.set_image``, the reference masks) or ``"torch"``
+            (resize on the device: faster for large photos on a GPU, masks may differ slightly).
         fast: fold BatchNorm into the convolutions, channels_last and cuDNN autotuning on CUDA (same math).
     """
 
@@ -87,7 +88,7 @@ class IS5NetPredictor:
         mask_choice: str = "first",
         box_channel: str = "user",
         batch_size: int = 8,
-        sam_resize: str = "auto",
+        sam_resize: str = "pil",
         fast: bool = True,
     ):
         self.device = resolve_device(device)

@@ -170,18 +170,19 @@ def load_sam(
 class SamStage:
     """Stage 1: one image embedding per image, then N boxes through SAM's decoder in one batched call.
 
-    ``resize``: ``"pil"`` resizes the image on the CPU exactly as ``SamPredictor.set_image`` does (the
-    reference); ``"torch"`` resizes on the device (``apply_image_torch``: antialiased bilinear, far faster
-    for large photos on a GPU, slightly different pixels); ``"auto"`` = torch on CUDA, pil otherwise.
+    ``resize``: ``"pil"`` (default) resizes the image on the CPU exactly as ``SamPredictor.set_image`` does,
+    so the masks are the reference pipeline's; ``"torch"`` resizes on the device (``apply_image_torch``:
+    antialiased bilinear; several times faster for large photos on a GPU, but other pixels, hence masks that
+    can differ from the reference's).
     """
 
-    def __init__(self, sam: nn.Module, mask_choice: str = "first", resize: str = "auto"):
+    def __init__(self, sam: nn.Module, mask_choice: str = "first", resize: str = "pil"):
         from segment_anything import SamPredictor
 
         if mask_choice not in MASK_CHOICES:
             raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
-        if resize not in ("auto", "pil", "torch"):
-            raise IS5NetError(f"resize {resize!r}: choose auto, pil or torch")
+        if resize not in ("pil", "torch"):
+            raise IS5NetError(f"resize {resize!r}: choose pil or torch")
         self.sam = sam
         self.predictor = SamPredictor(sam)
         self.mask_choice = mask_choice
@@ -194,8 +195,7 @@ class SamStage:
     @torch.inference_mode()
     def set_image(self, rgb: np.ndarray, rgb_tensor: Optional[torch.Tensor] = None) -> None:
         """Compute the image embedding of ``rgb`` (HxWx3 uint8). ``rgb_tensor``: the same image, 3xHxW on device."""
-        use_torch = self.resize == "torch" or (self.resize == "auto" and self.device.type == "cuda")
-        if not use_torch:
+        if self.resize == "pil":
             self.predictor.set_image(rgb, image_format="RGB")
             return
         if rgb_tensor is None:
