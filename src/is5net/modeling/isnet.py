@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from .rsu import RSU, ConvBNReLU, REBNCONV, upsample_like
+from .rsu import RSU, ConvBNReLU, REBNCONV, upsample_like, upsample_map_like
 
 # (height, dilated, in, mid, out) of the official encoder/decoder stages at width 1.
 _ISNET_ENCODER = [(7, False, 64, 32, 64), (6, False, 64, 32, 128), (5, False, 128, 64, 256),
@@ -48,7 +48,7 @@ class _SideOutputs(nn.Module):
         return feats
 
     def _sides(self, feats: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
-        return [upsample_like(getattr(self, f"side{i}")(f), x) for i, f in enumerate(feats, start=1)]
+        return [upsample_map_like(getattr(self, f"side{i}")(f), x) for i, f in enumerate(feats, start=1)]
 
     def fold_batchnorm(self) -> nn.Module:
         """Return an inference copy with every BatchNorm folded into its conv (same outputs in eval mode)."""

@@ -19,6 +19,49 @@ def upsample_like(src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.interpolate(src, size=target.shape[2:], mode="bilinear", align_corners=False)
 
 
+_MATRICES: dict = {}
+
+
+def _bilinear_matrix(n_out: int, n_in: int, device, dtype) -> torch.Tensor:
+    """``n_out x n_in`` weights of 1-D bilinear resizing with ``align_corners=False`` (PyTorch's rule)."""
+    key = (n_out, n_in, str(device), dtype)
+    if key not in _MATRICES:
+        _MATRICES[key] = _build_bilinear_matrix(n_out, n_in, device, dtype)
+    return _MATRICES[key]
+
+
+def _build_bilinear_matrix(n_out: int, n_in: int, device, dtype) -> torch.Tensor:
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+    w1 = src - i0.to(src.dtype)
+    m = torch.zeros(n_out, n_in, device=device, dtype=torch.float64)
+    rows = torch.arange(n_out, device=device)
+    m.index_put_((rows, i0), 1.0 - w1, accumulate=True)
+    m.index_put_((rows, i1), w1, accumulate=True)
+    return m.to(dtype)
+
+
+def upsample_map_like(src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`upsample_like` for a side output's few channels, as two matrix products when training on CUDA.
+
+    Same bilinear weights; but the backward pass is two matmuls instead of ``upsample_bilinear2d_backward``,
+    whose atomic adds into a small low-resolution map (thousands of output pixels per input pixel) made it
+    the most expensive kernel of a 1024² training step. Elsewhere (CPU, inference) F.interpolate is used.
+    """
+    if src.shape[2:] == target.shape[2:]:
+        return src
+    if not (src.is_cuda and torch.is_grad_enabled() and src.requires_grad):
+        return upsample_like(src, target)
+    (h, w), (big_h, big_w) = src.shape[2:], target.shape[2:]
+    a_h = _bilinear_matrix(big_h, h, src.device, torch.float32)
+    a_w = _bilinear_matrix(big_w, w, src.device, torch.float32)
+    with torch.autocast(src.device.type, enabled=False):
+        out = torch.matmul(torch.matmul(a_h, src.float()), a_w.t())
+    return out.to(src.dtype)
+
+
 def _fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv that computes ``bn(conv(x))`` in eval mode (BatchNorm folded into weights and bias)."""
     fused = nn.Conv2d(
