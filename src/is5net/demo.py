@@ -49,7 +49,7 @@ class Schedule:
     lr: float = 1e-3
 
 
-FULL = Schedule(size=128, n_train=300, n_val=40, n_test=60, steps=1100, gt_encoder_steps=300, batch_size=8,
+FULL = Schedule(size=128, n_train=300, n_val=40, n_test=60, steps=900, gt_encoder_steps=150, batch_size=8,
                 val_every=100)
 QUICK = Schedule(size=96, n_train=40, n_val=8, n_test=10, steps=16, gt_encoder_steps=6, batch_size=4,
                  val_every=8)
