@@ -33,7 +33,9 @@ def test_quick_demo_writes_every_file_and_the_pasteable_command_works(tmp_path, 
     assert "simulated" in results["coarse_label"]
     table = (out / "table.md").read_text()
     assert "simulated SAM" in table
-    rows = _parse_table(table)
+    rows = _parse_table(table.split("Recall of GT")[0])  # the metric table; the thin-recall one follows
+    thin = _parse_table(table.split("Recall of GT")[1])
+    assert all(re.fullmatch(r"[0-9.]+", v) for label in ("coarse mask", "IS5Net (5-ch)") for v in thin[label])
     header = next(k for k in rows if k == "")
     assert all(any(col in h for h in rows[header]) for col in COLUMNS)
     for label in ("coarse mask", "IS-Net (3-ch)", "IS5Net (5-ch)"):
