@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import metrics as M
+from .distributed import ProcessGroup
 from .errors import IS5NetError
 from .evaluate import mean_row, score_pairs, table_csv, table_markdown
 from .io import atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png
@@ -154,7 +155,7 @@ def evaluate_dataset(
     provenance = setup.provenance(root, names, keys, precision, mask_choice)
     _check_run_dir(out_dir, pred_root, provenance, resume)
 
-    group = _Group(dev)
+    group = ProcessGroup(dev)
     try:
         provenance["device"] = str(group.device)
         provenance["world_size"] = group.world_size
@@ -554,76 +555,3 @@ def _write_tables(out_dir: Path, rows: dict[str, dict], keys, provenance: dict) 
     table = table_markdown(rows, metrics=keys, index_name=provenance["method"], show_n=True)
     atomic_write_text(out_dir / "table.md", f"<!-- is5net eval provenance\n{comment}\n-->\n\n{table}")
     atomic_write_text(out_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")
-
-
-# ------------------------------------------------------------------------------------- distributed
-class _Group:
-    """torchrun sharding (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``); a single process when WORLD_SIZE <= 1."""
-
-    def __init__(self, device):
-        import torch
-
-        self.device = device
-        self.owns = False
-        self.rank, self.world_size = 0, 1
-        self.active = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if not self.active:
-            return
-        import torch.distributed as dist
-
-        if device.type == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(self.device)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
-            self.owns = True
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-
-    def _tensor(self, values, dtype):
-        import torch
-        import torch.distributed as dist
-
-        dev = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        return torch.tensor(values, dtype=dtype, device=dev)
-
-    def all_ok(self, ok: bool) -> bool:
-        if not self.active:
-            return ok
-        import torch
-        import torch.distributed as dist
-
-        t = self._tensor([1 if ok else 0], dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
-    def sum(self, values: list[int]) -> list[int]:
-        if not self.active:
-            return values
-        import torch
-        import torch.distributed as dist
-
-        t = self._tensor(values, dtype=torch.int64)
-        dist.all_reduce(t)
-        return [int(v) for v in t.tolist()]
-
-    def broadcast(self, obj):
-        if not self.active:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.owns = False

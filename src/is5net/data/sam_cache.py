@@ -52,6 +52,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from ..distributed import ProcessGroup
 from ..errors import IS5NetError
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
 from ..prompts import MASK_CHOICES, SAM_TYPES
@@ -274,55 +275,15 @@ class SamMaskCache:
 
 
 # -------------------------------------------------------------------------------------- distributed
-class _Dist:
-    """torchrun sharding: reads RANK / WORLD_SIZE / LOCAL_RANK; owns the process group only if it made it."""
+class _Dist(ProcessGroup):
+    """torchrun sharding, or sharding by hand outside torchrun (``rank`` of ``world_size``)."""
 
     def __init__(self, rank: int, world_size: int, device):
-        import torch
-
-        self.owns_group = False
-        self.device = device
-        env_world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.distributed = env_world > 1
-        if self.distributed:
-            import torch.distributed as dist
-
-            if device.type == "cuda":
-                local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-                self.device = torch.device("cuda", local_rank)
-                torch.cuda.set_device(self.device)
-            if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
-                self.owns_group = True
-            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        else:
+        super().__init__(device)
+        if not self.active:
             if world_size < 1 or not 0 <= rank < world_size:
                 raise IS5NetError(f"rank {rank} / world size {world_size}: need 0 <= rank < world_size")
             self.rank, self.world_size = int(rank), int(world_size)
-
-    def sum(self, values: list[int]) -> list[int]:
-        if not self.distributed:
-            return values
-        import torch
-        import torch.distributed as dist
-
-        dev = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        t = torch.tensor(values, dtype=torch.int64, device=dev)
-        dist.all_reduce(t)
-        return [int(v) for v in t.tolist()]
-
-    def barrier(self) -> None:
-        if self.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.owns_group = False
 
 
 # --------------------------------------------------------------------------------------- cache_sam

@@ -1,6 +1,7 @@
 """The training loop, readable top to bottom: data -> phase 1 (GT encoder) -> phase 2 (refiner).
 
-- One process or many (``torchrun``: DDP, each rank its shard of every batch); only rank 0 writes.
+- One process or many (``torchrun``: DDP, each rank its shard of every batch; ``is5net.distributed``);
+  only rank 0 writes.
 - bf16 autocast and channels_last on CUDA, fp32 on the CPU; fused AdamW on CUDA.
 - Checkpoints: ``RUN_DIR/checkpoints/<phase>-<step>.safetensors`` (weights) and ``.state.pt`` (optimizer,
   scheduler, step, RNG; loadable with ``weights_only=True``), each written atomically, then
@@ -16,8 +17,6 @@ import csv
 import gc
 import json
 import logging
-import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -26,13 +25,13 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..checkpoint import RefinerConfig, default_mean, load_gt_encoder, read_state_dict, save_refiner
+from ..distributed import ProcessGroup
 from ..errors import IS5NetError
 from ..io import atomic_path, atomic_write_text
 from ..modeling import build_model
@@ -44,57 +43,6 @@ from .losses import feature_loss, orthogonality_penalty, side_loss
 log = logging.getLogger("is5net")
 
 
-# ------------------------------------------------------------------------------------ processes
-@dataclass
-class Processes:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-    owns_group: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device: str) -> "Processes":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        dev = resolve_device(device)
-        if world > 1 and dev.type == "cuda":
-            dev = torch.device("cuda", local)
-            torch.cuda.set_device(dev)
-        owns = False
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-            owns = True
-        return cls(rank, world, local, dev, owns)
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def all_true(self, flag: bool) -> bool:
-        if self.world_size == 1:
-            return flag
-        t = torch.tensor([1 if flag else 0], device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
-
-    def broadcast_flag(self, flag: bool) -> bool:
-        if self.world_size == 1:
-            return flag
-        t = torch.tensor([1 if flag else 0], device=self.device if self.device.type == "cuda" else "cpu")
-        dist.broadcast(t, src=0)
-        return bool(t.item())
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 # ----------------------------------------------------------------------------------------- data
 @dataclass
 class Data:
@@ -104,7 +52,7 @@ class Data:
     description: str
 
 
-def prepare_data(c: TrainConfig, in_ch: int, procs: Processes) -> Data:
+def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
     """Pairs -> checked pairs -> samples (enrichment, jitter) -> datasets with their coarse-mask source."""
     from ..data.dataset import CoarseCache, CoarseDir, RefinerDataset, check_coarse_complete
     from ..data.pairs import find_pairs, is_dis5k_root, split_good_pairs, subset_names
@@ -254,7 +202,7 @@ def seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------------- validation
 @torch.no_grad()
-def validate(model: nn.Module, ds, procs: Processes, precision: Optional[torch.dtype], channels_last: bool,
+def validate(model: nn.Module, ds, procs: ProcessGroup, precision: Optional[torch.dtype], channels_last: bool,
              gt_input: bool, batch_size: int) -> dict[str, float]:
     """maxF and MAE at the original size, scoring exactly what the predictor outputs (min-max normalised)."""
     from ..data.samples import sample_gt
@@ -307,7 +255,7 @@ def make_optimizer(c: TrainConfig, params, lr: float, device: torch.device):
     return opt, sched
 
 
-def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: Processes, run_dir: Path,
+def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run_dir: Path,
               refiner_config: RefinerConfig, resume_entry: Optional[dict], progress: bool, logger) -> dict:
     """Train ``phase.model`` until ``max_steps`` or ``stop_fn``; returns the tracker (best metrics etc.)."""
     device = procs.device
@@ -368,7 +316,7 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: Processes, run_di
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
                 loss, parts = phase.loss_fn(net, {"input": x, "gt": y})
-            finite = procs.all_true(bool(torch.isfinite(loss.detach()).item()))
+            finite = procs.all_ok(bool(torch.isfinite(loss.detach()).item()))
             opt.zero_grad(set_to_none=True)
             if not finite:
                 if c.nan_policy == "stop":
@@ -413,7 +361,7 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: Processes, run_di
                     tracker["stopped_early"] = stop_flag
                     if bar is not None:
                         bar.write(f"{phase.name} step {step}: val maxF {metrics['maxF']:.4f} MAE {metrics['MAE']:.4f}")
-                stop = procs.broadcast_flag(stop_flag)
+                stop = procs.broadcast(stop_flag)
             save_now = (c.save_every and step % c.save_every == 0) or (not c.save_every and val_now) \
                 or step >= phase.max_steps or stop
             if save_now and procs.is_main:
@@ -501,14 +449,14 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     """
     run_dir = Path(run_dir)
     c = config
-    procs = Processes.from_env(c.device)
+    procs = ProcessGroup(resolve_device(c.device))
     try:
         return _train(c, run_dir, resume, progress, procs)
     finally:
         procs.close()
 
 
-def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: Processes) -> Path:
+def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: ProcessGroup) -> Path:
     ckpts = Checkpoints(run_dir, c.keep_checkpoints)
     entry = ckpts.latest() if resume else None
     if resume and entry is None and procs.is_main:
