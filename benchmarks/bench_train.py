@@ -62,6 +62,8 @@ ABLATIONS = {
     "ours_noortho": ("ours", {"ortho_weight": 0.0}),
     "ours_nofeat": ("ours", {"feature_loss": False}),
     "ours_up32": ("ours", {}),  # bilinear resizes computed in fp32 inside the model (bf16 atomics in backward?)
+    # loop.py before the lean feature loss: GT encoder unfolded, NCHW, with its side heads; MSE on fp32 copies
+    "ours_v1": ("ours", {}),
 }
 for _name, (_base, _) in ABLATIONS.items():
     VARIANTS[_name] = VARIANTS[_base]
@@ -73,6 +75,16 @@ def _fp32_upsample_like(src, target):
     if src.shape[2:] == target.shape[2:]:
         return src
     return F.interpolate(src.float(), size=target.shape[2:], mode="bilinear", align_corners=False).to(src.dtype)
+
+
+def _feature_loss_fp32_copies(features, gt_features, weight: float = 1.0):
+    """The feature MSE as loop.py computed it before ``losses.feature_mse``: on fp32 copies of both maps."""
+    import torch.nn.functional as F
+
+    total = features[0].new_zeros((), dtype=torch.float32)
+    for f, g in zip(features, gt_features):
+        total = total + F.mse_loss(f.float(), g.detach().float())
+    return weight * total
 
 
 # --------------------------------------------------------------------------------------- memory
@@ -185,13 +197,16 @@ class TrainStep:
             for k, v in ABLATIONS[variant][1].items():
                 setattr(c, k, v)
         self.patched = variant == "ours_up32"
+        # The official code's GT encoder (unfolded, all heads), in plain and in the previous version of ours.
+        self.lean_gt = variant not in ("plain", "ours_v1")
+        self.feature_loss = feature_loss if variant != "ours_v1" else _feature_loss_fp32_copies
         if self.patched:
             import is5net.modeling.isnet as isnet_mod
             import is5net.modeling.rsu as rsu_mod
 
             self._saved = (rsu_mod.upsample_like, isnet_mod.upsample_like)
             rsu_mod.upsample_like = isnet_mod.upsample_like = _fp32_upsample_like
-        self.device, self.c, self.amp, self.cl, self.gt_cl = device, c, amp, cl, gt_cl
+        self.device, self.c, self.amp, self.cl = device, c, amp, cl
         model = build_model(model_name)
         model.load_state_dict(refiner_sd)
         model = model.to(device)
@@ -200,6 +215,10 @@ class TrainStep:
         self.model = model.train()
         gt_enc = gt_encoder_for(model)
         gt_enc.load_state_dict(gt_sd)
+        if self.lean_gt:  # as loop.py: frozen, so BatchNorm folded; the refiner's memory format
+            gt_enc = gt_enc.eval().fold_batchnorm()
+            gt_cl = gt_cl or cl
+        self.gt_cl = gt_cl
         gt_enc = gt_enc.to(device)
         if gt_cl:
             gt_enc = gt_enc.to(memory_format=torch.channels_last)
@@ -229,8 +248,8 @@ class TrainStep:
         loss = side_loss(logits, y, c.bce_weight, c.iou_weight)
         if c.feature_loss:
             with torch.no_grad():
-                _, gt_feats = self.gt_encoder(y)
-            loss = loss + feature_loss(feats, gt_feats, c.feature_weight)
+                gt_feats = self.gt_encoder.encode(y) if self.lean_gt else self.gt_encoder(y)[1]
+            loss = loss + self.feature_loss(feats, gt_feats, c.feature_weight)
         if c.ortho_weight:
             loss = loss + c.ortho_weight * orthogonality_penalty(self.model)
         return loss
@@ -265,6 +284,10 @@ def describe(variant: str, device: torch.device) -> str:
              "fused AdamW" if fused else "AdamW"]
     if fast:
         parts.append("cudnn.benchmark+TF32")
+    if variant in ("plain", "ours_v1"):
+        parts.append("GT enc as official")
+    else:
+        parts.append("lean GT enc+MSE")
     if gt_cl:
         parts.append("CL GT enc")
     if compiled:
@@ -326,6 +349,46 @@ def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
     except torch.cuda.OutOfMemoryError as exc:
         res.update(error=f"out of memory: {str(exc).splitlines()[0]}")
     except Exception as exc:  # keep the other variants' numbers
+        traceback.print_exc()
+        res.update(error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if ts is not None:
+            ts.close()
+        del ts
+        free_memory(device)
+    return res
+
+
+def count_saved(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
+                device: torch.device, c: TrainConfig) -> dict:
+    """Bytes autograd holds for backward at the end of one forward + loss (distinct storages), any device.
+
+    That is what sets the peak of a training step besides the weights, gradients and optimizer state
+    (reported apart as ``state``: fp32 weights + gradients + two AdamW moments). It needs no GPU: the same
+    autocast rules decide what is saved in which dtype, so a CPU count predicts the GPU's activation memory
+    (cuDNN's own workspaces excepted), and it scales with batch x pixels.
+    """
+    res: dict = {"variant": variant, "setup": describe(variant, device)}
+    ts = None
+    try:
+        with torch_defaults():
+            ts = TrainStep(variant, args.model, refiner_sd, gt_sd, device, c)
+            xd, yd = ts.prepare(x, y)
+            storages: dict = {}
+
+            def pack(t):
+                st = t.untyped_storage()
+                storages[(st.device.type, st.data_ptr())] = st.nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                with torch.autocast(device.type, dtype=ts.amp or torch.float32, enabled=ts.amp is not None):
+                    loss = ts.loss(xd, yd)
+            n_params = sum(p.numel() for p in ts.model.parameters())
+            res.update(saved_bytes=sum(storages.values()), saved_gib=sum(storages.values()) / GIB,
+                       state_gib=n_params * 4 * 4 / GIB, loss=float(loss.detach()))
+            del loss
+    except Exception as exc:
         traceback.print_exc()
         res.update(error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -450,6 +513,10 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="add the torch.compile variant")
     ap.add_argument("--profile", metavar="VARIANT", help="print the top kernels of 3 steps of this variant")
     ap.add_argument("--skip-data", action="store_true", help="skip the data-loading measurement")
+    ap.add_argument("--count-saved", action="store_true",
+                    help="instead of timing: the memory autograd holds for backward, per variant (no GPU needed)")
+    ap.add_argument("--predict-size", type=int, default=1024, help="--count-saved: extrapolate to this size")
+    ap.add_argument("--predict-batch", type=int, default=8, help="--count-saved: ... and this batch")
     ap.add_argument("--workers", type=int, default=8, help="DataLoader workers for the data measurement")
     ap.add_argument("--data-size", type=int, default=1024, help="side of the synthetic images on disk")
     ap.add_argument("--data-n", type=int, default=0, help="synthetic training images (default 4 x batch)")
@@ -514,6 +581,35 @@ def main() -> int:
     results: list[dict] = []
     summary: dict = {}
     data: Optional[dict] = None
+
+    if args.count_saved:
+        # Counted at batch B and 2B: the difference is the per-image part (it scales with batch x pixels), the
+        # rest is per step (bf16 weight copies, the orthogonality penalty's stacks). Both extrapolate exactly.
+        big_px = (args.predict_size / args.size) ** 2
+        print(f"\nheld for backward after forward + loss; predicted for batch {args.predict_batch} at "
+              f"{args.predict_size}² from batch {args.batch} and {2 * args.batch} at {args.size}²")
+        print(f"{'variant':<13} {'setup':<60} {'per step GiB':>12} {'per image GiB':>13} "
+              f"{'predicted GiB':>13} {'+ state GiB':>11}")
+        x2, y2 = torch.cat([x, x]), torch.cat([y, y])
+        for v in variants:
+            r = count_saved(v, args, refiner_sd, gt_sd, x, y, device, c)
+            r2 = count_saved(v, args, refiner_sd, gt_sd, x2, y2, device, c) if "error" not in r else r
+            if "error" in r2:
+                r = r2
+            results.append(r)
+            if "error" in r:
+                print(f"{v:<13} {r['setup']:<60} failed: {r['error'][:80]}")
+                continue
+            per_image = (r2["saved_bytes"] - r["saved_bytes"]) / args.batch
+            fixed = r["saved_bytes"] - per_image * args.batch
+            predicted = fixed + per_image * big_px * args.predict_batch
+            r.update(per_image_gib=per_image / GIB, per_step_gib=fixed / GIB, predicted_gib=predicted / GIB,
+                     predicted_for={"size": args.predict_size, "batch": args.predict_batch})
+            print(f"{v:<13} {r['setup']:<60} {fixed / GIB:>12.3f} {per_image / GIB:>13.4f} "
+                  f"{predicted / GIB:>13.2f} {r['state_gib']:>11.2f}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"config": header, "saved": results}, indent=2, default=str))
+        return 1 if any("error" in r for r in results) else 0
 
     def write_json() -> None:  # after every phase: a run cut short keeps what it measured
         if args.json:

@@ -120,3 +120,21 @@ def test_folded_batchnorm_gives_same_output():
         fused = model.fold_batchnorm()
         assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
         torch.testing.assert_close(fused.forward_logits(x), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("small,big", [((16, 16), (1024, 1024)), ((17, 9), (1000, 37)), ((4, 5), (4, 9)),
+                                       ((33, 64), (64, 64))])
+def test_side_output_upsampling_by_matmul_equals_interpolate(small, big):
+    from is5net.modeling.rsu import upsample_map_like
+
+    torch.manual_seed(0)
+    src = torch.randn(2, 1, *small, dtype=torch.float64).float().requires_grad_(True)
+    target = torch.empty(2, 1, *big)
+    by_matmul = upsample_map_like(src, target, matmul=True)
+    grad_out = torch.randn_like(by_matmul)
+    (g_mm,) = torch.autograd.grad(by_matmul, src, grad_out)
+    by_interp = F.interpolate(src, size=big, mode="bilinear", align_corners=False)
+    (g_ip,) = torch.autograd.grad(by_interp, src, grad_out)
+    assert by_matmul.shape == by_interp.shape and by_matmul.dtype == torch.float32
+    assert torch.allclose(by_matmul, by_interp, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(g_mm, g_ip, atol=1e-3, rtol=1e-4)

@@ -123,5 +123,9 @@ class GTEncoder(_SideOutputs):
         self._make_sides(width, out_ch)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        feats = self._encode(self.conv_in(x))
+        feats = self.encode(x)
         return self._sides(feats, x), feats
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Only the six feature maps: what phase 2 needs of the frozen encoder (no side heads, no resizes)."""
+        return self._encode(self.conv_in(x))

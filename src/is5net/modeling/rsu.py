@@ -7,6 +7,8 @@ Parameter names follow the official DIS code (``conv_s1``, ``bn_s1``, ``rebnconv
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,23 +45,26 @@ def _build_bilinear_matrix(n_out: int, n_in: int, device, dtype) -> torch.Tensor
     return m.to(dtype)
 
 
-def upsample_map_like(src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def upsample_map_like(src: torch.Tensor, target: torch.Tensor, matmul: Optional[bool] = None) -> torch.Tensor:
     """:func:`upsample_like` for a side output's few channels, as two matrix products when training on CUDA.
 
     Same bilinear weights; but the backward pass is two matmuls instead of ``upsample_bilinear2d_backward``,
     whose atomic adds into a small low-resolution map (thousands of output pixels per input pixel) made it
-    the most expensive kernel of a 1024² training step. Elsewhere (CPU, inference) F.interpolate is used.
+    the most expensive kernel of a 1024² training step. Elsewhere (CPU, inference) F.interpolate is used;
+    ``matmul`` forces one way. The matmul result stays fp32 under autocast: the loss is computed in fp32,
+    and a bf16 round trip would only cost two casts and the logits' precision.
     """
     if src.shape[2:] == target.shape[2:]:
         return src
-    if not (src.is_cuda and torch.is_grad_enabled() and src.requires_grad):
+    if matmul is None:
+        matmul = src.is_cuda and torch.is_grad_enabled() and src.requires_grad
+    if not matmul:
         return upsample_like(src, target)
     (h, w), (big_h, big_w) = src.shape[2:], target.shape[2:]
     a_h = _bilinear_matrix(big_h, h, src.device, torch.float32)
     a_w = _bilinear_matrix(big_w, w, src.device, torch.float32)
     with torch.autocast(src.device.type, enabled=False):
-        out = torch.matmul(torch.matmul(a_h, src.float()), a_w.t())
-    return out.to(src.dtype)
+        return torch.matmul(torch.matmul(a_h, src.float()), a_w.t())
 
 
 def _fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:

@@ -246,6 +246,10 @@ class Phase:
     stop_fn: Callable[[dict, dict], bool]   # (val metrics, tracker) -> stop?
 
 
+def channels_last_for(c: TrainConfig, device: torch.device) -> bool:
+    return c.channels_last == "true" or (c.channels_last == "auto" and device.type == "cuda")
+
+
 def make_optimizer(c: TrainConfig, params, lr: float, device: torch.device):
     kw = dict(lr=lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
     if device.type == "cuda":
@@ -260,7 +264,7 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
     """Train ``phase.model`` until ``max_steps`` or ``stop_fn``; returns the tracker (best metrics etc.)."""
     device = procs.device
     precision = resolve_precision(c, device)
-    channels_last = c.channels_last == "true" or (c.channels_last == "auto" and device.type == "cuda")
+    channels_last = channels_last_for(c, device)
     model = phase.model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -508,7 +512,10 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
                 gt_encoder = load_gt_encoder(gt_path)
                 entry = None if entry and entry["phase"] == "gt_encoder" else entry
             # Frozen and in eval mode: the official code forgets .eval(), letting BatchNorm statistics drift.
-            gt_encoder = gt_encoder.to(procs.device).eval().requires_grad_(False)
+            # Being frozen, its BatchNorm folds into the convs (the same function, fewer kernels per step).
+            gt_encoder = gt_encoder.fold_batchnorm().to(procs.device).requires_grad_(False)
+            if channels_last_for(c, procs.device):
+                gt_encoder = gt_encoder.to(memory_format=torch.channels_last)
 
         # Phase 2: the refiner, 20*BCE + 0.5*IoU per side output + feature MSE + orthogonality.
         def refiner_loss(net, b):
@@ -517,7 +524,7 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
             parts = {"side": loss.detach()}
             if c.feature_loss and gt_encoder is not None:
                 with torch.no_grad():
-                    _, gt_feats = gt_encoder(b["gt"])
+                    gt_feats = gt_encoder.encode(b["gt"])
                 fl = feature_loss(feats, gt_feats, c.feature_weight)
                 loss = loss + fl
                 parts["feature"] = fl.detach()

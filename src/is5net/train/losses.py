@@ -33,11 +33,46 @@ def side_loss(side_logits: list[torch.Tensor], target: torch.Tensor, bce_weight:
     return total
 
 
+class _FeatureMSE(torch.autograd.Function):
+    """``mean((f - g)^2)`` computed in fp32, keeping only ``f`` and ``g`` (in their own dtype) for backward.
+
+    ``F.mse_loss(f.float(), g.float())`` keeps the two fp32 copies alive until backward: under bf16 autocast
+    that is 4x the bf16 size of every decoder map, about 1.1 GiB at 1024² and batch 8 (``hx1d`` alone is
+    64 x 512² per image). Here ``f`` is held anyway (the side conv saved it) and ``g`` is kept in bf16, and
+    the fp32 arithmetic runs one sample at a time so no full-size fp32 temporary exists either.
+    """
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f, g)
+        total = torch.zeros((), dtype=torch.float32, device=f.device)
+        for fi, gi in zip(f.unbind(0), g.unbind(0)):
+            total += (fi.float() - gi.float()).square().sum()
+        return total / f.numel()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        f, g = ctx.saved_tensors
+        scale = grad.float() * (2.0 / f.numel())
+        grad_f = torch.empty_like(f)
+        for i in range(f.shape[0]):
+            grad_f[i] = ((f[i].float() - g[i].float()) * scale).to(f.dtype)
+        return grad_f, None
+
+
+def feature_mse(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``F.mse_loss(f.float(), g.float())`` (fp32 value, gradient for ``f`` only), without fp32 copies."""
+    if f.shape != g.shape:
+        raise ValueError(f"feature map shapes differ: {tuple(f.shape)} vs {tuple(g.shape)}")
+    with torch.autocast(f.device.type, enabled=False):
+        return _FeatureMSE.apply(f, g.detach().to(f.dtype))
+
+
 def feature_loss(features: list[torch.Tensor], gt_features: list[torch.Tensor], weight: float = 1.0) -> torch.Tensor:
     """Intermediate supervision: sum over the six maps of MSE(refiner decoder map, GT encoder map)."""
     total = features[0].new_zeros((), dtype=torch.float32)
     for f, g in zip(features, gt_features):
-        total = total + F.mse_loss(f.float(), g.detach().float())
+        total = total + feature_mse(f, g)
     return weight * total
 
 
