@@ -160,6 +160,7 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
         "data": str(data), "input_size": s.size, "batch_size": s.batch_size, "lr": s.lr, "optimizer": "adamw",
         "max_steps": s.steps, "val_every": s.val_every, "early_stop": 0, "seed": seed, "workers": 0,
         "device": device, "width": s.width, "log_every": 20, "enrich": False, "ortho_weight": 1e-8,
+        "data_cache": "off",  # its images are already at the input size: nothing to save
     }
     if in_ch == 3:
         # The same optimiser, loss and schedule, without prompt channels or GT-encoder supervision.

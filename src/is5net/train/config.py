@@ -72,6 +72,9 @@ class TrainConfig:
     sam_checkpoint: Optional[str] = None
     sam_type: Optional[str] = None
     cache: Optional[str] = None
+    # Inputs resized to input_size, stored as uint8 so later epochs skip decoding and resizing (the
+    # reference's cache_size): auto = DATA/.input-cache when writable, off, or a directory.
+    data_cache: str = "auto"
     skip_bad: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import csv
 import gc
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -127,13 +128,46 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
             if c.val is None or c.coarse_dir is not None:
                 check_coarse_complete(coarse, val_samples, hint)
     mean, std = default_mean(in_ch), [1.0] * in_ch
-    train_ds = RefinerDataset(samples, coarse, c.input_size, mean, std, train=True, flips=c.flips, seed=c.seed)
-    val_ds = (RefinerDataset(val_samples, coarse, c.input_size, mean, std, train=False, seed=c.seed)
+    input_cache = make_input_cache(c, root)
+    train_ds = RefinerDataset(samples, coarse, c.input_size, mean, std, train=True, flips=c.flips, seed=c.seed,
+                              input_cache=input_cache)
+    val_ds = (RefinerDataset(val_samples, coarse, c.input_size, mean, std, train=False, seed=c.seed,
+                             input_cache=input_cache)
               if val_samples else None)
+    if input_cache is not None:
+        t0 = time.perf_counter()
+        for ds in (train_ds, val_ds):
+            if ds is not None:
+                ds.prepare_input_cache()
+        log.debug("input cache keys in %.1f s", time.perf_counter() - t0)
     desc = (f"{len(train_ds)} training samples from {len(good)} images"
             f"{f' ({skipped} bad skipped)' if skipped else ''}, {len(val_samples)} validation images, "
-            f"{coarse.describe() if coarse else 'no prompt (IS-Net)'}")
+            f"{coarse.describe() if coarse else 'no prompt (IS-Net)'}"
+            f"{', ' + input_cache.describe() if input_cache else ''}")
     return Data(train_ds, val_ds, skipped, desc)
+
+
+def make_input_cache(c: TrainConfig, root: Path):
+    """The resized-input cache ``data_cache`` asks for, or None (off, or ``auto`` on a read-only dataset)."""
+    from ..data.dataset import InputCache
+
+    setting = str(c.data_cache).strip()
+    if setting.lower() in ("off", "none", "false", ""):
+        return None
+    directory = root / ".input-cache" if setting.lower() == "auto" else Path(setting)
+    cache = InputCache(directory, c.input_size)
+    try:
+        cache.root.mkdir(parents=True, exist_ok=True)
+        probe = cache.root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        if setting.lower() == "auto":
+            log.warning("no resized-input cache (%s is not writable: %s); set data_cache=DIR to have one",
+                        directory, exc.strerror or exc)
+            return None
+        raise IS5NetError(f"data_cache={setting}: cannot write there ({exc.strerror or exc})") from None
+    return cache
 
 
 # ------------------------------------------------------------------------------- checkpointing
