@@ -1,7 +1,9 @@
 """Training-step speed: our step (as ``is5net train`` phase 2 runs it) vs a plain step, and data loading.
 
 Ours  = what ``is5net.train.loop`` runs on CUDA: bf16 autocast, channels_last refiner, fused AdamW, PyTorch's
-        default backend flags; the frozen GT encoder in eval mode (NCHW, as loop.py keeps it).
+        default backend flags; the frozen GT encoder in eval mode with BatchNorm folded, channels_last,
+        features only, and the feature MSE without fp32 copies (``losses.feature_mse``).
+        ``ours_v1`` is the previous version (GT encoder as the official code runs it, MSE on fp32 copies).
 Plain = what the official code runs: fp32, eager, NCHW, default backend flags (``common.torch_defaults``),
         non-fused AdamW (PyTorch's default implementation).
 Both: the same architecture and initial weights, the same batch (real photos via ``common.real_input``, GT =
@@ -14,11 +16,22 @@ could add), ``compile`` (ours + ``torch.compile``, as ``compile=true``; run last
 its compilation can take minutes). Rows print as each variant ends; ``--json`` is rewritten after each.
 
 Data: writes a small synthetic DIS-layout dataset (``DIS-TR`` with im/gt/coarse) to a temp dir, times a
-``DataLoader`` over ``RefinerDataset`` alone (img/s), then our step fed by that loader, reporting the
-fraction of the wall time spent blocked in ``next(loader)`` (= GPU idle: each step ends with a host sync).
+``DataLoader`` over ``RefinerDataset`` alone (img/s) without the resized-input cache, filling it, and
+reading it (what training does from the second epoch), then our step fed by the cached loader, reporting
+the fraction of the wall time spent blocked in ``next(loader)`` (= GPU idle: each step ends with a host
+sync). ``--data-only`` measures the loader alone (no GPU needed); ``--data-size 2560`` makes photos of
+about DIS5K's pixel count.
+
+Memory without a GPU: ``--count-saved`` counts, per variant, the bytes autograd holds for backward after
+forward + loss (at batch B and 2B, so the per-image and per-step parts separate) and extrapolates them to
+``--predict-size``/``--predict-batch`` (1024², 8). Autocast decides the same dtypes on the CPU, so this
+predicts the GPU's activation memory; the GPU's peak adds weights, gradients, AdamW state and workspaces.
 
     python benchmarks/bench_train.py                         # CUDA, is5net, 1024², batch 8
     python benchmarks/bench_train.py --variants plain,ours,ours_tuned --compile --json train.json
+    python benchmarks/bench_train.py --device cpu --count-saved --size 256 --batch 1 --variants plain,ours_v1,ours
+    python benchmarks/bench_train.py --device cpu --data-only --size 1024 --batch 4 --data-n 16 --data-size 2560 \\
+        --workers 2
     python benchmarks/bench_train.py --device cpu --size 128 --batch 2 --model is5net_tiny \\
         --iters 2 --warmup 1 --workers 0 --data-size 128    # smoke check on the CPU
 """
@@ -442,25 +455,55 @@ def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: Train
     samples = enumerate_samples(find_pairs(root, ["DIS-TR"]), enrich=False)
     in_ch = build_model(args.model).in_ch
     coarse = CoarseDir("dataset") if in_ch == 5 else None
-    ds = RefinerDataset(samples, coarse, args.size, mean=default_mean(in_ch), std=[1.0] * in_ch, train=True)
-    out["images"] = len(ds)
-    if len(ds) < args.batch:
-        raise RuntimeError(f"{len(ds)} samples cannot fill a batch of {args.batch}")
+
+    def dataset(input_cache=None):
+        return RefinerDataset(samples, coarse, args.size, mean=default_mean(in_ch), std=[1.0] * in_ch, train=True,
+                              input_cache=input_cache)
+
+    ds_plain = dataset()
+    out["images"] = len(ds_plain)
+    if len(ds_plain) < args.batch:
+        raise RuntimeError(f"{len(ds_plain)} samples cannot fill a batch of {args.batch}")
     n_batches = args.warmup + args.data_iters
 
-    # 1. The loader alone.
-    loader = make_loader(ds, args, device, n_batches)
-    t0 = time.perf_counter()
-    arrivals = []
-    for batch in loader:
-        arrivals.append(time.perf_counter())
-        del batch
-    del loader
-    out["first_batch_s"] = arrivals[0] - t0
-    if len(arrivals) > 1:
-        out["loader_img_per_s"] = (len(arrivals) - 1) * args.batch / max(arrivals[-1] - arrivals[0], 1e-9)
-    else:
-        out["loader_img_per_s"] = args.batch / max(arrivals[0] - t0, 1e-9)
+    def loader_alone(ds, batches: int) -> tuple[float, float]:
+        """(img/s after the first batch, seconds to the first batch)."""
+        loader = make_loader(ds, args, device, batches)
+        t0 = time.perf_counter()
+        arrivals = []
+        for batch in loader:
+            arrivals.append(time.perf_counter())
+            del batch
+        del loader
+        if len(arrivals) > 1:
+            rate = (len(arrivals) - 1) * args.batch / max(arrivals[-1] - arrivals[0], 1e-9)
+        else:
+            rate = args.batch / max(arrivals[0] - t0, 1e-9)
+        return rate, arrivals[0] - t0
+
+    # 1. The loader alone: decoding + resizing every time (data_cache=off), then with the resized-input
+    #    cache as training runs by default: one pass that fills it, then the passes that read it.
+    out["uncached_img_per_s"], _ = loader_alone(ds_plain, n_batches)
+    from is5net.data.dataset import InputCache
+
+    with tempfile.TemporaryDirectory(prefix="bench_inputs_") as cache_dir:
+        ds = dataset(InputCache(cache_dir, args.size))
+        t0 = time.perf_counter()
+        ds.prepare_input_cache()
+        out["cache_keys_s"] = time.perf_counter() - t0
+        out["cache_fill_img_per_s"], _ = loader_alone(ds, max(1, len(ds) // args.batch))
+        out["loader_img_per_s"], out["first_batch_s"] = loader_alone(ds, n_batches)
+        out["cache_mib_per_sample"] = sum(f.stat().st_size for f in Path(cache_dir).rglob("*") if f.is_file()) \
+            / max(1, len(ds)) / 2 ** 20
+        if steps_img_s:
+            out["loader_keeps_up"] = out["loader_img_per_s"] >= steps_img_s
+        if not args.data_only:
+            out.update(_fed_by_loader(ds, args, refiner_sd, gt_sd, device, c, n_batches, steps_img_s))
+    return out
+
+
+def _fed_by_loader(ds, args, refiner_sd, gt_sd, device, c, n_batches: int, steps_img_s: Optional[float]) -> dict:
+    out: dict = {}
 
     # 2. Our step fed by the loader; time blocked in next(loader) over the timed steps.
     ts = None
@@ -487,7 +530,6 @@ def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: Train
         out["wait_ms_per_step"] = 1000.0 * wait / max(args.data_iters, 1)
         if steps_img_s:
             out["fed_vs_in_memory"] = out["fed_img_per_s"] / steps_img_s
-            out["loader_keeps_up"] = out["loader_img_per_s"] >= steps_img_s
     finally:
         if ts is not None:
             ts.close()
@@ -513,6 +555,8 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="add the torch.compile variant")
     ap.add_argument("--profile", metavar="VARIANT", help="print the top kernels of 3 steps of this variant")
     ap.add_argument("--skip-data", action="store_true", help="skip the data-loading measurement")
+    ap.add_argument("--data-only", action="store_true",
+                    help="only the loader's own img/s (no training steps): the CPU-side measurement")
     ap.add_argument("--count-saved", action="store_true",
                     help="instead of timing: the memory autograd holds for backward, per variant (no GPU needed)")
     ap.add_argument("--predict-size", type=int, default=1024, help="--count-saved: extrapolate to this size")
@@ -643,6 +687,8 @@ def main() -> int:
               f"{r['first_loss']:>9.4g}", flush=True)
         write_json()
 
+    if args.data_only:
+        variants = []
     for v in variants:
         if v != "compile":
             run_and_print(v)
@@ -690,12 +736,17 @@ def main() -> int:
             if ours:
                 need = (f" ({'keeps up with' if data['loader_keeps_up'] else 'SLOWER than'} our step's "
                         f"{ours['img_per_s']:.1f})")
-            print(f"  loader alone:          {data['loader_img_per_s']:8.1f} img/s{need}, "
+            print(f"  loader alone, no cache:  {data['uncached_img_per_s']:8.1f} img/s (data_cache=off)")
+            print(f"  loader filling cache:    {data['cache_fill_img_per_s']:8.1f} img/s (first epoch; keys "
+                  f"{data['cache_keys_s']:.2f} s, {data['cache_mib_per_sample']:.2f} MiB/sample)")
+            print(f"  loader alone, cached:    {data['loader_img_per_s']:8.1f} img/s{need}, "
                   f"first batch after {data['first_batch_s']:.2f} s")
-            rel = f" = {data['fed_vs_in_memory']:.2f} x in-memory" if "fed_vs_in_memory" in data else ""
-            print(f"  ours fed by loader:    {data['fed_img_per_s']:8.1f} img/s{rel} over {data['timed_steps']} steps")
-            print(f"  idle waiting for data: {100 * data['idle_fraction']:8.1f} % of the step time "
-                  f"({data['wait_ms_per_step']:.1f} ms/step in next(loader))")
+            if "fed_img_per_s" in data:
+                rel = f" = {data['fed_vs_in_memory']:.2f} x in-memory" if "fed_vs_in_memory" in data else ""
+                print(f"  ours fed by loader:      {data['fed_img_per_s']:8.1f} img/s{rel} over "
+                      f"{data['timed_steps']} steps")
+                print(f"  idle waiting for data:   {100 * data['idle_fraction']:8.1f} % of the step time "
+                      f"({data['wait_ms_per_step']:.1f} ms/step in next(loader))")
 
     if "compile" in variants:  # last: its compilation can take minutes
         print(f"\n{'variant':<11} {'setup':<{w}} {'ms/step':>9} {'img/s':>8} {MemoryMeter(device).label:>9} "

@@ -114,3 +114,16 @@ def test_training_uses_the_cache_and_refuses_an_unwritable_one(dataset, tmp_path
                "model=is5net_tiny", "input_size=64", "batch_size=2", "workers=0", "max_steps=1",
                "gt_encoder=false", "feature_loss=false", f"data_cache={blocker / 'sub'}"])
     assert rc == 2
+
+
+def test_default_workers_share_the_cores_among_local_processes(monkeypatch):
+    from is5net.train.config import TrainConfig, default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == 8 and TrainConfig().workers == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_workers() == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_workers() == 1

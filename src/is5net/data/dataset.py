@@ -149,10 +149,13 @@ def resize_input(
     return torch.cat(chans)
 
 
-def normalize_input(x255: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` per channel."""
+def normalize_input(x255: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                    inplace: bool = False) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` per channel (``inplace``: overwriting ``x255``, same values, no new 20 MB)."""
     mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    if inplace:
+        return x255.div_(255.0).sub_(mean_t).div_(std_t)
     return (x255 / 255.0 - mean_t) / std_t
 
 
@@ -233,7 +236,7 @@ class InputCache:
         p = self.masks_path(key)
         try:
             with Image.open(p) as img:
-                arr = np.asarray(img, dtype=np.uint8)
+                arr = np.array(img, dtype=np.uint8)  # writable: torch wraps it as is
         except FileNotFoundError:
             return None
         except (OSError, SyntaxError, ValueError) as exc:
@@ -378,11 +381,12 @@ class RefinerDataset(Dataset):
                     planes.append(resize_prompt(coarse, sample.box, self.input_size))
                 masks = np.ascontiguousarray(to_uint8(torch.cat(planes)).transpose(1, 2, 0))
                 cache.store_masks(masks_key, masks)
-        planes = torch.from_numpy(np.ascontiguousarray(masks.transpose(2, 0, 1))).float()
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).float()
+        planes = torch.from_numpy(masks).permute(2, 0, 1)
+        x = torch.empty((3 + channels - 1, self.input_size, self.input_size), dtype=torch.float32)
+        x[:3].copy_(torch.from_numpy(rgb))  # uint8 -> float32 in one pass, no intermediate copies
         if channels == 3:
-            x = torch.cat([x, planes[1:]])
-        return x, planes[:1] / 255.0
+            x[3:].copy_(planes[1:])
+        return x, planes[:1].float().div_(255.0)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.sample_for(index)
@@ -392,7 +396,7 @@ class RefinerDataset(Dataset):
             rgb, gt, coarse = self._full_resolution(sample)
             x = resize_input(rgb, coarse, sample.box, self.input_size)
             y = resize_gt(gt, self.input_size)
-        x = normalize_input(x, self.mean, self.std)
+        x = normalize_input(x, self.mean, self.std, inplace=True)  # x is this item's own tensor
         if self.train and self.flips:
             hflip, vflip = item_rng(self.seed + 1, self.epoch, index).random(2) < 0.5
             dims = [d for d, on in ((2, hflip), (1, vflip)) if on]
