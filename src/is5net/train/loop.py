@@ -546,8 +546,12 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
                 gt_encoder = load_gt_encoder(gt_path)
                 entry = None if entry and entry["phase"] == "gt_encoder" else entry
             # Frozen and in eval mode: the official code forgets .eval(), letting BatchNorm statistics drift.
-            # Being frozen, its BatchNorm folds into the convs (the same function, fewer kernels per step).
-            gt_encoder = gt_encoder.fold_batchnorm().to(procs.device).requires_grad_(False)
+            gt_encoder = gt_encoder.eval()
+            if resolve_precision(c, procs.device) is not None:
+                # Mixed precision (CUDA): being frozen, its BatchNorm folds into the convs, the same function
+                # in fewer kernels per step. In fp32 it stays as trained, so fp32 runs reproduce bit for bit.
+                gt_encoder = gt_encoder.fold_batchnorm()
+            gt_encoder = gt_encoder.to(procs.device).requires_grad_(False)
             if channels_last_for(c, procs.device):
                 gt_encoder = gt_encoder.to(memory_format=torch.channels_last)
 

@@ -61,9 +61,14 @@ class _FeatureMSE(torch.autograd.Function):
 
 
 def feature_mse(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``F.mse_loss(f.float(), g.float())`` (fp32 value, gradient for ``f`` only), without fp32 copies."""
+    """``F.mse_loss(f.float(), g.float())`` (fp32 value, gradient for ``f`` only), without fp32 copies.
+
+    The lean path serves low-precision maps (bf16 autocast); fp32 maps go to ``F.mse_loss`` itself.
+    """
     if f.shape != g.shape:
         raise ValueError(f"feature map shapes differ: {tuple(f.shape)} vs {tuple(g.shape)}")
+    if f.dtype == torch.float32 and g.dtype == torch.float32:
+        return F.mse_loss(f, g.detach())  # no copies to avoid: PyTorch's own kernel, bit for bit as before
     with torch.autocast(f.device.type, enabled=False):
         return _FeatureMSE.apply(f, g.detach().to(f.dtype))
 
