@@ -326,6 +326,23 @@ def time_steps(ts: TrainStep, x: torch.Tensor, y: torch.Tensor, iters: int,
     return times, first, first_s
 
 
+@contextlib.contextmanager
+def open_step(variant: str, args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig,
+              fast: bool = False):
+    """A :class:`TrainStep` under the plain backend defaults (``fast``: plus ``fast_flags``); closed and its
+    memory handed back afterwards, whatever happened, so the next measurement starts clean."""
+    ts = None
+    try:
+        with torch_defaults(), fast_flags(fast and device.type == "cuda"):
+            ts = TrainStep(variant, args.model, refiner_sd, gt_sd, device, c)
+            yield ts
+    finally:
+        if ts is not None:
+            ts.close()
+        del ts
+        free_memory(device)
+
+
 def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
                 device: torch.device, c: TrainConfig) -> dict:
     meter = MemoryMeter(device)
@@ -333,10 +350,8 @@ def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
     meter.start()
     res: dict = {"variant": variant, "setup": describe(variant, device)}
     fast = VARIANTS[variant][4]
-    ts = None
     try:
-        with torch_defaults(), fast_flags(fast and device.type == "cuda"):
-            ts = TrainStep(variant, args.model, refiner_sd, gt_sd, device, c)
+        with open_step(variant, args, refiner_sd, gt_sd, device, c, fast) as ts:
             xd, yd = ts.prepare(x, y)
             t0 = time.perf_counter()
             times, first, first_s = time_steps(ts, xd, yd, args.iters, args.warmup)
@@ -364,11 +379,6 @@ def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
     except Exception as exc:  # keep the other variants' numbers
         traceback.print_exc()
         res.update(error=f"{type(exc).__name__}: {exc}")
-    finally:
-        if ts is not None:
-            ts.close()
-        del ts
-        free_memory(device)
     return res
 
 
@@ -382,10 +392,8 @@ def count_saved(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
     (cuDNN's own workspaces excepted), and it scales with batch x pixels.
     """
     res: dict = {"variant": variant, "setup": describe(variant, device)}
-    ts = None
     try:
-        with torch_defaults():
-            ts = TrainStep(variant, args.model, refiner_sd, gt_sd, device, c)
+        with open_step(variant, args, refiner_sd, gt_sd, device, c) as ts:
             xd, yd = ts.prepare(x, y)
             storages: dict = {}
 
@@ -404,11 +412,6 @@ def count_saved(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
     except Exception as exc:
         traceback.print_exc()
         res.update(error=f"{type(exc).__name__}: {exc}")
-    finally:
-        if ts is not None:
-            ts.close()
-        del ts
-        free_memory(device)
     return res
 
 
@@ -441,7 +444,7 @@ def make_loader(ds, args, device: torch.device, n_batches: int) -> DataLoader:
 
 def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig, root: Path,
              steps_img_s: Optional[float]) -> dict:
-    from is5net.data.dataset import CoarseDir, RefinerDataset
+    from is5net.data.dataset import CoarseDir, InputCache, RefinerDataset
     from is5net.data.pairs import find_pairs
     from is5net.data.samples import enumerate_samples
     from is5net.data.synthetic import make_synthetic_dataset
@@ -484,8 +487,6 @@ def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: Train
     # 1. The loader alone: decoding + resizing every time (data_cache=off), then with the resized-input
     #    cache as training runs by default: one pass that fills it, then the passes that read it.
     out["uncached_img_per_s"], _ = loader_alone(ds_plain, n_batches)
-    from is5net.data.dataset import InputCache
-
     with tempfile.TemporaryDirectory(prefix="bench_inputs_") as cache_dir:
         ds = dataset(InputCache(cache_dir, args.size))
         t0 = time.perf_counter()
@@ -506,35 +507,27 @@ def _fed_by_loader(ds, args, refiner_sd, gt_sd, device, c, n_batches: int, steps
     out: dict = {}
 
     # 2. Our step fed by the loader; time blocked in next(loader) over the timed steps.
-    ts = None
-    try:
-        with torch_defaults():
-            ts = TrainStep("ours", args.model, refiner_sd, gt_sd, device, c)
-            it = iter(make_loader(ds, args, device, n_batches))
-            wait = total = 0.0
-            for i in range(n_batches):
-                t0 = time.perf_counter()
-                batch = next(it)
-                t1 = time.perf_counter()
-                xd, yd = ts.prepare(batch["input"], batch["gt"])
-                ts.step(xd, yd)  # ends with a host sync (the finiteness check)
-                sync(device)
-                t2 = time.perf_counter()
-                if i >= args.warmup:
-                    wait += t1 - t0
-                    total += t2 - t0
-            del it
-        out["timed_steps"] = args.data_iters
-        out["fed_img_per_s"] = args.data_iters * args.batch / max(total, 1e-9)
-        out["idle_fraction"] = wait / max(total, 1e-9)
-        out["wait_ms_per_step"] = 1000.0 * wait / max(args.data_iters, 1)
-        if steps_img_s:
-            out["fed_vs_in_memory"] = out["fed_img_per_s"] / steps_img_s
-    finally:
-        if ts is not None:
-            ts.close()
-        del ts
-        free_memory(device)
+    with open_step("ours", args, refiner_sd, gt_sd, device, c) as ts:
+        it = iter(make_loader(ds, args, device, n_batches))
+        wait = total = 0.0
+        for i in range(n_batches):
+            t0 = time.perf_counter()
+            batch = next(it)
+            t1 = time.perf_counter()
+            xd, yd = ts.prepare(batch["input"], batch["gt"])
+            ts.step(xd, yd)  # ends with a host sync (the finiteness check)
+            sync(device)
+            t2 = time.perf_counter()
+            if i >= args.warmup:
+                wait += t1 - t0
+                total += t2 - t0
+        del it
+    out["timed_steps"] = args.data_iters
+    out["fed_img_per_s"] = args.data_iters * args.batch / max(total, 1e-9)
+    out["idle_fraction"] = wait / max(total, 1e-9)
+    out["wait_ms_per_step"] = 1000.0 * wait / max(args.data_iters, 1)
+    if steps_img_s:
+        out["fed_vs_in_memory"] = out["fed_img_per_s"] / steps_img_s
     return out
 
 
