@@ -92,7 +92,9 @@ def _train_cmd(dataset, out, *extra):
 
 
 def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path):
-    extra = ["max_steps=12", "val_every=6", "gt_encoder_max_steps=4", "save_every=2"]
+    # A cosine schedule with warm-up: the resumed run must also continue the learning-rate curve.
+    extra = ["max_steps=12", "val_every=6", "gt_encoder_max_steps=4", "save_every=2", "lr_schedule=cosine",
+             "warmup_steps=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_train_cmd(dataset, tmp_path / "a", *extra), check=True, env=env, capture_output=True)
 
@@ -209,8 +211,42 @@ def test_missing_coarse_masks_are_named(dataset, tmp_path, capsys):
     assert "00003_ring" in capsys.readouterr().err
 
 
+def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
+    from is5net.train.loop import lr_factor
+
+    assert [lr_factor(s, 10, "constant", 0) for s in (0, 5, 9, 10)] == [1.0] * 4
+    assert [lr_factor(s, 10, "constant", 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cosine = [lr_factor(s, 10, "cosine", 2) for s in range(11)]
+    assert cosine[:3] == [0.5, 1.0, 1.0]
+    assert all(a > b for a, b in zip(cosine[2:10], cosine[3:11])) and cosine[10] == 0.0
+    assert cosine[6] == pytest.approx(0.5)  # half way through the 8 decaying steps
+
+
+def test_trained_lr_follows_the_schedule(dataset, tmp_path):
+    from is5net.train.loop import lr_factor
+
+    c = load_config(None, [*TINY, f"data={dataset}", "coarse_dir=dataset", "max_steps=6", "val_every=100",
+                           "gt_encoder=false", "feature_loss=false", "log_every=1", "lr=1e-3", "lr_schedule=cosine", "warmup_steps=2"])
+    train(c, tmp_path / "run", progress=False)
+    rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]
+    logged = {int(step): float(value) for _, phase, step, name, value in rows if (phase, name) == ("refiner", "lr")}
+    # The lr logged after update k is the one of update k + 1.
+    assert logged == {k: pytest.approx(1e-3 * lr_factor(k, 6, "cosine", 2), rel=1e-5) for k in range(1, 7)}  # log: 6 digits
+
+
+def test_numbers_in_scientific_notation_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-4 as a string; users write it so on the command line and in config files.
+    (tmp_path / "c.yaml").write_text("lr: 4e-5\northo_weight: 1e-8\nmax_steps: 2e3\n")
+    c = load_config(tmp_path / "c.yaml", ["gt_encoder_lr=1e-4"])
+    assert (c.lr, c.ortho_weight, c.max_steps, c.gt_encoder_lr) == (4e-5, 1e-8, 2000, 1e-4)
+    assert isinstance(c.max_steps, int)
+    with pytest.raises(IS5NetError, match="max_steps"):
+        load_config(None, ["max_steps=2.5e0"])
+
+
 def test_bad_overrides_are_clear(dataset, tmp_path, capsys):
-    for bad, needle in (["lr=fast"], "lr"), (["nonsense=1"], "unknown setting"), (["model=resnet"], "model"):
+    for bad, needle in ((["lr=fast"], "lr"), (["nonsense=1"], "unknown setting"), (["model=resnet"], "model"),
+                        (["lr_schedule=linear"], "lr_schedule")):
         assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "o"), *bad]) == 2
         assert needle in capsys.readouterr().err
 

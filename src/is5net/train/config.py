@@ -36,6 +36,8 @@ class TrainConfig:
     optimizer: str = "adamw"              # adamw | adam
     lr: float = 4e-5
     betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: str = "constant"         # constant (the reference) | cosine (to 0 at max_steps), both phases
+    warmup_steps: int = 0                 # linear warm-up from lr/warmup_steps, then the schedule
     weight_decay: float = 0.0
     batch_size: int = 6                   # per process; effective batch = batch_size x processes
     max_steps: int = 400_000
@@ -122,6 +124,13 @@ def _coerce(key: str, value: Any) -> Any:
         return (float(value[0]), float(value[1]))
     if value is None:
         return None
+    numeric = (isinstance(default, (int, float)) and not isinstance(default, bool)) or key == "width"
+    if numeric and isinstance(value, str):
+        # PyYAML reads "1e-4" (no dot: YAML 1.1) as a string, on the command line and in config files alike.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise IS5NetError(f"{key}: expected true or false, got {value!r}")
@@ -207,6 +216,8 @@ def validate(c: TrainConfig) -> None:
         (c.max_steps >= 1, "max_steps must be >= 1"),
         (c.val_every >= 1, "val_every must be >= 1"),
         (c.optimizer in ("adamw", "adam"), "optimizer must be adamw or adam"),
+        (c.lr_schedule in ("constant", "cosine"), "lr_schedule must be constant or cosine"),
+        (c.warmup_steps >= 0, "warmup_steps must be >= 0"),
         (c.nan_policy in ("stop", "skip"), "nan_policy must be stop or skip"),
         (c.precision in ("auto", "fp32", "bf16", "fp16"), "precision must be auto, fp32, bf16 or fp16"),
         (c.mask_choice in ("first", "best"), "mask_choice must be first or best"),

@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -284,12 +286,26 @@ def channels_last_for(c: TrainConfig, device: torch.device) -> bool:
     return c.channels_last == "true" or (c.channels_last == "auto" and device.type == "cuda")
 
 
-def make_optimizer(c: TrainConfig, params, lr: float, device: torch.device):
+def lr_factor(step: int, total_steps: int, schedule: str = "constant", warmup_steps: int = 0) -> float:
+    """Multiplier of the base lr for the update after ``step`` updates: linear warm-up over ``warmup_steps``,
+    then constant (the reference) or a cosine from 1 down to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(c: TrainConfig, params, lr: float, device: torch.device, total_steps: int):
     kw = dict(lr=lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
     if device.type == "cuda":
         kw["fused"] = True
     opt = torch.optim.AdamW(params, **kw) if c.optimizer == "adamw" else torch.optim.Adam(params, **kw)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # constant, as the reference
+    # A function of the step alone (its state is the step count), so a resumed run follows the same curve.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, functools.partial(lr_factor, total_steps=total_steps, schedule=c.lr_schedule,
+                               warmup_steps=c.warmup_steps))
     return opt, sched
 
 
@@ -303,7 +319,7 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    opt, sched = make_optimizer(c, model.parameters(), phase.lr, device)
+    opt, sched = make_optimizer(c, model.parameters(), phase.lr, device, phase.max_steps)
     ckpts = Checkpoints(run_dir, c.keep_checkpoints)
     tracker = {"best_maxF": -1.0, "best_MAE": float("inf"), "bad_validations": 0, "skipped_batches": 0,
                "last_val": None, "stopped_early": False}
