@@ -11,6 +11,9 @@ the mask channel), the same loss as loop.py's phase 2: ``side_loss`` (20*BCE + 0
 + ``feature_loss`` (MSE to the frozen GT encoder's maps) + ``1e-8 * orthogonality_penalty``, and the same
 per-step finiteness check (``loss.item()``, one host sync per step, as loop.py).
 
+On the CPU the default pair is ``plain`` and ``ours_cpu``: what loop.py runs there (fp32, NCHW, fused AdamW,
+the GT encoder features only, unfolded), the CPU's own ratio.
+
 Optional variants: ``ours_tuned`` (ours + cuDNN autotuning/TF32 and a channels_last GT encoder: what loop.py
 could add), ``compile`` (ours + ``torch.compile``, as ``compile=true``; run last, after the data part, as
 its compilation can take minutes). Rows print as each variant ends; ``--json`` is rewritten after each.
@@ -69,6 +72,8 @@ VARIANTS = {
     "ours": (torch.bfloat16, True, True, False, False, False),
     "ours_tuned": (torch.bfloat16, True, True, False, True, True),
     "compile": (torch.bfloat16, True, True, True, False, False),
+    # What loop.py runs on the CPU (fp32, NCHW; the GT encoder lean but not folded): the CPU's own ratio.
+    "ours_cpu": (None, False, True, False, False, False),
 }
 # Attribution of "ours": the same step with one ingredient changed (name -> (base variant, config changes)).
 ABLATIONS = {
@@ -228,7 +233,7 @@ class TrainStep:
         self.model = model.train()
         gt_enc = gt_encoder_for(model)
         gt_enc.load_state_dict(gt_sd)
-        if self.lean_gt:  # as loop.py: frozen, so BatchNorm folded; the refiner's memory format
+        if self.lean_gt and amp is not None:  # as loop.py under mixed precision: frozen, so BatchNorm folded
             gt_enc = gt_enc.eval().fold_batchnorm()
             gt_cl = gt_cl or cl
         self.gt_cl = gt_cl
@@ -299,6 +304,8 @@ def describe(variant: str, device: torch.device) -> str:
         parts.append("cudnn.benchmark+TF32")
     if variant in ("plain", "ours_v1"):
         parts.append("GT enc as official")
+    elif amp is None:
+        parts.append("lean GT enc (features only)")
     else:
         parts.append("lean GT enc+MSE")
     if gt_cl:
@@ -507,7 +514,7 @@ def _fed_by_loader(ds, args, refiner_sd, gt_sd, device, c, n_batches: int, steps
     out: dict = {}
 
     # 2. Our step fed by the loader; time blocked in next(loader) over the timed steps.
-    with open_step("ours", args, refiner_sd, gt_sd, device, c) as ts:
+    with open_step("ours" if device.type == "cuda" else "ours_cpu", args, refiner_sd, gt_sd, device, c) as ts:
         it = iter(make_loader(ds, args, device, n_batches))
         wait = total = 0.0
         for i in range(n_batches):
@@ -544,7 +551,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--variants", default="plain,ours", help=f"comma list of: {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", help=f"comma list of: {', '.join(VARIANTS)} (default: plain,ours on CUDA, "
+                    "plain,ours_cpu on the CPU)")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile variant")
     ap.add_argument("--profile", metavar="VARIANT", help="print the top kernels of 3 steps of this variant")
     ap.add_argument("--skip-data", action="store_true", help="skip the data-loading measurement")
@@ -569,6 +577,8 @@ def main() -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
+    if args.variants is None:
+        args.variants = "plain,ours" if args.device.startswith("cuda") else "plain,ours_cpu"
     variants = [v for v in args.variants.split(",") if v]
     if args.compile and "compile" not in variants:
         variants.append("compile")
@@ -611,9 +621,9 @@ def main() -> int:
     print(f"loss: side (20*BCE + 0.5*IoU, 6 outputs) + feature MSE (frozen eval GT encoder) + "
           f"{c.ortho_weight:g} * ortho;  AdamW lr {c.lr:g}")
     if device.type == "cpu":
-        print("note: on the CPU loop.py trains in fp32/NCHW; 'ours' here runs the CUDA settings to exercise "
-              "the code path, so its ratio means nothing; RSS+ = growth of the peak resident memory "
-              "(approximate: the first variant also pays one-time library allocations)")
+        print("note: on the CPU loop.py trains in fp32/NCHW, as 'ours_cpu'; 'ours' runs the CUDA settings to "
+              "exercise the code path (bf16 on a CPU), so its ratio means nothing; RSS+ = growth of the peak "
+              "resident memory (approximate: the first variant also pays one-time library allocations)")
 
     results: list[dict] = []
     summary: dict = {}
@@ -686,12 +696,15 @@ def main() -> int:
         if v != "compile":
             run_and_print(v)
 
-    ours = next((r for r in results if r["variant"] == "ours" and "error" not in r), None)
+    # The step loop.py runs on this device: the CUDA settings, or on the CPU its fp32 step.
+    ours = next((r for r in results if r["variant"] == ("ours" if device.type == "cuda" else "ours_cpu")
+                 and "error" not in r), None) or next((r for r in results if r["variant"] == "ours"
+                                                      and "error" not in r), None)
     if ours is not None and base is not None:
         summary["ours_over_plain"] = ours["speedup_vs_plain"]
         if device.type == "cuda" and base.get("peak_mem_gib") and ours.get("peak_mem_gib"):
             summary["memory_ours_over_plain"] = ours["peak_mem_gib"] / base["peak_mem_gib"]
-        line = f"\nours / plain: {ours['speedup_vs_plain']:.2f}x speed"
+        line = f"\n{ours['variant']} / plain: {ours['speedup_vs_plain']:.2f}x speed"
         if "memory_ours_over_plain" in summary:
             line += f", {summary['memory_ours_over_plain']:.2f}x memory"
         print(line)

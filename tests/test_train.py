@@ -226,12 +226,14 @@ def test_trained_lr_follows_the_schedule(dataset, tmp_path):
     from is5net.train.loop import lr_factor
 
     c = load_config(None, [*TINY, f"data={dataset}", "coarse_dir=dataset", "max_steps=6", "val_every=100",
-                           "gt_encoder=false", "feature_loss=false", "log_every=1", "lr=1e-3", "lr_schedule=cosine", "warmup_steps=2"])
+                           "gt_encoder=false", "feature_loss=false", "log_every=1", "lr=1e-3",
+                           "lr_schedule=cosine", "warmup_steps=2"])
     train(c, tmp_path / "run", progress=False)
     rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]
-    logged = {int(step): float(value) for _, phase, step, name, value in rows if (phase, name) == ("refiner", "lr")}
-    # The lr logged after update k is the one of update k + 1.
-    assert logged == {k: pytest.approx(1e-3 * lr_factor(k, 6, "cosine", 2), rel=1e-5) for k in range(1, 7)}  # log: 6 digits
+    logged = {int(step): float(value) for _, phase, step, name, value in rows
+              if (phase, name) == ("refiner", "lr")}
+    # The lr logged after update k is the one of update k + 1 (the log keeps 6 significant digits).
+    assert logged == {k: pytest.approx(1e-3 * lr_factor(k, 6, "cosine", 2), rel=1e-5) for k in range(1, 7)}
 
 
 def test_numbers_in_scientific_notation_are_numbers(tmp_path):
