@@ -268,3 +268,23 @@ def test_two_process_gloo_run_completes_and_rank0_alone_writes(dataset, tmp_path
     assert sum(",refiner,4,loss," in r for r in rows) == 1
     assert "effective batch 4" in proc.stderr
     assert proc.stderr.count("is5net train: done") == 1
+
+
+def test_commands_with_bars_take_quiet_and_quiet_training_draws_none(dataset, tmp_path, capsys):
+    import argparse
+
+    from is5net.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        if name == "convert-isnet":  # a single fast file conversion: no progress bar to silence
+            continue
+        options = {s for a in parser._actions for s in a.option_strings}
+        assert {"-q", "--quiet"} <= options, f"is5net {name} has no -q/--quiet"
+
+    argv = ["train", "--data", str(dataset), "--coarse-dir", "dataset", *TINY, "max_steps=2", "val_every=100",
+            "gt_encoder=false", "feature_loss=false"]
+    assert main([*argv, "--out", str(tmp_path / "bars")]) == 0
+    assert "refiner: 100%" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "quiet"), "-q"]) == 0
+    assert "%|" not in capsys.readouterr().err

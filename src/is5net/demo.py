@@ -64,11 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "(on a CPU this takes far longer: ~15 s per image for ViT-B)")
     parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     result = run_demo(args.out, seed=args.seed, quick=args.quick, sam_checkpoint=args.sam_checkpoint,
-                      sam_type=args.sam_type, device=args.device)
+                      sam_type=args.sam_type, device=args.device,
+                      progress=not args.quiet)
     print(result["table"])
     print(f"\n{result['thin_table']}\n")
     print(f"Wrote {args.out}/results.json, table.md, comparison.png and the checkpoints.")

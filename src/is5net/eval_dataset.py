@@ -216,7 +216,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     rows = evaluate_dataset(
         args.data, parse_subsets(args.subsets), method, args.checkpoint, args.out,
         sam_checkpoint=args.sam_checkpoint, sam_type=getattr(args, "sam_type", None), coarse_dir=args.coarse_dir,
-        device=args.device, resume=args.resume, workers=args.workers, metrics=args.metrics, progress=True,
+        device=args.device, resume=args.resume, workers=args.workers, metrics=args.metrics,
+        progress=not getattr(args, "quiet", False),
     )
     if int(os.environ.get("RANK", "0")) == 0:
         keys = M.resolve_metrics("paper" if args.metrics is None else args.metrics)

@@ -60,6 +60,7 @@ _LIST_MAX = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     folder = parser.add_argument_group("folder mode (score existing masks)")
     folder.add_argument("--pred", metavar="DIR", help="folder of predicted masks (8-bit grayscale, 0..255)")
     folder.add_argument("--gt", metavar="DIR", help="folder of ground-truth masks, paired with --pred by file stem")
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(outputs)
 
     summary, rows = evaluate_folders(
-        args.pred, args.gt, metrics=metrics, workers=args.workers, allow_missing=args.allow_missing, progress=True
+        args.pred, args.gt, metrics=metrics, workers=args.workers, allow_missing=args.allow_missing,
+        progress=not args.quiet
     )
 
     name = Path(args.pred).resolve().name or str(args.pred)

@@ -28,6 +28,7 @@ log = logging.getLogger("is5net")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any Pillow format)")
     parser.add_argument("--box", action="append", default=[], metavar="x0,y0,x1,y1",
                         help="a box in pixels of the image as displayed (XYXY, exclusive end); repeat for several; "
@@ -184,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from tqdm import tqdm
 
-        for image, boxes in tqdm(jobs, desc="predict", unit="image", disable=None, file=sys.stderr):
+        for image, boxes in tqdm(jobs, desc="predict", unit="image", disable=True if args.quiet else None,
+                                 file=sys.stderr):
             rgb = load_image(image)
             predictor.set_image(rgb)
             if is5:

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
     parser.add_argument("--cache", help="SAM-mask cache directory (default: DATA/.sam-cache)")
     parser.add_argument("--skip-bad", action="store_true", help="train on the good pairs of a dataset with problems")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true",
+                        help="no progress bars")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4 max_steps=1000")
 
 
