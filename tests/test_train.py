@@ -194,6 +194,9 @@ def test_bad_dataset_refused_unless_skip_bad(dataset, tmp_path, capsys, caplog):
     assert main([*args, "--out", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err
     assert "00000_wires.png" in err and "--skip-bad" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o1").exists()  # a refused run leaves no run folder behind
+    assert main([*args, "init=" + str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o3")]) == 2
+    assert not (tmp_path / "o3").exists()
     with caplog.at_level("WARNING", logger="is5net"):
         assert main([*args, "--out", str(tmp_path / "o2"), "--skip-bad"]) == 0
     assert "skipping 1 bad pair" in caplog.text
@@ -244,6 +247,15 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
     assert isinstance(c.max_steps, int)
     with pytest.raises(IS5NetError, match="max_steps"):
         load_config(None, ["max_steps=2.5e0"])
+
+
+def test_overrides_may_come_on_both_sides_of_options(dataset, tmp_path, capsys):
+    # The override after --out is applied (and refused): argparse alone would stop at "unrecognized arguments".
+    argv = ["train", "--data", str(dataset), "lr=1e-3", "--out", str(tmp_path / "o"), "batch_size=0"]
+    assert main(argv) == 2
+    assert "batch_size must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(dataset), "--out", str(tmp_path / "o"), "--no-such-option"])
 
 
 def test_bad_overrides_are_clear(dataset, tmp_path, capsys):

@@ -47,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and hasattr(args, "overrides") and all("=" in u and not u.startswith("-") for u in unknown):
+        # argparse gives a positional list only its first run: `train lr=1e-4 --out X max_steps=10` is one list.
+        args.overrides = [*args.overrides, *unknown]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="is5net: %(message)s",

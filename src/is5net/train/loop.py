@@ -519,15 +519,16 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
         log.info("no checkpoint in %s yet: starting from the beginning", run_dir)
     if not resume and (run_dir / "checkpoints" / "latest.json").exists():
         raise IS5NetError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-    if procs.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(c, run_dir / "config.yaml")
-    procs.barrier()
     seed_everything(c.seed + procs.rank)
 
     refiner = build_refiner(c)
     refiner_config = RefinerConfig.for_model(refiner, c.input_size)
     data = prepare_data(c, refiner.in_ch, procs)
+    # Only now, with the weights and the data accepted: a refused run leaves no run folder behind.
+    if procs.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(c, run_dir / "config.yaml")
+    procs.barrier()
     if procs.is_main:
         log.info("%s; batch %d x %d process(es) = effective batch %d; device %s", data.description,
                  c.batch_size, procs.world_size, c.batch_size * procs.world_size, procs.device)
