@@ -206,11 +206,22 @@ def test_sam_with_coarse_dir_scores_exactly_like_evaluate_folders(tmp_path, dis_
                             coarse_dir=coarse_dir, progress=False, metrics="all")
     assert list(rows) == ["DIS-TE1", "DIS-VD", OVERALL]
     assert rows[OVERALL] == {**rows["DIS-TE1"]}  # one TE subset: the mean is that row
+    import csv
+
+    with open(tmp_path / "run" / "per_image.csv", newline="") as f:
+        per_image = list(csv.DictReader(f))
     for subset, folder in (("DIS-TE1", coarse_dir), ("DIS-VD", coarse_dir / "DIS-VD")):
-        expected, _ = evaluate_folders(folder, dis_root / subset / "gt", metrics="all", allow_missing=True)
+        expected, expected_images = evaluate_folders(folder, dis_root / subset / "gt", metrics="all",
+                                                     allow_missing=True)
         assert expected["n"] == rows[subset]["n"] == len(LAYOUT[subset])
         for k, v in rows[subset].items():
             assert v == expected[k], (subset, k)
+        # per_image.csv: the same per-image numbers as folder mode, image by image
+        mine = {r["stem"]: r for r in per_image if r["subset"] == subset}
+        assert sorted(mine) == sorted(r["stem"] for r in expected_images)
+        for r in expected_images:
+            for k in ("maxF", "MAE", "HCE"):
+                assert float(mine[r["stem"]][k]) == pytest.approx(r[k], rel=1e-12, abs=1e-12), (r["stem"], k)
     # the saved predictions are the coarse masks, unchanged
     a = np.asarray(Image.open(tmp_path / "run" / "predictions" / "DIS-VD" / "vd_cat.png"))
     b = np.asarray(Image.open(coarse_dir / "DIS-VD" / "vd_cat.png"))

@@ -24,6 +24,7 @@ Output layout (``RUN_DIR`` = ``--out``)::
     RUN_DIR/predictions/<subset>/<stem>.png   soft map x 255 (uint8, GT size), each written atomically
     RUN_DIR/results.json                      {subset: {metric: value, ..., "n": images}}
     RUN_DIR/table.csv                         one row per subset, full precision
+    RUN_DIR/per_image.csv                     subset, stem, prediction, GT and that image's own numbers
     RUN_DIR/table.md                          provenance as an HTML comment, then the Markdown table
     RUN_DIR/provenance.json                   what produced the numbers (hashes, versions, device, date)
 
@@ -56,7 +57,7 @@ from PIL import Image, UnidentifiedImageError
 from . import metrics as M
 from .distributed import ProcessGroup
 from .errors import IS5NetError
-from .evaluate import mean_row, score_pairs, table_csv, table_markdown
+from .evaluate import mean_row, per_image_csv, score_pairs, table_csv, table_markdown
 from .io import atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png
 from .data.pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets, subset_names
 
@@ -184,10 +185,10 @@ def evaluate_dataset(
         payload: tuple = ("ok", None)
         if group.rank == 0:
             try:
-                rows = _score(names, pairs_by_subset, pred_root, keys, workers, progress)
+                rows, per_image = _score(names, pairs_by_subset, pred_root, keys, workers, progress)
                 provenance.update(computed=counts[0], reused=counts[1],
                                   date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                _write_tables(out_dir, rows, keys, provenance)
+                _write_tables(out_dir, rows, keys, provenance, per_image)
                 payload = ("ok", rows)
             except IS5NetError as exc:
                 error = exc
@@ -209,9 +210,10 @@ def run_dataset(args: argparse.Namespace) -> int:
     """``is5net eval --data ...``: :func:`evaluate_dataset` from parsed arguments; prints the table."""
     if getattr(args, "out", None) is None:
         raise IS5NetError("dataset mode needs --out RUN_DIR (where predictions and tables are written)")
-    for opt in ("per_image", "allow_missing"):
-        if getattr(args, opt, None):
-            raise IS5NetError(f"--{opt.replace('_', '-')} only applies to folder mode (--pred/--gt)")
+    if getattr(args, "per_image", None):
+        raise IS5NetError("--per-image only applies to folder mode: dataset mode always writes RUN_DIR/per_image.csv")
+    if getattr(args, "allow_missing", None):
+        raise IS5NetError("--allow-missing only applies to folder mode (--pred/--gt)")
     method = args.method or "is5net"
     rows = evaluate_dataset(
         args.data, parse_subsets(args.subsets), method, args.checkpoint, args.out,
@@ -540,17 +542,25 @@ def _predict_subset(
 
 
 # ------------------------------------------------------------------------------------- score, write
-def _score(names, pairs_by_subset, pred_root: Path, keys, workers: int, progress: bool) -> dict[str, dict]:
+def _score(names, pairs_by_subset, pred_root: Path, keys, workers: int,
+           progress: bool) -> tuple[dict[str, dict], list[dict]]:
+    """``(table rows, per-image rows)``: each subset's metrics, and every image's own numbers."""
     rows: dict[str, dict] = {}
+    per_image: list[dict] = []
     for name in names:
         tasks = [(p.stem, pred_root / name / f"{p.stem}.png", p.gt) for p in pairs_by_subset[name]]
         stats = score_pairs(tasks, keys, workers=workers, progress=progress, desc=f"score {name}")
         rows[name] = M.aggregate(stats, keys)
-    return table_rows(rows, keys)
+        for (stem, pred, gt), s in zip(tasks, stats):
+            per_image.append({"subset": name, "stem": stem, "pred": str(pred), "gt": str(gt),
+                              **M.image_summary(s, keys)})
+    return table_rows(rows, keys), per_image
 
 
-def _write_tables(out_dir: Path, rows: dict[str, dict], keys, provenance: dict) -> None:
+def _write_tables(out_dir: Path, rows: dict[str, dict], keys, provenance: dict, per_image: list[dict]) -> None:
     atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out_dir / "per_image.csv",
+                      per_image_csv(per_image, metrics=keys, index=("subset", "stem", "pred", "gt")))
     atomic_write_text(out_dir / "table.csv", table_csv(rows, metrics=keys, index_name="subset"))
     comment = "\n".join(f"{k}: {v}" for k, v in provenance.items() if v is not None)
     table = table_markdown(rows, metrics=keys, index_name=provenance["method"], show_n=True)

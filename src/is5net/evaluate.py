@@ -369,14 +369,15 @@ def table_csv(rows: Mapping[str, Mapping], metrics: M.MetricsArg = None, index_n
     return buf.getvalue()
 
 
-def per_image_csv(rows: Sequence[Mapping], metrics: M.MetricsArg = None) -> str:
-    """Per-image rows (from :func:`evaluate_folders`) as CSV: ``stem, pred, gt`` and the metric keys."""
+def per_image_csv(rows: Sequence[Mapping], metrics: M.MetricsArg = None,
+                  index: Sequence[str] = ("stem", "pred", "gt")) -> str:
+    """Per-image rows (from :func:`evaluate_folders`) as CSV: the ``index`` columns, then the metric keys."""
     cols = list(M.resolve_metrics(metrics))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["stem", "pred", "gt"] + cols)
+    w.writerow(list(index) + cols)
     for r in rows:
-        w.writerow([r["stem"], r["pred"], r["gt"]] + [_csv_value(r.get(c)) for c in cols])
+        w.writerow([r[k] for k in index] + [_csv_value(r.get(c)) for c in cols])
     return buf.getvalue()
 
 
