@@ -35,6 +35,7 @@ predicts the GPU's activation memory; the GPU's peak adds weights, gradients, Ad
     python benchmarks/bench_train.py --device cpu --count-saved --size 256 --batch 1 --variants plain,ours_v1,ours
     python benchmarks/bench_train.py --device cpu --data-only --size 1024 --batch 4 --data-n 16 --data-size 2560 \\
         --workers 2
+    python benchmarks/bench_train.py --device cpu --size 256 --batch 2 --interleave --skip-data  # the CPU ratio
     python benchmarks/bench_train.py --device cpu --size 128 --batch 2 --model is5net_tiny \\
         --iters 2 --warmup 1 --workers 0 --data-size 128    # smoke check on the CPU
 """
@@ -389,6 +390,40 @@ def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
     return res
 
 
+def run_interleaved(variants: list[str], args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
+                    device: torch.device, c: TrainConfig) -> list[dict]:
+    """Speed only: every variant's step in turn, round after round (``--interleave``).
+
+    On a shared machine the speed drifts over minutes (other load, clocks); run back to back, variants see
+    different machines. Alternating step by step, the drift hits every variant alike, so their ratio holds.
+    All steps live at once, so memory is not measured per variant.
+    """
+    results = {v: {"variant": v, "setup": describe(v, device), "peak_mem_bytes": None, "peak_mem_gib": None,
+                   "interleaved": True} for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    with contextlib.ExitStack() as stack:
+        steps, inputs = {}, {}
+        for v in variants:
+            steps[v] = stack.enter_context(open_step(v, args, refiner_sd, gt_sd, device, c))
+            inputs[v] = steps[v].prepare(x, y)
+        for v in variants:  # first steps (allocation, autotuning) are not timed
+            results[v]["first_loss"] = steps[v].step(*inputs[v])
+            for _ in range(args.warmup - 1):
+                steps[v].step(*inputs[v])
+        sync(device)
+        for _ in range(args.iters):
+            for v in variants:
+                t0 = time.perf_counter()
+                steps[v].step(*inputs[v])
+                sync(device)
+                times[v].append((time.perf_counter() - t0) * 1000.0)
+        for v in variants:
+            ms = float(np.median(times[v]))
+            results[v].update(ms_per_step=ms, img_per_s=args.batch * 1000.0 / ms, ms_min=float(np.min(times[v])),
+                              ms_max=float(np.max(times[v])), non_finite_steps=steps[v].non_finite)
+    return [results[v] for v in variants]
+
+
 def count_saved(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
                 device: torch.device, c: TrainConfig) -> dict:
     """Bytes autograd holds for backward at the end of one forward + loss (distinct storages), any device.
@@ -558,6 +593,9 @@ def main() -> int:
     ap.add_argument("--skip-data", action="store_true", help="skip the data-loading measurement")
     ap.add_argument("--data-only", action="store_true",
                     help="only the loader's own img/s (no training steps): the CPU-side measurement")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the variants step by step in turn (speed only, no memory): a steadier ratio on a "
+                         "busy machine, e.g. a shared CPU")
     ap.add_argument("--count-saved", action="store_true",
                     help="instead of timing: the memory autograd holds for backward, per variant (no GPU needed)")
     ap.add_argument("--predict-size", type=int, default=1024, help="--count-saved: extrapolate to this size")
@@ -587,6 +625,11 @@ def main() -> int:
         ap.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     if args.iters < 1 or args.warmup < 1:
         ap.error("--iters and --warmup must be >= 1")
+    if args.interleave:
+        # Backend flags are process-wide and compiled graphs are cached: neither can alternate step by step.
+        mixed = [v for v in variants if VARIANTS[v][3] or VARIANTS[v][4]]
+        if mixed or args.count_saved:
+            ap.error(f"--interleave times plain eager variants only (not {', '.join(mixed) or '--count-saved'})")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("CUDA is not available here; use --device cpu")
@@ -672,9 +715,9 @@ def main() -> int:
           f"{'speed-up':>9} {'loss@1':>9}", flush=True)
     base: Optional[dict] = None
 
-    def run_and_print(v: str) -> None:
+    def run_and_print(v: str, r: Optional[dict] = None) -> None:
         nonlocal base
-        r = run_variant(v, args, refiner_sd, gt_sd, x, y, device, c)
+        r = r if r is not None else run_variant(v, args, refiner_sd, gt_sd, x, y, device, c)
         results.append(r)
         if "error" in r:
             print(f"{v:<11} {r['setup']:<{w}} failed: {r['error'][:80]}", flush=True)
@@ -691,6 +734,10 @@ def main() -> int:
         write_json()
 
     if args.data_only:
+        variants = []
+    if args.interleave and variants:
+        for r in run_interleaved(variants, args, refiner_sd, gt_sd, x, y, device, c):
+            run_and_print(r["variant"], r)
         variants = []
     for v in variants:
         if v != "compile":
