@@ -177,10 +177,17 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(dataset
     assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
 
     calls["n"] = 0
-    cfg.nan_policy = "skip"
+    cfg.nan_policy, cfg.lr_schedule, cfg.log_every = "skip", "cosine", 1
     train(cfg, tmp_path / "s", progress=False)
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["refiner"]["skipped_batches"] == 1 and summary["refiner"]["steps"] == 6
+    # The skipped batch still advances the schedule: the lr follows the step count (0 after the last step).
+    from is5net.train.loop import lr_factor
+
+    rows = [r.split(",") for r in (tmp_path / "s" / "log.csv").read_text().splitlines()]
+    logged = {int(step): float(value) for _, phase, step, name, value in rows if name == "lr"}
+    assert logged == {k: pytest.approx(cfg.lr * lr_factor(k, 6, "cosine"), rel=1e-5, abs=1e-12)
+                      for k in range(1, 7)}
 
 
 def test_bad_dataset_refused_unless_skip_bad(dataset, tmp_path, capsys, caplog):
@@ -247,6 +254,10 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
     assert isinstance(c.max_steps, int)
     with pytest.raises(IS5NetError, match="max_steps"):
         load_config(None, ["max_steps=2.5e0"])
+    for bad, key in (["lr=nan"], "lr"), (["feature_weight=-inf"], "feature_weight"), (["betas=0.9,x"], "betas"), \
+            (["warmup_steps=null"], "warmup_steps"):
+        with pytest.raises(IS5NetError, match=key):
+            load_config(None, bad)
 
 
 def test_overrides_may_come_on_both_sides_of_options(dataset, tmp_path, capsys):
@@ -300,3 +311,23 @@ def test_commands_with_bars_take_quiet_and_quiet_training_draws_none(dataset, tm
     assert "refiner: 100%" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "quiet"), "-q"]) == 0
     assert "%|" not in capsys.readouterr().err
+
+
+def test_optimizer_fused_on_cpu_and_plain_where_torch_has_no_fused_cpu_kernel(monkeypatch):
+    from is5net.train.loop import make_optimizer
+
+    c = load_config(None, [])
+    params = [torch.nn.Parameter(torch.randn(3, 3))]
+    opt, _ = make_optimizer(c, params, 1e-3, torch.device("cpu"), 10)
+    assert opt.defaults["fused"] is True
+
+    class NoFusedCpu(torch.optim.AdamW):  # torch < 2.4 refuses fused=True for CPU tensors
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                                   "supported devices: ['cuda']")
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", NoFusedCpu)
+    opt, _ = make_optimizer(c, params, 1e-3, torch.device("cpu"), 10)
+    assert isinstance(opt, NoFusedCpu) and not opt.defaults.get("fused")

@@ -8,6 +8,7 @@ is saved as ``RUN_DIR/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ class TrainConfig:
     optimizer: str = "adamw"              # adamw | adam
     lr: float = 4e-5
     betas: tuple[float, float] = (0.9, 0.999)
-    lr_schedule: str = "constant"         # constant (the reference) | cosine (to 0 at max_steps), both phases
+    lr_schedule: str = "constant"         # constant (the reference) | cosine (to 0 at each phase's last step)
     warmup_steps: int = 0                 # linear warm-up from lr/warmup_steps, then the schedule
     weight_decay: float = 0.0
     batch_size: int = 6                   # per process; effective batch = batch_size x processes
@@ -115,15 +116,17 @@ def _coerce(key: str, value: Any) -> Any:
         default = None
     if isinstance(value, str):
         if key == "betas":
-            value = [float(v) for v in value.strip("()[] ").split(",")]
+            value = value.strip("()[] ").split(",")
         else:
             value = yaml.safe_load(value) if value.strip() else value
     if key == "betas":
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise IS5NetError(f"betas: expected two numbers, got {value!r}")
-        return (float(value[0]), float(value[1]))
+        return (_finite(key, value[0]), _finite(key, value[1]))
     if value is None:
-        return None
+        if default is None:  # optional settings (width, data, val, ...)
+            return None
+        raise IS5NetError(f"{key}: a value is needed (default {default!r})")
     numeric = (isinstance(default, (int, float)) and not isinstance(default, bool)) or key == "width"
     if numeric and isinstance(value, str):
         # PyYAML reads "1e-4" (no dot: YAML 1.1) as a string, on the command line and in config files alike.
@@ -144,8 +147,19 @@ def _coerce(key: str, value: Any) -> Any:
     if isinstance(default, float) or key == "width":
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise IS5NetError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        return _finite(key, value)
     return str(value)
+
+
+def _finite(key: str, value: Any) -> float:
+    """``float(value)``, refusing nan and inf (which ``float`` and YAML's ``.inf`` would let through)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise IS5NetError(f"{key}: expected a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise IS5NetError(f"{key}: expected a finite number, got {value!r}")
+    return out
 
 
 def apply(config: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
