@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/device_session.sh     # from the repository root; OUT defaults to /tmp/is5net-device
 #
-# The parts are capped at 90 + 300 + 150 s: under the device tool's 10-minute command limit, with the
+# The parts are capped at 90 + 270 + 200 s: under the device tool's 10-minute command limit, with the
 # machine's start, inside 15 minutes of device time.
 #
 # Wheels the GPU machine lacks (segment-anything, pysodmetrics) may be put in .whl/ beforehand: they are
@@ -31,7 +31,8 @@ part() {  # part NAME SECONDS COMMAND...: run one part, keep its output, note ho
 }
 
 part gpu_check 90 python3 benchmarks/gpu_check.py
-part train 300 python3 benchmarks/bench_train.py --variants plain,ours_v1,ours --workers 8 --data-size 2560 \
+part train 270 python3 benchmarks/bench_train.py --variants plain,ours_v1,ours --workers 8 --data-size 2560 \
     --json "$OUT/train.json"
-part train_compile 150 python3 benchmarks/bench_train.py --variants plain,compile --skip-data \
-    --json "$OUT/train_compile.json"
+# What loop.py could add next: cuDNN autotuning (ours_tuned) and torch.compile, against plain in the same run.
+part train_more 200 python3 benchmarks/bench_train.py --variants plain,ours_tuned --compile --skip-data \
+    --json "$OUT/train_more.json"
