@@ -310,7 +310,11 @@ def test_commands_with_bars_take_quiet_and_quiet_training_draws_none(dataset, tm
     assert main([*argv, "--out", str(tmp_path / "bars")]) == 0
     assert "refiner: 100%" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "quiet"), "-q"]) == 0
-    assert "%|" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "%|" not in err
+    # the last line says where the result is and how the run went
+    done = f"is5net train: done -> {tmp_path / 'quiet' / 'refiner.safetensors'} (2 steps)"
+    assert err.strip().splitlines()[-1] == done
 
 
 def test_optimizer_fused_on_cpu_and_plain_where_torch_has_no_fused_cpu_kernel(monkeypatch):

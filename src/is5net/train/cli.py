@@ -7,6 +7,7 @@ workers, ...); ``preset=isnet`` is the original IS-Net recipe. Run under ``torch
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -64,5 +65,21 @@ def run(args: argparse.Namespace) -> int:
         config.sam_checkpoint = str(resolve_weights(args.sam_checkpoint))
     out = train(config, run_dir, resume=args.resume is not None, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"is5net train: done -> {out}", file=sys.stderr)
+        print(f"is5net train: done -> {out}{_outcome(Path(run_dir) / 'summary.json')}", file=sys.stderr)
     return 0
+
+
+def _outcome(summary_path: Path) -> str:
+    """`` (N steps; best validation maxF x, MAE y; ...)`` from the run's summary, so the last line says how it went."""
+    try:
+        refiner = json.loads(summary_path.read_text()).get("refiner") or {}
+    except (OSError, ValueError):
+        return ""
+    parts = [f"{refiner['steps']} steps"] if "steps" in refiner else []
+    if refiner.get("best_maxF", -1) >= 0:
+        parts.append(f"best validation maxF {refiner['best_maxF']:.4f}, MAE {refiner['best_MAE']:.4f}")
+    if refiner.get("stopped_early"):
+        parts.append("stopped early")
+    if refiner.get("skipped_batches"):
+        parts.append(f"{refiner['skipped_batches']} non-finite batch(es) skipped")
+    return f" ({'; '.join(parts)})" if parts else ""
