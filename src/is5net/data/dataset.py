@@ -341,8 +341,7 @@ class RefinerDataset(Dataset):
             return
         todo = [s for g in self.groups for s in g]
         with ThreadPoolExecutor(max(1, threads)) as pool:  # hashing releases the GIL
-            keys = list(pool.map(self.entry_keys, todo))
-        self._entry_keys.update({s.key: k for s, k in zip(todo, keys)})
+            list(pool.map(self.entry_keys, todo))  # each call stores its keys in self._entry_keys
 
     def _full_resolution(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         rgb = self._image(sample.pair.image)

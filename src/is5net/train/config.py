@@ -66,7 +66,7 @@ class TrainConfig:
     val_fraction: float = 0.0             # held out of the training pairs when there is no DIS-VD / --val
     val_limit: int = 0                    # score at most this many validation images (0 = all)
     mask_choice: str = "first"
-    workers: int = field(default_factory=lambda: default_workers())  # DataLoader processes per GPU process
+    workers: int = field(default_factory=default_workers)  # DataLoader processes per GPU process
     # runtime
     seed: int = 0
     device: str = "auto"
