@@ -12,7 +12,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -75,8 +75,8 @@ def pil_to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def open_image(path: PathLike) -> Image.Image:
-    """Open and fully decode an image with EXIF orientation applied; one clear error on any failure."""
+def open_image(path: PathLike, exif: bool = True) -> Image.Image:
+    """Open and fully decode an image, EXIF orientation applied unless ``exif=False``; one clear error on any failure."""
     path = Path(path)
     if not path.exists():
         raise IS5NetError(f"{path}: no such file")
@@ -85,19 +85,43 @@ def open_image(path: PathLike) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
+            if not exif:
+                return img.copy()
             img = ImageOps.exif_transpose(img)
             return img.copy() if img is not None else img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise IS5NetError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
-def load_image(path: PathLike) -> np.ndarray:
-    """Read an image file as ``HxWx3`` uint8 RGB in its displayed orientation (EXIF applied)."""
-    return pil_to_rgb_uint8(open_image(path))
+def load_image(path: PathLike, match: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """Read an image file as ``HxWx3`` uint8 RGB in its displayed orientation (EXIF applied).
+
+    ``match``: the ``(height, width)`` of the mask this image pairs with (a dataset's GT). When the
+    displayed image has another size but the stored pixels have that one, the stored pixels are returned:
+    the GT was drawn on them, by a tool that ignored the EXIF tag (as the DIS code's loaders do).
+    """
+    img = open_image(path)
+    if match is not None and (img.height, img.width) != tuple(match):
+        raw = open_image(path, exif=False)
+        if (raw.height, raw.width) == tuple(match):
+            img = raw
+    return pil_to_rgb_uint8(img)
+
+
+def stored_and_displayed_size(path: PathLike) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((width, height) as stored, (width, height) as displayed)``, from the header only."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (w, h), ((h, w) if orientation in (5, 6, 7, 8) else (w, h))
 
 
 def load_mask(path: PathLike) -> np.ndarray:
-    """Read a mask file as ``HxW`` uint8 0..255 (colour masks converted to luminance, 16-bit scaled)."""
+    """Read a mask file as ``HxW`` uint8 0..255.
+
+    Colour masks are converted to luminance, 16-bit ones scaled by 255/65535; with an alpha channel that
+    varies (a cut-out), the alpha is the mask.
+    """
     img = open_image(path)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.float32) * (255.0 / 65535.0)
@@ -105,15 +129,24 @@ def load_mask(path: PathLike) -> np.ndarray:
     if img.mode == "1":
         return np.asarray(img, dtype=np.uint8) * 255
     if img.mode in ("RGBA", "LA", "PA"):
-        # A cut-out saved as RGBA: the alpha channel is the mask.
-        return np.asarray(img.getchannel("A"), dtype=np.uint8).copy()
+        # A cut-out saved with alpha: the alpha channel is the mask. A constant alpha carries nothing (a
+        # grey mask that an editor saved with an opaque alpha): then the grey levels are the mask.
+        alpha = np.asarray(img.getchannel("A"), dtype=np.uint8)
+        if alpha.size and alpha.min() != alpha.max():
+            return alpha.copy()
+        img = img.convert("RGBA").convert("RGB") if img.mode == "PA" else img
     if img.mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.uint8).copy()
 
 
 def mask_to_uint8(mask) -> np.ndarray:
-    """A mask given as bool, 0/1, 0/255 or float [0, 1] -> ``HxW`` uint8 0..255."""
+    """A mask given as bool, 0/1, 0/255, uint16 or float [0, 1] -> ``HxW`` uint8 0..255.
+
+    Floats are scaled and truncated, ``(x * 255).astype(uint8)``, as the DIS and DIS-SAM code save their
+    maps, so a map saved here scores as the reference's would. uint16 is scaled by 255/65535 (as
+    :func:`load_mask` reads 16-bit files). Integer maps whose maximum is 1 are 0/1 labels, hence x255.
+    """
     arr = np.asarray(mask)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -123,10 +156,12 @@ def mask_to_uint8(mask) -> np.ndarray:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.floating):
         if arr.max(initial=0.0) <= 1.0:
-            return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+            return (np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.clip(arr, 0, 255).astype(np.uint8)
     if arr.max(initial=0) <= 1:
         return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return np.round(arr.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 

@@ -25,7 +25,7 @@ images of the IoU of ``pred >= 128`` — i.e. ``> 0.5`` of 255 on the *raw* map,
 normalisation — against ``gt > 128``; an image where both are empty has IoU 1).
 
 Input convention: ``pred`` and ``gt`` are ``HxW`` maps given as uint8 0..255 (used as is), bool (→ 0/255),
-float in [0, 1] (→ ``round(x * 255)``), or integer 0/1 label maps (→ 0/255); see
+float in [0, 1] (→ ``(x * 255).astype(uint8)``, truncated as the DIS code saves maps), or integer 0/1 label maps (→ 0/255); see
 :func:`is5net.io.mask_to_uint8`. Everything is then fed to ``pysodmetrics`` as uint8 0..255 for both
 prediction and GT: given a *boolean* GT, ``pysodmetrics`` would binarise it at ``> 128`` and silently score
 against an empty GT (maxF 0), which this conversion rules out.

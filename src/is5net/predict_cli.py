@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import IS5NetError
-from .io import IMAGE_EXTENSIONS, encode_png, list_images, load_image, load_mask
+from .io import IMAGE_EXTENSIONS, encode_png, list_images, load_image, load_mask, mask_to_uint8
 from .prompts import SAM_TYPES, parse_box
 
 log = logging.getLogger("is5net")
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
             names = [image.stem] if len(preds) == 1 else [f"{image.stem}_{k}" for k in range(len(preds))]
             for name, pred in zip(names, preds):
                 mask = pred.mask if threshold is None else binarize(pred.mask, threshold).astype(np.float32)
-                mask_u8 = np.round(mask * 255.0).astype(np.uint8)
+                mask_u8 = mask_to_uint8(mask)
                 files = []
                 if args.save in ("mask", "both"):
                     files.append((f"{name}.png", mask_u8))
