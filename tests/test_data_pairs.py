@@ -16,6 +16,7 @@ from is5net.cli import main
 from is5net.data.pairs import Pair, find_pairs, find_problems, is_dis5k_root, split_good_pairs, subset_names
 from is5net.data.samples import enumerate_samples, jitter_box, pair_samples, sample_gt, tight_box
 from is5net.errors import IS5NetError
+from is5net.io import load_image
 
 
 # ------------------------------------------------------------------------------------------ builders
@@ -174,16 +175,28 @@ def test_duplicate_stems_and_exif_orientation(tmp_path):
     mask[5:50, 5:30] = True
     save(root / "gt" / "rot.png", mask)                 # GT in the displayed frame: no mismatch
     save(root / "im" / "raw.jpg", img, exif=exif)
-    save(root / "gt" / "raw.png", mask.T)               # GT in the stored frame: mismatch
+    save(root / "gt" / "raw.png", mask.T)               # GT in the stored frame (EXIF ignored): pairs too
+    save(root / "im" / "odd.jpg", img, exif=exif)
+    save(root / "gt" / "odd.png", np.ones((30, 30), bool))   # neither frame: mismatch
     save(root / "im" / "dup.jpg", img)
     save(root / "im" / "dup.png", img)
     save(root / "gt" / "dup.png", mask.T)
     problems = find_problems(root)
     assert {(p.path.name, p.kind) for p in problems} == {
-        ("raw.png", "size_mismatch"), ("dup.jpg", "duplicate_stem"), ("dup.png", "duplicate_stem"),
+        ("odd.png", "size_mismatch"), ("dup.jpg", "duplicate_stem"), ("dup.png", "duplicate_stem"),
         ("dup.png", "missing_image")}
     with pytest.raises(IS5NetError, match="share the stem"):
         find_pairs(root)
+
+    # Each image is read in the frame its GT was drawn in: displayed unless only the stored one fits.
+    with Image.open(root / "im" / "raw.jpg") as f:
+        stored = np.asarray(f.convert("RGB"))
+    assert stored.shape == (40, 60, 3)
+    assert np.array_equal(load_image(root / "im" / "raw.jpg", (40, 60)), stored)
+    displayed = load_image(root / "im" / "rot.jpg", (60, 40))
+    assert displayed.shape == (60, 40, 3) and np.array_equal(displayed, load_image(root / "im" / "rot.jpg"))
+    assert np.array_equal(displayed, np.rot90(stored, -1))
+    assert load_image(root / "im" / "odd.jpg", (30, 30)).shape == (60, 40, 3)   # no fit: displayed
 
 
 # ------------------------------------------------------------------------------------------- samples

@@ -319,6 +319,19 @@ def test_no_te_subset_no_overall_row(tmp_path, dis_root, coarse_dir):
     assert list(rows) == ["DIS-VD"] and set(rows["DIS-VD"]) == set(PAPER_METRICS) | {"n"}
 
 
+def test_unpaired_files_are_left_out_with_a_warning(tmp_path, dis_root, coarse_dir, caplog):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(dis_root / "DIS-VD", root / "DIS-VD")
+    first = sorted((root / "DIS-VD" / "im").iterdir())[0]
+    shutil.copy(first, root / "DIS-VD" / "im" / "no_gt_here.jpg")
+    with caplog.at_level("WARNING", logger="is5net"):
+        rows = evaluate_dataset(root, "DIS-VD", "sam", None, tmp_path / "vd", coarse_dir=coarse_dir, progress=False)
+    assert rows["DIS-VD"]["n"] == len(LAYOUT["DIS-VD"])
+    assert any("1 image(s) without GT" in r.getMessage() and "no_gt_here" in r.getMessage() for r in caplog.records)
+
+
 # ----------------------------------------------------------------------------------------- torchrun
 def test_torchrun_two_processes_match_one(tmp_path, dis_root, refiner5, coarse_dir):
     subsets = ("DIS-TE1", "DIS-TE2")

@@ -59,7 +59,7 @@ from .distributed import ProcessGroup
 from .errors import IS5NetError
 from .evaluate import mean_row, per_image_csv, score_pairs, table_csv, table_markdown
 from .io import atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png
-from .data.pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets, subset_names
+from .data.pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
 
 log = logging.getLogger("is5net")
 
@@ -145,6 +145,11 @@ def evaluate_dataset(
         pairs = find_pairs(root, [name])
         if not pairs:
             raise IS5NetError(f"{root}: subset {name} has no image/GT pair (im/ and gt/ share no file stem)")
+        no_gt, no_image = unpaired_stems(root, name)
+        if no_gt or no_image:
+            # A table over fewer images than the subset holds must not pass unnoticed.
+            log.warning("%s: %d image(s) without GT and %d GT(s) without image left out (e.g. %s); "
+                        "is5net check-data lists them", name, len(no_gt), len(no_image), (no_gt + no_image)[0])
         pairs_by_subset[name] = pairs
 
     setup = _Setup.build(method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset)
@@ -401,7 +406,7 @@ class _Setup:
         if self.method == "isnet":
             def predict_isnet(pair: Pair) -> np.ndarray:
                 gt = load_mask(pair.gt)
-                rgb = load_image(pair.image)
+                rgb = load_image(pair.image, gt.shape)
                 _check_same_size(pair, rgb.shape[:2], gt.shape)
                 predictor.set_image(rgb)
                 return mask_to_uint8(predictor.predict().mask)
@@ -421,7 +426,7 @@ class _Setup:
         from .data.samples import tight_box
 
         gt = load_mask(pair.gt)
-        rgb = load_image(pair.image)
+        rgb = load_image(pair.image, gt.shape)
         _check_same_size(pair, rgb.shape[:2], gt.shape)
         fg = gt > FG_THRESHOLD
         if not fg.any():

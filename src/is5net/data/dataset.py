@@ -299,11 +299,11 @@ class RefinerDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _image(self, path: Path) -> np.ndarray:
+    def _image(self, path: Path, match: tuple[int, int]) -> np.ndarray:
         if self._cache_images <= 0:
-            return load_image(path)
+            return load_image(path, match)
         if path not in self._image_cache:
-            self._image_cache[path] = load_image(path)
+            self._image_cache[path] = load_image(path, match)
             while len(self._image_cache) > self._cache_images:
                 self._image_cache.popitem(last=False)
         return self._image_cache[path]
@@ -344,8 +344,8 @@ class RefinerDataset(Dataset):
             list(pool.map(self.entry_keys, todo))  # each call stores its keys in self._entry_keys
 
     def _full_resolution(self, sample: Sample) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        rgb = self._image(sample.pair.image)
         gt = sample_gt(sample)
+        rgb = self._image(sample.pair.image, gt.shape)
         if gt.shape != rgb.shape[:2]:
             raise IS5NetError(f"{sample.pair.gt}: GT is {gt.shape[1]}x{gt.shape[0]}, image is "
                               f"{rgb.shape[1]}x{rgb.shape[0]}")

@@ -14,8 +14,9 @@ Images and GTs are paired by file stem (``im/x.jpg`` with ``gt/x.png``), any ext
 :func:`find_problems` decodes every file fully (a truncated file fails there, not mid-training) and
 reports, per file: ``missing_gt`` (an image without GT), ``missing_image`` (a GT without image),
 ``duplicate_stem`` (two files of one folder share a stem: the pairing would be ambiguous), ``unreadable``
-(corrupt, truncated, not an image), ``size_mismatch`` (image and GT width/height differ, both taken after
-EXIF orientation) and ``empty_gt`` (no GT pixel ``> 127``: the foreground threshold used for boxes and
+(corrupt, truncated, not an image), ``size_mismatch`` (image and GT width/height differ, the image taken after
+EXIF orientation or, failing that, as stored: a GT drawn on the stored pixels of a photo with an EXIF
+rotation still pairs) and ``empty_gt`` (no GT pixel ``> 127``: the foreground threshold used for boxes and
 components everywhere in :mod:`is5net.data`, i.e. a pixel is foreground when it is 128..255).
 """
 
@@ -30,7 +31,7 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import IS5NetError
-from ..io import IMAGE_EXTENSIONS, list_images, load_mask, open_image
+from ..io import IMAGE_EXTENSIONS, list_images, load_mask, open_image, stored_and_displayed_size
 
 PathLike = Union[str, os.PathLike]
 
@@ -144,6 +145,13 @@ def find_pairs(root: PathLike, subsets: Optional[Sequence[str]] = None) -> list[
     return out
 
 
+def unpaired_stems(root: PathLike, subset: str) -> tuple[list[str], list[str]]:
+    """``(stems of images without GT, stems of GTs without image)`` in one subset of ``root``."""
+    (_, folder), = _subset_dirs(root, [subset])
+    images, gts = list_images(folder / "im"), list_images(folder / "gt")
+    return sorted(images.keys() - gts.keys()), sorted(gts.keys() - images.keys())
+
+
 def _scan(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
     """Like :func:`is5net.io.list_images`, but duplicate stems become problems instead of an error."""
     groups: dict[str, list[Path]] = {}
@@ -170,6 +178,12 @@ def _image_size(path: Path) -> tuple[Optional[tuple[int, int]], Optional[str]]:
     return img.size, None
 
 
+def _stored_size_is(path: Path, size: tuple[int, int]) -> bool:
+    """Whether the image's pixels as stored (EXIF orientation ignored) are ``size`` (WxH): a GT drawn on
+    them pairs with the image, and the loaders then read it that way (:func:`is5net.io.load_image`)."""
+    return stored_and_displayed_size(path)[0] == tuple(size)
+
+
 def _gt_info(path: Path) -> tuple[Optional[tuple[int, int]], bool, Optional[str]]:
     """``((width, height), has_foreground, None)`` or ``(None, False, reason)``."""
     try:
@@ -193,7 +207,7 @@ def _check_pair(pair: Pair) -> list[Problem]:
         problems.append(Problem(pair.image, "unreadable", im_err))
     if gt_err is not None:
         problems.append(Problem(pair.gt, "unreadable", gt_err))
-    if im_size is not None and gt_size is not None and im_size != gt_size:
+    if im_size is not None and gt_size is not None and im_size != gt_size and not _stored_size_is(pair.image, gt_size):
         problems.append(Problem(
             pair.gt, "size_mismatch",
             f"GT is {gt_size[0]}x{gt_size[1]} but the image {pair.image.name} is {im_size[0]}x{im_size[1]} (WxH, after EXIF orientation)",

@@ -407,7 +407,7 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
     if not todo:
         return
     try:
-        rgb = load_image(pair.image)
+        rgb = load_image(pair.image, gt.shape[:2])
     except IS5NetError as exc:
         log.warning("skipped %s: %s", pair.stem, exc)
         counts["skipped"] += 1
