@@ -77,13 +77,30 @@ def test_losses_match_their_definitions():
     target = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])
     p = torch.sigmoid(logits)
     bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
-    iou = 1 - (p * target).sum() / (p + target - p * target).sum()
+    iou = 1 - ((p * target).sum() + 1) / ((p + target - p * target).sum() + 1)   # the reference's +1
     torch.testing.assert_close(side_loss([logits, logits], target), 2 * (20 * bce + 0.5 * iou))
+    empty = torch.zeros_like(target)
+    assert float(side_loss([torch.full_like(logits, -30.0)], empty)) < 1e-6   # empty GT, empty prediction: 0
     conv = torch.nn.Conv2d(1, 2, 1, bias=False)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
     # W = [[1], [0]]: W W^T - I = [[0, 0], [0, -1]] -> 1
     assert float(orthogonality_penalty(conv)) == pytest.approx(1.0)
+    # Every parameter not named *bias, BatchNorm weights included (C x 1 columns), as the reference's loop.
+    model = build_model("is5net_tiny")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+    expected = 0.0
+    for name, param in model.named_parameters():
+        if "bias" not in name:
+            w = param.detach().double().reshape(param.shape[0], -1)
+            expected += float((w @ w.T - torch.eye(w.shape[0], dtype=torch.float64)).abs().sum())
+    assert float(orthogonality_penalty(model)) == pytest.approx(expected, rel=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = orthogonality_penalty(model)
+    assert under_autocast.dtype == torch.float32 and float(under_autocast) == pytest.approx(expected, rel=1e-5)
 
 
 def _train_cmd(dataset, out, *extra):
@@ -312,9 +329,10 @@ def test_commands_with_bars_take_quiet_and_quiet_training_draws_none(dataset, tm
     assert main([*argv, "--out", str(tmp_path / "quiet"), "-q"]) == 0
     err = capsys.readouterr().err
     assert "%|" not in err
-    # the last line says where the result is and how the run went
-    done = f"is5net train: done -> {tmp_path / 'quiet' / 'refiner.safetensors'} (2 steps)"
-    assert err.strip().splitlines()[-1] == done
+    # the last line says where the result is and how the run went; the last step is validated too
+    # (max_steps is not a multiple of val_every), so the final weights compete for "best"
+    done = f"is5net train: done -> {tmp_path / 'quiet' / 'refiner.safetensors'} (2 steps; best validation maxF "
+    assert err.strip().splitlines()[-1].startswith(done)
 
 
 def test_optimizer_fused_on_cpu_and_plain_where_torch_has_no_fused_cpu_kernel(monkeypatch):

@@ -44,7 +44,7 @@ class TrainConfig:
     max_steps: int = 400_000
     val_every: int = 3000
     early_stop: int = 20                  # validations without improvement in maxF or MAE (0 = never stop)
-    save_every: int = 0                   # checkpoint every N steps (0 = at every validation)
+    save_every: int = 0                   # checkpoint every N steps (0 = every val_every steps)
     # losses
     bce_weight: float = 20.0
     iou_weight: float = 0.5
@@ -148,6 +148,8 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise IS5NetError(f"{key}: expected a number, got {value!r}")
         return _finite(key, value)
+    if isinstance(value, bool):  # YAML reads true/false/on/off/yes/no as booleans
+        return "true" if value else "false"
     return str(value)
 
 
@@ -235,6 +237,8 @@ def validate(c: TrainConfig) -> None:
         (c.nan_policy in ("stop", "skip"), "nan_policy must be stop or skip"),
         (c.precision in ("auto", "fp32", "bf16", "fp16"), "precision must be auto, fp32, bf16 or fp16"),
         (c.mask_choice in ("first", "best"), "mask_choice must be first or best"),
+        (c.channels_last in ("auto", "true", "false"), "channels_last must be auto, true or false"),
+        (c.save_every >= 0 and c.keep_checkpoints >= 1, "save_every must be >= 0 and keep_checkpoints >= 1"),
         (0.0 <= c.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
         (c.jitter >= 0 and c.workers >= 0, "jitter and workers must be >= 0"),
     ]

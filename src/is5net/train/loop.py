@@ -110,30 +110,54 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
     if not samples:
         raise IS5NetError(f"no training samples in {root}")
 
-    coarse = None
+    coarse = val_coarse = None
     if five:
         if c.coarse_dir is not None:
             coarse = CoarseDir(c.coarse_dir)
             hint = "expected one PNG per GT stem in DIR/<subset>/ or DIR/"
+            val_coarse, val_hint = coarse, hint
         else:
             from ..data.sam_cache import SamMaskCache, default_cache_dir
 
             if c.sam_checkpoint is None and c.sam_type != "tiny":
                 raise IS5NetError("IS5Net needs coarse masks: give --sam-checkpoint (after `is5net cache-sam`) "
                                   "or --coarse-dir DIR")
-            cache_dir = Path(c.cache) if c.cache else default_cache_dir(root)
-            coarse = CoarseCache(SamMaskCache.for_sam(cache_dir, c.sam_checkpoint, c.sam_type, c.mask_choice))
-            hint = (f"run `is5net cache-sam --data {root} --sam-checkpoint {c.sam_checkpoint}"
-                    f"{' --jitter ' + str(jitter) if jitter else ''}{'' if enrich else ' --no-enrich'}` first")
+
+            def cache_for(data_root: Path):
+                cache_dir = Path(c.cache) if c.cache else default_cache_dir(data_root)
+                return CoarseCache(SamMaskCache.for_sam(cache_dir, c.sam_checkpoint, c.sam_type, c.mask_choice))
+
+            def cache_sam_command(data_root: Path, sample_options: str) -> str:
+                return (f"run `is5net cache-sam --data {data_root} --sam-checkpoint {c.sam_checkpoint}"
+                        f"{' --sam-type ' + c.sam_type if c.sam_type else ''}"
+                        f"{' --mask-choice ' + c.mask_choice if c.mask_choice != 'first' else ''}"
+                        f"{' --cache ' + str(c.cache) if c.cache else ''}{sample_options}` first")
+
+            coarse = cache_for(root)
+            # The options that change which boxes training asks for, so the cached entries are those boxes.
+            options = "" if enrich else " --no-enrich"
+            if enrich and c.min_fraction != 0.004:
+                options += f" --min-fraction {c.min_fraction:g}"
+            if jitter:
+                options += f" --jitter {jitter}"
+                if c.jitter_fraction != 0.1:
+                    options += f" --jitter-fraction {c.jitter_fraction:g}"
+                if c.seed:
+                    options += f" --seed {c.seed}"
+            hint = cache_sam_command(root, options)
+            val_coarse, val_hint = coarse, hint
+            if c.val is not None:
+                # `is5net cache-sam --data VAL` caches under VAL by default: look there for --val's masks.
+                val_coarse = cache_for(Path(c.val))
+                val_hint = cache_sam_command(Path(c.val), "")
         check_coarse_complete(coarse, samples, hint)
         if val_samples:
-            if c.val is None or c.coarse_dir is not None:
-                check_coarse_complete(coarse, val_samples, hint)
+            check_coarse_complete(val_coarse, val_samples, val_hint)
     mean, std = default_mean(in_ch), [1.0] * in_ch
     input_cache = make_input_cache(c, root)
     train_ds = RefinerDataset(samples, coarse, c.input_size, mean, std, train=True, flips=c.flips, seed=c.seed,
                               input_cache=input_cache)
-    val_ds = (RefinerDataset(val_samples, coarse, c.input_size, mean, std, train=False, seed=c.seed,
+    val_ds = (RefinerDataset(val_samples, val_coarse, c.input_size, mean, std, train=False, seed=c.seed,
                              input_cache=input_cache)
               if val_samples else None)
     if input_cache is not None:
@@ -199,7 +223,7 @@ class Checkpoints:
         self._prune(phase)
 
     def _prune(self, phase: str) -> None:
-        files = sorted(self.dir.glob(f"{phase}-*.safetensors"))
+        files = sorted(self.dir.glob(f"{phase}-[0-9]*.safetensors"))  # numbered only: never "-best"
         for old in files[: -self.keep]:
             old.unlink(missing_ok=True)
             (self.dir / old.name.replace(".safetensors", ".state.pt")).unlink(missing_ok=True)
@@ -262,7 +286,7 @@ def validate(model: nn.Module, ds, procs: ProcessGroup, precision: Optional[torc
             p = F.interpolate(prob[j:j + 1], size=gt.shape, mode="bilinear", align_corners=False)[0, 0]
             lo, hi = p.min(), p.max()
             p = (p - lo) / (hi - lo) if hi > lo else torch.zeros_like(p)
-            scorer.step((p * 255).round().byte().cpu().numpy(), gt.astype(np.uint8) * 255)
+            scorer.step((p * 255).byte().cpu().numpy(), gt.astype(np.uint8) * 255)
     if was_training:
         model.train()
     res = scorer.results()
@@ -328,6 +352,8 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt, sched = make_optimizer(c, model.parameters(), phase.lr, device, phase.max_steps)
+    # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none).
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
     ckpts = Checkpoints(run_dir, c.keep_checkpoints)
     tracker = {"best_maxF": -1.0, "best_MAE": float("inf"), "bad_validations": 0, "skipped_batches": 0,
                "last_val": None, "stopped_early": False}
@@ -337,6 +363,8 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
         model.load_state_dict(sd)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         tracker.update(json.loads(state["tracker"]))
         set_rng_state(state["rng"])
@@ -354,7 +382,8 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
         net = torch.compile(net)
 
     def state_dict_for_save() -> dict:
-        return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+        return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "step": step,
                 "epoch": step // per_epoch, "tracker": json.dumps(tracker), "rng": rng_state(),
                 "phase": phase.name, "version": __version__}
 
@@ -388,8 +417,9 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
                 tracker["skipped_batches"] += 1
                 log.warning("%s: non-finite loss at step %d: batch skipped", phase.name, step + 1)
             else:
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)  # with fp16, skips a step whose gradients overflowed (then lowers the scale)
+                scaler.update()
             sched.step()  # a skipped batch still counts: the schedule follows the step, as max_steps does
             step += 1
             seen += x.shape[0] * procs.world_size
@@ -403,7 +433,8 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
                 logger.write(phase.name, step, {"loss": loss_value, **parts, "lr": opt.param_groups[0]["lr"],
                                                 "img_per_s": seen / max(now - t_last, 1e-9)})
                 t_last, seen = now, 0
-            val_now = data.val is not None and step % phase.val_every == 0
+            # Also at the last step, so that the final weights compete for "best" too.
+            val_now = data.val is not None and (step % phase.val_every == 0 or step >= phase.max_steps)
             if val_now:
                 stop_flag = False
                 if procs.is_main:
@@ -424,8 +455,9 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
                     if bar is not None:
                         bar.write(f"{phase.name} step {step}: val maxF {metrics['maxF']:.4f} MAE {metrics['MAE']:.4f}")
                 stop = procs.broadcast(stop_flag)
-            save_now = (c.save_every and step % c.save_every == 0) or (not c.save_every and val_now) \
-                or step >= phase.max_steps or stop
+            # By default a checkpoint follows each validation step; with no validation set, the same steps.
+            save_every = c.save_every or phase.val_every
+            save_now = step % save_every == 0 or step >= phase.max_steps or stop
             if save_now and procs.is_main:
                 ckpts.save(phase.name, step, model, state_dict_for_save(),
                            refiner_config if phase.name == "refiner" else RefinerConfig.for_model(model))
@@ -555,6 +587,8 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
                 def gt_loss(net, b):
                     logits, _ = net(b["gt"])
                     loss = side_loss(logits, b["gt"], c.bce_weight, c.iou_weight)
+                    if c.ortho_weight:  # the reference orthogonalises the GT encoder too
+                        loss = loss + c.ortho_weight * orthogonality_penalty(_unwrapped(net))
                     return loss, {}
 
                 phase1 = Phase("gt_encoder", enc, c.gt_encoder_lr, gt_steps, c.gt_encoder_val_every or c.val_every,
@@ -592,8 +626,7 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
                 loss = loss + fl
                 parts["feature"] = fl.detach()
             if c.ortho_weight:
-                module = net.module if hasattr(net, "module") else net
-                loss = loss + c.ortho_weight * orthogonality_penalty(getattr(module, "_orig_mod", module))
+                loss = loss + c.ortho_weight * orthogonality_penalty(_unwrapped(net))
             return loss, parts
 
         def refiner_stop(m, t):
@@ -622,6 +655,13 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
         return out
     finally:
         logger.close()
+
+
+def _unwrapped(net: nn.Module) -> nn.Module:
+    """The model inside DDP and/or torch.compile wrappers (its parameter names are the plain ones)."""
+    module = getattr(net, "_orig_mod", net)
+    module = getattr(module, "module", module)
+    return getattr(module, "_orig_mod", module)
 
 
 def build_refiner_like(model: ISNet) -> ISNet:

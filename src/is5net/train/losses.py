@@ -11,12 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def iou_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Soft IoU loss ``1 - sum(p*g) / sum(p + g - p*g)`` per sample, averaged over the batch."""
+def iou_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft IoU loss ``1 - (sum(p*g) + 1) / (sum(p + g - p*g) + 1)`` per sample, averaged over the batch.
+
+    The ``+ 1`` is the reference's (DIS-SAM ``iou_loss``): an empty GT predicted empty costs 0, not 1.
+    """
     p = torch.sigmoid(logits)
     inter = (p * target).flatten(1).sum(1)
     union = (p + target - p * target).flatten(1).sum(1)
-    return (1.0 - inter / union.clamp_min(eps)).mean()
+    return (1.0 - (inter + smooth) / (union + smooth)).mean()
 
 
 def side_loss(side_logits: list[torch.Tensor], target: torch.Tensor, bce_weight: float = 20.0,
@@ -82,21 +85,26 @@ def feature_loss(features: list[torch.Tensor], gt_features: list[torch.Tensor], 
 
 
 def orthogonality_penalty(model: nn.Module) -> torch.Tensor:
-    """``sum |W W^T - I|`` over every convolution, ``W`` its weight as ``out x (in*k*k)``.
+    """``sum |W W^T - I|`` over every parameter not named ``*bias``, ``W`` the parameter as ``rows x rest``.
 
-    Weights of equal shape are stacked and done in one batched product (a few dozen kernels instead of
-    several hundred per step).
+    As the reference ("parameter orthogonalization" in DIS-SAM's training loop): convolution weights as
+    ``out x (in*k*k)``, and BatchNorm weights too, as ``C x 1`` columns (their ``W W^T`` is the outer
+    product ``C x C``). Computed in fp32 even under autocast. Parameters of equal shape are stacked and
+    done in one batched product (a few dozen kernels instead of several hundred per step).
     """
     groups: dict[tuple, list[torch.Tensor]] = {}
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            w = m.weight.flatten(1)
-            groups.setdefault(tuple(w.shape), []).append(w)
+    for name, param in model.named_parameters():
+        if "bias" in name:
+            continue
+        w = param.reshape(param.shape[0], -1)
+        groups.setdefault(tuple(w.shape), []).append(w)
     total = None
-    for (rows, _), ws in groups.items():
-        stacked = torch.stack(ws).float()
-        gram = torch.bmm(stacked, stacked.transpose(1, 2))
-        eye = torch.eye(rows, device=gram.device, dtype=gram.dtype)
-        term = (gram - eye).abs().sum()
-        total = term if total is None else total + term
+    device = next(model.parameters()).device if groups else torch.device("cpu")
+    with torch.autocast(device.type, enabled=False):
+        for (rows, _), ws in groups.items():
+            stacked = torch.stack(ws).float()
+            gram = torch.bmm(stacked, stacked.transpose(1, 2))
+            eye = torch.eye(rows, device=gram.device, dtype=gram.dtype)
+            term = (gram - eye).abs().sum()
+            total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
