@@ -93,6 +93,8 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, tiny_sam):
     cases["sam.pth"] = "SAM checkpoint"
     (tmp_path / "notes.txt").write_text("hello, not weights")
     cases["notes.txt"] = "not a readable PyTorch checkpoint|refused"
+    (tmp_path / "notes.pth").write_text("hello world, this is text")   # the unpickler's raw KeyError (101)
+    cases["notes.pth"] = r"not a readable PyTorch checkpoint \(truncated or corrupt\? not a torch.save file\)"
     good = tmp_path / "good.pth"
     torch.save(make_tiny_refiner(5).state_dict(), good)
     (tmp_path / "truncated.pth").write_bytes(good.read_bytes()[: good.stat().st_size // 2])

@@ -58,7 +58,7 @@ def test_predict_with_coarse_mask_dir_and_threshold_needs_no_sam(tmp_path, capsy
     assert json.loads((out / "index.json").read_text())[0]["sam_score"] is None
 
 
-def test_boxes_file_json_and_coco(tmp_path, capsys, image_file, tiny_refiner_checkpoint):
+def test_boxes_file_json_and_coco(tmp_path, capsys, caplog, image_file, tiny_refiner_checkpoint):
     coarse = tmp_path / "c.png"
     Image.fromarray(np.full((200, 300), 255, np.uint8)).save(coarse)
     (tmp_path / "boxes.json").write_text(json.dumps({"coffee.jpg": [[10, 10, 100, 100]]}))
@@ -68,12 +68,13 @@ def test_boxes_file_json_and_coco(tmp_path, capsys, image_file, tiny_refiner_che
     rc, err = _run(capsys, "predict", image_file, "--boxes", tmp_path / "boxes.json", "--checkpoint",
                    tiny_refiner_checkpoint, "--coarse-mask", coarse, "-o", tmp_path / "o1")
     assert rc == 0, err
-    assert (tmp_path / "o1" / "coffee.png").exists()
+    assert (tmp_path / "o1" / "coffee.png").exists() and "one coarse mask" not in caplog.text
     rc, err = _run(capsys, "predict", image_file, "--boxes", tmp_path / "coco.json", "--checkpoint",
                    tiny_refiner_checkpoint, "--coarse-mask", coarse, "-o", tmp_path / "o2")
     assert rc == 0, err
     index = json.loads((tmp_path / "o2" / "index.json").read_text())
     assert [e["box"] for e in index] == [[10, 20, 60, 80], [0, 0, 30, 30]]
+    assert "coffee.jpg: one coarse mask (c.png) for all 2 boxes" in caplog.text   # said, not silently reused
 
 
 def test_isnet_checkpoint_runs_without_prompt(tmp_path, capsys, image_file):

@@ -43,3 +43,44 @@ def test_integer_masks(horse):
     assert np.array_equal(mask_to_uint8(sixteen), horse)
     ramp = np.linspace(0, 65535, 400).astype(np.uint16)[None].repeat(3, 0)
     assert np.abs(mask_to_uint8(ramp).astype(int) - ramp / 257).max() <= 0.5     # scaled, not clipped at 255
+
+
+def test_images_in_every_form_arrive_as_displayed_uint8_rgb(tmp_path):
+    from is5net.io import load_image, open_image, to_rgb_uint8
+
+    rgb = data.astronaut()[::4, ::4]                                        # 128x128x3
+    wide = np.ascontiguousarray(rgb[:, :96])                                # stored 96 wide, 128 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(wide).save(tmp_path / "rot.png", exif=exif)
+    with Image.open(tmp_path / "rot.png") as img:                          # a PIL image straight from a file
+        assert to_rgb_uint8(img).shape == (96, 128, 3)                     # rotated, as load_image does
+    assert np.array_equal(to_rgb_uint8(Image.open(tmp_path / "rot.png")), load_image(tmp_path / "rot.png"))
+    # floats: [0, 1] scaled, 0..255 taken as is (not clipped to 1 and turned white)
+    assert np.array_equal(to_rgb_uint8(rgb.astype(np.float32)), rgb)
+    assert np.array_equal(to_rgb_uint8(rgb.astype(np.float32) / 255.0), rgb)
+    # 8-bit data in a 32-bit container (mode I), and true 16-bit
+    grey = rgb[..., 0]
+    Image.fromarray(grey.astype(np.int32), "I").save(tmp_path / "i32.tif")
+    assert np.array_equal(load_image(tmp_path / "i32.tif")[..., 0], grey)
+    assert np.array_equal(load_mask(tmp_path / "i32.tif"), grey)
+    # a decompression bomb is one clear error, not a traceback
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = 1000
+        with pytest.raises(Exception) as info:
+            open_image(tmp_path / "rot.png")
+        assert type(info.value).__name__ == "IS5NetError" and "too many pixels" in str(info.value)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_palette_masks(tmp_path, horse):
+    index = (horse > 0).astype(np.uint8)                                    # 0 = background, 1 = horse
+    voc = Image.fromarray(index, "P")
+    voc.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)                        # VOC's dark red for index 1
+    voc.save(tmp_path / "voc.png")
+    assert np.array_equal(load_mask(tmp_path / "voc.png"), horse)
+    grey = Image.fromarray(horse).convert("P")                              # a grey mask stored with a palette
+    grey.save(tmp_path / "grey.png")
+    assert np.array_equal(load_mask(tmp_path / "grey.png"), horse)

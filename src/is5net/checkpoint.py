@@ -88,6 +88,8 @@ def read_state_dict(path: os.PathLike | str) -> tuple[dict[str, torch.Tensor], d
             ) from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            if isinstance(exc, KeyError):  # the legacy unpickler's raw opcode lookup: the file is not torch's
+                msg = "not a torch.save file"
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt? {msg})") from None
     obj = _unwrap(obj)
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

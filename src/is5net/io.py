@@ -30,10 +30,14 @@ def to_rgb_uint8(image) -> np.ndarray:
     Accepted: a PIL image (any mode), or a numpy array that is
     - ``HxW`` grayscale (replicated to 3 channels),
     - ``HxWx1``, ``HxWx3`` or ``HxWx4`` (alpha dropped: the colour under it is kept, as SAM does),
-    - ``uint8`` as is, ``uint16`` scaled by 255/65535, float in ``[0, 1]`` scaled by 255, bool as 0/255.
+    - ``uint8`` as is, ``uint16`` scaled by 255/65535, bool as 0/255, float in ``[0, 1]`` scaled by 255
+      (a float image whose maximum is above 1 is taken as 0..255).
+
+    A PIL image is turned by its EXIF orientation first, as :func:`load_image` does, so boxes are in the
+    frame as displayed whichever way the image arrives.
     """
     if isinstance(image, Image.Image):
-        return pil_to_rgb_uint8(image)
+        return pil_to_rgb_uint8(ImageOps.exif_transpose(image))
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -50,7 +54,8 @@ def to_rgb_uint8(image) -> np.ndarray:
     elif arr.dtype == np.uint16:
         out = np.round(arr.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.floating):
-        out = np.round(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+        scale = 1.0 if float(np.nanmax(arr, initial=0.0)) > 1.0 else 255.0
+        out = np.round(np.clip(arr.astype(np.float32) * scale, 0.0, 255.0)).astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.integer):
         out = np.clip(arr, 0, 255).astype(np.uint8)
     else:
@@ -60,13 +65,22 @@ def to_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _sixteen_bit(img: Image.Image) -> np.ndarray:
+    """A 16/32-bit integer image as uint16 0..65535. Mode ``I`` (32-bit) holding only 0..255 is 8-bit data
+    in a wide container (some TIFF writers): it is scaled up so that it keeps its 8-bit meaning."""
+    arr = np.asarray(img)
+    if img.mode == "I" and arr.max(initial=0) <= 255:
+        return (np.clip(arr, 0, 255).astype(np.uint16) * 257)
+    return np.clip(arr, 0, 65535).astype(np.uint16)
+
+
 def pil_to_rgb_uint8(img: Image.Image) -> np.ndarray:
     """PIL image of any mode to ``HxWx3`` uint8 RGB (16-bit scaled down, alpha dropped, palette expanded)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img)
-        if arr.dtype != np.uint16:
-            arr = np.clip(arr, 0, 65535).astype(np.uint16)
-        return to_rgb_uint8(arr)
+    if img.mode in SIXTEEN_BIT_MODES:
+        return to_rgb_uint8(_sixteen_bit(img))
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         return to_rgb_uint8(arr / 255.0 if arr.max(initial=0) > 1.0 else arr)
@@ -89,6 +103,8 @@ def open_image(path: PathLike, exif: bool = True) -> Image.Image:
                 return img.copy()
             img = ImageOps.exif_transpose(img)
             return img.copy() if img is not None else img
+    except Image.DecompressionBombError as exc:
+        raise IS5NetError(f"{path}: refused, too many pixels ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise IS5NetError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
@@ -120,14 +136,19 @@ def load_mask(path: PathLike) -> np.ndarray:
     """Read a mask file as ``HxW`` uint8 0..255.
 
     Colour masks are converted to luminance, 16-bit ones scaled by 255/65535; with an alpha channel that
-    varies (a cut-out), the alpha is the mask.
+    varies (a cut-out), the alpha is the mask; a palette image with coloured entries is an index mask
+    (non-zero index = foreground).
     """
     img = open_image(path)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.float32) * (255.0 / 65535.0)
+    if img.mode in SIXTEEN_BIT_MODES:
+        arr = _sixteen_bit(img).astype(np.float32) * (255.0 / 65535.0)
         return np.round(arr).astype(np.uint8)
     if img.mode == "1":
         return np.asarray(img, dtype=np.uint8) * 255
+    if img.mode == "P" and not _grey_palette(img):
+        # An index mask (VOC/DAVIS style: 0 = background, k = object k, drawn in colours): foreground is
+        # every non-zero index. Its luminance would say nothing (VOC's dark red is 38 of 255).
+        return (np.asarray(img, dtype=np.uint8) != 0).astype(np.uint8) * 255
     if img.mode in ("RGBA", "LA", "PA"):
         # A cut-out saved with alpha: the alpha channel is the mask. A constant alpha carries nothing (a
         # grey mask that an editor saved with an opaque alpha): then the grey levels are the mask.
@@ -138,6 +159,15 @@ def load_mask(path: PathLike) -> np.ndarray:
     if img.mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _grey_palette(img: Image.Image) -> bool:
+    """Whether the palette entries a "P" image uses are all grey (then it is a grey mask, not an index map)."""
+    used = np.unique(np.asarray(img))
+    colours = np.asarray(img.getpalette() or [], dtype=np.int32).reshape(-1, 3)
+    used = used[used < len(colours)]
+    c = colours[used]
+    return bool(np.all((c[:, 0] == c[:, 1]) & (c[:, 1] == c[:, 2])))
 
 
 def mask_to_uint8(mask) -> np.ndarray:

@@ -194,8 +194,13 @@ def run(args: argparse.Namespace) -> int:
                 if args.coarse_mask is not None:
                     multi = len(boxes) > 1
                     coarse = []
-                    for k in range(len(boxes)):
-                        m = load_mask(_coarse_mask_path(args.coarse_mask, image, k if multi else None, len(jobs)))
+                    paths = [_coarse_mask_path(args.coarse_mask, image, k if multi else None, len(jobs))
+                             for k in range(len(boxes))]
+                    if multi and len(set(paths)) == 1:
+                        log.warning("%s: one coarse mask (%s) for all %d boxes; name them %s_0.png, %s_1.png, "
+                                    "... for one each", image.name, paths[0].name, len(boxes), image.stem, image.stem)
+                    for path in paths:
+                        m = load_mask(path)
                         if m.shape != rgb.shape[:2]:
                             raise IS5NetError(f"coarse mask for {image.name} is {m.shape[1]}x{m.shape[0]}, "
                                               f"the image is {rgb.shape[1]}x{rgb.shape[0]}")
