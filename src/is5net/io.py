@@ -90,7 +90,8 @@ def pil_to_rgb_uint8(img: Image.Image) -> np.ndarray:
 
 
 def open_image(path: PathLike, exif: bool = True) -> Image.Image:
-    """Open and fully decode an image, EXIF orientation applied unless ``exif=False``; one clear error on any failure."""
+    """Open and fully decode an image, EXIF orientation applied unless ``exif=False``; one clear error on any
+    failure."""
     path = Path(path)
     if not path.exists():
         raise IS5NetError(f"{path}: no such file")

@@ -210,7 +210,8 @@ def _check_pair(pair: Pair) -> list[Problem]:
     if im_size is not None and gt_size is not None and im_size != gt_size and not _stored_size_is(pair.image, gt_size):
         problems.append(Problem(
             pair.gt, "size_mismatch",
-            f"GT is {gt_size[0]}x{gt_size[1]} but the image {pair.image.name} is {im_size[0]}x{im_size[1]} (WxH, after EXIF orientation)",
+            f"GT is {gt_size[0]}x{gt_size[1]} but the image {pair.image.name} is {im_size[0]}x{im_size[1]} "
+            "(WxH, as displayed and as stored)",
         ))
     if gt_size is not None and not has_fg:
         problems.append(Problem(pair.gt, "empty_gt", f"no foreground pixel (none > {FG_THRESHOLD})"))

@@ -394,83 +394,88 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
         bar = tqdm(total=phase.max_steps, initial=step, desc=phase.name, unit="step", dynamic_ncols=True)
     t_last, seen = time.perf_counter(), 0
     stop = step >= phase.max_steps or tracker["stopped_early"]
-    while not stop:
-        epoch, start_batch = divmod(step, per_epoch)
-        data.train.set_epoch(epoch)
-        sampler.set_epoch(epoch, start_batch)
-        loader = DataLoader(data.train, batch_sampler=sampler, num_workers=c.workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
-        for batch in loader:
-            x = batch["input"].to(device, non_blocking=True)
-            y = batch["gt"].to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
-                loss, parts = phase.loss_fn(net, {"input": x, "gt": y})
-            finite = procs.all_ok(bool(torch.isfinite(loss.detach()).item()))
-            opt.zero_grad(set_to_none=True)
-            if not finite:
-                if c.nan_policy == "stop":
-                    raise IS5NetError(
-                        f"{phase.name}: the loss is not finite at step {step + 1}; stopped without saving "
-                        f"(the last checkpoint is intact). Lower lr, or set nan_policy=skip")
-                tracker["skipped_batches"] += 1
-                log.warning("%s: non-finite loss at step %d: batch skipped", phase.name, step + 1)
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)  # with fp16, skips a step whose gradients overflowed (then lowers the scale)
-                scaler.update()
-            sched.step()  # a skipped batch still counts: the schedule follows the step, as max_steps does
-            step += 1
-            seen += x.shape[0] * procs.world_size
-            if bar is not None:
-                bar.update(1)
-            if procs.is_main and (step % max(1, c.log_every) == 0 or step == phase.max_steps):
-                now = time.perf_counter()
-                loss_value = float(loss.detach())
+    try:
+        while not stop:
+            epoch, start_batch = divmod(step, per_epoch)
+            data.train.set_epoch(epoch)
+            sampler.set_epoch(epoch, start_batch)
+            loader = DataLoader(data.train, batch_sampler=sampler, num_workers=c.workers,
+                                pin_memory=device.type == "cuda", persistent_workers=False)
+            for batch in loader:
+                x = batch["input"].to(device, non_blocking=True)
+                y = batch["gt"].to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
+                    loss, parts = phase.loss_fn(net, {"input": x, "gt": y})
+                finite = procs.all_ok(bool(torch.isfinite(loss.detach()).item()))
+                opt.zero_grad(set_to_none=True)
+                if not finite:
+                    if c.nan_policy == "stop":
+                        raise IS5NetError(
+                            f"{phase.name}: the loss is not finite at step {step + 1}; stopped without saving "
+                            f"(the last checkpoint is intact). Lower lr, or set nan_policy=skip")
+                    tracker["skipped_batches"] += 1
+                    log.warning("%s: non-finite loss at step %d: batch skipped", phase.name, step + 1)
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)  # with fp16, skips a step whose gradients overflowed (then lowers the scale)
+                    scaler.update()
+                sched.step()  # a skipped batch still counts: the schedule follows the step, as max_steps does
+                step += 1
+                seen += x.shape[0] * procs.world_size
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss_value:.4f}")
-                logger.write(phase.name, step, {"loss": loss_value, **parts, "lr": opt.param_groups[0]["lr"],
-                                                "img_per_s": seen / max(now - t_last, 1e-9)})
-                t_last, seen = now, 0
-            # Also at the last step, so that the final weights compete for "best" too.
-            val_now = data.val is not None and (step % phase.val_every == 0 or step >= phase.max_steps)
-            if val_now:
-                stop_flag = False
-                if procs.is_main:
-                    metrics = validate(model, data.val, procs, precision, channels_last, phase.gt_input,
-                                       c.batch_size)
-                    tracker["last_val"] = metrics
-                    improved = metrics["maxF"] > tracker["best_maxF"] or metrics["MAE"] < tracker["best_MAE"]
-                    if metrics["maxF"] > tracker["best_maxF"]:
-                        tracker["best_maxF"] = metrics["maxF"]
-                        save_refiner(model, run_dir / "checkpoints" / f"{phase.name}-best.safetensors",
-                                     refiner_config if phase.name == "refiner" else None,
-                                     {"step": str(step), "val_maxF": f"{metrics['maxF']:.6f}"})
-                    tracker["best_MAE"] = min(tracker["best_MAE"], metrics["MAE"])
-                    tracker["bad_validations"] = 0 if improved else tracker["bad_validations"] + 1
-                    logger.write(phase.name, step, {"val_maxF": metrics["maxF"], "val_MAE": metrics["MAE"]})
-                    stop_flag = phase.stop_fn(metrics, tracker)
-                    tracker["stopped_early"] = stop_flag
+                    bar.update(1)
+                if procs.is_main and (step % max(1, c.log_every) == 0 or step == phase.max_steps):
+                    now = time.perf_counter()
+                    loss_value = float(loss.detach())
                     if bar is not None:
-                        bar.write(f"{phase.name} step {step}: val maxF {metrics['maxF']:.4f} MAE {metrics['MAE']:.4f}")
-                stop = procs.broadcast(stop_flag)
-            # By default a checkpoint follows each validation step; with no validation set, the same steps.
-            save_every = c.save_every or phase.val_every
-            save_now = step % save_every == 0 or step >= phase.max_steps or stop
-            if save_now and procs.is_main:
-                ckpts.save(phase.name, step, model, state_dict_for_save(),
-                           refiner_config if phase.name == "refiner" else RefinerConfig.for_model(model))
-            if save_now:
-                procs.barrier()
-            if step >= phase.max_steps or stop:
-                stop = True
-                break
-    if bar is not None:
-        bar.close()
-    if procs.world_size > 1:
-        del net  # DESIGN §7: drop the DDP module before the process group goes away
-        gc.collect()
+                        bar.set_postfix(loss=f"{loss_value:.4f}")
+                    logger.write(phase.name, step, {"loss": loss_value, **parts, "lr": opt.param_groups[0]["lr"],
+                                                    "img_per_s": seen / max(now - t_last, 1e-9)})
+                    t_last, seen = now, 0
+                # Also at the last step, so that the final weights compete for "best" too.
+                val_now = data.val is not None and (step % phase.val_every == 0 or step >= phase.max_steps)
+                if val_now:
+                    stop_flag = False
+                    if procs.is_main:
+                        metrics = validate(model, data.val, procs, precision, channels_last, phase.gt_input,
+                                           c.batch_size)
+                        tracker["last_val"] = metrics
+                        improved = metrics["maxF"] > tracker["best_maxF"] or metrics["MAE"] < tracker["best_MAE"]
+                        if metrics["maxF"] > tracker["best_maxF"]:
+                            tracker["best_maxF"] = metrics["maxF"]
+                            save_refiner(model, run_dir / "checkpoints" / f"{phase.name}-best.safetensors",
+                                         refiner_config if phase.name == "refiner" else None,
+                                         {"step": str(step), "val_maxF": f"{metrics['maxF']:.6f}"})
+                        tracker["best_MAE"] = min(tracker["best_MAE"], metrics["MAE"])
+                        tracker["bad_validations"] = 0 if improved else tracker["bad_validations"] + 1
+                        logger.write(phase.name, step, {"val_maxF": metrics["maxF"], "val_MAE": metrics["MAE"]})
+                        stop_flag = phase.stop_fn(metrics, tracker)
+                        tracker["stopped_early"] = stop_flag
+                        if bar is not None:
+                            bar.write(f"{phase.name} step {step}: val maxF {metrics['maxF']:.4f} "
+                                      f"MAE {metrics['MAE']:.4f}")
+                    stop = procs.broadcast(stop_flag)
+                # By default a checkpoint follows each validation step; with no validation set, the same steps.
+                save_every = c.save_every or phase.val_every
+                save_now = step % save_every == 0 or step >= phase.max_steps or stop
+                if save_now and procs.is_main:
+                    ckpts.save(phase.name, step, model, state_dict_for_save(),
+                               refiner_config if phase.name == "refiner" else RefinerConfig.for_model(model))
+                if save_now:
+                    procs.barrier()
+                if step >= phase.max_steps or stop:
+                    stop = True
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        if procs.world_size > 1:
+            # DESIGN §7: drop the DDP module before the process group goes away, also when an error (a
+            # non-finite loss) is on its way up to train()'s procs.close().
+            del net
+            gc.collect()
     tracker["steps"] = step
     return tracker
 
