@@ -47,7 +47,7 @@ def make_dataset(root: Path) -> dict[str, int]:
 
     DIS-TR: coffee (one disc: 1 sample), astronaut (two big discs + a 3x3 speck: whole + 2 = 3 samples),
     chelsea (a rectangle, PNG image: 1). DIS-VD: camera (grayscale photo; a rectangle + a speck below
-    0.4 %: 1 sample).
+    0.4 %: 1 sample, the rectangle alone).
     """
     tr, vd = root / "DIS-TR", root / "DIS-VD"
     save(tr / "im" / "coffee.jpg", _photo("coffee", 96, 128), quality=95)
@@ -233,8 +233,16 @@ def test_enrichment_counts(dataset):
     assert sample_gt(astro[1]).sum() + sample_gt(astro[2]).sum() + 9 == whole.sum()
     assert astro[1].box == (15, 15, 46, 46) and astro[2].box == (60, 55, 101, 96)
 
+    # One qualifying component: that component alone, its box and GT without the speck beside it.
+    camera = [s for s in samples if s.pair.stem == "camera"]
+    assert [s.component for s in camera] == [1] and camera[0].box == (10, 8, 50, 40)
+    assert sample_gt(camera[0]).sum() == 32 * 40                           # the speck at (60, 60) left out
+    assert [s.component for s in samples if s.pair.stem == "coffee"] == [1]
+
     # No enrichment: whole masks only.
-    assert [s.component for s in enumerate_samples(find_pairs(dataset), enrich=False)] == [None] * 4
+    plain = enumerate_samples(find_pairs(dataset), enrich=False)
+    assert [s.component for s in plain] == [None] * 4
+    assert next(s for s in plain if s.pair.stem == "camera").box == (10, 8, 61, 61)
 
 
 def test_enrichment_threshold_and_edge_cases(tmp_path):
@@ -243,15 +251,19 @@ def test_enrichment_threshold_and_edge_cases(tmp_path):
     gt[0:2, 0:5] = 255                                 # 10 px: qualifies
     gt[20:40, 20:40] = 255
     assert [s.component for s in pair_samples(pair, gt)] == [None, 1, 2]
-    gt[0:2, 4] = 0                                     # 8 px: too small -> one qualifying -> whole only
-    assert [s.component for s in pair_samples(pair, gt)] == [None]
+    gt[0:2, 4] = 0                                     # 8 px: too small -> one qualifying -> it alone
+    assert [(s.component, s.box) for s in pair_samples(pair, gt)] == [(2, (20, 20, 40, 40))]
     gt[0, 4] = 128                                     # 9 px (128 is foreground): still too small
-    assert [s.component for s in pair_samples(pair, gt)] == [None]
+    assert [s.component for s in pair_samples(pair, gt)] == [2]
+    # Only pieces below 0.4 %: nothing to split, the whole mask (the image is not lost to training).
+    dust = np.zeros((50, 50), np.uint8)
+    dust[0:2, 0:3] = dust[30:32, 30:33] = 255
+    assert [(s.component, s.box) for s in pair_samples(pair, dust)] == [(None, (0, 0, 33, 32))]
     # Diagonal neighbours are one 8-connected component.
     diag = np.zeros((50, 50), np.uint8)
     diag[10:20, 10:20] = 255
     diag[20:30, 20:30] = 255
-    assert [s.component for s in pair_samples(pair, diag)] == [None]
+    assert [s.component for s in pair_samples(pair, diag)] == [1]
     assert pair_samples(pair, np.full((50, 50), 127, np.uint8)) == []
 
 

@@ -74,20 +74,24 @@ def test_cache_reused_and_invalidated(dataset, tiny_sam_checkpoint, other_sam_ch
     pairs = find_pairs(dataset)
     samples = enumerate_samples(pairs)
     n = len(samples)  # 6 distinct (image, box) entries
+    # camera's lone rectangle stands in for its whole mask (rectangle + speck) in training; the whole
+    # mask's box, the prompt of validation and evaluation, is cached too: one entry more than samples
+    e = n + 1
     s1 = _run(dataset, tiny_sam_checkpoint)
-    assert (s1["entries"], s1["computed"], s1["reused"], s1["images"], s1["samples"]) == (n, n, 0, 4, n)
+    assert (s1["entries"], s1["computed"], s1["reused"], s1["images"], s1["samples"]) == (e, e, 0, 4, n)
     cache = SamMaskCache(default_cache_dir(dataset), sam_checkpoint_hash(tiny_sam_checkpoint), "first")
     assert s1["cache"] == str(cache.root) and cache.missing(samples) == []
+    assert cache.missing(enumerate_samples(pairs, enrich=False)) == []
     assert (cache.root / "info.json").is_file()
     for s in samples:
         m = cache.get_sample(s)
         assert m.shape == load_image(s.pair.image).shape[:2] and m.dtype == np.uint8
     before = _entries(cache)
-    assert len(before) == n
+    assert len(before) == e
 
     # Nothing changed: nothing computed, nothing rewritten.
     s2 = _run(dataset, tiny_sam_checkpoint)
-    assert (s2["computed"], s2["reused"], s2["images"]) == (0, n, 0)
+    assert (s2["computed"], s2["reused"], s2["images"]) == (0, e, 0)
     assert _entries(cache) == before
 
     # The image content changed (same name): its 3 entries are new keys; the rest are reused.
@@ -95,26 +99,26 @@ def test_cache_reused_and_invalidated(dataset, tiny_sam_checkpoint, other_sam_ch
     rgb = load_image(astro)
     Image.fromarray(255 - rgb).save(astro, quality=95)
     s3 = _run(dataset, tiny_sam_checkpoint)
-    assert (s3["computed"], s3["reused"], s3["images"]) == (3, n - 3, 1)
+    assert (s3["computed"], s3["reused"], s3["images"]) == (3, e - 3, 1)
     new_astro = [s for s in enumerate_samples(pairs) if s.pair.stem == "astronaut"]
     assert cache.missing(new_astro) == []
 
     # The box changed (the GT moved): one new entry, the image's old box entry is not used.
     save(dataset / "DIS-TR/gt/coffee.png", disc(96, 128, 50, 60, 25))
     s4 = _run(dataset, tiny_sam_checkpoint)
-    assert (s4["computed"], s4["reused"]) == (1, n - 1)
+    assert (s4["computed"], s4["reused"]) == (1, e - 1)
 
     # Jittered boxes: only the new boxes are computed.
     s5 = _run(dataset, tiny_sam_checkpoint, jitter=1)
     jittered = enumerate_samples(pairs, jitter=1)
     distinct = len({(s.pair.image, s.box) for s in jittered})
-    assert s5["entries"] == distinct and s5["computed"] == distinct - n and s5["reused"] == n
+    assert s5["entries"] == distinct + 1 and s5["computed"] == distinct - n and s5["reused"] == e
 
     # Another SAM, or another mask choice: everything again, in another folder.
     s6 = _run(dataset, other_sam_checkpoint)
-    assert (s6["computed"], s6["reused"]) == (n, 0) and s6["cache"] != s1["cache"]
+    assert (s6["computed"], s6["reused"]) == (e, 0) and s6["cache"] != s1["cache"]
     s7 = _run(dataset, tiny_sam_checkpoint, mask_choice="best")
-    assert (s7["computed"], s7["reused"]) == (n, 0) and s7["cache"].endswith("_best")
+    assert (s7["computed"], s7["reused"]) == (e, 0) and s7["cache"].endswith("_best")
     assert _run(dataset, tiny_sam_checkpoint, mask_choice="best")["computed"] == 0
 
 
@@ -124,7 +128,7 @@ def test_cache_sam_cli(dataset, tmp_path, tiny_sam_checkpoint, capsys):
             "--device", "cpu", "--subsets", "DIS-VD"]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and "1 computed, 0 reused" in out[0] and str(cache_dir) in out[0]
+    assert len(out) == 1 and "2 computed, 0 reused" in out[0] and str(cache_dir) in out[0]
     assert main(args + ["--no-enrich"]) == 0
     assert "0 computed, 1 reused" in capsys.readouterr().out
 
@@ -154,7 +158,8 @@ def test_torchrun_two_processes_cover_every_entry_once(dataset, tmp_path, tiny_s
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     samples = enumerate_samples(find_pairs(dataset), jitter=1)
-    distinct = len({(s.pair.image, s.box) for s in samples})
+    whole = enumerate_samples(find_pairs(dataset), enrich=False)   # + camera's whole-mask box (validation's)
+    distinct = len({(s.pair.image, s.box) for s in samples + whole})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("cache-sam:")]
     assert len(lines) == 1, proc.stdout                                   # rank 0 prints
     assert f"{distinct} masks for {len(samples)} samples of 4 pairs: {distinct} computed, 0 reused" in lines[0]

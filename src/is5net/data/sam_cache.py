@@ -56,8 +56,8 @@ from ..distributed import ProcessGroup
 from ..errors import IS5NetError
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
 from ..prompts import MASK_CHOICES, SAM_TYPES
-from .pairs import Pair, find_pairs, parse_subsets
-from .samples import Sample, pair_samples
+from .pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets
+from .samples import Sample, pair_samples, tight_box
 
 log = logging.getLogger("is5net")
 
@@ -312,7 +312,8 @@ def cache_sam(
 
     Samples are those of :func:`~is5net.data.samples.enumerate_samples` with the same ``enrich``,
     ``jitter``, ``min_fraction``, ``jitter_fraction`` and ``seed`` (training must use the same values to
-    find its masks). Per image: its entries already cached are reused; if any is missing, the image is
+    find its masks), plus the tight box of each whole GT (what validation and evaluation prompt with, even
+    where enrichment replaced the whole mask by its lone component). Per image: its entries already cached are reused; if any is missing, the image is
     embedded once and the missing boxes go through SAM ``batch_boxes`` at a time.
 
     Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the process group is initialised here (gloo
@@ -400,7 +401,9 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
         return
     counts["samples"] += len(samples)
     ihash = image_hash(pair.image)
-    boxes = list(dict.fromkeys(s.box for s in samples))
+    # Plus the tight box of the whole GT, unjittered: the prompt of validation and of `is5net eval`, which
+    # enrichment drops when a lone component stands in for the whole mask.
+    boxes = list(dict.fromkeys([s.box for s in samples] + [tight_box(gt > FG_THRESHOLD)]))
     counts["entries"] += len(boxes)
     todo = [b for b in boxes if not cache.path(ihash, b).is_file()]
     counts["reused"] += len(boxes) - len(todo)

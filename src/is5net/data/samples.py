@@ -13,9 +13,14 @@ covers at least ``min_fraction`` (0.4 %) of the image's pixels. Then, per pair:
 - 2 or more qualifying components: the whole mask (``component=None``, tight box of all the foreground,
   small components included) **and** one sample per qualifying component (``component=label``: its own
   tight box, its GT = that component alone, hence its own SAM mask);
-- 0 or 1 qualifying component: the whole mask only (a lone qualifying component would repeat the whole
-  mask or differ from it only by specks);
+- exactly 1 qualifying component: that component alone (its box and GT leave out the specks around it),
+  as the reference's enrichment script writes it: the whole mask is kept only beside 2 or more;
+- no qualifying component (only small pieces): the whole mask, so that no image is lost to training
+  (the reference script would write nothing for it);
 - an empty GT: no sample (logged; ``is5net check-data`` reports it).
+
+Without enrichment (``enrich=False``: validation, ``--coarse-dir``, the IS-Net preset) every pair gives the
+whole mask.
 
 Box jitter (beyond the paper)
 -----------------------------
@@ -169,12 +174,14 @@ def pair_samples(
     targets: list[tuple[Optional[int], Box]] = [(None, tight_box(fg))]
     if enrich:
         labels, n = gt_components(gt)
-        if n >= 2:
-            areas = np.bincount(labels.ravel(), minlength=n + 1)
-            min_area = float(min_fraction) * fg.size
-            qualifying = [c for c in range(1, n + 1) if areas[c] >= min_area]
-            if len(qualifying) >= 2:
-                targets += [(c, tight_box(labels == c)) for c in qualifying]
+        areas = np.bincount(labels.ravel(), minlength=n + 1)
+        min_area = float(min_fraction) * fg.size
+        qualifying = [c for c in range(1, n + 1) if areas[c] >= min_area]
+        components = [(c, tight_box(labels == c)) for c in qualifying]
+        if len(qualifying) >= 2:
+            targets += components
+        elif len(qualifying) == 1:
+            targets = components
     out: list[Sample] = []
     for component, box in targets:
         ident = sample_identity(pair, component)
