@@ -65,11 +65,15 @@ def test_demo_data_layout_is_read_like_dis5k(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_shows_the_paper_claim(tmp_path):
-    """The default demo (minutes on 2 cores): IS5Net beats the coarse mask and IS-Net on maxF and HCE."""
+    """The default demo (minutes on 2 cores): IS5Net beats the coarse mask and IS-Net on maxF and HCE.
+
+    The thin-structure recall is reported but not asserted: over 2 seeds x 3 learning rates it beat the
+    coarse mask's in 3 runs of 6 (README), so it is no property of this miniature.
+    """
     from is5net.demo import run_demo
 
     res = run_demo(tmp_path / "demo", progress=False)["results"]
     coarse, isnet, is5 = res["coarse"], res["isnet"], res["is5net"]
     assert is5["maxF"] > coarse["maxF"] and is5["maxF"] > isnet["maxF"]
     assert is5["HCE"] < coarse["HCE"] and is5["HCE"] < isnet["HCE"]
-    assert res["thin_structures"]["is5net"]["thin_recall"] > res["thin_structures"]["coarse"]["thin_recall"]
+    assert 0.0 <= res["thin_structures"]["is5net"]["thin_recall"] <= 1.0
