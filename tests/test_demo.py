@@ -76,4 +76,4 @@ def test_full_demo_shows_the_paper_claim(tmp_path):
     coarse, isnet, is5 = res["coarse"], res["isnet"], res["is5net"]
     assert is5["maxF"] > coarse["maxF"] and is5["maxF"] > isnet["maxF"]
     assert is5["HCE"] < coarse["HCE"] and is5["HCE"] < isnet["HCE"]
-    assert 0.0 <= res["thin_structures"]["is5net"]["thin_recall"] <= 1.0
+    assert res["thin_structures"]["coarse"]["thin_pixels"] > 0   # the data has thin structures to report on

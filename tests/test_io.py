@@ -35,6 +35,11 @@ def test_floats_are_truncated_as_the_reference_saves_maps():
     assert mask_to_uint8(soft)[0, 1] == 127 and mask_to_uint8(soft)[1, 0] == 128
 
 
+def test_nan_pixels_are_background():
+    soft = np.array([[0.2, 0.9, np.nan], [1.0, 0.5, 0.0]], np.float32)
+    assert mask_to_uint8(soft).tolist() == [[51, 229, 0], [255, 127, 0]]
+
+
 def test_integer_masks(horse):
     assert np.array_equal(mask_to_uint8(horse), horse)
     assert np.array_equal(mask_to_uint8(horse > 0), horse)                       # bool
@@ -81,6 +86,10 @@ def test_palette_masks(tmp_path, horse):
     voc.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)                        # VOC's dark red for index 1
     voc.save(tmp_path / "voc.png")
     assert np.array_equal(load_mask(tmp_path / "voc.png"), horse)
+    # Pillow's adaptive palette puts the object's red first: index 0 is not the background here
+    red = Image.fromarray(np.dstack([horse, np.zeros_like(horse), np.zeros_like(horse)]), "RGB")
+    red.convert("P", palette=Image.Palette.ADAPTIVE, colors=2).save(tmp_path / "adaptive.png")
+    assert np.array_equal(load_mask(tmp_path / "adaptive.png"), horse)
     grey = Image.fromarray(horse).convert("P")                              # a grey mask stored with a palette
     grey.save(tmp_path / "grey.png")
     assert np.array_equal(load_mask(tmp_path / "grey.png"), horse)

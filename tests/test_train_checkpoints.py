@@ -107,3 +107,22 @@ def test_fp16_training_scales_the_loss_and_checkpoints_the_scaler(dataset, tmp_p
                  "max_steps=1", "val_every=3", "precision=bf16"]) == 0
     state = torch.load(bf16 / "checkpoints" / "refiner-00000001.state.pt", map_location="cpu", weights_only=True)
     assert state["scaler"] == {}   # no loss scaling where it is not needed
+
+
+def test_pruning_spares_the_checkpoint_latest_names_after_a_crash(tmp_path):
+    from is5net.checkpoint import RefinerConfig
+    from is5net.modeling import build_model
+    from is5net.train.loop import Checkpoints
+
+    model = build_model("is5net_tiny")
+    ckpts = Checkpoints(tmp_path, keep=1)
+    ckpts.dir.mkdir(parents=True)
+    # A crashed run left step 6 behind; the resumed one (another save_every) saves step 5 next.
+    for step in (4, 6):
+        for ext in (".safetensors", ".state.pt"):
+            (ckpts.dir / f"refiner-{step:08d}{ext}").write_bytes(b"stale")
+    ckpts.save("refiner", 5, model, {"step": 5}, RefinerConfig.for_model(model))
+    latest = ckpts.latest()
+    assert latest["weights"] == "refiner-00000005.safetensors"
+    assert (ckpts.dir / latest["weights"]).is_file() and (ckpts.dir / latest["state"]).is_file()
+    assert not (ckpts.dir / "refiner-00000004.safetensors").exists()

@@ -137,8 +137,8 @@ def load_mask(path: PathLike) -> np.ndarray:
     """Read a mask file as ``HxW`` uint8 0..255.
 
     Colour masks are converted to luminance, 16-bit ones scaled by 255/65535; with an alpha channel that
-    varies (a cut-out), the alpha is the mask; a palette image with coloured entries is an index mask
-    (non-zero index = foreground).
+    varies (a cut-out), the alpha is the mask; a palette image with coloured entries on black is an index
+    mask (every non-black entry = foreground).
     """
     img = open_image(path)
     if img.mode in SIXTEEN_BIT_MODES:
@@ -147,9 +147,15 @@ def load_mask(path: PathLike) -> np.ndarray:
     if img.mode == "1":
         return np.asarray(img, dtype=np.uint8) * 255
     if img.mode == "P" and not _grey_palette(img):
-        # An index mask (VOC/DAVIS style: 0 = background, k = object k, drawn in colours): foreground is
-        # every non-zero index. Its luminance would say nothing (VOC's dark red is 38 of 255).
-        return (np.asarray(img, dtype=np.uint8) != 0).astype(np.uint8) * 255
+        # An index mask (VOC/DAVIS style: objects in colours on black): foreground is every index whose
+        # colour is not black. Its luminance would say nothing (VOC's dark red is 38 of 255).
+        index = np.asarray(img, dtype=np.uint8)
+        colours = np.asarray(img.getpalette() or [], dtype=np.int32).reshape(-1, 3)
+        black = np.zeros(256, bool)
+        black[: len(colours)] = ~colours.any(axis=1)
+        if black[np.unique(index)].any():
+            return (~black[index]).astype(np.uint8) * 255
+        img = img.convert("L")  # no black background among the colours: luminance after all
     if img.mode in ("RGBA", "LA", "PA"):
         # A cut-out saved with alpha: the alpha channel is the mask. A constant alpha carries nothing (a
         # grey mask that an editor saved with an opaque alpha): then the grey levels are the mask.
@@ -186,7 +192,9 @@ def mask_to_uint8(mask) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.floating):
-        if arr.max(initial=0.0) <= 1.0:
+        top = float(np.nanmax(arr, initial=0.0))
+        arr = np.nan_to_num(arr, nan=0.0, posinf=top, neginf=0.0)  # a NaN pixel is background
+        if top <= 1.0:
             return (np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
         return np.clip(arr, 0, 255).astype(np.uint8)
     if arr.max(initial=0) <= 1:

@@ -220,11 +220,12 @@ class Checkpoints:
             torch.save(state, tmp)
         atomic_write_text(self.dir / "latest.json", json.dumps(
             {"phase": phase, "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.state.pt"}))
-        self._prune(phase)
+        self._prune(phase, f"{stem}.safetensors")
 
-    def _prune(self, phase: str) -> None:
+    def _prune(self, phase: str, latest: str) -> None:
         files = sorted(self.dir.glob(f"{phase}-[0-9]*.safetensors"))  # numbered only: never "-best"
-        for old in files[: -self.keep]:
+        # Never the one latest.json names, even if a crashed run left higher-numbered files behind.
+        for old in [f for f in files[: -self.keep] if f.name != latest]:
             old.unlink(missing_ok=True)
             (self.dir / old.name.replace(".safetensors", ".state.pt")).unlink(missing_ok=True)
 
@@ -353,7 +354,7 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
     model.train()
     opt, sched = make_optimizer(c, model.parameters(), phase.lr, device, phase.max_steps)
     # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none).
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
+    scaler = _grad_scaler(device, enabled=precision == torch.float16)
     ckpts = Checkpoints(run_dir, c.keep_checkpoints)
     tracker = {"best_maxF": -1.0, "best_MAE": float("inf"), "bad_validations": 0, "skipped_batches": 0,
                "last_val": None, "stopped_early": False}
@@ -478,6 +479,13 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
             gc.collect()
     tracker["steps"] = step
     return tracker
+
+
+def _grad_scaler(device: torch.device, enabled: bool):
+    try:
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    except (AttributeError, TypeError):  # torch < 2.3: only the per-backend class (a no-op when disabled)
+        return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")
 
 
 def resolve_precision(c: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
