@@ -58,7 +58,8 @@ from . import metrics as M
 from .distributed import ProcessGroup
 from .errors import IS5NetError
 from .evaluate import mean_row, per_image_csv, score_pairs, table_csv, table_markdown
-from .io import atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png
+from .io import (atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png,
+                 stored_and_displayed_size)
 from .data.pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
 
 log = logging.getLogger("is5net")
@@ -496,14 +497,6 @@ def _check_run_dir(out_dir: Path, pred_root: Path, provenance: dict, resume: boo
         raise IS5NetError(f"--resume: {out_dir} was made by another run ({detail}); choose another --out")
 
 
-def _displayed_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` after EXIF orientation, from the header only."""
-    with Image.open(path) as img:
-        w, h = img.size
-        orientation = img.getexif().get(0x0112, 1)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-
-
 def _reusable(pred: Path, gt: Path) -> bool:
     """A saved prediction that opens and has the GT's size (writes are atomic, so this means complete)."""
     if not pred.is_file():
@@ -516,7 +509,7 @@ def _reusable(pred: Path, gt: Path) -> bool:
         log.warning("%s: unreadable (%s); predicting it again", pred, exc)
         return False
     try:
-        gt_size = _displayed_size(gt)
+        gt_size = stored_and_displayed_size(gt)[1]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return False  # predicting it again reports the unreadable GT
     if size != gt_size:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from . import metrics as M
 from .errors import IS5NetError
-from .io import atomic_write_text, list_images, load_mask
+from .io import atomic_write_text, list_images, load_mask, stored_and_displayed_size
 
 logger = logging.getLogger(__name__)
 
@@ -202,12 +202,9 @@ def _short_list(names: Iterable[str]) -> str:
 def _mask_size(path: Path) -> tuple[int, int]:
     """(width, height) as displayed (EXIF orientation applied), from the header only."""
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
+        return stored_and_displayed_size(path)[1]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise IS5NetError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _check_sizes(pairs: Sequence[tuple[str, Path, Path]]) -> None:

@@ -146,16 +146,18 @@ def load_mask(path: PathLike) -> np.ndarray:
         return np.round(arr).astype(np.uint8)
     if img.mode == "1":
         return np.asarray(img, dtype=np.uint8) * 255
-    if img.mode == "P" and not _grey_palette(img):
-        # An index mask (VOC/DAVIS style: objects in colours on black): foreground is every index whose
-        # colour is not black. Its luminance would say nothing (VOC's dark red is 38 of 255).
+    if img.mode == "P":
         index = np.asarray(img, dtype=np.uint8)
-        colours = np.asarray(img.getpalette() or [], dtype=np.int32).reshape(-1, 3)
-        black = np.zeros(256, bool)
-        black[: len(colours)] = ~colours.any(axis=1)
-        if black[np.unique(index)].any():
+        used = np.unique(index)
+        colours = np.zeros((256, 3), np.int32)  # entries past the palette's end: black
+        palette = np.asarray(img.getpalette() or [], dtype=np.int32).reshape(-1, 3)[:256]
+        colours[: len(palette)] = palette
+        black = ~colours.any(axis=1)
+        grey = (colours[used, 0] == colours[used, 1]) & (colours[used, 1] == colours[used, 2])
+        if not grey.all() and black[used].any():
+            # An index mask (VOC/DAVIS style: objects in colours on black): foreground is every index whose
+            # colour is not black. Its luminance would say nothing (VOC's dark red is 38 of 255).
             return (~black[index]).astype(np.uint8) * 255
-        img = img.convert("L")  # no black background among the colours: luminance after all
     if img.mode in ("RGBA", "LA", "PA"):
         # A cut-out saved with alpha: the alpha channel is the mask. A constant alpha carries nothing (a
         # grey mask that an editor saved with an opaque alpha): then the grey levels are the mask.
@@ -166,15 +168,6 @@ def load_mask(path: PathLike) -> np.ndarray:
     if img.mode != "L":
         img = img.convert("L")
     return np.asarray(img, dtype=np.uint8).copy()
-
-
-def _grey_palette(img: Image.Image) -> bool:
-    """Whether the palette entries a "P" image uses are all grey (then it is a grey mask, not an index map)."""
-    used = np.unique(np.asarray(img))
-    colours = np.asarray(img.getpalette() or [], dtype=np.int32).reshape(-1, 3)
-    used = used[used < len(colours)]
-    c = colours[used]
-    return bool(np.all((c[:, 0] == c[:, 1]) & (c[:, 1] == c[:, 2])))
 
 
 def mask_to_uint8(mask) -> np.ndarray:
