@@ -8,16 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .checkpoint import DEFAULT_INPUT_SIZE, convert_isnet_to_is5net
+from .checkpoint import convert_isnet_to_is5net
 from .errors import IS5NetError
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", type=Path, help="IS-Net checkpoint (.pth or .safetensors, 3 input channels)")
-    parser.add_argument("output", type=Path, help="where to write the IS5Net weights (.safetensors)")
-    parser.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="input size stored in the metadata")
 
 
 def run(args: argparse.Namespace) -> int:

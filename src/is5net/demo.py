@@ -57,18 +57,6 @@ QUICK = Schedule(size=96, n_train=40, n_val=8, n_test=10, steps=16, gt_encoder_s
                  val_every=8)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("is5net-demo"), help="output folder (default ./is5net-demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
-    parser.add_argument("--quick", action="store_true", help="a much smaller run (for CI): seconds, not minutes; "
-                                                            "too short to show the result")
-    parser.add_argument("--sam-checkpoint", help="make the coarse masks with real SAM instead of the simulation "
-                                                 "(on a CPU this takes far longer: ~15 s per image for ViT-B)")
-    parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-
-
 def run(args: argparse.Namespace) -> int:
     result = run_demo(args.out, seed=args.seed, quick=args.quick, sam_checkpoint=args.sam_checkpoint,
                       sam_type=args.sam_type, device=args.device,

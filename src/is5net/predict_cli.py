@@ -22,46 +22,9 @@ import numpy as np
 
 from .errors import IS5NetError
 from .io import IMAGE_EXTENSIONS, encode_png, list_images, load_image, load_mask, mask_to_uint8
-from .prompts import SAM_TYPES, parse_box
+from .prompts import parse_box
 
 log = logging.getLogger("is5net")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any Pillow format)")
-    parser.add_argument("--box", action="append", default=[], metavar="x0,y0,x1,y1",
-                        help="a box in pixels of the image as displayed (XYXY, exclusive end); repeat for several; "
-                             "applies to every IMAGE")
-    parser.add_argument("--boxes", type=Path, metavar="FILE",
-                        help="JSON mapping image file names (or stems) to lists of boxes, or a COCO annotation "
-                             "file (its bbox fields, [x, y, w, h])")
-    parser.add_argument("--checkpoint", required=True, metavar="PATH|NAME",
-                        help="refiner: DIS-SAM/IS-Net .pth or our .safetensors, or a name under IS5NET_HOME "
-                             "(dis-sam, isnet, isnet-general-use)")
-    stage1 = parser.add_mutually_exclusive_group()
-    stage1.add_argument("--sam-checkpoint", metavar="PATH|NAME",
-                        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h)")
-    stage1.add_argument("--coarse-mask", type=Path, metavar="FILE|DIR",
-                        help="stage-1 mask(s) from any method instead of SAM: a file (one image) or a directory "
-                             "of masks named like the images (<stem>.png, or <stem>_<k>.png per box)")
-    parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("is5net-out"), metavar="OUTDIR",
-                        help="output directory (default: ./is5net-out)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--save", choices=("mask", "cutout", "both"), default="mask",
-                        help="mask: grayscale PNG; cutout: RGBA PNG of the object; both: <name>.png and <name>_cutout.png")
-    parser.add_argument("--threshold", metavar="T|otsu",
-                        help="binarise the mask at T in [0, 1] or at Otsu's threshold (default: keep the soft map)")
-    parser.add_argument("--mask-choice", choices=("first", "best"), default="first",
-                        help="SAM mask kept: first (masks[0], what the released refiner was trained on) or best score")
-    parser.add_argument("--box-channel", choices=("user", "sam_mask"), default="user",
-                        help="box channel: the given box (paper) or the tight box of the SAM mask (reference notebook)")
-    parser.add_argument("--batch-size", type=int, default=8, help="boxes refined per forward pass")
-    parser.add_argument("--sam-resize", choices=("pil", "torch"), default="pil",
-                        help="pil: SAM's own resize (reference masks); torch: on the device (faster on a GPU for "
-                             "large photos, masks may differ slightly)")
 
 
 def _parse_threshold(text: Optional[str]):

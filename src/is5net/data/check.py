@@ -16,13 +16,6 @@ from .pairs import PROBLEM_KINDS, parse_subsets, split_good_pairs, subset_names
 EXIT_PROBLEMS = 1
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("root", metavar="ROOT", help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/")
-    parser.add_argument("--subsets", metavar="A,B", help="subsets to check, e.g. DIS-TR,DIS-VD (default: all found)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N", help="decoding threads (default: up to 8)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
 def run(args) -> int:
     subsets = parse_subsets(args.subsets)
     names = subsets if subsets else subset_names(args.root)

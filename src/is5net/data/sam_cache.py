@@ -433,31 +433,6 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser) -> None:
-    parser.add_argument("--data", required=True, metavar="ROOT",
-                        help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/")
-    parser.add_argument("--sam-checkpoint", metavar="PATH|NAME",
-                        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h); "
-                             "may be left out only with --sam-type tiny (a random test SAM)")
-    parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
-    parser.add_argument("--cache", metavar="DIR", help=f"cache folder (default: ROOT/{DEFAULT_CACHE_NAME})")
-    parser.add_argument("--subsets", metavar="A,B", help="subsets to cache, e.g. DIS-TR,DIS-VD (default: all found)")
-    parser.add_argument("--mask-choice", choices=MASK_CHOICES, default="first",
-                        help="SAM mask kept: first = masks[0] (the reference, default) or best = highest predicted IoU")
-    parser.add_argument("--jitter", type=int, default=0, metavar="K",
-                        help="also cache K jittered boxes per sample (as training with --jitter K uses; default 0)")
-    parser.add_argument("--jitter-fraction", type=float, default=0.1, metavar="F",
-                        help="largest move of a box side, as a fraction of the box side (default 0.1)")
-    parser.add_argument("--min-fraction", type=float, default=0.004, metavar="F",
-                        help="GT enrichment: smallest component, as a fraction of the image (default 0.004)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the box jitter (default 0)")
-    parser.add_argument("--no-enrich", dest="enrich", action="store_false",
-                        help="whole GT masks only, no per-component samples")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    parser.add_argument("--batch-boxes", type=int, default=16, metavar="N", help="boxes per SAM decoder call (default 16)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
 def run(args) -> int:
     if args.sam_checkpoint is None and args.sam_type != "tiny":
         raise IS5NetError("give --sam-checkpoint PATH (or a name under IS5NET_HOME); only --sam-type tiny may go without")

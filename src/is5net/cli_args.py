@@ -1,0 +1,200 @@
+"""The arguments of every ``is5net`` command, declared apart from the code that runs them.
+
+``is5net --help``, ``is5net <cmd> --help`` and ``--version`` build the whole parser; if the arguments lived in
+the command modules, building it would import torch, SAM, OpenCV and the metrics (seconds and ~750 MB) only to
+print text. So this module imports nothing but :mod:`argparse` and :mod:`pathlib`, and the command module is
+imported by :func:`is5net.cli.main` only once its command is about to run.
+
+Each function below declares one command's arguments; its docstring is the command's ``--help`` description.
+The few names the choices need (SAM types, metric keys, defaults) are written here rather than imported from
+the modules that own them (which import torch); ``tests/test_startup.py`` checks that both copies agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Kept equal to their owners' values by tests/test_startup.py (the owners import torch or py_sod_metrics).
+SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # is5net.prompts.SAM_TYPES
+MASK_CHOICES = ("first", "best")  # is5net.prompts.MASK_CHOICES
+ALL_METRICS = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE", "meanF", "mIoU", "maxEm")  # is5net.metrics.ALL_METRICS
+DEFAULT_INPUT_SIZE = 1024  # is5net.checkpoint.DEFAULT_INPUT_SIZE
+DEFAULT_CACHE_NAME = ".sam-cache"  # is5net.data.sam_cache.DEFAULT_CACHE_NAME
+MAX_PIXELS_ENV = "IS5NET_MAX_PIXELS"  # is5net.io.MAX_PIXELS_ENV
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a pixel limit, a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def demo(parser: argparse.ArgumentParser) -> None:
+    """The paper's result in miniature, on built-in data, on a CPU, in minutes."""
+    parser.add_argument("--out", type=Path, default=Path("is5net-demo"), help="output folder (default ./is5net-demo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
+    parser.add_argument("--quick", action="store_true", help="a much smaller run (for CI): seconds, not minutes; "
+                                                            "too short to show the result")
+    parser.add_argument("--sam-checkpoint", help="make the coarse masks with real SAM instead of the simulation "
+                                                 "(on a CPU this takes far longer: ~15 s per image for ViT-B)")
+    parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def predict(parser: argparse.ArgumentParser) -> None:
+    """Segment the objects in boxes: SAM gives a coarse mask, IS5Net refines it.
+
+    Each image's outputs are written as soon as it is done; an image that cannot be read or segmented is
+    reported in one line and the others still run (the exit status is then 1). A box with a negative
+    coordinate is passed with '=': --box=-5,0,10,10 (argparse would read '-5,...' as an option).
+    """
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any Pillow format)")
+    parser.add_argument("--box", action="append", default=[], metavar="x0,y0,x1,y1",
+                        help="a box in pixels of the image as displayed (XYXY, exclusive end); repeat for several; "
+                             "applies to every IMAGE. A box starting with a negative number needs '=': "
+                             "--box=-5,0,10,10")
+    parser.add_argument("--boxes", type=Path, metavar="FILE",
+                        help="JSON mapping image file names (or stems) to lists of boxes, or a COCO annotation "
+                             "file (its bbox fields, [x, y, w, h])")
+    parser.add_argument("--checkpoint", required=True, metavar="PATH|NAME",
+                        help="refiner: DIS-SAM/IS-Net .pth or our .safetensors, or a name under IS5NET_HOME "
+                             "(dis-sam, isnet, isnet-general-use)")
+    stage1 = parser.add_mutually_exclusive_group()
+    stage1.add_argument("--sam-checkpoint", metavar="PATH|NAME",
+                        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h)")
+    stage1.add_argument("--coarse-mask", type=Path, metavar="FILE|DIR",
+                        help="stage-1 mask(s) from any method instead of SAM: a file (one image) or a directory "
+                             "of masks named like the images (<stem>.png, or <stem>_<k>.png per box)")
+    parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("is5net-out"), metavar="OUTDIR",
+                        help="output directory (default: ./is5net-out)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--save", choices=("mask", "cutout", "both"), default="mask",
+                        help="mask: grayscale PNG; cutout: RGBA PNG of the object; both: <name>.png and <name>_cutout.png")
+    parser.add_argument("--threshold", metavar="T|otsu",
+                        help="binarise the mask at T in [0, 1] or at Otsu's threshold (default: keep the soft map)")
+    parser.add_argument("--mask-choice", choices=MASK_CHOICES, default="first",
+                        help="SAM mask kept: first (masks[0], what the released refiner was trained on) or best score")
+    parser.add_argument("--box-channel", choices=("user", "sam_mask"), default="user",
+                        help="box channel: the given box (paper) or the tight box of the SAM mask (reference notebook)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="boxes refined per forward pass")
+    parser.add_argument("--sam-resize", choices=("pil", "torch"), default="pil",
+                        help="pil: SAM's own resize (reference masks); torch: on the device (faster on a GPU for "
+                             "large photos, masks may differ slightly)")
+    parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                        help=f"refuse images with more than N pixels, a guard against decompression bombs "
+                             f"(default: ${MAX_PIXELS_ENV}, else about 89 million, Pillow's own limit)")
+
+
+def convert_isnet(parser: argparse.ArgumentParser) -> None:
+    """Turn 3-channel IS-Net weights (``isnet.pth``, ``isnet-general-use.pth``) into a 5-channel IS5Net."""
+    parser.add_argument("input", type=Path, help="IS-Net checkpoint (.pth or .safetensors, 3 input channels)")
+    parser.add_argument("output", type=Path,
+                        help="where to write the IS5Net weights (.safetensors; never the input file)")
+    parser.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, metavar="S",
+                        help=f"input size stored in the metadata: a multiple of 32 from 32 to 4096 "
+                             f"(default {DEFAULT_INPUT_SIZE})")
+
+
+def eval_(parser: argparse.ArgumentParser) -> None:
+    """Score predicted masks against ground truth with the six DIS metrics (maxFβ, Fβw, M, Sα, Eφm, HCEγ)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    folder = parser.add_argument_group("folder mode (score existing masks)")
+    folder.add_argument("--pred", metavar="DIR", help="folder of predicted masks (8-bit grayscale, 0..255)")
+    folder.add_argument("--gt", metavar="DIR", help="folder of ground-truth masks, paired with --pred by file stem")
+    folder.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score the pairs that exist instead of failing when a GT has no prediction or a prediction no GT",
+    )
+    folder.add_argument("--per-image", metavar="CSV", help="write every image's own numbers to this CSV file")
+
+    common = parser.add_argument_group("output and speed (both modes)")
+    common.add_argument("--json", metavar="FILE", help="write the numbers as one JSON object")
+    common.add_argument("--csv", metavar="FILE", help="write the table as CSV (one row per folder or subset)")
+    common.add_argument(
+        "--metrics",
+        metavar="LIST",
+        default=None,
+        help="comma-separated subset of " + ",".join(ALL_METRICS) + " (or 'paper' for the first six); "
+        "default: all in folder mode, the paper's six in dataset mode. HCE is the slow one",
+    )
+    common.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="worker processes for scoring (0 = one per CPU core; default 1)"
+    )
+
+    ds = parser.add_argument_group("dataset mode (run a method on DIS5K and write Table I)")
+    ds.add_argument("--data", metavar="DIR", help="DIS5K root holding DIS-VD, DIS-TE1..4 (each with im/ and gt/)")
+    ds.add_argument("--subsets", metavar="LIST", help="comma-separated subsets to run (default: DIS-TE1..4 and DIS-TE)")
+    ds.add_argument("--method", metavar="NAME", help="what to evaluate (e.g. is5net, sam, isnet); names the table row")
+    ds.add_argument("--checkpoint", metavar="PATH", help="refiner checkpoint (official .pth or ours .safetensors)")
+    ds.add_argument("--sam-checkpoint", metavar="PATH", help="SAM checkpoint for the stage-1 mask")
+    ds.add_argument(
+        "--sam-type", metavar="TYPE", help="SAM architecture (vit_b, vit_l, vit_h; default: read off the checkpoint)"
+    )
+    ds.add_argument("--coarse-dir", metavar="DIR", help="take stage-1 masks from this folder instead of running SAM")
+    ds.add_argument("--out", metavar="DIR", help="where predicted masks and tables are written")
+    ds.add_argument("--resume", action="store_true", help="reuse predictions already in --out")
+    ds.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def check_data(parser: argparse.ArgumentParser) -> None:
+    """Check a dataset before training: every file decoded, every image paired with a GT of its size."""
+    parser.add_argument("root", metavar="ROOT", help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/")
+    parser.add_argument("--subsets", metavar="A,B", help="subsets to check, e.g. DIS-TR,DIS-VD (default: all found)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="decoding threads (default: up to 8)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def train(parser: argparse.ArgumentParser) -> None:
+    """Train IS5Net (or IS-Net) the paper's way: GT encoder first, then the refiner with feature supervision."""
+    parser.add_argument("--data", help="DIS5K root (trains on DIS-TR, validates on DIS-VD) or a folder with im/ and gt/")
+    parser.add_argument("--out", type=Path, help="run directory (config, log, checkpoints, refiner.safetensors)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument("--config", type=Path, help="YAML file of settings")
+    parser.add_argument("--val", help="validation folder (im/ + gt/) when --data is not a DIS5K root")
+    stage1 = parser.add_mutually_exclusive_group()
+    stage1.add_argument("--coarse-dir", help="coarse masks from any stage-1 method: DIR/<subset>/<stem>.png or "
+                                             "DIR/<stem>.png ('dataset' = each subset's coarse/ folder)")
+    stage1.add_argument("--sam-checkpoint", help="SAM weights whose masks `is5net cache-sam` cached")
+    parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
+    parser.add_argument("--cache", help="SAM-mask cache directory (default: DATA/.sam-cache)")
+    parser.add_argument("--skip-bad", action="store_true", help="train on the good pairs of a dataset with problems")
+    parser.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true",
+                        help="no progress bars")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4 max_steps=1000")
+
+
+def cache_sam(parser: argparse.ArgumentParser) -> None:
+    """The on-disk cache of stage-1 SAM masks for training, and ``is5net cache-sam`` to fill it."""
+    parser.add_argument("--data", required=True, metavar="ROOT",
+                        help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/")
+    parser.add_argument("--sam-checkpoint", metavar="PATH|NAME",
+                        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h); "
+                             "may be left out only with --sam-type tiny (a random test SAM)")
+    parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
+    parser.add_argument("--cache", metavar="DIR", help=f"cache folder (default: ROOT/{DEFAULT_CACHE_NAME})")
+    parser.add_argument("--subsets", metavar="A,B", help="subsets to cache, e.g. DIS-TR,DIS-VD (default: all found)")
+    parser.add_argument("--mask-choice", choices=MASK_CHOICES, default="first",
+                        help="SAM mask kept: first = masks[0] (the reference, default) or best = highest predicted IoU")
+    parser.add_argument("--jitter", type=int, default=0, metavar="K",
+                        help="also cache K jittered boxes per sample (as training with --jitter K uses; default 0)")
+    parser.add_argument("--jitter-fraction", type=float, default=0.1, metavar="F",
+                        help="largest move of a box side, as a fraction of the box side (default 0.1)")
+    parser.add_argument("--min-fraction", type=float, default=0.004, metavar="F",
+                        help="GT enrichment: smallest component, as a fraction of the image (default 0.004)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the box jitter (default 0)")
+    parser.add_argument("--no-enrich", dest="enrich", action="store_false",
+                        help="whole GT masks only, no per-component samples")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    parser.add_argument("--batch-boxes", type=int, default=16, metavar="N", help="boxes per SAM decoder call (default 16)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
