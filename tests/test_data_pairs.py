@@ -14,7 +14,8 @@ from PIL import Image
 
 from is5net.cli import main
 from is5net.data.pairs import Pair, find_pairs, find_problems, is_dis5k_root, split_good_pairs, subset_names
-from is5net.data.samples import enumerate_samples, jitter_box, pair_samples, sample_gt, tight_box
+from is5net.contract import require_tight_box
+from is5net.data.samples import enumerate_samples, jitter_box, pair_samples, sample_gt
 from is5net.errors import IS5NetError
 from is5net.io import load_image
 
@@ -203,15 +204,15 @@ def test_duplicate_stems_and_exif_orientation(tmp_path):
 def test_tight_box_exclusive_end():
     m = np.zeros((10, 12), bool)
     m[3, 5] = True
-    assert tight_box(m) == (5, 3, 6, 4)
+    assert require_tight_box(m) == (5, 3, 6, 4)
     m[7, 9] = True
-    x0, y0, x1, y1 = tight_box(m)
+    x0, y0, x1, y1 = require_tight_box(m)
     assert (x0, y0, x1, y1) == (5, 3, 10, 8)
     assert m[y0:y1, x0:x1].sum() == m.sum()
     m[:, :] = True
-    assert tight_box(m) == (0, 0, 12, 10)
+    assert require_tight_box(m) == (0, 0, 12, 10)
     with pytest.raises(ValueError, match="empty"):
-        tight_box(np.zeros((4, 4), bool))
+        require_tight_box(np.zeros((4, 4), bool))
 
 
 def test_enrichment_counts(dataset):
@@ -226,10 +227,10 @@ def test_enrichment_counts(dataset):
     assert [s.component for s in astro] == [None, 1, 2] and all(s.jitter == 0 for s in astro)
     assert astro[0].key == "DIS-TR/astronaut/all/j0" and astro[1].key == "DIS-TR/astronaut/c1/j0"
     whole = sample_gt(astro[0])
-    assert astro[0].box == tight_box(whole) == (5, 15, 101, 103)       # the speck is in the whole mask
+    assert astro[0].box == require_tight_box(whole) == (5, 15, 101, 103)       # the speck is in the whole mask
     for s in astro[1:]:
         g = sample_gt(s)
-        assert s.box == tight_box(g) and g.sum() > 50 and not (g & ~whole).any()
+        assert s.box == require_tight_box(g) and g.sum() > 50 and not (g & ~whole).any()
     assert sample_gt(astro[1]).sum() + sample_gt(astro[2]).sum() + 9 == whole.sum()
     assert astro[1].box == (15, 15, 46, 46) and astro[2].box == (60, 55, 101, 96)
 

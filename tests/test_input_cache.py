@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from is5net.data.dataset import CoarseDir, InputCache, RefinerDataset, resize_input
+from is5net.contract import resize_input
+from is5net.data.dataset import CoarseDir, InputCache, RefinerDataset
 from is5net.data.pairs import find_pairs
 from is5net.data.samples import enumerate_samples
 

@@ -60,7 +60,8 @@ from .errors import IS5NetError
 from .evaluate import mean_row, per_image_csv, score_pairs, table_csv, table_markdown
 from .io import (atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png,
                  stored_and_displayed_size)
-from .data.pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
+from .contract import FG_THRESHOLD, tight_box
+from .data.pairs import Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
 
 log = logging.getLogger("is5net")
 
@@ -283,6 +284,7 @@ class _Setup:
         self.coarse_dir: Optional[Path] = None
         self.coarse: dict[tuple[str, str], Path] = {}
         self.use_sam = False
+        self.sam_source = None
 
     @classmethod
     def build(cls, method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset) -> "_Setup":
@@ -310,29 +312,17 @@ class _Setup:
             if sam_checkpoint is not None or coarse_dir is not None or sam_type is not None:
                 log.warning("--method isnet uses no prompt: --sam-checkpoint / --sam-type / --coarse-dir are not used")
             return s
-        if coarse_dir is not None and sam_checkpoint is not None:
-            raise IS5NetError("give either --sam-checkpoint (run SAM) or --coarse-dir (masks from files), not both")
-        if coarse_dir is not None:
-            if sam_type is not None:
-                log.warning("--sam-type is not used with --coarse-dir")
+        from .prompts import stage1_source
+
+        source = stage1_source(sam_checkpoint, sam_type, coarse_dir, "--coarse-dir", check_type=True)
+        if source is None:
             s.coarse_dir = Path(coarse_dir)
             s.coarse = _coarse_index(s.coarse_dir, pairs_by_subset)
             return s
-        if sam_checkpoint is None and sam_type != "tiny":
-            raise IS5NetError(f"--method {method} needs the stage-1 mask: --sam-checkpoint PATH (SAM weights) or "
-                              "--coarse-dir DIR (one mask per GT stem)")
         s.use_sam = True
-        s.sam_type = sam_type
-        if sam_checkpoint is not None:
-            s.sam_checkpoint = resolve_weights(sam_checkpoint)
-            from .checkpoint import read_state_dict
-            from .prompts import infer_sam_type
-
-            found = infer_sam_type(read_state_dict(s.sam_checkpoint)[0], s.sam_checkpoint)
-            if sam_type is not None and sam_type != found:
-                raise IS5NetError(f"{s.sam_checkpoint}: this is a {found} SAM checkpoint, "
-                                  f"but --sam-type {sam_type} was given")
-            s.sam_type = found
+        s.sam_source = source
+        s.sam_type = source.sam_type
+        s.sam_checkpoint = source.checkpoint
         return s
 
     def provenance(self, root: Path, names: list[str], keys: Sequence[str], precision: str, mask_choice: str) -> dict:
@@ -364,24 +354,16 @@ class _Setup:
             cfg = self.refiner.config
             prov["refiner"] = {"model": cfg.model, "in_ch": cfg.in_ch, "input_size": cfg.input_size}
         if self.use_sam and self.sam_checkpoint is None:
-            from .data.sam_cache import TINY_SAM_SEED, _tiny_random_sam, state_dict_hash
+            from .data.sam_cache import state_dict_hash
+            from .prompts import seeded_tiny_sam
 
-            prov["sam_state_hash"] = state_dict_hash(_tiny_random_sam().state_dict())
-            prov["sam_checkpoint"] = f"random tiny SAM (seed {TINY_SAM_SEED})"
+            prov["sam_state_hash"] = state_dict_hash(seeded_tiny_sam().state_dict())
+            prov["sam_checkpoint"] = self.sam_source.describe()
         return prov
 
     def make_predictor(self, device, precision: str, mask_choice: str) -> Callable[[Pair], np.ndarray]:
         """A function ``pair -> HxW uint8`` prediction (GT size) for this run's method."""
-        sam = None
-        if self.use_sam:
-            from .prompts import load_sam
-
-            if self.sam_checkpoint is None:
-                from .data.sam_cache import _tiny_random_sam
-
-                sam = _tiny_random_sam()
-            else:
-                sam = load_sam(self.sam_type, self.sam_checkpoint, device="cpu")
+        sam = self.sam_source.load("cpu") if self.use_sam else None
 
         if self.method == "sam":
             if sam is None:
@@ -424,16 +406,14 @@ class _Setup:
 
     @staticmethod
     def _image_and_box(pair: Pair) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        from .data.samples import tight_box
-
         gt = load_mask(pair.gt)
         rgb = load_image(pair.image, gt.shape)
         _check_same_size(pair, rgb.shape[:2], gt.shape)
-        fg = gt > FG_THRESHOLD
-        if not fg.any():
+        box = tight_box(gt)
+        if box is None:
             raise IS5NetError(f"{pair.gt}: empty GT (no pixel > {FG_THRESHOLD}), so no box to prompt with "
                               "(see is5net check-data)")
-        return rgb, tight_box(fg)
+        return rgb, box
 
     def _coarse_mask(self, pair: Pair, shape: tuple[int, int]) -> np.ndarray:
         path = self.coarse[(pair.subset, pair.stem)]

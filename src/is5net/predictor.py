@@ -1,11 +1,8 @@
 """IS5NetPredictor: box -> SAM coarse mask -> IS5Net refinement, one image embedding per image.
 
-Input convention (what the released DIS-SAM weights expect, DESIGN §1): the 5-channel image
-``R, G, B, coarse mask, box mask`` at original size with values 0..255 (masks as 0/255) is resized to the
-refiner's input size (bilinear, ``align_corners=False``), the box channel re-binarised (> 127 -> 255),
-divided by 255, mean ``[0.5, 0.5, 0.5, 0, 0]`` subtracted, divided by std ``[1, 1, 1, 1, 1]``. Resizing is
-per channel, so the RGB part is resized once per image and the masks once per box, on the device.
-Output: ``sigmoid(side_logits[0])`` resized back to the original size (bilinear), min-max normalised.
+The refiner's input and output follow the one input contract, :mod:`is5net.contract`
+(docs/input-contract.md): the predictor only decides *when* each part is computed. The RGB channels are
+resized once per image in :meth:`set_image`, the two prompt channels once per box, on the device.
 """
 
 from __future__ import annotations
@@ -15,13 +12,13 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import RefinerConfig
 from .errors import IS5NetError
+from .contract import binarize, binary_mask, normalize_input, resize_prompt, resize_rgb, soft_masks, tight_box
 from .io import to_rgb_uint8
-from .prompts import SamStage, box_pixel_bounds, mask_tight_box, validate_box
+from .prompts import SamStage, validate_box
 from .runtime import autocast, check_precision, enable_fast_cuda, resolve_device
 
 BOX_CHANNELS = ("user", "sam_mask")
@@ -46,15 +43,6 @@ class Prediction:
         """The mask thresholded at ``threshold`` (in [0, 1]) or at Otsu's threshold (``"otsu"``)."""
         return binarize(self.mask, threshold)
 
-
-def binarize(mask: np.ndarray, threshold: Union[float, str] = 0.5) -> np.ndarray:
-    if threshold == "otsu":
-        from skimage.filters import threshold_otsu
-
-        if float(mask.max()) == float(mask.min()):
-            return mask > 0.5
-        threshold = float(threshold_otsu(mask))
-    return mask > float(threshold)
 
 
 ImageLike = Union[np.ndarray, "PIL.Image.Image"]  # noqa: F821
@@ -115,8 +103,6 @@ class IS5NetPredictor:
         self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if sam is not None else None
         size = self.config.input_size
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
-        self._mean = torch.tensor(self.config.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._std = torch.tensor(self.config.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.reset_image()
 
     # ------------------------------------------------------------------------------------------ image
@@ -142,8 +128,8 @@ class IS5NetPredictor:
         if self.sam_stage is not None:
             with autocast(self.device, self.precision):
                 self.sam_stage.set_image(rgb, rgb_t)
-        rgb_in = F.interpolate(rgb_t[None].float(), size=self.input_size, mode="bilinear", align_corners=False)
-        self._rgb_input = (rgb_in / 255.0 - self._mean[:, :3]) / self._std[:, :3]
+        self._rgb_input = normalize_input(resize_rgb(rgb_t, self.input_size), self.config.mean[:3],
+                                          self.config.std[:3], inplace=True)[None]
         self._rgb = rgb
         self.original_size = rgb.shape[:2]
 
@@ -207,44 +193,54 @@ class IS5NetPredictor:
         for start in range(0, len(checked), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             masks = coarse[chunk]
-            box_list = checked[chunk]
-            if self.box_channel == "sam_mask":
-                box_list = [self._sam_box(m, b) for m, b in zip(masks, box_list)]
-            x = self._five_channel_input(masks, box_list)
+            x = self._five_channel_input(masks, self._channel_boxes(masks, checked[chunk]))
             soft = self._refine(x)
             for i, b in enumerate(checked[chunk]):
                 results.append(Prediction(soft[i], masks[i].cpu().numpy().astype(bool), scores[start + i], b.tolist()))
         return results
 
+    @torch.inference_mode()
+    def refiner_input(self, boxes: Sequence[Sequence[float]], coarse_masks: Sequence[np.ndarray]) -> torch.Tensor:
+        """The refiner's input for N boxes of the current image and their coarse masks, as :meth:`predict_batch`
+        builds it: ``N x C x S x S`` float32, normalised (C = 5; 3 for an IS-Net, which ignores the prompts).
+
+        For inspecting or exporting what the refiner sees; the rules are :mod:`is5net.contract`'s.
+        """
+        if not self.is_image_set:
+            raise IS5NetError("call set_image(image) before refiner_input")
+        if self.in_ch == 3:
+            return self._rgb_input.expand(max(1, len(boxes)), -1, -1, -1).clone()
+        h, w = self.original_size
+        checked = [validate_box(b, w, h) for b in boxes]
+        if len(coarse_masks) != len(checked):
+            raise IS5NetError(f"{len(checked)} boxes but {len(coarse_masks)} coarse masks")
+        masks = torch.stack([self._coarse_to_tensor(m) for m in coarse_masks])
+        return self._five_channel_input(masks, self._channel_boxes(masks, checked))
+
+    def _channel_boxes(self, masks: torch.Tensor, boxes: list[np.ndarray]) -> list[np.ndarray]:
+        """The boxes drawn into the box channel: the user's, or the coarse masks' tight boxes (``sam_mask``)."""
+        if self.box_channel == "sam_mask":
+            return [self._sam_box(m, b) for m, b in zip(masks, boxes)]
+        return list(boxes)
+
     def _sam_box(self, mask: torch.Tensor, fallback: np.ndarray) -> np.ndarray:
-        tight = mask_tight_box(mask)
-        return fallback if tight is None else tight
+        tight = tight_box(mask)
+        return fallback if tight is None else np.asarray(tight, dtype=np.float64)
 
     def _coarse_to_tensor(self, mask) -> torch.Tensor:
-        m = np.asarray(mask)
-        if m.ndim == 3 and m.shape[2] == 1:
-            m = m[:, :, 0]
+        m = binary_mask(mask)
         if m.shape != tuple(self.original_size):
             raise IS5NetError(
                 f"the coarse mask is {m.shape[1]}x{m.shape[0]} but the image is "
                 f"{self.original_size[1]}x{self.original_size[0]}: it must have the image's size"
             )
-        binary = m > 127 if m.dtype == np.uint8 and m.max(initial=0) > 1 else m > 0.5 if m.dtype != np.bool_ else m
-        return torch.from_numpy(np.ascontiguousarray(binary)).to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(m)).to(self.device)
 
     def _five_channel_input(self, masks: torch.Tensor, boxes: list[np.ndarray]) -> torch.Tensor:
         """``B x 5 x S x S`` normalised input from coarse masks (``B x H x W`` bool) and boxes."""
-        n = masks.shape[0]
-        h, w = self.original_size
-        box_full = torch.zeros((n, 1, h, w), dtype=torch.float32, device=self.device)
-        for i, b in enumerate(boxes):
-            x0, y0, x1, y1 = box_pixel_bounds(b)
-            box_full[i, 0, y0:y1, x0:x1] = 255.0
-        prompt = torch.cat((masks[:, None].float() * 255.0, box_full), dim=1)
-        prompt = F.interpolate(prompt, size=self.input_size, mode="bilinear", align_corners=False)
-        prompt[:, 1] = (prompt[:, 1] > 127).float() * 255.0
-        prompt = (prompt / 255.0 - self._mean[:, 3:]) / self._std[:, 3:]
-        return torch.cat((self._rgb_input.expand(n, -1, -1, -1), prompt), dim=1)
+        prompt = normalize_input(resize_prompt(masks, boxes, self.input_size), self.config.mean[3:],
+                                 self.config.std[3:], inplace=True)
+        return torch.cat((self._rgb_input.expand(masks.shape[0], -1, -1, -1), prompt), dim=1)
 
     def _refine(self, x: torch.Tensor) -> list[np.ndarray]:
         """Refiner forward -> per-sample soft masks at the original size, min-max normalised, float32."""
@@ -252,11 +248,4 @@ class IS5NetPredictor:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             logits = self.refiner.forward_logits(x)
-        prob = torch.sigmoid(logits.float())
-        prob = F.interpolate(prob, size=self.original_size, mode="bilinear", align_corners=False)[:, 0]
-        flat = prob.reshape(prob.shape[0], -1)
-        lo = flat.min(dim=1).values.view(-1, 1, 1)
-        hi = flat.max(dim=1).values.view(-1, 1, 1)
-        # A constant map (hi == lo) has no foreground to normalise; report it as all zero, not NaN.
-        norm = torch.where(hi > lo, (prob - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(prob))
-        return list(norm.cpu().numpy().astype(np.float32))
+        return list(soft_masks(logits, self.original_size).cpu().numpy().astype(np.float32))

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from .checkpoint import read_state_dict
+from .contract import box_pixel_bounds, tight_box  # noqa: F401  (boxes as channels: the contract's rule)
 from .errors import BoxError, CheckpointError, IS5NetError
 
 log = logging.getLogger("is5net")
@@ -58,21 +61,6 @@ def validate_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
 
 def _fmt(b) -> str:
     return "[" + ", ".join(f"{v:g}" for v in b) + "]"
-
-
-def box_pixel_bounds(box: np.ndarray) -> tuple[int, int, int, int]:
-    """Integer ``(x0, y0, x1, y1)`` of the pixels a box covers as a channel (exclusive end)."""
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
-
-
-def mask_tight_box(mask: np.ndarray | torch.Tensor) -> Optional[np.ndarray]:
-    """The tight box ``[x0, y0, x1, y1]`` (exclusive end) of a mask's foreground, or None if empty."""
-    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    ys, xs = np.nonzero(m)
-    if ys.size == 0:
-        return None
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
 
 
 def parse_box(text: str) -> list[float]:
@@ -146,9 +134,8 @@ def load_sam(
     ``sam_type``: ``vit_b``/``vit_l``/``vit_h``/``tiny``, or None to read it off the checkpoint's shapes.
     ``checkpoint``: ``sam_vit_*.pth`` (or a safetensors copy); None is allowed only for ``tiny`` (random).
     """
+    require_sam_checkpoint(checkpoint, sam_type)
     if checkpoint is None:
-        if sam_type != "tiny":
-            raise IS5NetError("a SAM checkpoint is needed (e.g. sam_vit_l_0b3195.pth); only the 'tiny' test SAM can be random")
         sam = build_sam_tiny()
     else:
         sd, _ = read_state_dict(checkpoint)
@@ -165,6 +152,78 @@ def load_sam(
         sam.sam_type = sam_type
     sam.eval().requires_grad_(False)
     return sam.to(device)
+
+
+# ----------------------------------------------------------------------------------- stage-1 decision
+TINY_SAM_SEED = 0
+
+
+def require_sam_checkpoint(sam_checkpoint, sam_type: Optional[str], alternative: Optional[str] = None) -> None:
+    """The one rule for running SAM: a checkpoint is needed, except for the random ``tiny`` test SAM.
+
+    ``alternative``: the option that gives coarse masks from files instead (``--coarse-mask FILE|DIR``,
+    ``--coarse-dir DIR``), named in the error so the user sees both ways out.
+    """
+    if sam_checkpoint is None and sam_type != "tiny":
+        other = f", or {alternative} for coarse masks from files" if alternative else ""
+        raise IS5NetError(f"stage 1 needs SAM weights: --sam-checkpoint PATH (or a name under IS5NET_HOME, "
+                          f"e.g. vit_l){other}; only --sam-type tiny (a random test SAM) goes without")
+
+
+@dataclass(frozen=True)
+class SamSource:
+    """Where stage 1's SAM comes from: a checkpoint file, or (no file) the seeded random tiny test SAM."""
+
+    sam_type: Optional[str]
+    checkpoint: Optional[Path]
+
+    def load(self, device: str | torch.device = "cpu") -> nn.Module:
+        if self.checkpoint is None:
+            return seeded_tiny_sam().to(device)
+        return load_sam(self.sam_type, self.checkpoint, device=device)
+
+    def describe(self) -> str:
+        return str(self.checkpoint) if self.checkpoint else f"random tiny SAM (seed {TINY_SAM_SEED})"
+
+
+def stage1_source(sam_checkpoint, sam_type: Optional[str], coarse_files, coarse_option: str,
+                  check_type: bool = False) -> Optional[SamSource]:
+    """The stage-1 decision every command makes the same way: SAM, or coarse masks from files.
+
+    ``coarse_files``: what the user gave for ``coarse_option`` (``--coarse-mask``/``--coarse-dir``), or None.
+    Returns None when the coarse masks come from files (giving SAM too is an error), else the
+    :class:`SamSource` (a missing checkpoint is an error unless ``sam_type`` is ``tiny``). ``check_type``
+    reads the checkpoint's SAM type now (so a ``--sam-type`` that does not fit fails before any work).
+    """
+    if coarse_files is not None:
+        if sam_checkpoint is not None:
+            raise IS5NetError(f"give either --sam-checkpoint (run SAM) or {coarse_option} (masks from files), "
+                              "not both")
+        if sam_type is not None:
+            log.warning("--sam-type is not used with %s", coarse_option)
+        return None
+    require_sam_checkpoint(sam_checkpoint, sam_type, f"{coarse_option} {_METAVAR.get(coarse_option, 'PATH')}")
+    if sam_checkpoint is None:
+        return SamSource("tiny", None)
+    from .weights import resolve_weights
+
+    path = resolve_weights(sam_checkpoint)
+    if check_type:
+        found = infer_sam_type(read_state_dict(path)[0], path)
+        if sam_type is not None and sam_type != found:
+            raise IS5NetError(f"{path}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given")
+        sam_type = found
+    return SamSource(sam_type, path)
+
+
+_METAVAR = {"--coarse-mask": "FILE|DIR", "--coarse-dir": "DIR"}
+
+
+def seeded_tiny_sam() -> nn.Module:
+    """The random tiny test SAM, seeded (without touching the global RNG) so every process builds the same."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SAM_SEED)
+        return load_sam("tiny", None, device="cpu")
 
 
 class SamStage:

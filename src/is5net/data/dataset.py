@@ -1,9 +1,8 @@
 """Training and validation datasets: samples -> normalised refiner inputs and GT, as the predictor builds them.
 
-Each item is built exactly as :class:`is5net.IS5NetPredictor` builds its input (DESIGN §1): the image,
-coarse mask and box channel at original size (0..255), resized to ``input_size`` (bilinear,
-``align_corners=False``), the box channel re-binarised, divided by 255, mean subtracted, divided by std.
-The GT is resized the same way and kept soft (values in [0, 1]), as the reference training does.
+Each item is built by the input contract, :mod:`is5net.contract` (docs/input-contract.md), the code
+:class:`is5net.IS5NetPredictor` builds its input with. The GT is resized the same way and kept soft (values
+in [0, 1]), as the reference training does.
 
 Randomness (flips, which jittered box) comes from ``(seed, epoch, index)`` alone, never from a global RNG,
 so a run resumed at any step sees exactly the data an uninterrupted run would.
@@ -24,9 +23,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from ..contract import normalize_input, resize_gt, resize_input, resize_prompt, resize_rgb, to_uint8
 from ..errors import IS5NetError
 from ..io import atomic_write_bytes, encode_png, list_images, load_image, load_mask
-from .pairs import FG_THRESHOLD
 from .samples import Sample, sample_gt
 
 log = logging.getLogger("is5net")
@@ -105,83 +104,6 @@ def check_coarse_complete(source, samples: Sequence[Sample], hint: str) -> None:
         names = ", ".join(s.key for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise IS5NetError(f"{len(missing)} of {len(samples)} coarse masks missing from {source.describe()}: "
                           f"{names}; {hint}")
-
-
-# ----------------------------------------------------------------------------------------- building
-def _resized(t: torch.Tensor, input_size: int) -> torch.Tensor:
-    """``C x H x W`` -> ``C x S x S``, bilinear, ``align_corners=False`` (at scale 1 that is the identity)."""
-    if t.shape[-2:] == (input_size, input_size):
-        return t
-    return F.interpolate(t[None], size=(input_size, input_size), mode="bilinear", align_corners=False)[0]
-
-
-def resize_rgb(rgb: np.ndarray, input_size: int) -> torch.Tensor:
-    """``3 x S x S`` float32 in 0..255."""
-    return _resized(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float(), input_size)
-
-
-def resize_prompt(coarse: np.ndarray, box: Sequence[int], input_size: int) -> torch.Tensor:
-    """``2 x S x S`` float32: the coarse mask (binarised, x255, resized) and the box channel (re-binarised)."""
-    h, w = coarse.shape[:2]
-    box_mask = torch.zeros((1, h, w))
-    x0, y0, x1, y1 = (int(v) for v in box)
-    box_mask[0, y0:y1, x0:x1] = 255.0
-    coarse255 = torch.from_numpy((coarse > FG_THRESHOLD).astype(np.float32) * 255.0)[None]
-    masks = _resized(torch.cat([coarse255, box_mask]), input_size)
-    masks[1] = (masks[1] > 127).float() * 255.0
-    return masks
-
-
-def resize_input(
-    rgb: np.ndarray,
-    coarse: Optional[np.ndarray],
-    box: Optional[Sequence[int]],
-    input_size: int,
-) -> torch.Tensor:
-    """``C x S x S`` float32 in 0..255 (C = 3 without coarse/box, else 5): DESIGN §1 up to the division by 255.
-
-    The RGB and the two mask channels are resized apart: bilinear resizing treats channels independently, so
-    this equals resizing the stacked 5-channel image, without building that full-size float copy.
-    """
-    chans = [resize_rgb(rgb, input_size)]
-    if coarse is not None:
-        chans.append(resize_prompt(coarse, box, input_size))
-    return torch.cat(chans)
-
-
-def normalize_input(x255: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                    inplace: bool = False) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` per channel (``inplace``: overwriting ``x255``, same values, no new 20 MB)."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    if inplace:
-        return x255.div_(255.0).sub_(mean_t).div_(std_t)
-    return (x255 / 255.0 - mean_t) / std_t
-
-
-def build_input(
-    rgb: np.ndarray,
-    coarse: Optional[np.ndarray],
-    box: Optional[Sequence[int]],
-    input_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> torch.Tensor:
-    """``C x S x S`` float32 refiner input (C = 3 without coarse/box, else 5), per DESIGN §1."""
-    return normalize_input(resize_input(rgb, coarse, box, input_size), mean, std)
-
-
-def resize_gt(gt: np.ndarray, input_size: int) -> torch.Tensor:
-    """``1 x S x S`` soft GT in [0, 1] (bilinear resize of the binary mask)."""
-    t = torch.from_numpy(gt.astype(np.float32))[None, None]
-    if t.shape[-2:] == (input_size, input_size):
-        return t[0]
-    return F.interpolate(t, size=(input_size, input_size), mode="bilinear", align_corners=False)[0]
-
-
-def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """Round a float tensor in 0..255 to uint8 (half a grey level at most)."""
-    return t.round().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 class InputCache:

@@ -30,13 +30,12 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from ..contract import FG_THRESHOLD, binary_mask
 from ..errors import IS5NetError
 from ..io import IMAGE_EXTENSIONS, list_images, load_mask, open_image, stored_and_displayed_size
 
 PathLike = Union[str, os.PathLike]
 
-#: A GT pixel is foreground when its 8-bit value is ``> FG_THRESHOLD`` (128..255).
-FG_THRESHOLD = 127
 
 PROBLEM_KINDS = ("missing_gt", "missing_image", "duplicate_stem", "unreadable", "size_mismatch", "empty_gt")
 
@@ -190,7 +189,7 @@ def _gt_info(path: Path) -> tuple[Optional[tuple[int, int]], bool, Optional[str]
         m = load_mask(path)
     except IS5NetError as exc:
         return None, False, _reason(exc, path)
-    return (m.shape[1], m.shape[0]), bool(np.any(m > FG_THRESHOLD)), None
+    return (m.shape[1], m.shape[0]), bool(binary_mask(m).any()), None
 
 
 def _reason(exc: Exception, path: Path) -> str:

@@ -55,9 +55,10 @@ from PIL import Image, PngImagePlugin
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
-from ..prompts import MASK_CHOICES, SAM_TYPES
-from .pairs import FG_THRESHOLD, Pair, find_pairs, parse_subsets
-from .samples import Sample, pair_samples, tight_box
+from ..contract import binary_mask, tight_box
+from ..prompts import MASK_CHOICES, SAM_TYPES, TINY_SAM_SEED, require_sam_checkpoint, seeded_tiny_sam
+from .pairs import Pair, find_pairs, parse_subsets
+from .samples import Sample, pair_samples
 
 log = logging.getLogger("is5net")
 
@@ -68,7 +69,6 @@ DEFAULT_CACHE_NAME = ".sam-cache"
 HASH_LEN = 16
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 # Seed of the random tiny test SAM when no checkpoint is given (every process builds the same one).
-TINY_SAM_SEED = 0
 
 
 # ------------------------------------------------------------------------------------------ hashing
@@ -127,24 +127,12 @@ def state_dict_hash(state_dict: dict) -> str:
     return h.hexdigest()[:HASH_LEN]
 
 
-def _tiny_random_sam():
-    """The random tiny test SAM, seeded (without touching the global RNG) so every process agrees."""
-    import torch
-
-    from ..prompts import load_sam
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SAM_SEED)
-        return load_sam("tiny", None, device="cpu")
-
-
 def sam_hash(sam_checkpoint: Optional[PathLike] = None, sam_type: Optional[str] = None) -> str:
     """The SAM part of the cache key: the checkpoint file's hash, or for ``tiny`` with no checkpoint the
     hash of the seeded random tiny SAM's state dict. ``sam_checkpoint`` may be a name under IS5NET_HOME."""
+    require_sam_checkpoint(sam_checkpoint, sam_type)
     if sam_checkpoint is None:
-        if sam_type != "tiny":
-            raise IS5NetError("a SAM checkpoint is needed (e.g. --sam-checkpoint vit_l); only --sam-type tiny can be random")
-        return state_dict_hash(_tiny_random_sam().state_dict())
+        return state_dict_hash(seeded_tiny_sam().state_dict())
     from ..weights import resolve_weights
 
     return sam_checkpoint_hash(resolve_weights(sam_checkpoint))
@@ -251,7 +239,7 @@ class SamMaskCache:
         """Store ``mask`` (``HxW``: bool, 0/1, 0/255 or float in [0, 1]; stored as 0/255) atomically."""
         p = self.path(self.image_key(image), box)
         m = mask_to_uint8(mask)
-        m = np.where(m > 127, 255, 0).astype(np.uint8)
+        m = binary_mask(m).astype(np.uint8) * 255
         info = PngImagePlugin.PngInfo()
         if score is not None:
             info.add_text("sam_score", repr(float(score)))
@@ -344,10 +332,9 @@ def cache_sam(
     dist = _Dist(rank, world_size, resolve_device(device))
     try:
         dev = dist.device
+        require_sam_checkpoint(sam_checkpoint, sam_type)
         if sam_checkpoint is None:
-            if sam_type != "tiny":
-                raise IS5NetError("a SAM checkpoint is needed (e.g. --sam-checkpoint vit_l); only --sam-type tiny can be random")
-            sam = _tiny_random_sam()
+            sam = seeded_tiny_sam()
             s_hash, sam_desc = state_dict_hash(sam.state_dict()), f"random tiny SAM (seed {TINY_SAM_SEED})"
             sam = sam.to(dev)
         else:
@@ -403,7 +390,7 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
     ihash = image_hash(pair.image)
     # Plus the tight box of the whole GT, unjittered: the prompt of validation and of `is5net eval`, which
     # enrichment drops when a lone component stands in for the whole mask.
-    boxes = list(dict.fromkeys([s.box for s in samples] + [tight_box(gt > FG_THRESHOLD)]))
+    boxes = list(dict.fromkeys([s.box for s in samples] + [tight_box(gt)]))
     counts["entries"] += len(boxes)
     todo = [b for b in boxes if not cache.path(ihash, b).is_file()]
     counts["reused"] += len(boxes) - len(todo)
@@ -434,8 +421,7 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
 
 # ---------------------------------------------------------------------------------------------- CLI
 def run(args) -> int:
-    if args.sam_checkpoint is None and args.sam_type != "tiny":
-        raise IS5NetError("give --sam-checkpoint PATH (or a name under IS5NET_HOME); only --sam-type tiny may go without")
+    require_sam_checkpoint(args.sam_checkpoint, args.sam_type)
     stats = cache_sam(
         args.data, sam_checkpoint=args.sam_checkpoint, sam_type=args.sam_type, cache_dir=args.cache,
         subsets=parse_subsets(args.subsets), mask_choice=args.mask_choice, jitter=args.jitter,

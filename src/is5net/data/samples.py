@@ -40,7 +40,8 @@ import numpy as np
 
 from ..errors import IS5NetError
 from ..io import load_mask
-from .pairs import FG_THRESHOLD, Pair
+from ..contract import FG_THRESHOLD, binary_mask, tight_box
+from .pairs import Pair
 
 log = logging.getLogger("is5net")
 
@@ -70,22 +71,6 @@ class Sample:
         """A stable id: ``<subset>/<stem>/<all|c<label>>/j<k>`` (e.g. ``DIS-TR/1#Accessories/c2/j0``)."""
         comp = "all" if self.component is None else f"c{self.component}"
         return f"{self.pair.subset}/{self.pair.stem}/{comp}/j{self.jitter}"
-
-
-def tight_box(mask: np.ndarray) -> Box:
-    """The tight box of a boolean ``HxW`` mask: ``(x0, y0, x1, y1)``, ints, exclusive end.
-
-    ``x1 = max column + 1`` and ``y1 = max row + 1``, so ``mask[y0:y1, x0:x1]`` holds all the foreground.
-    An empty mask is a ``ValueError``.
-    """
-    m = np.asarray(mask).astype(bool, copy=False)
-    if m.ndim != 2:
-        raise ValueError(f"tight_box: expected an HxW mask, got shape {m.shape}")
-    rows = np.flatnonzero(m.any(axis=1))
-    cols = np.flatnonzero(m.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("tight_box: the mask is empty")
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def _identity_int(identity: str) -> int:
@@ -153,7 +138,7 @@ def gt_components(gt: np.ndarray) -> tuple[np.ndarray, int]:
     """``(labels, n)``: 8-connected components of ``gt > 127`` (``gt`` uint8 HxW), labels 1..n, 0 = background."""
     from skimage.measure import label
 
-    labels, n = label(np.asarray(gt) > FG_THRESHOLD, connectivity=2, return_num=True)
+    labels, n = label(binary_mask(gt), connectivity=2, return_num=True)
     return labels, int(n)
 
 
@@ -167,7 +152,7 @@ def pair_samples(
     seed: int = 0,
 ) -> list[Sample]:
     """The samples of one pair given its GT (``HxW`` uint8 0..255); see the module docstring. Empty GT: ``[]``."""
-    fg = np.asarray(gt) > FG_THRESHOLD
+    fg = binary_mask(gt)
     if not fg.any():
         return []
     shape = fg.shape
@@ -245,7 +230,7 @@ def sample_gt(sample: Sample, gt: Optional[np.ndarray] = None) -> np.ndarray:
     if gt is None:
         gt = _read_gt(sample.pair)
     if sample.component is None:
-        return np.asarray(gt) > FG_THRESHOLD
+        return binary_mask(gt)
     labels, n = gt_components(gt)
     if not 1 <= sample.component <= n:
         raise IS5NetError(f"{sample.pair.gt}: has {n} components, sample {sample.key} wants component {sample.component} (GT changed?)")

@@ -1,0 +1,239 @@
+"""The input contract: image + box + coarse mask -> the refiner's input; its output -> a mask.
+
+This module is the one place that turns what a user (or a training sample) has into what the refiner
+sees, and the refiner's logits back into a mask at the image's size. The predictor, the training and
+validation datasets, evaluation, the demo and the benchmarks all call it, so a model trained by
+``is5net train`` sees at inference exactly what it saw in training. The rules are written out in
+``docs/input-contract.md``; in short (the reference DIS-SAM convention):
+
+1. The 5-channel image ``R, G, B, coarse mask, box mask`` at the original size, values 0..255, masks
+   0/255. The coarse mask is binarised by :func:`binary_mask`; the box channel covers the pixels of
+   :func:`box_pixel_bounds` (rows ``y0..y1-1``, columns ``x0..x1-1``).
+2. Resized to ``S x S`` (bilinear, ``align_corners=False``), channel by channel (which equals resizing the
+   stacked image: bilinear resizing never mixes channels), the box channel re-binarised (``> 127``).
+3. ``(x / 255 - mean) / std`` per channel (mean ``[0.5, 0.5, 0.5, 0, 0]``, std 1 by default).
+4. Output: ``sigmoid(side_logits[0])`` resized back to ``H x W`` (bilinear), min-max normalised per map.
+
+A 3-channel IS-Net uses step 1-3 with the RGB channels only.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "FG_THRESHOLD",
+    "Box",
+    "binary_mask",
+    "tight_box",
+    "require_tight_box",
+    "box_pixel_bounds",
+    "box_channel",
+    "resize_rgb",
+    "resize_prompt",
+    "resize_input",
+    "resize_gt",
+    "normalize_input",
+    "build_input",
+    "to_uint8",
+    "soft_masks",
+    "binarize",
+]
+
+#: An 8-bit mask pixel is foreground when its value is ``> FG_THRESHOLD`` (128..255), for GT and coarse
+#: masks alike (docs/input-contract.md, "Masks").
+FG_THRESHOLD = 127
+
+Box = tuple[int, int, int, int]
+ArrayOrTensor = Union[np.ndarray, torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------------------ masks
+def binary_mask(mask: ArrayOrTensor) -> np.ndarray:
+    """Any mask -> ``HxW`` bool foreground, by one rule (docs/input-contract.md, "Masks").
+
+    bool: as is. Floats: ``> 0.5`` (a map in [0, 1]). Integers: ``> 127`` (0..255 masks, the DIS PNGs),
+    except an integer mask whose values are all 0 or 1 (a label map), whose 1s are the foreground; uint16
+    masks are compared at the same fraction of their range (``> 32767``). An ``HxWx1`` array is squeezed.
+    """
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.ndim == 3 and m.shape[2] == 1:
+        m = m[:, :, 0]
+    if m.dtype == np.bool_:
+        return m
+    if np.issubdtype(m.dtype, np.floating):
+        return m > 0.5
+    if m.size and m.max() <= 1:
+        return m > 0
+    if m.dtype == np.uint16:
+        return m > 32767
+    return m > FG_THRESHOLD
+
+
+def tight_box(mask: ArrayOrTensor) -> Optional[Box]:
+    """The tight box ``(x0, y0, x1, y1)`` of a mask's foreground: ints, exclusive end; None when empty.
+
+    ``x1 = last column + 1`` and ``y1 = last row + 1``, so ``mask[y0:y1, x0:x1]`` holds all of the
+    foreground. A non-bool mask is binarised by :func:`binary_mask` first. An empty mask has no box: the
+    answer is None, and each caller says what that means for it (:func:`require_tight_box` refuses).
+    """
+    m = binary_mask(mask)
+    if m.ndim != 2:
+        raise ValueError(f"tight_box: expected an HxW mask, got shape {m.shape}")
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def require_tight_box(mask: ArrayOrTensor, what: str = "the mask") -> Box:
+    """:func:`tight_box` for callers that cannot go on without a box: an empty mask is a ``ValueError``."""
+    box = tight_box(mask)
+    if box is None:
+        raise ValueError(f"tight_box: {what} is empty (no foreground pixel), so it has no box")
+    return box
+
+
+# ------------------------------------------------------------------------------------------------ boxes
+def box_pixel_bounds(box: Sequence[float]) -> Box:
+    """The pixels a box covers as a channel: integer ``(x0, y0, x1, y1)``, exclusive end, at least 1 px.
+
+    Coordinates are rounded to the nearest integer (a box ``[9.6, 0, 20.4, 10]`` covers columns 10..19),
+    so integer boxes (training samples, the GT's tight box) are taken exactly.
+    """
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def box_channel(box: Sequence[float], height: int, width: int, device=None) -> torch.Tensor:
+    """``H x W`` float32 box mask: 255 on the box's pixels (:func:`box_pixel_bounds`), 0 elsewhere."""
+    x0, y0, x1, y1 = box_pixel_bounds(box)
+    channel = torch.zeros((height, width), dtype=torch.float32, device=device)
+    channel[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 255.0
+    return channel
+
+
+# ------------------------------------------------------------------------------------------- resizing
+def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``N x C x H x W`` -> ``N x C x size``, bilinear, ``align_corners=False`` (identity at scale 1)."""
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+
+def _square(input_size: Union[int, Sequence[int]]) -> tuple[int, int]:
+    if isinstance(input_size, (int, np.integer)):
+        return int(input_size), int(input_size)
+    h, w = input_size
+    return int(h), int(w)
+
+
+def resize_rgb(rgb: ArrayOrTensor, input_size: Union[int, Sequence[int]]) -> torch.Tensor:
+    """``HxWx3`` uint8 RGB (array, or a ``3xHxW`` uint8 tensor on any device) -> ``3 x S x S`` float32, 0..255."""
+    if isinstance(rgb, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    else:
+        t = rgb
+    return _resize(t[None].float(), _square(input_size))[0]
+
+
+def resize_prompt(coarse: ArrayOrTensor, boxes: Union[Sequence[float], Sequence[Sequence[float]]],
+                  input_size: Union[int, Sequence[int]]) -> torch.Tensor:
+    """The two prompt channels, resized: coarse mask and box mask, float32 0..255.
+
+    ``coarse``: one ``H x W`` mask (any form :func:`binary_mask` reads) with one box -> ``2 x S x S``; or a
+    ``N x H x W`` bool tensor (on any device) with N boxes -> ``N x 2 x S x S``. The box channel is
+    re-binarised after resizing (``> 127`` -> 255), the coarse mask keeps its soft edge.
+    """
+    single = not isinstance(coarse, torch.Tensor) or coarse.ndim == 2
+    if single:
+        masks = coarse if isinstance(coarse, torch.Tensor) else torch.from_numpy(binary_mask(coarse))
+        masks = masks.bool()[None]
+        boxes = [boxes]
+    else:
+        masks = coarse.bool()
+    n, h, w = masks.shape
+    if len(boxes) != n:
+        raise ValueError(f"{n} coarse masks but {len(boxes)} boxes")
+    planes = torch.empty((n, 2, h, w), dtype=torch.float32, device=masks.device)
+    planes[:, 0] = masks.float() * 255.0
+    for i, b in enumerate(boxes):
+        planes[i, 1] = box_channel(b, h, w, device=masks.device)
+    planes = _resize(planes, _square(input_size)).clone()
+    planes[:, 1] = (planes[:, 1] > 127).float() * 255.0
+    return planes[0] if single else planes
+
+
+def resize_input(rgb: ArrayOrTensor, coarse: Optional[ArrayOrTensor], box: Optional[Sequence[float]],
+                 input_size: Union[int, Sequence[int]]) -> torch.Tensor:
+    """``C x S x S`` float32 in 0..255 (C = 3 without a coarse mask, else 5): steps 1-2 of the contract."""
+    chans = [resize_rgb(rgb, input_size)]
+    if coarse is not None:
+        if box is None:
+            raise ValueError("a coarse mask comes with its box")
+        chans.append(resize_prompt(coarse, box, input_size))
+    return torch.cat(chans)
+
+
+def normalize_input(x255: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                    inplace: bool = False) -> torch.Tensor:
+    """Step 3: ``(x / 255 - mean) / std`` per channel of ``C x S x S`` or ``N x C x S x S`` (``mean``, ``std``: C each).
+
+    ``inplace`` overwrites ``x255`` (same values, no new tensor): for a tensor the caller owns.
+    """
+    c = x255.shape[-3]
+    if len(mean) != c or len(std) != c:
+        raise ValueError(f"input has {c} channels but mean/std have {len(mean)}/{len(std)}")
+    mean_t = torch.tensor(list(mean), dtype=torch.float32, device=x255.device).view(-1, 1, 1)
+    std_t = torch.tensor(list(std), dtype=torch.float32, device=x255.device).view(-1, 1, 1)
+    if inplace:
+        return x255.div_(255.0).sub_(mean_t).div_(std_t)
+    return (x255 / 255.0 - mean_t) / std_t
+
+
+def build_input(rgb: ArrayOrTensor, coarse: Optional[ArrayOrTensor], box: Optional[Sequence[float]],
+                input_size: Union[int, Sequence[int]], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The whole contract for one image and box: ``C x S x S`` float32 normalised refiner input."""
+    return normalize_input(resize_input(rgb, coarse, box, input_size), mean, std, inplace=True)
+
+
+def resize_gt(gt: ArrayOrTensor, input_size: Union[int, Sequence[int]]) -> torch.Tensor:
+    """The training target: ``1 x S x S`` soft GT in [0, 1] (the binary mask resized bilinearly)."""
+    t = torch.from_numpy(binary_mask(gt).astype(np.float32))[None, None]
+    return _resize(t, _square(input_size))[0]
+
+
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """Round a float tensor in 0..255 to uint8 (half a grey level at most): the resized-input cache's form."""
+    return t.round().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+# --------------------------------------------------------------------------------------------- output
+def soft_masks(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Step 4: ``N x 1 x s x s`` logits -> ``N x H x W`` float32 maps in [0, 1] at the image's ``size``.
+
+    ``sigmoid``, bilinear resize to ``size = (H, W)``, then min-max normalisation per map, as the reference
+    evaluation. A constant map (no foreground to normalise) is all 0, never NaN.
+    """
+    prob = torch.sigmoid(logits.float())
+    prob = F.interpolate(prob, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    flat = prob.reshape(prob.shape[0], -1)
+    lo = flat.min(dim=1).values.view(-1, 1, 1)
+    hi = flat.max(dim=1).values.view(-1, 1, 1)
+    return torch.where(hi > lo, (prob - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(prob))
+
+
+def binarize(mask: np.ndarray, threshold: Union[float, str] = 0.5) -> np.ndarray:
+    """A soft map in [0, 1] -> bool: ``> threshold`` (0.5 by default), or Otsu's threshold (``"otsu"``)."""
+    if threshold == "otsu":
+        from skimage.filters import threshold_otsu
+
+        if float(mask.max()) == float(mask.min()):
+            return mask > 0.5
+        threshold = float(threshold_otsu(mask))
+    return mask > float(threshold)
