@@ -158,6 +158,28 @@ def test_distractors_outside_the_target_box(samples):
                 assert comp[y0:y1, x0:x1].sum() < comp.sum()
 
 
+def test_target_is_the_largest_object():
+    """As in DIS5K the box's object is the photo's main object: measured over 100 images, the target has more
+    pixels and a larger tight box than every distractor, by a margin (at most 60% of the target's)."""
+    shares = []
+    for i in range(100):
+        s = generate_sample(500 + i, SIZE, kind=OBJECT_KINDS[i % len(OBJECT_KINDS)])
+        g = s.gt > 0
+        x0, y0, x1, y1 = s.box
+        t_pixels, t_area = int(g.sum()), (x1 - x0) * (y1 - y0)
+        assert len(s.distractor_masks) == len(s.distractor_kinds) >= 1
+        union = np.zeros_like(g)
+        for m in s.distractor_masks:
+            bx0, by0, bx1, by1 = tight_box(m)
+            assert m.sum() <= 0.6 * t_pixels
+            assert (bx1 - bx0) * (by1 - by0) <= 0.6 * t_area
+            union |= m
+        assert np.array_equal(union, s.distractors > 0)
+        shares.append(t_pixels / (t_pixels + union.sum()))
+    # the main object of the photo: on average most of the image's object pixels are the target's
+    assert np.mean(shares) > 0.6, np.mean(shares)
+
+
 def test_objects_are_visible_and_distractors_look_like_the_target(samples):
     alike = []
     for s, _ in _all(samples):

@@ -47,6 +47,13 @@ class Schedule:
     val_every: int
     width: float = 1 / 8
     lr: float = 1e-3
+    input_size: int = 0     # the refiners' input size; 0 = the image size
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+
+    @property
+    def train_size(self) -> int:
+        return self.input_size or self.size
 
 
 # lr 2e-3: over 2 seeds x lr 1e-3, 2e-3, 3e-3, IS5Net beat the coarse mask on maxF and HCE in every run;
@@ -107,8 +114,16 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
     stages.update(1)
 
     stages.set_postfix_str("evaluate")
-    results = _evaluate(data, out / "eval", isnet_ckpt, is5net_ckpt, device, progress)
-    thin = _thin_recall(data, out / "eval")
+    eval_dir = out / "eval"
+    if eval_dir.exists():
+        import shutil
+
+        shutil.rmtree(eval_dir)
+    coarse_view = _coarse_view(data, eval_dir / "coarse_masks")
+    runs = {"coarse": ("sam", None, coarse_view), "isnet": ("isnet", isnet_ckpt, None),
+            "is5net": ("is5net", is5net_ckpt, coarse_view)}
+    results = _evaluate(data, eval_dir, runs, device, progress)
+    thin = _thin_recall(data, eval_dir, METHODS)
     stages.update(1)
 
     stages.set_postfix_str("figure")
@@ -141,7 +156,8 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
     return {"results": payload, "table": table, "thin_table": thin_table, "predict_command": predict_cmd}
 
 
-def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device: str, progress: bool) -> Path:
+def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device: str, progress: bool,
+           coarse_dir: str = "dataset", gt_encoder: bool = True) -> Path:
     import torch
 
     from .train import load_config, train
@@ -149,7 +165,8 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
     torch.set_num_threads(1)
 
     common = {
-        "data": str(data), "input_size": s.size, "batch_size": s.batch_size, "lr": s.lr, "optimizer": "adamw",
+        "data": str(data), "input_size": s.train_size, "batch_size": s.batch_size, "lr": s.lr,
+        "lr_schedule": s.lr_schedule, "warmup_steps": s.warmup_steps, "optimizer": "adamw",
         "max_steps": s.steps, "val_every": s.val_every, "early_stop": 0, "seed": seed, "workers": 0,
         "device": device, "width": s.width, "log_every": 20, "enrich": False, "ortho_weight": 1e-8,
         "data_cache": "off",  # its images are already at the input size: nothing to save
@@ -158,8 +175,8 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
         # The same optimiser, loss and schedule, without prompt channels or GT-encoder supervision.
         extra = {"model": "isnet_tiny", "gt_encoder": False, "feature_loss": False}
     else:
-        extra = {"model": "is5net_tiny", "coarse_dir": "dataset", "gt_encoder": True, "feature_loss": True,
-                 "gt_encoder_max_steps": s.gt_encoder_steps, "gt_encoder_lr": s.lr,
+        extra = {"model": "is5net_tiny", "coarse_dir": coarse_dir, "gt_encoder": gt_encoder,
+                 "feature_loss": gt_encoder, "gt_encoder_max_steps": s.gt_encoder_steps, "gt_encoder_lr": s.lr,
                  "gt_encoder_val_every": max(1, s.gt_encoder_steps // 2)}
     config = load_config(None, None, base={**common, **extra})
     if run_dir.exists():
@@ -169,50 +186,45 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
     return train(config, run_dir, progress=progress)
 
 
-def _evaluate(data: Path, eval_dir: Path, isnet_ckpt: Path, is5net_ckpt: Path, device: str, progress: bool) -> dict:
+def _evaluate(data: Path, eval_dir: Path, runs: dict, device: str, progress: bool,
+              split: str = "DIS-TE1") -> dict:
+    """Score each run of ``runs`` (name -> (eval method, checkpoint or None, coarse source or None)) on
+    ``split`` with the real ``is5net eval`` code; a coarse source is a folder of ``<split>/<stem>.png``."""
     import shutil
 
     from .eval_dataset import evaluate_dataset
 
-    if eval_dir.exists():
-        shutil.rmtree(eval_dir)
-    runs = {
-        "coarse": dict(method="sam", checkpoint=None, coarse_dir=data),
-        "isnet": dict(method="isnet", checkpoint=isnet_ckpt),
-        "is5net": dict(method="is5net", checkpoint=is5net_ckpt, coarse_dir=data),
-    }
     results = {}
-    for name, kw in runs.items():
-        coarse_dir = kw.pop("coarse_dir", None)
-        if coarse_dir is not None:
-            coarse_dir = _coarse_view(data, eval_dir / "coarse_masks")
-        rows = evaluate_dataset(data, ["DIS-TE1"], out_dir=eval_dir / name, coarse_dir=coarse_dir, device=device,
-                                metrics="all", progress=progress, **kw)
-        results[name] = rows["DIS-TE1"]
+    for name, (method, ckpt, coarse_dir) in runs.items():
+        if (eval_dir / name).exists():
+            shutil.rmtree(eval_dir / name)
+        rows = evaluate_dataset(data, [split], method=method, checkpoint=ckpt, out_dir=eval_dir / name,
+                                coarse_dir=coarse_dir, device=device, metrics="all", progress=progress)
+        results[name] = rows[split]
     return results
 
 
-def _coarse_view(data: Path, view: Path) -> Path:
-    """``view/DIS-TE1/<stem>.png``: the dataset's coarse masks where ``--coarse-dir`` looks for them."""
-    target = view / "DIS-TE1"
+def _coarse_view(data: Path, view: Path, split: str = "DIS-TE1", folder: str = "coarse") -> Path:
+    """``view/<split>/<stem>.png``: the dataset's coarse masks where ``--coarse-dir`` looks for them."""
+    target = view / split
     if not target.exists():
         target.mkdir(parents=True)
-        for p in sorted((data / "DIS-TE1" / "coarse").glob("*.png")):
+        for p in sorted((data / split / folder).glob("*.png")):
             (target / p.name).write_bytes(p.read_bytes())
     return view
 
 
-def _thin_recall(data: Path, eval_dir: Path) -> dict:
+def _thin_recall(data: Path, eval_dir: Path, methods, split: str = "DIS-TE1") -> dict:
     """Recall of GT thin pixels (structures <= 3 px) and thick pixels, per method, binarised at 0.5."""
     from .data.synthetic import thin_parts
 
-    sums = {m: np.zeros(4) for m in METHODS}
-    for gt_path in sorted((data / "DIS-TE1" / "gt").glob("*.png")):
+    sums = {m: np.zeros(4) for m in methods}
+    for gt_path in sorted((data / split / "gt").glob("*.png")):
         gt = load_mask(gt_path) > 127
         thin = thin_parts(gt, 3)
         thick = gt & ~thin
-        for m in METHODS:
-            pred = load_mask(eval_dir / m / "predictions" / "DIS-TE1" / gt_path.name) > 127
+        for m in methods:
+            pred = load_mask(eval_dir / m / "predictions" / split / gt_path.name) > 127
             sums[m] += [(pred & thin).sum(), thin.sum(), (pred & thick).sum(), thick.sum()]
     return {m: {"thin_recall": float(s[0] / max(s[1], 1)), "thick_recall": float(s[2] / max(s[3], 1)),
                 "thin_pixels": int(s[1])} for m, s in sums.items()}

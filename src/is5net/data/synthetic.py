@@ -17,9 +17,11 @@ with the exact mask of **one** of them (the target) as GT:
 
 All objects of an image share one appearance (a colour chosen for contrast with the background, modulated by
 a second texture, a shading gradient and pixel noise); with probability 0.2 the distractors get another such
-colour. Object sizes overlap (target 45-70% of the image side, distractors 30-60%) and the target is placed
-first or second, at a uniformly random free position, so neither appearance, size nor position says well
-which object is meant: the box does. The layout rules: objects never touch (a gap of at least 3 px), and at
+colour. As in DIS5K, the target is the photo's main object: it is placed first (at a uniformly random free
+position), spans 62-85% of the image side and is the largest object both in pixels and in tight-box area
+(each distractor, 25-45% of the side, is redrawn smaller until it has at most 60% of the target's pixels and
+box area). So a plain IS-Net can find the target by saliency (a real baseline, as in the paper), while the
+distractors keep the box meaningful. The layout rules: objects never touch (a gap of at least 3 px), and at
 most 8% of any object's pixels fall inside another object's tight box, so the target's box never contains a
 distractor (overlap at most slightly).
 
@@ -579,6 +581,7 @@ class SyntheticSample:
     kind: the target's kind.
     distractors: ``HxW`` uint8 0/255, the union of the other objects (never overlapping ``gt``).
     distractor_kinds: their kinds.
+    distractor_masks: each distractor's own ``HxW`` bool mask, in the order of ``distractor_kinds``.
     """
 
     image: np.ndarray
@@ -587,31 +590,41 @@ class SyntheticSample:
     kind: str
     distractors: np.ndarray
     distractor_kinds: tuple[str, ...]
+    distractor_masks: tuple[np.ndarray, ...] = ()
 
 
 _MAX_BOX_OVERLAP = 0.08  # max fraction of an object's pixels inside another object's tight box
 _GAP = 3  # min px between objects
+#: The target's size (longer side of its canvas, as a fraction of the image's shorter side) and the
+#: distractors'. As in DIS5K, the box's object is the photo's main object: a plain IS-Net (no prompt) can
+#: find it by saliency, and so is a real baseline; distractors stay, smaller, so the box still matters.
+_TARGET_SCALE = (0.62, 0.85)
+_DISTRACTOR_SCALE = (0.25, 0.45)
+#: A distractor is redrawn smaller until both its pixel count and its tight-box area are at most this
+#: fraction of the target's: the target is the largest object by either measure.
+_MAX_DISTRACTOR_RATIO = 0.6
 
 
 def _place_objects(
     rng: np.random.Generator, h: int, w: int, kinds: list[str]
 ) -> list[Optional[np.ndarray]]:
-    """Full-image bool masks for ``kinds``, placed in random order; ``None`` for a distractor that did not fit.
+    """Full-image bool masks for ``kinds``; ``None`` for a distractor that did not fit.
 
-    ``kinds[0]`` (the target) is placed first or second (so it rarely has to shrink, and its position is
-    barely biased) and always fits: it is redrawn smaller until it does. The rules: objects keep
-    ``_GAP`` px apart, and at most ``_MAX_BOX_OVERLAP`` of an object's pixels lie in another's tight box.
+    ``kinds[0]`` (the target) is placed first, at a uniformly random position, and always fits: it is
+    redrawn smaller until it does. Distractors follow in random order, each redrawn smaller until it is at
+    most ``_MAX_DISTRACTOR_RATIO`` of the target in pixels and in box area, and it fits. The rules: objects
+    keep ``_GAP`` px apart, and at most ``_MAX_BOX_OVERLAP`` of an object's pixels lie in another's tight box.
     """
     out: list[Optional[np.ndarray]] = [None] * len(kinds)
     placed: list[tuple[np.ndarray, Box]] = []  # (full mask, tight box)
     occupied = np.zeros((h, w), bool)
     grow = np.ones((2 * _GAP + 1, 2 * _GAP + 1), np.uint8)
-    order = [int(i) for i in rng.permutation(np.arange(1, len(kinds)))]
-    order.insert(int(rng.integers(0, min(2, len(kinds)))), 0)  # the target goes first or second
+    order = [0] + [int(i) for i in rng.permutation(np.arange(1, len(kinds)))]
+    target_pixels = target_area = 0
     for idx in order:
-        scale = rng.uniform(0.45, 0.7) if idx == 0 else rng.uniform(0.3, 0.6)
+        scale = rng.uniform(*_TARGET_SCALE) if idx == 0 else rng.uniform(*_DISTRACTOR_SCALE)
         aspect = math.exp(rng.uniform(-0.3, 0.3))
-        n_draws = 6 if idx == 0 else 2
+        n_draws = 6 if idx == 0 else 4
         for draw in range(n_draws):
             s = scale * (0.8**draw) * min(h, w)
             oh = max(24, min(h - 2, int(round(s / math.sqrt(aspect)))))
@@ -623,6 +636,9 @@ def _place_objects(
             local = local[lb[1] : lb[3], lb[0] : lb[2]]
             lh, lw = local.shape
             n = int(local.sum())
+            if idx != 0 and (n > _MAX_DISTRACTOR_RATIO * target_pixels
+                             or lh * lw > _MAX_DISTRACTOR_RATIO * target_area):
+                continue  # too big next to the target: smaller at the next draw
             grown = cv2.dilate(np.pad(local, _GAP).astype(np.uint8), grow) > 0  # offset by -_GAP
             for _pos in range(25):
                 y = int(rng.integers(0, h - lh + 1))
@@ -651,6 +667,8 @@ def _place_objects(
                 out[idx] = full
                 placed.append((full, (x, y, x + lw, y + lh)))
                 occupied |= full
+                if idx == 0:
+                    target_pixels, target_area = n, lh * lw
                 break
             if out[idx] is not None:
                 break
@@ -719,6 +737,7 @@ def generate_sample(
         kind=kind,
         distractors=others.astype(np.uint8) * 255,
         distractor_kinds=d_kinds,
+        distractor_masks=tuple(distractors),
     )
 
 
@@ -863,13 +882,15 @@ def _stem_seed(seed: int, split_dir: str, stem: str) -> list[int]:
 
 
 def write_coarse_masks(
-    root: PathLike, seed: int = 0, splits: Optional[Sequence[str]] = None, progress: bool = False
+    root: PathLike, seed: int = 0, splits: Optional[Sequence[str]] = None, progress: bool = False,
+    options: Optional[dict] = None,
 ) -> dict:
     """Write a simulated-SAM coarse mask for every GT: ``root/<split>/coarse/<stem>.png`` (uint8 0/255).
 
     ``splits``: folder names under ``root`` (default: every subfolder that has a ``gt/``). The box is each
     GT's tight box (as in training and the paper's evaluation). Deterministic: the mask of a stem depends
     only on ``seed``, the split folder name and the stem. Works for any DIS5K-like root, not only synthetic.
+    ``options``: keyword arguments of :func:`simulate_coarse_mask` other than its defaults.
     Returns ``{"label": SIMULATED_SAM_LABEL, "splits": {split: {"dir": path, "count": n}}}``.
     """
     root = Path(root)
@@ -886,7 +907,8 @@ def write_coarse_masks(
             items = tqdm(items, desc=f"coarse masks {split}", unit="img")
         for stem, path in items:
             gt = load_mask(path)
-            coarse = simulate_coarse_mask(gt, np.random.default_rng(_stem_seed(seed, split, stem)))
+            coarse = simulate_coarse_mask(gt, np.random.default_rng(_stem_seed(seed, split, stem)),
+                                          **(options or {}))
             save_png(out_dir / f"{stem}.png", coarse)
         summary["splits"][split] = {"dir": str(out_dir), "count": len(gts)}
     return summary
@@ -916,6 +938,7 @@ def make_synthetic_dataset(
     image_format: str = "png",
     coarse: bool = True,
     progress: bool = False,
+    coarse_options: Optional[dict] = None,
 ) -> dict:
     """Write a synthetic DIS-like dataset in the DIS5K layout under ``root``.
 
@@ -964,5 +987,6 @@ def make_synthetic_dataset(
         summary["splits"][SPLIT_DIRS[split]] = {"dir": str(d), "count": n, "stems": sorted(meta)}
     if coarse:
         summary["label"] = SIMULATED_SAM_LABEL
-        write_coarse_masks(root, seed, splits=[SPLIT_DIRS[s] for s in counts], progress=progress)
+        write_coarse_masks(root, seed, splits=[SPLIT_DIRS[s] for s in counts], progress=progress,
+                           options=coarse_options)
     return summary
