@@ -93,3 +93,104 @@ def test_palette_masks(tmp_path, horse):
     grey = Image.fromarray(horse).convert("P")                              # a grey mask stored with a palette
     grey.save(tmp_path / "grey.png")
     assert np.array_equal(load_mask(tmp_path / "grey.png"), horse)
+
+
+# --- atomic writes: the mode a plain open() would give (fault g) -------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, umask):
+    import os
+    import stat
+
+    from is5net.io import atomic_path, atomic_write_text, save_png
+
+    old = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+        atomic_write_text(tmp_path / "atomic.txt", "x")
+        save_png(tmp_path / "mask.png", np.zeros((4, 4), np.uint8))
+        with atomic_path(tmp_path / "sub" / "raw.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == expected   # what open() does
+    for name in ("atomic.txt", "mask.png", "sub/raw.bin"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected, name
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_atomic_write_over_a_file_keeps_its_mode_as_open_does(tmp_path):
+    import os
+    import stat
+
+    from is5net.io import atomic_write_text
+
+    target = tmp_path / "shared.json"
+    target.write_text("old")
+    os.chmod(target, 0o640)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and stat.S_IMODE(os.stat(target).st_mode) == 0o640
+
+
+def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
+    from is5net.io import atomic_path
+
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "out.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the pixel limit: our own error, no DecompressionBombWarning (fault k) ----------------------------------
+
+
+def test_image_over_the_pixel_limit_is_one_clear_error_naming_the_file_and_the_way_out(tmp_path, monkeypatch):
+    from is5net.errors import IS5NetError
+    from is5net.io import MAX_PIXELS_ENV, load_image, load_mask
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(path)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    for load in (load_image, load_mask):
+        with pytest.raises(IS5NetError) as err:
+            load(path)
+        msg = str(err.value)
+        assert str(path) in msg and "40x30" in msg and "1,200" in msg and "1,000" in msg
+        assert MAX_PIXELS_ENV in msg and "--max-pixels" in msg
+    assert load_image(path, max_pixels=1200).shape == (30, 40, 3)  # an explicit limit wins over the env var
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1200")
+    assert load_mask(path).shape == (30, 40)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(IS5NetError, match=f"{MAX_PIXELS_ENV}='lots'"):
+        load_mask(path)
+
+
+def test_pillows_decompression_bomb_warning_and_error_do_not_leak(tmp_path, monkeypatch):
+    import warnings
+
+    from is5net.errors import IS5NetError
+    from is5net.io import MAX_PIXELS_ENV, load_image, stored_and_displayed_size
+
+    path = tmp_path / "img.png"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(path)   # 1200 pixels
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        # Pillow's threshold below the image: Pillow would warn (1000 < 1200 <= 2000). Without a limit of
+        # the user's, Pillow's threshold is the limit: refused, in our words, with the way out.
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+        for read in (load_image, stored_and_displayed_size):
+            with pytest.raises(IS5NetError, match=r"too many pixels \(40x30 = 1,200 pixels, the limit is 1,000"):
+                read(path)
+        # Past Pillow's own refusal (2 x 500 < 1200): the same kind of message, not Pillow's exception.
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+        with pytest.raises(IS5NetError, match=f"too many pixels .*{MAX_PIXELS_ENV}=N"):
+            load_image(path)
+        # The user raises the limit: read, silently, past both of Pillow's thresholds.
+        monkeypatch.setenv(MAX_PIXELS_ENV, "5000")
+        assert load_image(path).shape == (30, 40, 3)
+        assert stored_and_displayed_size(path) == ((40, 30), (40, 30))

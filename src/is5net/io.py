@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
+import secrets
+import stat
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -22,6 +24,64 @@ from .errors import IS5NetError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 PathLike = Union[str, os.PathLike]
+
+#: Images with more pixels than this are refused (a guard against decompression bombs: a small file that
+#: decodes to gigabytes). Pillow's own default, 1024**3 // 4 // 3 (about 9459 x 9459): the size above which
+#: Pillow starts warning. Raise it with the environment variable or ``predict --max-pixels``.
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+MAX_PIXELS_ENV = "IS5NET_MAX_PIXELS"
+
+
+def max_pixels(override: Optional[int] = None) -> Optional[int]:
+    """The pixel limit the user set: ``override`` if given, else ``$IS5NET_MAX_PIXELS``; None if neither."""
+    if override is not None:
+        return int(override)
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise IS5NetError(f"{MAX_PIXELS_ENV}={text!r}: expected a whole number of pixels") from None
+    if value < 1:
+        raise IS5NetError(f"{MAX_PIXELS_ENV}={text!r}: expected a number of pixels >= 1")
+    return value
+
+
+def _too_many_pixels(path: Path, detail: str, limit: int) -> IS5NetError:
+    return IS5NetError(
+        f"{path}: refused, too many pixels ({detail}, the limit is {limit:,}: a guard against decompression "
+        f"bombs); to read it anyway, raise the limit with {MAX_PIXELS_ENV}=N or predict --max-pixels N"
+    )
+
+
+def _open_checked(path: Path, limit: Optional[int] = None) -> Image.Image:
+    """``Image.open`` (header only) under this package's pixel limit, with one clear error over it.
+
+    Pillow warns (``DecompressionBombWarning``, which would leak into the user's terminal) above
+    ``Image.MAX_IMAGE_PIXELS`` and refuses above twice that. Here the warning is silenced and the size is
+    checked against the user's limit (``limit``, else ``$IS5NET_MAX_PIXELS``), else Pillow's own threshold,
+    so a program that lowered ``Image.MAX_IMAGE_PIXELS`` keeps its protection. When the user asked for a
+    larger limit than Pillow's, Pillow's threshold is raised to it (only ever raised: lowering or restoring
+    it would race with other threads that are decoding).
+    """
+    asked = max_pixels(limit)
+    pillow = Image.MAX_IMAGE_PIXELS
+    if asked is not None and pillow is not None and pillow < asked:
+        Image.MAX_IMAGE_PIXELS = pillow = asked
+    limit = asked if asked is not None else (pillow if pillow is not None else DEFAULT_MAX_PIXELS)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses above twice its threshold, which is never below ``limit`` here.
+        raise _too_many_pixels(path, f"over {2 * pillow:,} pixels", limit) from None
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise _too_many_pixels(path, f"{width}x{height} = {width * height:,} pixels", limit)
+    return img
 
 
 def to_rgb_uint8(image) -> np.ndarray:
@@ -89,37 +149,38 @@ def pil_to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def open_image(path: PathLike, exif: bool = True) -> Image.Image:
+def open_image(path: PathLike, exif: bool = True, max_pixels: Optional[int] = None) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied unless ``exif=False``; one clear error on any
-    failure."""
+    failure. ``max_pixels``: refuse larger images, checked before decoding (default: ``$IS5NET_MAX_PIXELS``,
+    else Pillow's ``Image.MAX_IMAGE_PIXELS``, about 89 million)."""
     path = Path(path)
     if not path.exists():
         raise IS5NetError(f"{path}: no such file")
     if path.is_dir():
         raise IS5NetError(f"{path}: is a directory, expected an image file")
     try:
-        with Image.open(path) as img:
+        with _open_checked(path, max_pixels) as img:
             img.load()
             if not exif:
                 return img.copy()
             img = ImageOps.exif_transpose(img)
             return img.copy() if img is not None else img
-    except Image.DecompressionBombError as exc:
-        raise IS5NetError(f"{path}: refused, too many pixels ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise IS5NetError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
-def load_image(path: PathLike, match: Optional[tuple[int, int]] = None) -> np.ndarray:
+def load_image(path: PathLike, match: Optional[tuple[int, int]] = None,
+               max_pixels: Optional[int] = None) -> np.ndarray:
     """Read an image file as ``HxWx3`` uint8 RGB in its displayed orientation (EXIF applied).
 
     ``match``: the ``(height, width)`` of the mask this image pairs with (a dataset's GT). When the
     displayed image has another size but the stored pixels have that one, the stored pixels are returned:
     the GT was drawn on them, by a tool that ignored the EXIF tag (as the DIS code's loaders do).
+    ``max_pixels``: refuse larger images (default: as :func:`open_image`).
     """
-    img = open_image(path)
+    img = open_image(path, max_pixels=max_pixels)
     if match is not None and (img.height, img.width) != tuple(match):
-        raw = open_image(path, exif=False)
+        raw = open_image(path, exif=False, max_pixels=max_pixels)
         if (raw.height, raw.width) == tuple(match):
             img = raw
     return pil_to_rgb_uint8(img)
@@ -127,20 +188,20 @@ def load_image(path: PathLike, match: Optional[tuple[int, int]] = None) -> np.nd
 
 def stored_and_displayed_size(path: PathLike) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((width, height) as stored, (width, height) as displayed)``, from the header only."""
-    with Image.open(path) as img:
+    with _open_checked(Path(path)) as img:
         w, h = img.size
         orientation = img.getexif().get(0x0112, 1)
     return (w, h), ((h, w) if orientation in (5, 6, 7, 8) else (w, h))
 
 
-def load_mask(path: PathLike) -> np.ndarray:
+def load_mask(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
     """Read a mask file as ``HxW`` uint8 0..255.
 
     Colour masks are converted to luminance, 16-bit ones scaled by 255/65535; with an alpha channel that
     varies (a cut-out), the alpha is the mask; a palette image with coloured entries on black is an index
-    mask (every non-black entry = foreground).
+    mask (every non-black entry = foreground). ``max_pixels`` as for :func:`load_image`.
     """
-    img = open_image(path)
+    img = open_image(path, max_pixels=max_pixels)
     if img.mode in SIXTEEN_BIT_MODES:
         arr = _sixteen_bit(img).astype(np.float32) * (255.0 / 65535.0)
         return np.round(arr).astype(np.uint8)
@@ -201,13 +262,13 @@ def mask_to_uint8(mask) -> np.ndarray:
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``, on error delete it.
 
-    A reader never sees a half-written file, and an interrupted write leaves nothing behind.
+    A reader never sees a half-written file, and an interrupted write leaves nothing behind. The file gets
+    the permissions a plain ``open(path, "w")`` would give it: those of the file it replaces, or for a new
+    file 0666 less the umask (``tempfile.mkstemp`` would make every output 0600, unreadable to the group).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp_beside(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -215,6 +276,33 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _create_temp_beside(path: Path) -> Path:
+    """Create an empty, unique ``.<name>.<random>.tmp`` next to ``path`` with the mode ``open()`` would give.
+
+    ``os.open(..., 0o666)`` lets the kernel apply the umask, as ``open()`` does, without reading the umask
+    (``os.umask`` can only be read by setting it, which races with other threads creating files).
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        try:
+            existing = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            existing = None
+        if existing is not None and stat.S_ISREG(existing.st_mode):
+            try:
+                os.chmod(tmp, stat.S_IMODE(existing.st_mode))  # open() on an existing file keeps its mode
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return tmp
+    raise FileExistsError(f"{path.parent}: could not create a temporary file next to {path.name}")
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
