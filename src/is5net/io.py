@@ -74,7 +74,7 @@ def _open_checked(path: Path, limit: Optional[int] = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError:
         # Pillow refuses above twice its threshold, which is never below ``limit`` here.
         raise _too_many_pixels(path, f"over {2 * pillow:,} pixels", limit) from None
     width, height = img.size
