@@ -24,7 +24,7 @@ from PIL import Image
 from skimage import draw, filters, morphology
 
 from is5net import evaluate
-from is5net import metrics as M
+from is5net.eval import metrics as M
 
 
 def synthetic_pair(rng: np.random.Generator, size: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -19,9 +19,9 @@ from skimage import data, draw, filters, transform
 from tiny import make_tiny_refiner
 
 from is5net import cli
-from is5net.eval_dataset import OVERALL, choose_subsets, evaluate_dataset
-from is5net.evaluate import evaluate_folders
-from is5net.metrics import PAPER_METRICS
+from is5net.eval.dataset import OVERALL, choose_subsets, evaluate_dataset
+from is5net.eval import evaluate_folders
+from is5net.eval.metrics import PAPER_METRICS
 
 SUBSETS = ("DIS-VD", "DIS-TE1", "DIS-TE2")
 # subset -> [(stem, skimage image, (H, W), GT shape)]

@@ -16,8 +16,10 @@ from PIL import Image
 from skimage import data, draw, filters, morphology, transform
 
 import is5net
-from is5net import cli, evaluate
-from is5net import metrics as M
+import is5net.eval
+from is5net import cli
+from is5net import eval as evaluate
+from is5net.eval import metrics as M
 from is5net.errors import IS5NetError
 from is5net.io import load_mask
 
@@ -264,10 +266,10 @@ def test_cli_corrupt_mask_is_one_line(folders, tmp_path, capsys, eval_only):
 
 def test_cli_dataset_mode_is_delegated(tmp_path, monkeypatch, eval_only):
     calls = []
-    fake = types.ModuleType("is5net.eval_dataset")
+    fake = types.ModuleType("is5net.eval.dataset")
     fake.run_dataset = lambda args: calls.append(args) or 0
-    monkeypatch.setitem(sys.modules, "is5net.eval_dataset", fake)
-    monkeypatch.setattr(is5net, "eval_dataset", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "is5net.eval.dataset", fake)
+    monkeypatch.setattr(is5net.eval, "dataset", fake, raising=False)
     rc = cli.main(["eval", "--data", str(tmp_path), "--subsets", "DIS-TE1,DIS-TE2", "--method", "is5net",
                    "--checkpoint", "c.pth", "--sam-checkpoint", "s.pth", "--out", str(tmp_path / "o"), "--resume"])
     assert rc == 0 and len(calls) == 1

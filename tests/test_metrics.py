@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import data, draw, filters, morphology
 
-from is5net import metrics as M
+from is5net.eval import metrics as M
 from is5net.errors import IS5NetError
 
 # ----------------------------------------------------------------------------------------- fixtures

@@ -25,6 +25,7 @@ _EXPORTS = {
     "ISNet": "modeling", "GTEncoder": "modeling", "build_model": "modeling", "MODEL_REGISTRY": "modeling",
     "load_image": "io", "load_mask": "io",
     "IS5NetError": "errors", "CheckpointError": "errors", "BoxError": "errors",
+    "DISMetrics": "eval.metrics", "evaluate_folders": "eval",
 }
 
 __all__ = ["__version__", *_EXPORTS]

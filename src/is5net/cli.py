@@ -35,7 +35,7 @@ COMMANDS: dict[str, Command] = {
                        "segment images with a box prompt (SAM + IS5Net, or a given coarse mask)"),
     "convert-isnet": Command("is5net.convert_cli", cli_args.convert_isnet,
                              "turn 3-channel IS-Net weights into 5-channel IS5Net weights"),
-    "eval": Command("is5net.evaluate", cli_args.eval_,
+    "eval": Command("is5net.eval.cli", cli_args.eval_,
                     "score predicted masks against ground truth with the six DIS metrics"),
     "check-data": Command("is5net.data.check", cli_args.check_data,
                           "check a dataset: unreadable files, missing pairs, size mismatches, empty GTs"),

@@ -18,7 +18,7 @@ from pathlib import Path
 # Kept equal to their owners' values by tests/test_startup.py (the owners import torch or py_sod_metrics).
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # is5net.prompts.SAM_TYPES
 MASK_CHOICES = ("first", "best")  # is5net.prompts.MASK_CHOICES
-ALL_METRICS = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE", "meanF", "mIoU", "maxEm")  # is5net.metrics.ALL_METRICS
+ALL_METRICS = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE", "meanF", "mIoU", "maxEm")  # is5net.eval.metrics.ALL_METRICS
 DEFAULT_INPUT_SIZE = 1024  # is5net.checkpoint.DEFAULT_INPUT_SIZE
 DEFAULT_CACHE_NAME = ".sam-cache"  # is5net.data.sam_cache.DEFAULT_CACHE_NAME
 MAX_PIXELS_ENV = "IS5NET_MAX_PIXELS"  # is5net.io.MAX_PIXELS_ENV

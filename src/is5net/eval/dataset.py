@@ -54,14 +54,15 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import metrics as M
-from .distributed import ProcessGroup
-from .errors import IS5NetError
-from .evaluate import mean_row, per_image_csv, score_pairs, table_csv, table_markdown
-from .io import (atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png,
+from ..distributed import ProcessGroup
+from ..errors import IS5NetError
+from ..io import (atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png,
                  stored_and_displayed_size)
-from .contract import FG_THRESHOLD, tight_box
-from .data.pairs import Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
+from . import metrics as M
+from .report import check_output_dir, check_output_files, mean_row, per_image_csv, table_csv, table_markdown
+from .scoring import score_pairs
+from ..contract import FG_THRESHOLD, tight_box
+from ..data.pairs import Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
 
 log = logging.getLogger("is5net")
 
@@ -123,13 +124,13 @@ def evaluate_dataset(
     Raises :class:`IS5NetError` for a missing root, an unknown subset, a checkpoint of the wrong kind, a
     missing coarse mask, an existing run without ``resume``, or an unreadable / mismatched file.
     """
-    from .runtime import check_precision, resolve_device
+    from ..runtime import check_precision, resolve_device
 
     method = (method or "is5net").lower()
     if method not in METHODS:
         raise IS5NetError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     keys = M.resolve_metrics("paper" if metrics is None else metrics)
-    from .prompts import MASK_CHOICES, SAM_TYPES
+    from ..prompts import MASK_CHOICES, SAM_TYPES
 
     if sam_type is not None and sam_type not in SAM_TYPES:
         raise IS5NetError(f"unknown SAM type {sam_type!r}; choose one of {', '.join(SAM_TYPES)}")
@@ -221,6 +222,9 @@ def run_dataset(args: argparse.Namespace) -> int:
         raise IS5NetError("--per-image only applies to folder mode: dataset mode always writes RUN_DIR/per_image.csv")
     if getattr(args, "allow_missing", None):
         raise IS5NetError("--allow-missing only applies to folder mode (--pred/--gt)")
+    # Every output location is checked before minutes of predicting and scoring.
+    check_output_dir(Path(args.out), "--out")
+    check_output_files({"--json": getattr(args, "json", None), "--csv": getattr(args, "csv", None)})
     method = args.method or "is5net"
     rows = evaluate_dataset(
         args.data, parse_subsets(args.subsets), method, args.checkpoint, args.out,
@@ -288,8 +292,8 @@ class _Setup:
 
     @classmethod
     def build(cls, method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset) -> "_Setup":
-        from .checkpoint import load_refiner
-        from .weights import resolve_weights
+        from ..checkpoint import load_refiner
+        from ..weights import resolve_weights
 
         s = cls(method)
         if method in ("is5net", "isnet"):
@@ -312,7 +316,7 @@ class _Setup:
             if sam_checkpoint is not None or coarse_dir is not None or sam_type is not None:
                 log.warning("--method isnet uses no prompt: --sam-checkpoint / --sam-type / --coarse-dir are not used")
             return s
-        from .prompts import stage1_source
+        from ..prompts import stage1_source
 
         source = stage1_source(sam_checkpoint, sam_type, coarse_dir, "--coarse-dir", check_type=True)
         if source is None:
@@ -328,8 +332,8 @@ class _Setup:
     def provenance(self, root: Path, names: list[str], keys: Sequence[str], precision: str, mask_choice: str) -> dict:
         import torch
 
-        from . import __version__
-        from .data.sam_cache import file_sha256
+        from .. import __version__
+        from ..data.sam_cache import file_sha256
 
         prov: dict = {
             "method": self.method,
@@ -354,8 +358,8 @@ class _Setup:
             cfg = self.refiner.config
             prov["refiner"] = {"model": cfg.model, "in_ch": cfg.in_ch, "input_size": cfg.input_size}
         if self.use_sam and self.sam_checkpoint is None:
-            from .data.sam_cache import state_dict_hash
-            from .prompts import seeded_tiny_sam
+            from ..data.sam_cache import state_dict_hash
+            from ..prompts import seeded_tiny_sam
 
             prov["sam_state_hash"] = state_dict_hash(seeded_tiny_sam().state_dict())
             prov["sam_checkpoint"] = self.sam_source.describe()
@@ -368,8 +372,8 @@ class _Setup:
         if self.method == "sam":
             if sam is None:
                 return lambda pair: self._coarse_mask(pair, load_mask(pair.gt).shape)
-            from .prompts import SamStage
-            from .runtime import autocast
+            from ..prompts import SamStage
+            from ..runtime import autocast
 
             stage = SamStage(sam.to(device), mask_choice=mask_choice, resize="pil")
 
@@ -382,7 +386,7 @@ class _Setup:
 
             return predict_sam
 
-        from .predictor import IS5NetPredictor
+        from ..predictor import IS5NetPredictor
 
         predictor = IS5NetPredictor(sam, self.refiner, device=device, precision=precision, mask_choice=mask_choice,
                                     box_channel="user", batch_size=1, sam_resize="pil")

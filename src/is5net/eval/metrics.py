@@ -50,8 +50,8 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 import py_sod_metrics as sod
 
-from .errors import IS5NetError
-from .io import mask_to_uint8
+from ..errors import IS5NetError
+from ..io import mask_to_uint8
 
 #: The paper's Table I columns, in its order.
 PAPER_METRICS: tuple[str, ...] = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE")

@@ -1,0 +1,27 @@
+"""Evaluation with the six DIS metrics: one job per module, imports in one direction.
+
+- :mod:`~is5net.eval.metrics`: the metrics (``pysodmetrics`` + the official HCE), per image and aggregated;
+- :mod:`~is5net.eval.folders`: pairing prediction and GT folders by file stem;
+- :mod:`~is5net.eval.scoring`: scoring pairs in worker processes, folder evaluation;
+- :mod:`~is5net.eval.report`: the Markdown / CSV tables and the checks of their output paths;
+- :mod:`~is5net.eval.dataset`: running a method over DIS5K subsets (Table I), under torchrun too;
+- :mod:`~is5net.eval.cli`: the ``is5net eval`` command.
+
+``metrics <- folders, report <- scoring <- dataset <- cli``: nothing imports upwards.
+"""
+
+from .folders import pair_folders
+from .report import format_value, mean_row, per_image_csv, table_csv, table_markdown
+from .scoring import evaluate_folders, score_pairs
+
+__all__ = ["pair_folders", "evaluate_folders", "score_pairs", "format_value", "mean_row", "per_image_csv",
+           "table_csv", "table_markdown", "evaluate_dataset"]
+
+
+def __getattr__(name: str):
+    # Dataset mode loads the predictor (torch, SAM): only when asked for.
+    if name == "evaluate_dataset":
+        from .dataset import evaluate_dataset
+
+        return evaluate_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
