@@ -19,13 +19,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..contract import normalize_input, resize_gt, resize_input, resize_prompt, resize_rgb, to_uint8
 from ..errors import IS5NetError
-from ..io import atomic_write_bytes, encode_png, list_images, load_image, load_mask
+from ..io import atomic_write_bytes, encode_png, load_image, load_mask
+from .coarse import CoarseMaskFolder
 from .samples import Sample, sample_gt
 
 log = logging.getLogger("is5net")
@@ -33,34 +33,27 @@ log = logging.getLogger("is5net")
 
 # ------------------------------------------------------------------------------------- coarse masks
 class CoarseDir:
-    """Coarse masks from any stage-1 method: one PNG per GT stem (as the reference code's ``mask/`` folders).
+    """Coarse masks from any stage-1 method: one image per GT stem (as the reference code's ``mask/`` folders).
 
-    Looks for ``DIR/<subset>/<stem>.*`` then ``DIR/<stem>.*``; the special value ``DIR = "dataset"`` means
-    each subset's own ``<subset>/coarse/`` folder (what ``is5net demo`` writes).
+    Looks for ``DIR/<subset>/<stem>.*`` then ``DIR/<stem>.*`` (the rule of :mod:`is5net.data.coarse`); the
+    special value ``DIR = "dataset"`` means each subset's own ``<subset>/coarse/`` folder (what
+    ``is5net demo`` writes).
     """
 
     def __init__(self, directory: str | Path, data_root: Optional[Path] = None):
         self.directory = directory
         self.data_root = data_root
-        self._index: dict[Path, dict[str, Path]] = {}
+        self._folders: dict[Path, CoarseMaskFolder] = {}
 
-    def _folder_listing(self, folder: Path) -> dict[str, Path]:
-        if folder not in self._index:
-            self._index[folder] = list_images(folder) if folder.is_dir() else {}
-        return self._index[folder]
+    def _folder(self, root: Path) -> CoarseMaskFolder:
+        if root not in self._folders:
+            self._folders[root] = CoarseMaskFolder(root)
+        return self._folders[root]
 
     def path(self, sample: Sample) -> Optional[Path]:
-        stem, subset = sample.pair.stem, sample.pair.subset
         if str(self.directory) == "dataset":
-            folders = [sample.pair.gt.parent.parent / "coarse"]
-        else:
-            d = Path(self.directory)
-            folders = [d / subset, d]
-        for folder in folders:
-            found = self._folder_listing(folder).get(stem)
-            if found is not None:
-                return found
-        return None
+            return self._folder(sample.pair.gt.parent.parent / "coarse").find(sample.pair.stem)
+        return self._folder(Path(self.directory)).find(sample.pair.stem, subset=sample.pair.subset)
 
     def get(self, sample: Sample) -> Optional[np.ndarray]:
         p = self.path(sample)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-import numpy as np
 
 from ..contract import FG_THRESHOLD, binary_mask
 from ..errors import IS5NetError

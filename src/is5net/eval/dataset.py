@@ -56,7 +56,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
-from ..io import (atomic_write_text, list_images, load_image, load_mask, mask_to_uint8, save_png,
+from ..io import (atomic_write_text, load_image, load_mask, mask_to_uint8, save_png,
                  stored_and_displayed_size)
 from . import metrics as M
 from .report import check_output_dir, check_output_files, mean_row, per_image_csv, table_csv, table_markdown
@@ -438,13 +438,14 @@ def _coarse_index(coarse_dir: Path, pairs_by_subset: dict[str, list[Pair]]) -> d
     """``(subset, stem) -> mask file`` from ``DIR/<subset>/<stem>.*`` or else ``DIR/<stem>.*``; all must exist."""
     if not coarse_dir.is_dir():
         raise IS5NetError(f"--coarse-dir {coarse_dir}: no such directory")
-    flat = list_images(coarse_dir)
+    from ..data.coarse import CoarseMaskFolder
+
+    folder = CoarseMaskFolder(coarse_dir)
     found: dict[tuple[str, str], Path] = {}
     missing: list[str] = []
     for subset, pairs in pairs_by_subset.items():
-        sub = list_images(coarse_dir / subset) if (coarse_dir / subset).is_dir() else {}
         for p in pairs:
-            path = sub.get(p.stem) or flat.get(p.stem)
+            path = folder.find(p.stem, subset=subset)
             if path is None:
                 missing.append(f"{subset}/{p.stem}")
             else:
