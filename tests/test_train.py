@@ -173,17 +173,17 @@ def test_isnet_preset_trains_three_channels_without_prompt(dataset, tmp_path):
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
-    import is5net.train.loop as loop
+    import is5net.train.step as step  # the losses of both phases are built there
 
     calls = {"n": 0}
-    real = loop.side_loss
+    real = step.side_loss
 
     def poisoned(*a, **k):
         calls["n"] += 1
         value = real(*a, **k)
         return value * float("nan") if calls["n"] == 3 else value
 
-    monkeypatch.setattr(loop, "side_loss", poisoned)
+    monkeypatch.setattr(step, "side_loss", poisoned)
     cfg = load_config(None, TINY + ["max_steps=6", "val_every=100", "save_every=2", "gt_encoder=false",
                                     "feature_loss=false"], base={"data": str(dataset), "coarse_dir": "dataset"})
     with pytest.raises(IS5NetError, match="not finite at step 3"):

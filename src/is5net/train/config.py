@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -26,72 +26,156 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // local - 1))
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a setting accepts beyond its type; ``str()`` completes "KEY must be ...".
+
+    Declared beside each field of :class:`TrainConfig` (``setting(default, Range(...))``), so the accepted
+    values of every setting read as one table and :func:`validate` checks them all the same way.
+    """
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False            # low itself excluded
+    high_open: bool = False           # high itself excluded
+    multiple_of: Optional[int] = None
+    choices: tuple[str, ...] = ()
+    optional: bool = False            # None is accepted too (e.g. width: the model's own)
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return self.multiple_of is None or value % self.multiple_of == 0
+
+    def __str__(self) -> str:
+        if self.choices:
+            *rest, last = self.choices
+            return f"{', '.join(rest)} or {last}" if rest else last
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        else:
+            text = "a number"
+        if self.multiple_of is not None:
+            text = f"a multiple of {self.multiple_of} ({text})"
+        return text + (" (or null)" if self.optional else "")
+
+
+def one_of(*choices: str) -> Range:
+    return Range(choices=choices)
+
+
+def at_least(low: float) -> Range:
+    return Range(low=low)
+
+
+def above(low: float) -> Range:
+    return Range(low=low, low_open=True)
+
+
+def fraction(high_open: bool = False, low_open: bool = False) -> Range:
+    return Range(0.0, 1.0, low_open=low_open, high_open=high_open)
+
+
+ANY = None  # free text checked where it is used (paths, devices), or the model registry (model)
+
+
+def setting(default: Any, accepts: Optional[Range], factory: Optional[Callable[[], Any]] = None) -> Any:
+    """A :class:`TrainConfig` field with its range in the field's metadata (``accepts``)."""
+    metadata = {"accepts": accepts}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+GT_ENCODER_MAX_STEPS = 20_000  # the reference's cap of phase 1 (which stops at maxF > 0.99 first on DIS5K)
+
+
 @dataclass
 class TrainConfig:
+    """Every training setting: its type (the default's), default and accepted values, in one table."""
+
     # model and input
-    model: str = "is5net"                 # any registry name: is5net, isnet, is5net_tiny, isnet_tiny, ...
-    width: Optional[float] = None         # channel multiplier override (None = the model's own)
-    input_size: int = 1024
-    init: str = "scratch"                 # scratch | path to IS-Net (.pth, converted 3->5) | DIS-SAM / ours
+    model: str = setting("is5net", ANY)        # any refiner of the registry: is5net, isnet, is5net_tiny, ...
+    width: Optional[float] = setting(None, Range(low=0, low_open=True, optional=True))  # channel multiplier
+    input_size: int = setting(1024, Range(low=32, multiple_of=32))
+    init: str = setting("scratch", ANY)        # scratch | path to IS-Net (.pth, converted 3->5) | DIS-SAM / ours
     # optimisation (phase 2: the refiner)
-    optimizer: str = "adamw"              # adamw | adam
-    lr: float = 4e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    lr_schedule: str = "constant"         # constant (the reference) | cosine (to 0 at each phase's last step)
-    warmup_steps: int = 0                 # linear warm-up from lr/warmup_steps, then the schedule
-    weight_decay: float = 0.0
-    batch_size: int = 6                   # per process; effective batch = batch_size x processes
-    max_steps: int = 400_000
-    val_every: int = 3000
-    early_stop: int = 20                  # validations without improvement in maxF or MAE (0 = never stop)
-    save_every: int = 0                   # checkpoint every N steps (0 = every val_every steps)
+    optimizer: str = setting("adamw", one_of("adamw", "adam"))
+    lr: float = setting(4e-5, above(0))
+    betas: tuple[float, float] = setting((0.9, 0.999), fraction(high_open=True))  # each of the two
+    lr_schedule: str = setting("constant", one_of("constant", "cosine"))  # cosine: to 0 at each phase's last step
+    warmup_steps: int = setting(0, at_least(0))  # linear warm-up from lr/warmup_steps, then the schedule
+    weight_decay: float = setting(0.0, at_least(0))
+    batch_size: int = setting(6, at_least(1))  # per process; effective batch = batch_size x processes
+    max_steps: int = setting(400_000, at_least(1))  # phase 2's cap (phase 1: gt_encoder_max_steps)
+    val_every: int = setting(3000, at_least(1))
+    early_stop: int = setting(20, at_least(0))  # validations without improvement in maxF or MAE, both phases
+    save_every: int = setting(0, at_least(0))  # checkpoint every N steps (0 = every val_every steps)
     # losses
-    bce_weight: float = 20.0
-    iou_weight: float = 0.5
-    feature_loss: bool = True             # intermediate supervision by the frozen GT encoder
-    feature_weight: float = 1.0
-    ortho_weight: float = 1e-8            # parameter orthogonalisation, 1e-8 * sum |W W^T - I| (0 = off)
+    bce_weight: float = setting(20.0, at_least(0))
+    iou_weight: float = setting(0.5, at_least(0))
+    feature_loss: bool = setting(True, ANY)    # intermediate supervision by the frozen GT encoder
+    feature_weight: float = setting(1.0, at_least(0))
+    ortho_weight: float = setting(1e-8, at_least(0))  # parameter orthogonalisation, 1e-8 * sum |W W^T - I|
     # phase 1: the GT encoder
-    gt_encoder: bool = True               # train it first (needed by feature_loss)
-    gt_encoder_lr: float = 1e-4
-    gt_encoder_target_maxf: float = 0.99
-    gt_encoder_max_steps: int = 20_000
-    gt_encoder_val_every: int = 0         # 0 = val_every
+    gt_encoder: bool = setting(True, ANY)      # train it first (needed by feature_loss)
+    gt_encoder_lr: float = setting(1e-4, above(0))
+    gt_encoder_target_maxf: float = setting(0.99, fraction(low_open=True))  # stop once maxF exceeds it
+    gt_encoder_max_steps: int = setting(0, at_least(0))  # phase 1's cap; 0 = min(20000, max_steps)
+    gt_encoder_val_every: int = setting(0, at_least(0))  # 0 = val_every
     # data
-    flips: bool = True
-    enrich: bool = True                   # GT enrichment (each big component its own sample)
-    jitter: int = 0                       # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
-    jitter_fraction: float = 0.1
-    min_fraction: float = 0.004
-    val_fraction: float = 0.0             # held out of the training pairs when there is no DIS-VD / --val
-    val_limit: int = 0                    # score at most this many validation images (0 = all)
-    mask_choice: str = "first"
-    workers: int = field(default_factory=default_workers)  # DataLoader processes per GPU process
+    flips: bool = setting(True, ANY)
+    enrich: bool = setting(True, ANY)          # GT enrichment (each big component its own sample)
+    jitter: int = setting(0, at_least(0))      # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
+    jitter_fraction: float = setting(0.1, fraction())
+    min_fraction: float = setting(0.004, fraction())
+    val_fraction: float = setting(0.0, fraction(high_open=True))  # held out when there is no DIS-VD / --val
+    val_limit: int = setting(0, at_least(0))   # score at most this many validation images (0 = all)
+    mask_choice: str = setting("first", one_of("first", "best"))
+    workers: int = setting(None, at_least(0), factory=default_workers)  # DataLoader processes per GPU process
     # runtime
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"               # auto = bf16 on CUDA, fp32 on CPU
-    channels_last: str = "auto"           # auto = on CUDA
-    compile: bool = False
-    nan_policy: str = "stop"              # stop | skip (skip the batch, keep going)
-    log_every: int = 50
-    keep_checkpoints: int = 2
+    seed: int = setting(0, at_least(0))
+    device: str = setting("auto", ANY)         # checked by runtime.resolve_device
+    precision: str = setting("auto", one_of("auto", "fp32", "bf16", "fp16"))  # auto = bf16 on CUDA, fp32 on CPU
+    channels_last: str = setting("auto", one_of("auto", "true", "false"))  # auto = on CUDA
+    compile: bool = setting(False, ANY)
+    nan_policy: str = setting("stop", one_of("stop", "skip"))  # skip: skip the batch, keep going
+    log_every: int = setting(50, at_least(1))
+    keep_checkpoints: int = setting(2, at_least(1))
     # data sources (filled from the command line; saved so --resume needs nothing else)
-    data: Optional[str] = None
-    val: Optional[str] = None
-    coarse_dir: Optional[str] = None
-    sam_checkpoint: Optional[str] = None
-    sam_type: Optional[str] = None
-    cache: Optional[str] = None
+    data: Optional[str] = setting(None, ANY)
+    val: Optional[str] = setting(None, ANY)
+    coarse_dir: Optional[str] = setting(None, ANY)
+    sam_checkpoint: Optional[str] = setting(None, ANY)
+    sam_type: Optional[str] = setting(None, ANY)
+    cache: Optional[str] = setting(None, ANY)
     # Inputs resized to input_size, stored as uint8 so later epochs skip decoding and resizing (the
     # reference's cache_size): auto = DATA/.input-cache when writable, off, or a directory.
-    data_cache: str = "auto"
-    skip_bad: bool = False
+    data_cache: str = setting("auto", ANY)
+    skip_bad: bool = setting(False, ANY)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
+
+    @property
+    def gt_encoder_steps(self) -> int:
+        """Phase 1's step cap: ``gt_encoder_max_steps``, or by default the reference's 20000, but never more
+        than phase 2's ``max_steps`` (a short run is short in both phases)."""
+        return self.gt_encoder_max_steps or min(GT_ENCODER_MAX_STEPS, self.max_steps)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -107,13 +191,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def _coerce(key: str, value: Any) -> Any:
-    f = _FIELDS[key]
-    if f.default is not dataclasses.MISSING:
-        default = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        default = f.default_factory()
-    else:
-        default = None
+    default = default_of(key)  # its type is the setting's type
     if isinstance(value, str):
         if key == "betas":
             value = value.strip("()[] ").split(",")
@@ -220,33 +298,28 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
 
 
 def validate(c: TrainConfig) -> None:
+    """Every setting within its declared range (one line naming the key and the range), then the rules that
+    tie settings together."""
     from ..modeling import MODEL_REGISTRY
 
+    for f in dataclasses.fields(c):
+        accepts: Optional[Range] = f.metadata.get("accepts")
+        value = getattr(c, f.name)
+        values = value if f.name == "betas" else (value,)
+        if accepts is not None and not all(accepts.accepts(v) for v in values):
+            what = "each of the two betas" if f.name == "betas" else f.name
+            raise IS5NetError(f"{what} must be {accepts}, got {value!r}")
     if c.model not in MODEL_REGISTRY or c.model.startswith("gt_encoder"):
         raise IS5NetError(f"model {c.model!r}: choose a refiner of the registry "
                           f"({', '.join(k for k in MODEL_REGISTRY if not k.startswith('gt_'))})")
-    checks = [
-        (c.input_size >= 32 and c.input_size % 32 == 0, "input_size must be a multiple of 32 (>= 32)"),
-        (c.batch_size >= 1, "batch_size must be >= 1"),
-        (c.lr > 0, "lr must be > 0"),
-        (c.max_steps >= 1, "max_steps must be >= 1"),
-        (c.val_every >= 1, "val_every must be >= 1"),
-        (c.optimizer in ("adamw", "adam"), "optimizer must be adamw or adam"),
-        (c.lr_schedule in ("constant", "cosine"), "lr_schedule must be constant or cosine"),
-        (c.warmup_steps >= 0, "warmup_steps must be >= 0"),
-        (c.nan_policy in ("stop", "skip"), "nan_policy must be stop or skip"),
-        (c.precision in ("auto", "fp32", "bf16", "fp16"), "precision must be auto, fp32, bf16 or fp16"),
-        (c.mask_choice in ("first", "best"), "mask_choice must be first or best"),
-        (c.channels_last in ("auto", "true", "false"), "channels_last must be auto, true or false"),
-        (c.save_every >= 0 and c.keep_checkpoints >= 1, "save_every must be >= 0 and keep_checkpoints >= 1"),
-        (0.0 <= c.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-        (c.jitter >= 0 and c.workers >= 0, "jitter and workers must be >= 0"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise IS5NetError(msg)
     if c.feature_loss and not c.gt_encoder:
         raise IS5NetError("feature_loss needs the GT encoder (gt_encoder=true), or set feature_loss=false")
+
+
+def default_of(key: str) -> Any:
+    """The default of setting ``key`` (e.g. to leave an option out of a suggested command when it is unchanged)."""
+    f = _FIELDS[key]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

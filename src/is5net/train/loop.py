@@ -14,17 +14,19 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import gc
+import io
 import json
 import logging
 import math
 import os
-import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -36,12 +38,14 @@ from .. import __version__
 from ..checkpoint import RefinerConfig, default_mean, load_gt_encoder, read_state_dict, save_refiner
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_write_text
 from ..modeling import build_model
 from ..modeling.isnet import GTEncoder, ISNet
 from ..runtime import resolve_device
-from .config import TrainConfig, save_config
-from .losses import feature_loss, orthogonality_penalty, side_loss
+from .checkpoints import PHASES, Checkpoints, Resumed, rng_state, seed_everything, set_rng_state
+from .config import TrainConfig, default_of, save_config
+from .config import validate as validate_config
+from .step import LossFn, TrainStep, grad_scaler, gt_encoder_loss, refiner_loss
 
 log = logging.getLogger("is5net")
 
@@ -136,11 +140,11 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
             coarse = cache_for(root)
             # The options that change which boxes training asks for, so the cached entries are those boxes.
             options = "" if enrich else " --no-enrich"
-            if enrich and c.min_fraction != 0.004:
+            if enrich and c.min_fraction != default_of("min_fraction"):
                 options += f" --min-fraction {c.min_fraction:g}"
             if jitter:
                 options += f" --jitter {jitter}"
-                if c.jitter_fraction != 0.1:
+                if c.jitter_fraction != default_of("jitter_fraction"):
                     options += f" --jitter-fraction {c.jitter_fraction:g}"
                 if c.seed:
                     options += f" --seed {c.seed}"
@@ -196,78 +200,13 @@ def make_input_cache(c: TrainConfig, root: Path):
     return cache
 
 
-# ------------------------------------------------------------------------------- checkpointing
-class Checkpoints:
-    """Atomic weights + state files and a ``latest.json`` that names the last complete pair."""
-
-    def __init__(self, run_dir: Path, keep: int = 2):
-        self.dir = run_dir / "checkpoints"
-        self.keep = max(1, keep)
-
-    def latest(self) -> Optional[dict]:
-        p = self.dir / "latest.json"
-        if not p.is_file():
-            return None
-        return json.loads(p.read_text())
-
-    def save(self, phase: str, step: int, model: nn.Module, state: dict, config: RefinerConfig) -> None:
-        for name, t in model.state_dict().items():
-            if t.is_floating_point() and not torch.isfinite(t).all():
-                raise IS5NetError(f"refusing to save a checkpoint at step {step}: weight {name} is not finite")
-        stem = f"{phase}-{step:08d}"
-        save_refiner(model, self.dir / f"{stem}.safetensors", config, {"phase": phase, "step": str(step)})
-        with atomic_path(self.dir / f"{stem}.state.pt") as tmp:
-            torch.save(state, tmp)
-        atomic_write_text(self.dir / "latest.json", json.dumps(
-            {"phase": phase, "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.state.pt"}))
-        self._prune(phase, f"{stem}.safetensors")
-
-    def _prune(self, phase: str, latest: str) -> None:
-        files = sorted(self.dir.glob(f"{phase}-[0-9]*.safetensors"))  # numbered only: never "-best"
-        # Never the one latest.json names, even if a crashed run left higher-numbered files behind.
-        for old in [f for f in files[: -self.keep] if f.name != latest]:
-            old.unlink(missing_ok=True)
-            (self.dir / old.name.replace(".safetensors", ".state.pt")).unlink(missing_ok=True)
-
-    def load(self, entry: dict) -> tuple[dict, dict]:
-        sd, _ = read_state_dict(self.dir / entry["weights"])
-        state = torch.load(self.dir / entry["state"], map_location="cpu", weights_only=True)
-        return sd, state
-
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "python": list(random.getstate()[1]),
-        "python_pos": int(random.getstate()[1][-1]),
-    }
-
-
-def set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    if torch.cuda.is_available() and s.get("cuda"):
-        torch.cuda.set_rng_state_all(s["cuda"])
-    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
-    random.setstate((3, tuple(int(v) for v in s["python"]), None))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 # ----------------------------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(model: nn.Module, ds, procs: ProcessGroup, precision: Optional[torch.dtype], channels_last: bool,
              gt_input: bool, batch_size: int) -> dict[str, float]:
     """maxF and MAE at the original size, scoring exactly what the predictor outputs (min-max normalised)."""
     from ..data.samples import sample_gt
-    from ..metrics import DISMetrics
+    from ..eval.metrics import DISMetrics
 
     was_training = model.training
     model.eval()
@@ -302,9 +241,54 @@ class Phase:
     lr: float
     max_steps: int
     val_every: int
-    loss_fn: Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
+    loss_fn: LossFn
     gt_input: bool                 # validation feeds the GT (phase 1) or the 5-channel input (phase 2)
-    stop_fn: Callable[[dict, dict], bool]   # (val metrics, tracker) -> stop?
+    target_maxf: Optional[float] = None  # stop once validation maxF exceeds it (phase 1)
+
+
+@dataclass
+class PhaseState:
+    """Where a phase stands; all of it but ``step`` is the checkpoint's ``tracker`` (and the summary's)."""
+
+    step: int = 0
+    best_maxF: float = -1.0
+    best_MAE: float = float("inf")
+    bad_validations: int = 0       # validations in a row without improvement in maxF or MAE
+    skipped_batches: int = 0
+    last_val: Optional[dict] = None
+    stopped_early: bool = False
+    stop_reason: str = ""
+
+    def tracker_json(self) -> str:
+        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "step"})
+
+    @classmethod
+    def resumed(cls, step: int, tracker_json: str) -> "PhaseState":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(step=step, **{k: v for k, v in json.loads(tracker_json).items() if k in known})
+
+    def record(self, metrics: dict[str, float]) -> bool:
+        """Count a validation; True when its maxF is the best so far."""
+        best = metrics["maxF"] > self.best_maxF
+        improved = best or metrics["MAE"] < self.best_MAE
+        self.best_maxF = max(self.best_maxF, metrics["maxF"])
+        self.best_MAE = min(self.best_MAE, metrics["MAE"])
+        self.bad_validations = 0 if improved else self.bad_validations + 1
+        self.last_val = metrics
+        return best
+
+    def summary(self) -> dict:
+        return {**{k: v for k, v in dataclasses.asdict(self).items() if k != "step"}, "steps": self.step}
+
+
+def stop_reason(phase: Phase, state: PhaseState, early_stop: int) -> str:
+    """Why ``phase`` stops after this validation ("" = it goes on): its maxF target, or a plateau."""
+    maxf = state.last_val["maxF"]
+    if phase.target_maxf is not None and maxf > phase.target_maxf:
+        return f"validation maxF {maxf:.4f} > gt_encoder_target_maxf {phase.target_maxf:g}"
+    if early_stop and state.bad_validations >= early_stop:
+        return f"no better maxF or MAE in {state.bad_validations} validations (early_stop={early_stop})"
+    return ""
 
 
 def channels_last_for(c: TrainConfig, device: torch.device) -> bool:
@@ -343,8 +327,9 @@ def make_optimizer(c: TrainConfig, params, lr: float, device: torch.device, tota
 
 
 def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run_dir: Path,
-              refiner_config: RefinerConfig, resume_entry: Optional[dict], progress: bool, logger) -> dict:
-    """Train ``phase.model`` until ``max_steps`` or ``stop_fn``; returns the tracker (best metrics etc.)."""
+              refiner_config: RefinerConfig, resumed: Optional[Resumed], progress: bool,
+              logger: "RunLog") -> PhaseState:
+    """Train ``phase.model`` until ``max_steps``, its maxF target or a plateau; returns where it stopped."""
     device = procs.device
     precision = resolve_precision(c, device)
     channels_last = channels_last_for(c, device)
@@ -353,150 +338,178 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt, sched = make_optimizer(c, model.parameters(), phase.lr, device, phase.max_steps)
-    # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none).
-    scaler = _grad_scaler(device, enabled=precision == torch.float16)
-    ckpts = Checkpoints(run_dir, c.keep_checkpoints)
-    tracker = {"best_maxF": -1.0, "best_MAE": float("inf"), "bad_validations": 0, "skipped_batches": 0,
-               "last_val": None, "stopped_early": False}
-    step = 0
-    if resume_entry is not None and resume_entry["phase"] == phase.name:
-        sd, state = ckpts.load(resume_entry)
-        model.load_state_dict(sd)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        tracker.update(json.loads(state["tracker"]))
-        set_rng_state(state["rng"])
+    scaler = grad_scaler(device, enabled=precision == torch.float16)
+    state = PhaseState()
+    if resumed is not None and resumed.phase == phase.name:
+        model.load_state_dict(resumed.weights)
+        opt.load_state_dict(resumed.state["optimizer"])
+        sched.load_state_dict(resumed.state["scheduler"])
+        if resumed.state.get("scaler"):
+            scaler.load_state_dict(resumed.state["scaler"])
+        state = PhaseState.resumed(resumed.step, resumed.state["tracker"])
+        set_rng_state(resumed.state["rng"])
         if procs.is_main:
-            log.info("resumed %s at step %d", phase.name, step)
-
-    from ..data.dataset import ResumableBatchSampler
-
-    sampler = ResumableBatchSampler(len(data.train), c.batch_size, c.seed, procs.rank, procs.world_size)
-    per_epoch = sampler.batches_per_epoch()
+            log.info("resumed %s at step %d", phase.name, state.step)
     net = model
     if procs.world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if c.compile:
         net = torch.compile(net)
+    train_step = TrainStep(net, phase.loss_fn, opt, device, precision, scaler, sched, channels_last,
+                           agree=procs.all_ok)
+    ckpts = Checkpoints(run_dir, c.keep_checkpoints)
+    weights_config = refiner_config if phase.name == "refiner" else RefinerConfig.for_model(model)
+    save_every = c.save_every or phase.val_every  # by default a checkpoint follows each validation step
+    from ..data.dataset import ResumableBatchSampler
 
-    def state_dict_for_save() -> dict:
-        return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "step": step,
-                "epoch": step // per_epoch, "tracker": json.dumps(tracker), "rng": rng_state(),
-                "phase": phase.name, "version": __version__}
-
-    bar = None
-    if progress and procs.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=phase.max_steps, initial=step, desc=phase.name, unit="step", dynamic_ncols=True)
-    t_last, seen = time.perf_counter(), 0
-    stop = step >= phase.max_steps or tracker["stopped_early"]
+    sampler = ResumableBatchSampler(len(data.train), c.batch_size, c.seed, procs.rank, procs.world_size)
+    batches = _batches(data.train, sampler, c.workers, procs.device, state.step)
+    bar = _progress_bar(phase, state.step) if progress and procs.is_main else None
+    speed = Throughput()
+    stop = state.step >= phase.max_steps or state.stopped_early
     try:
         while not stop:
-            epoch, start_batch = divmod(step, per_epoch)
-            data.train.set_epoch(epoch)
-            sampler.set_epoch(epoch, start_batch)
-            loader = DataLoader(data.train, batch_sampler=sampler, num_workers=c.workers,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
-            for batch in loader:
-                x = batch["input"].to(device, non_blocking=True)
-                y = batch["gt"].to(device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None):
-                    loss, parts = phase.loss_fn(net, {"input": x, "gt": y})
-                finite = procs.all_ok(bool(torch.isfinite(loss.detach()).item()))
-                opt.zero_grad(set_to_none=True)
-                if not finite:
-                    if c.nan_policy == "stop":
-                        raise IS5NetError(
-                            f"{phase.name}: the loss is not finite at step {step + 1}; stopped without saving "
-                            f"(the last checkpoint is intact). Lower lr, or set nan_policy=skip")
-                    tracker["skipped_batches"] += 1
-                    log.warning("%s: non-finite loss at step %d: batch skipped", phase.name, step + 1)
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)  # with fp16, skips a step whose gradients overflowed (then lowers the scale)
-                    scaler.update()
-                sched.step()  # a skipped batch still counts: the schedule follows the step, as max_steps does
-                step += 1
-                seen += x.shape[0] * procs.world_size
+            x, gt = train_step.to_device(*next(batches))
+            result = train_step(x, gt)
+            state.step += 1
+            if not result.finite:
+                _non_finite(phase, state, c.nan_policy)
+            speed.count(x.shape[0] * procs.world_size)
+            last = state.step >= phase.max_steps
+            if bar is not None:
+                bar.update(1)
+            if procs.is_main and (state.step % c.log_every == 0 or last):
+                loss = float(result.loss)
                 if bar is not None:
-                    bar.update(1)
-                if procs.is_main and (step % max(1, c.log_every) == 0 or step == phase.max_steps):
-                    now = time.perf_counter()
-                    loss_value = float(loss.detach())
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss_value:.4f}")
-                    logger.write(phase.name, step, {"loss": loss_value, **parts, "lr": opt.param_groups[0]["lr"],
-                                                    "img_per_s": seen / max(now - t_last, 1e-9)})
-                    t_last, seen = now, 0
-                # Also at the last step, so that the final weights compete for "best" too.
-                val_now = data.val is not None and (step % phase.val_every == 0 or step >= phase.max_steps)
-                if val_now:
-                    stop_flag = False
-                    if procs.is_main:
-                        metrics = validate(model, data.val, procs, precision, channels_last, phase.gt_input,
-                                           c.batch_size)
-                        tracker["last_val"] = metrics
-                        improved = metrics["maxF"] > tracker["best_maxF"] or metrics["MAE"] < tracker["best_MAE"]
-                        if metrics["maxF"] > tracker["best_maxF"]:
-                            tracker["best_maxF"] = metrics["maxF"]
-                            save_refiner(model, run_dir / "checkpoints" / f"{phase.name}-best.safetensors",
-                                         refiner_config if phase.name == "refiner" else None,
-                                         {"step": str(step), "val_maxF": f"{metrics['maxF']:.6f}"})
-                        tracker["best_MAE"] = min(tracker["best_MAE"], metrics["MAE"])
-                        tracker["bad_validations"] = 0 if improved else tracker["bad_validations"] + 1
-                        logger.write(phase.name, step, {"val_maxF": metrics["maxF"], "val_MAE": metrics["MAE"]})
-                        stop_flag = phase.stop_fn(metrics, tracker)
-                        tracker["stopped_early"] = stop_flag
-                        if bar is not None:
-                            bar.write(f"{phase.name} step {step}: val maxF {metrics['maxF']:.4f} "
-                                      f"MAE {metrics['MAE']:.4f}")
-                    stop = procs.broadcast(stop_flag)
-                # By default a checkpoint follows each validation step; with no validation set, the same steps.
-                save_every = c.save_every or phase.val_every
-                save_now = step % save_every == 0 or step >= phase.max_steps or stop
-                if save_now and procs.is_main:
-                    ckpts.save(phase.name, step, model, state_dict_for_save(),
-                               refiner_config if phase.name == "refiner" else RefinerConfig.for_model(model))
-                if save_now:
-                    procs.barrier()
-                if step >= phase.max_steps or stop:
-                    stop = True
-                    break
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                logger.write(phase.name, state.step, {"loss": loss, **result.parts, "lr": opt.param_groups[0]["lr"],
+                                                      "img_per_s": speed.rate()})
+            # Also at the last step, so that the final weights compete for "best".
+            if data.val is not None and (state.step % phase.val_every == 0 or last):
+                stop = _validate_phase(phase, model, state, c, data, procs, run_dir, refiner_config, logger, bar)
+            if state.step % save_every == 0 or last or stop:
+                if procs.is_main:
+                    ckpts.save(phase.name, state.step, model, {
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "scaler": scaler.state_dict(), "step": state.step,
+                        "epoch": state.step // sampler.batches_per_epoch(),
+                        "tracker": state.tracker_json(), "rng": rng_state(), "phase": phase.name,
+                        "version": __version__}, weights_config)
+                procs.barrier()
+            stop = stop or last
     finally:
+        batches.close()  # its DataLoader (and worker processes) go now, not whenever it is collected
         if bar is not None:
             bar.close()
         if procs.world_size > 1:
             # DESIGN §7: drop the DDP module before the process group goes away, also when an error (a
             # non-finite loss) is on its way up to train()'s procs.close().
-            del net
+            del net, train_step
             gc.collect()
-    tracker["steps"] = step
-    return tracker
+    return state
 
 
-def _grad_scaler(device: torch.device, enabled: bool):
-    try:
-        return torch.amp.GradScaler(device.type, enabled=enabled)
-    except (AttributeError, TypeError):  # torch < 2.3: only the per-backend class (a no-op when disabled)
-        return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")
+def _batches(ds, sampler, workers: int, device: torch.device, start_step: int):
+    """The training batches ``(input, gt)`` from step ``start_step`` on, epoch after epoch, in the order an
+    uninterrupted run sees them (a resumed run starts mid-epoch where it stopped)."""
+    epoch, start_batch = divmod(start_step, sampler.batches_per_epoch())
+    while True:
+        ds.set_epoch(epoch)
+        sampler.set_epoch(epoch, start_batch)
+        loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+                            persistent_workers=False)
+        for batch in loader:
+            yield batch["input"], batch["gt"]
+        epoch, start_batch = epoch + 1, 0
+
+
+def _non_finite(phase: Phase, state: PhaseState, nan_policy: str) -> None:
+    """A batch whose loss is not finite (no update was made): stop the run, or count it as skipped."""
+    if nan_policy == "stop":
+        raise IS5NetError(f"{phase.name}: the loss is not finite at step {state.step}; stopped without saving "
+                          f"(the last checkpoint is intact). Lower lr, or set nan_policy=skip")
+    state.skipped_batches += 1
+    log.warning("%s: non-finite loss at step %d: batch skipped", phase.name, state.step)
+
+
+def _validate_phase(phase: Phase, model: nn.Module, state: PhaseState, c: TrainConfig, data: Data,
+                    procs: ProcessGroup, run_dir: Path, refiner_config: RefinerConfig, logger: "RunLog",
+                    bar) -> bool:
+    """Validate on rank 0: log, keep the best weights, decide whether the phase stops (every rank learns it)."""
+    reason = ""
+    if procs.is_main:
+        metrics = validate(model, data.val, procs, resolve_precision(c, procs.device),
+                           channels_last_for(c, procs.device), phase.gt_input, c.batch_size)
+        if state.record(metrics):
+            save_refiner(model, run_dir / "checkpoints" / f"{phase.name}-best.safetensors",
+                         refiner_config if phase.name == "refiner" else None,
+                         {"step": str(state.step), "val_maxF": f"{metrics['maxF']:.6f}"})
+        logger.write(phase.name, state.step, {"val_maxF": metrics["maxF"], "val_MAE": metrics["MAE"]})
+        if bar is not None:
+            bar.write(f"{phase.name} step {state.step}: val maxF {metrics['maxF']:.4f} MAE {metrics['MAE']:.4f}")
+        reason = stop_reason(phase, state, c.early_stop)
+        if reason:
+            state.stopped_early, state.stop_reason = True, reason
+            log.info("%s: stopped at step %d: %s", phase.name, state.step, reason)
+    return procs.broadcast(bool(reason))
+
+
+class Throughput:
+    """Images per second since the last :meth:`rate`."""
+
+    def __init__(self):
+        self.t, self.images = time.perf_counter(), 0
+
+    def count(self, images: int) -> None:
+        self.images += images
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        value = self.images / max(now - self.t, 1e-9)
+        self.t, self.images = now, 0
+        return value
+
+
+def _progress_bar(phase: Phase, step: int):
+    from tqdm import tqdm
+
+    return tqdm(total=phase.max_steps, initial=step, desc=phase.name, unit="step", dynamic_ncols=True)
 
 
 def resolve_precision(c: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
     if c.precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
+    if c.precision == "fp16" and device.type == "cpu":
+        problem = _cpu_fp16_problem()
+        if problem:
+            raise IS5NetError(f"precision=fp16 on the CPU: {problem}; use fp32 or bf16 there")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_fp16_problem() -> str:
+    """Why this torch would not really train in fp16 on the CPU ("" when it would).
+
+    Without a CPU ``GradScaler`` (torch < 2.3) fp16 gradients underflow unscaled, and where CPU autocast has
+    no fp16 it quietly runs fp32: either way the run would not be what ``precision=fp16`` asked for.
+    """
+    try:
+        torch.amp.GradScaler("cpu")
+    except (AttributeError, TypeError, RuntimeError):
+        return "this torch has no loss scaling (GradScaler) on the CPU"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning of an autocast that disables itself
+        with torch.autocast("cpu", dtype=torch.float16):
+            if (torch.ones(1, 1) @ torch.ones(1, 1)).dtype != torch.float16:
+                return "this torch's CPU autocast has no fp16"
+    return ""
 
 
 # ----------------------------------------------------------------------------------------- log
 class RunLog:
-    """``RUN_DIR/log.csv`` (step, phase, metric, value), and TensorBoard when it is installed."""
+    """``RUN_DIR/log.csv`` (time, phase, step, name, value), and TensorBoard when it is installed."""
+
+    HEADER = ["time", "phase", "step", "name", "value"]
 
     def __init__(self, run_dir: Path, enabled: bool):
         self.enabled = enabled
@@ -510,6 +523,19 @@ class RunLog:
             except Exception:  # tensorboard not installed (an optional extra): CSV only
                 self.tb = None
 
+    def resume_at(self, resumed: Optional[Resumed]) -> None:
+        """Drop the rows a resumed run will write again: those after its checkpoint (every row when it starts
+        over), so that ``log.csv`` reads as one run. A row cut short by the kill goes too."""
+        if not self.enabled or not self.path.is_file():
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [r for r in rows[1:] if len(r) == len(self.HEADER) and _logged_before(r[1], r[2], resumed)]
+        if len(kept) != len(rows) - 1:
+            lines = io.StringIO()
+            csv.writer(lines).writerows([self.HEADER, *kept])
+            atomic_write_text(self.path, lines.getvalue())
+
     def write(self, phase: str, step: int, values: dict) -> None:
         if not self.enabled:
             return
@@ -517,7 +543,7 @@ class RunLog:
         with open(self.path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["time", "phase", "step", "name", "value"])
+                w.writerow(self.HEADER)
             for k, v in values.items():
                 w.writerow([f"{time.time():.3f}", phase, step, k, f"{float(v):.6g}"])
         if self.tb is not None:
@@ -527,6 +553,13 @@ class RunLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _logged_before(phase: str, step: str, resumed: Optional[Resumed]) -> bool:
+    """Whether a row of ``phase`` at ``step`` was logged at or before ``resumed``'s checkpoint."""
+    if resumed is None or phase not in PHASES or not step.isdigit():
+        return False
+    return (PHASES.index(phase), int(step)) <= (PHASES.index(resumed.phase), resumed.step)
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -554,22 +587,22 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
 
     ``resume``: continue from ``run_dir``'s last checkpoint (same steps, same data order, same result).
     """
+    validate_config(config)  # also a config built in Python rather than by load_config
     run_dir = Path(run_dir)
-    c = config
-    procs = ProcessGroup(resolve_device(c.device))
+    procs = ProcessGroup(resolve_device(config.device))
     try:
-        return _train(c, run_dir, resume, progress, procs)
+        return _train(config, run_dir, resume, progress, procs)
     finally:
         procs.close()
 
 
 def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: ProcessGroup) -> Path:
-    ckpts = Checkpoints(run_dir, c.keep_checkpoints)
-    entry = ckpts.latest() if resume else None
-    if resume and entry is None and procs.is_main:
-        log.info("no checkpoint in %s yet: starting from the beginning", run_dir)
+    resolve_precision(c, procs.device)  # refuses what this device cannot do before anything is written
     if not resume and (run_dir / "checkpoints" / "latest.json").exists():
         raise IS5NetError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+    resumed = Checkpoints(run_dir, c.keep_checkpoints).resume_point() if resume else None
+    if resume and resumed is None and procs.is_main:
+        log.info("no checkpoint in %s yet: starting from the beginning", run_dir)
     seed_everything(c.seed + procs.rank)
 
     refiner = build_refiner(c)
@@ -584,85 +617,24 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
         log.info("%s; batch %d x %d process(es) = effective batch %d; device %s", data.description,
                  c.batch_size, procs.world_size, c.batch_size * procs.world_size, procs.device)
     logger = RunLog(run_dir, procs.is_main)
+    if resume:
+        logger.resume_at(resumed)
     summary: dict = {"skipped_pairs": data.skipped}
     try:
-        # Phase 1: the GT encoder learns to reproduce the GT from the GT; its features then supervise phase 2.
-        gt_encoder: Optional[GTEncoder] = None
+        gt_encoder = None
         if c.gt_encoder:
-            gt_path = run_dir / "gt_encoder.safetensors"
-            if gt_path.exists() and resume:
-                gt_encoder = load_gt_encoder(gt_path)
-            else:
-                torch.manual_seed(c.seed)
-                enc = GTEncoder(in_ch=1, width=refiner.width)
-                gt_steps = c.gt_encoder_max_steps
-
-                def gt_loss(net, b):
-                    logits, _ = net(b["gt"])
-                    loss = side_loss(logits, b["gt"], c.bce_weight, c.iou_weight)
-                    if c.ortho_weight:  # the reference orthogonalises the GT encoder too
-                        loss = loss + c.ortho_weight * orthogonality_penalty(_unwrapped(net))
-                    return loss, {}
-
-                phase1 = Phase("gt_encoder", enc, c.gt_encoder_lr, gt_steps, c.gt_encoder_val_every or c.val_every,
-                               gt_loss, gt_input=True,
-                               stop_fn=lambda m, t: m["maxF"] > c.gt_encoder_target_maxf)
-                t1 = run_phase(phase1, c, data, procs, run_dir, refiner_config,
-                               entry if entry and entry["phase"] == "gt_encoder" else None, progress, logger)
-                summary["gt_encoder"] = t1
-                if procs.is_main:
-                    best = run_dir / "checkpoints" / "gt_encoder-best.safetensors"
-                    final_enc = load_gt_encoder(best) if best.exists() else enc
-                    save_refiner(final_enc, gt_path, None, {"val_maxF": str(t1.get("best_maxF"))})
-                procs.barrier()
-                gt_encoder = load_gt_encoder(gt_path)
-                entry = None if entry and entry["phase"] == "gt_encoder" else entry
-            # Frozen and in eval mode: the official code forgets .eval(), letting BatchNorm statistics drift.
-            gt_encoder = gt_encoder.eval()
-            if resolve_precision(c, procs.device) is not None:
-                # Mixed precision (CUDA): being frozen, its BatchNorm folds into the convs, the same function
-                # in fewer kernels per step. In fp32 it stays as trained, so fp32 runs reproduce bit for bit.
-                gt_encoder = gt_encoder.fold_batchnorm()
-            gt_encoder = gt_encoder.to(procs.device).requires_grad_(False)
-            if channels_last_for(c, procs.device):
-                gt_encoder = gt_encoder.to(memory_format=torch.channels_last)
-
+            gt_encoder = _gt_encoder_phase(c, data, procs, run_dir, refiner, refiner_config, resume, resumed,
+                                           progress, logger, summary)
         # Phase 2: the refiner, 20*BCE + 0.5*IoU per side output + feature MSE + orthogonality.
-        def refiner_loss(net, b):
-            logits, feats = net(b["input"])
-            loss = side_loss(logits, b["gt"], c.bce_weight, c.iou_weight)
-            parts = {"side": loss.detach()}
-            if c.feature_loss and gt_encoder is not None:
-                with torch.no_grad():
-                    gt_feats = gt_encoder.encode(b["gt"])
-                fl = feature_loss(feats, gt_feats, c.feature_weight)
-                loss = loss + fl
-                parts["feature"] = fl.detach()
-            if c.ortho_weight:
-                loss = loss + c.ortho_weight * orthogonality_penalty(_unwrapped(net))
-            return loss, parts
-
-        def refiner_stop(m, t):
-            return bool(c.early_stop) and t["bad_validations"] >= c.early_stop
-
+        gt_features = gt_encoder.encode if c.feature_loss and gt_encoder is not None else None
         torch.manual_seed(c.seed)
-        phase2 = Phase("refiner", refiner, c.lr, c.max_steps, c.val_every, refiner_loss, gt_input=False,
-                       stop_fn=refiner_stop)
-        t2 = run_phase(phase2, c, data, procs, run_dir, refiner_config, entry, progress, logger)
-        summary["refiner"] = t2
+        phase2 = Phase("refiner", refiner, c.lr, c.max_steps, c.val_every, refiner_loss(c, gt_features),
+                       gt_input=False)
+        t2 = run_phase(phase2, c, data, procs, run_dir, refiner_config, resumed, progress, logger)
+        summary["refiner"] = t2.summary()
         out = run_dir / "refiner.safetensors"
         if procs.is_main:
-            final = refiner.to("cpu")
-            save_refiner(final, run_dir / "refiner_last.safetensors", refiner_config, {"step": str(t2["steps"])})
-            best = run_dir / "checkpoints" / "refiner-best.safetensors"
-            if best.exists():
-                # The refiner of the best validation maxF is the result; the last weights stay beside it.
-                sd, meta = read_state_dict(best)
-                final_best = build_refiner_like(refiner)
-                final_best.load_state_dict(sd)
-                save_refiner(final_best, out, refiner_config, {"val_maxF": meta.get("val_maxF", "")})
-            else:
-                save_refiner(final, out, refiner_config, {"step": str(t2["steps"])})
+            _write_result(refiner, refiner_config, run_dir, t2.step)
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
         procs.barrier()
         return out
@@ -670,11 +642,50 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
         logger.close()
 
 
-def _unwrapped(net: nn.Module) -> nn.Module:
-    """The model inside DDP and/or torch.compile wrappers (its parameter names are the plain ones)."""
-    module = getattr(net, "_orig_mod", net)
-    module = getattr(module, "module", module)
-    return getattr(module, "_orig_mod", module)
+def _gt_encoder_phase(c: TrainConfig, data: Data, procs: ProcessGroup, run_dir: Path, refiner: ISNet,
+                      refiner_config: RefinerConfig, resume: bool, resumed: Optional[Resumed], progress: bool,
+                      logger: RunLog, summary: dict) -> GTEncoder:
+    """Phase 1 (or its result, when a resumed run is past it): the GT encoder learns to reproduce the GT from
+    the GT; returned frozen, its features then supervise phase 2."""
+    gt_path = run_dir / "gt_encoder.safetensors"
+    if not (resume and gt_path.exists()):
+        torch.manual_seed(c.seed)
+        enc = GTEncoder(in_ch=1, width=refiner.width)
+        phase1 = Phase("gt_encoder", enc, c.gt_encoder_lr, c.gt_encoder_steps, c.gt_encoder_val_every or c.val_every,
+                       gt_encoder_loss(c), gt_input=True, target_maxf=c.gt_encoder_target_maxf)
+        t1 = run_phase(phase1, c, data, procs, run_dir, refiner_config, resumed, progress, logger)
+        summary["gt_encoder"] = t1.summary()
+        if procs.is_main:
+            best = run_dir / "checkpoints" / "gt_encoder-best.safetensors"
+            final_enc = load_gt_encoder(best) if best.exists() else enc
+            save_refiner(final_enc, gt_path, None, {"val_maxF": str(t1.best_maxF)})
+        procs.barrier()
+    gt_encoder = load_gt_encoder(gt_path)
+    # Frozen and in eval mode: the official code forgets .eval(), letting BatchNorm statistics drift.
+    gt_encoder = gt_encoder.eval()
+    if resolve_precision(c, procs.device) is not None:
+        # Mixed precision (CUDA): being frozen, its BatchNorm folds into the convs, the same function
+        # in fewer kernels per step. In fp32 it stays as trained, so fp32 runs reproduce bit for bit.
+        gt_encoder = gt_encoder.fold_batchnorm()
+    gt_encoder = gt_encoder.to(procs.device).requires_grad_(False)
+    if channels_last_for(c, procs.device):
+        gt_encoder = gt_encoder.to(memory_format=torch.channels_last)
+    return gt_encoder
+
+
+def _write_result(refiner: ISNet, refiner_config: RefinerConfig, run_dir: Path, steps: int) -> None:
+    """``refiner.safetensors``: the weights of the best validation maxF (the last ones when nothing was
+    validated); ``refiner_last.safetensors`` beside it."""
+    final = refiner.to("cpu")
+    save_refiner(final, run_dir / "refiner_last.safetensors", refiner_config, {"step": str(steps)})
+    best = run_dir / "checkpoints" / "refiner-best.safetensors"
+    if best.exists():
+        sd, meta = read_state_dict(best)
+        final_best = build_refiner_like(refiner)
+        final_best.load_state_dict(sd)
+        save_refiner(final_best, run_dir / "refiner.safetensors", refiner_config, {"val_maxF": meta.get("val_maxF", "")})
+    else:
+        save_refiner(final, run_dir / "refiner.safetensors", refiner_config, {"step": str(steps)})
 
 
 def build_refiner_like(model: ISNet) -> ISNet:
