@@ -1,4 +1,4 @@
-"""Box -> mask on a large photo: the reference notebook's way vs IS5NetPredictor (DESIGN §6 anchor).
+"""Box -> mask on a large photo: the reference notebook's way vs IS5NetPredictor (docs/benchmarks.md anchor).
 
 Reference way: ``SamPredictor.set_image`` (resize on the CPU), ``predict(box, multimask_output=True)``,
 then the full-resolution 5-channel tensor built and resized on the CPU, the refiner in default settings,

@@ -57,6 +57,7 @@ from ..errors import IS5NetError
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
 from ..contract import binary_mask, tight_box
 from ..prompts import MASK_CHOICES, SAM_TYPES, TINY_SAM_SEED, require_sam_checkpoint, seeded_tiny_sam
+from .defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from .pairs import Pair, find_pairs, parse_subsets
 from .samples import Sample, pair_samples
 
@@ -292,8 +293,8 @@ def cache_sam(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
-    min_fraction: float = 0.004,
-    jitter_fraction: float = 0.1,
+    min_fraction: float = MIN_COMPONENT_FRACTION,
+    jitter_fraction: float = JITTER_FRACTION,
     seed: int = 0,
 ) -> dict:
     """Fill the SAM-mask cache for every sample of the dataset at ``root``; return counts.

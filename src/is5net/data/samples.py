@@ -2,9 +2,9 @@
 
 Boxes are ``(x0, y0, x1, y1)`` ints, XYXY in pixels of the image as displayed (EXIF applied), with an
 **exclusive** end: the box covers rows ``y0 .. y1-1`` and columns ``x0 .. x1-1`` (the box channel's
-convention, DESIGN §1). The GT foreground is ``gt > 127`` (:data:`is5net.data.pairs.FG_THRESHOLD`).
+convention, docs/input-contract.md). The GT foreground is ``gt > 127`` (:data:`is5net.contract.FG_THRESHOLD`).
 
-GT enrichment (DESIGN §1, the reference training recipe)
+GT enrichment (docs/training.md, the reference training recipe)
 -------------------------------------------------------
 The GT foreground is split into 8-connected components (``skimage.measure.label(connectivity=2)``, labels
 1..n in raster order of each component's first pixel, so deterministic). A component *qualifies* when it
@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import IS5NetError
 from ..io import load_mask
 from ..contract import FG_THRESHOLD, binary_mask, tight_box
+from .defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from .pairs import Pair
 
 log = logging.getLogger("is5net")
@@ -86,7 +87,7 @@ def jitter_box(
     box: Sequence[int],
     k: int,
     image_size: tuple[int, int],
-    max_fraction: float = 0.1,
+    max_fraction: float = JITTER_FRACTION,
     seed: int = 0,
     identity: str = "",
 ) -> Box:
@@ -147,8 +148,8 @@ def pair_samples(
     gt: np.ndarray,
     enrich: bool = True,
     jitter: int = 0,
-    min_fraction: float = 0.004,
-    jitter_fraction: float = 0.1,
+    min_fraction: float = MIN_COMPONENT_FRACTION,
+    jitter_fraction: float = JITTER_FRACTION,
     seed: int = 0,
 ) -> list[Sample]:
     """The samples of one pair given its GT (``HxW`` uint8 0..255); see the module docstring. Empty GT: ``[]``."""
@@ -180,8 +181,8 @@ def enumerate_samples(
     pairs: Sequence[Pair],
     enrich: bool = True,
     jitter: int = 0,
-    min_fraction: float = 0.004,
-    jitter_fraction: float = 0.1,
+    min_fraction: float = MIN_COMPONENT_FRACTION,
+    jitter_fraction: float = JITTER_FRACTION,
     seed: int = 0,
     workers: int = 1,
     progress: bool = False,

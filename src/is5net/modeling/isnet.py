@@ -67,7 +67,7 @@ class ISNet(_SideOutputs):
         out_ch: channels of each side output (1).
         width: channel multiplier (1.0 = official; tiny test variants use 1/8).
 
-    ``forward(x)`` with ``x`` of shape ``B x in_ch x H x W`` (float, normalised as DESIGN §1) returns
+    ``forward(x)`` with ``x`` of shape ``B x in_ch x H x W`` (float, normalised as docs/input-contract.md) returns
     ``(side_logits, features)``:
       - ``side_logits``: 6 tensors ``B x out_ch x H x W``, logits **before** sigmoid, upsampled to the input
         size; ``side_logits[0]`` is the final output, and ``sigmoid(side_logits[i])`` equals the official
