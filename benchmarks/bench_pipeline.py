@@ -59,6 +59,8 @@ def main() -> None:
 
     ref_pred = SamPredictor(sam)
 
+    # The reference notebook's pipeline, written out plainly on purpose: it is the baseline that the
+    # predictor (is5net.contract's rules, docs/input-contract.md) is timed against.
     def reference():
         with torch_defaults(), torch.no_grad():
             ref_pred.set_image(rgb)
