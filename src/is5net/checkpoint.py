@@ -27,6 +27,23 @@ from .modeling.isnet import GTEncoder, ISNet
 
 FORMAT_TAG = "is5net"
 DEFAULT_INPUT_SIZE = 1024
+#: The refiner halves its input six times (a stride-2 stem, then five pools): a side that is a multiple of
+#: 32 keeps the coarsest maps whole and every skip connection the size of its upsampled partner, as the
+#: training configuration requires too (``input_size`` in ``is5net.train.config``).
+INPUT_SIZE_MULTIPLE = 32
+
+
+def check_input_size(size, what: str = "input size") -> None:
+    """Raise :class:`CheckpointError` unless ``size`` (an int, or a (height, width) pair) is a multiple of
+    :data:`INPUT_SIZE_MULTIPLE` of at least that much: what the refiner can run at."""
+    sides = size if isinstance(size, (list, tuple)) else [size]
+    ok = len(sides) in (1, 2) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= INPUT_SIZE_MULTIPLE and v % INPUT_SIZE_MULTIPLE == 0
+        for v in sides
+    )
+    if not ok:
+        raise CheckpointError(f"{what} {size!r}: expected a multiple of {INPUT_SIZE_MULTIPLE}, at least "
+                              f"{INPUT_SIZE_MULTIPLE} (e.g. {DEFAULT_INPUT_SIZE}, the reference)")
 
 
 def default_mean(in_ch: int) -> list[float]:
@@ -64,6 +81,11 @@ def read_state_dict(path: os.PathLike | str) -> tuple[dict[str, torch.Tensor], d
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    image_kind = _image_kind(path)
+    if image_kind is not None:
+        # torch.load would call it a pickle that "needs arbitrary code": say what it is instead.
+        raise CheckpointError(f"{path}: not a checkpoint but a {image_kind} image; give the refiner's weights "
+                              f"(.pth or .safetensors)")
     metadata: dict[str, str] = {}
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -97,6 +119,29 @@ def read_state_dict(path: os.PathLike | str) -> tuple[dict[str, torch.Tensor], d
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj, metadata
+
+
+# Leading bytes of the image formats a user may pass by mistake (an image where weights were meant).
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+
+
+def _image_kind(path: Path) -> Optional[str]:
+    """The image format ``path`` holds (from its first bytes), or None if it is not a known image."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None  # unreadable: the loaders below say so in their own words
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    kind = next((kind for magic, kind in _IMAGE_MAGIC if head.startswith(magic)), None)
+    if kind in ("BMP", "TIFF") and head[8:9] == b"{":
+        # Short magics: a safetensors file (8-byte header length, then its JSON header) may start alike.
+        return None
+    return kind
 
 
 def _unwrap(obj):
@@ -143,6 +188,7 @@ def load_refiner(path: os.PathLike | str, device: str | torch.device = "cpu") ->
             raise CheckpointError(f"{path}: its is5net metadata is unreadable ({exc})") from None
         if config.in_ch != in_ch:
             raise CheckpointError(f"{path}: metadata says {config.in_ch} input channels, weights have {in_ch}")
+        check_input_size(config.input_size, f"{path}: its metadata's input size")
     model.model_name = config.model
     model.config = config
     return model.to(device).eval()
@@ -180,6 +226,7 @@ def save_refiner(
     path = Path(path)
     if config is None:
         config = getattr(model, "config", None) or RefinerConfig.for_model(model)
+    check_input_size(config.input_size)  # a checkpoint the predictor could not run is never written
     meta = {"format": FORMAT_TAG, "kind": model.__class__.__name__, "config": json.dumps(asdict(config))}
     meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -206,7 +253,14 @@ def isnet_to_is5net_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def convert_isnet_to_is5net(src: os.PathLike | str, dst: os.PathLike | str, input_size: int = DEFAULT_INPUT_SIZE) -> Path:
-    """Read an IS-Net checkpoint, write the equivalent IS5Net as safetensors with metadata."""
+    """Read an IS-Net checkpoint, write the equivalent IS5Net as safetensors with metadata.
+
+    ``dst`` must not be ``src`` (through any path, symbolic or hard link): the input is never overwritten.
+    ``input_size``: what the metadata tells the predictor, checked by :func:`check_input_size`.
+    """
+    check_input_size(input_size)
+    if _same_file(src, dst):
+        raise CheckpointError(f"{dst}: is the input checkpoint {src} itself; name a new file for the output")
     sd, _ = read_state_dict(src)
     in_ch, width = _isnet_geometry(sd, src)
     if in_ch != 3:
@@ -215,3 +269,11 @@ def convert_isnet_to_is5net(src: os.PathLike | str, dst: os.PathLike | str, inpu
     _load_strict(model, isnet_to_is5net_state_dict(sd), src)
     model.model_name = model_name_for(5, width)
     return save_refiner(model, dst, RefinerConfig.for_model(model, input_size), {"converted_from": Path(src).name})
+
+
+def _same_file(a: os.PathLike | str, b: os.PathLike | str) -> bool:
+    """Whether ``a`` and ``b`` are one file (same device and inode: also through symbolic and hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): they cannot be the same file
+        return False

@@ -101,7 +101,7 @@ def convert_isnet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", type=Path,
                         help="where to write the IS5Net weights (.safetensors; never the input file)")
     parser.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, metavar="S",
-                        help=f"input size stored in the metadata: a multiple of 32 from 32 to 4096 "
+                        help=f"input size stored in the metadata: a multiple of 32, at least 32 "
                              f"(default {DEFAULT_INPUT_SIZE})")
 
 

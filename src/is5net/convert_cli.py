@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoint import convert_isnet_to_is5net
+from .checkpoint import check_input_size, convert_isnet_to_is5net
 from .errors import IS5NetError
 
 
 def run(args: argparse.Namespace) -> int:
+    # Every check before reading the weights: a bad option costs nothing and writes nothing.
+    check_input_size(args.input_size, "--input-size")
     if args.output.suffix != ".safetensors":
         raise IS5NetError(f"{args.output}: the output must be a .safetensors file")
+    if args.output.is_dir():
+        raise IS5NetError(f"{args.output}: is a directory; name the .safetensors file to write")
     convert_isnet_to_is5net(args.input, args.output, args.input_size)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

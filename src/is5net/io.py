@@ -169,6 +169,28 @@ def open_image(path: PathLike, exif: bool = True, max_pixels: Optional[int] = No
         raise IS5NetError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
+def image_file_problem(path: PathLike) -> Optional[str]:
+    """Why ``path`` is not an image file at all (missing, a directory, a format Pillow does not identify),
+    read from its header only; None when it is one. Decoding may still fail later (a truncated file), and
+    the pixel limit is :func:`open_image`'s to check: this is the cheap test a command runs on all of its
+    inputs before any slow work."""
+    path = Path(path)
+    if not path.exists():
+        return "no such image file"
+    if not path.is_file():
+        return "not a file, expected an image"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path):
+                pass
+    except Image.DecompressionBombError:
+        return None  # an image, only a large one: open_image gives the size error with the way out
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"not a readable image ({exc.__class__.__name__}: {exc})"
+    return None
+
+
 def load_image(path: PathLike, match: Optional[tuple[int, int]] = None,
                max_pixels: Optional[int] = None) -> np.ndarray:
     """Read an image file as ``HxWx3`` uint8 RGB in its displayed orientation (EXIF applied).
