@@ -7,9 +7,9 @@ Ours  = what ``is5net.train.loop`` runs on CUDA: bf16 autocast, channels_last re
 Plain = what the official code runs: fp32, eager, NCHW, default backend flags (``common.torch_defaults``),
         non-fused AdamW (PyTorch's default implementation).
 Both: the same architecture and initial weights, the same batch (real photos via ``common.real_input``, GT =
-the mask channel), the same loss as loop.py's phase 2: ``side_loss`` (20*BCE + 0.5*IoU per side output)
-+ ``feature_loss`` (MSE to the frozen GT encoder's maps) + ``1e-8 * orthogonality_penalty``, and the same
-per-step finiteness check (``loss.item()``, one host sync per step, as loop.py).
+the mask channel), and the very step loop.py's phase 2 runs (``is5net.train.step``: ``TrainStep`` with
+``refiner_loss``, i.e. ``side_loss`` (20*BCE + 0.5*IoU per side output) + ``feature_loss`` (MSE to the frozen
+GT encoder's maps) + ``1e-8 * orthogonality_penalty``, and its per-step finiteness check, one host sync).
 
 On the CPU the default pair is ``plain`` and ``ours_cpu``: what loop.py runs there (fp32, NCHW, fused AdamW,
 the GT encoder features only, unfolded), the CPU's own ratio.
@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -64,7 +65,8 @@ from is5net.checkpoint import default_mean  # noqa: E402
 from is5net.modeling import build_model, gt_encoder_for  # noqa: E402
 from is5net.runtime import enable_fast_cuda  # noqa: E402
 from is5net.train.config import TrainConfig  # noqa: E402
-from is5net.train.losses import feature_loss, orthogonality_penalty, side_loss  # noqa: E402
+from is5net.train.losses import feature_loss  # noqa: E402
+from is5net.train.step import TrainStep, refiner_loss  # noqa: E402
 
 GIB = 1024 ** 3
 VARIANTS = {
@@ -203,8 +205,8 @@ def calibrate_gt_encoder(enc: torch.nn.Module, device: torch.device, size: int =
 
 
 # ----------------------------------------------------------------------------------------- step
-class TrainStep:
-    """One phase-2 optimisation step of loop.py, configured by a variant; ``step(x, y)`` -> loss value."""
+class BenchStep:
+    """loop.py's phase-2 step (``is5net.train.step.TrainStep``) set up as a variant; ``step(x, y)`` -> loss."""
 
     def __init__(self, variant: str, model_name: str, refiner_sd: dict, gt_sd: dict, device: torch.device,
                  c: TrainConfig):
@@ -216,74 +218,53 @@ class TrainStep:
             for k, v in ABLATIONS[variant][1].items():
                 setattr(c, k, v)
         self.patched = variant == "ours_up32"
-        # The official code's GT encoder (unfolded, all heads), in plain and in the previous version of ours.
-        self.lean_gt = variant not in ("plain", "ours_v1")
-        self.feature_loss = feature_loss if variant != "ours_v1" else _feature_loss_fp32_copies
         if self.patched:
             import is5net.modeling.isnet as isnet_mod
             import is5net.modeling.rsu as rsu_mod
 
             self._saved = (rsu_mod.upsample_like, isnet_mod.upsample_like)
             rsu_mod.upsample_like = isnet_mod.upsample_like = _fp32_upsample_like
-        self.device, self.c, self.amp, self.cl = device, c, amp, cl
+        self.device, self.amp = device, amp
         model = build_model(model_name)
         model.load_state_dict(refiner_sd)
         model = model.to(device)
         if cl:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.train()
+        # The official code's GT encoder (unfolded, all heads), in plain and in the previous version of ours.
+        lean_gt = variant not in ("plain", "ours_v1")
         gt_enc = gt_encoder_for(model)
         gt_enc.load_state_dict(gt_sd)
-        if self.lean_gt and amp is not None:  # as loop.py under mixed precision: frozen, so BatchNorm folded
+        if lean_gt and amp is not None:  # as loop.py under mixed precision: frozen, so BatchNorm folded
             gt_enc = gt_enc.eval().fold_batchnorm()
             gt_cl = gt_cl or cl
-        self.gt_cl = gt_cl
         gt_enc = gt_enc.to(device)
         if gt_cl:
             gt_enc = gt_enc.to(memory_format=torch.channels_last)
         # Frozen and in eval mode, as loop.py.
         self.gt_encoder = gt_enc.eval().requires_grad_(False)
+        gt_features = None
+        if c.feature_loss:
+            gt_features = self.gt_encoder.encode if lean_gt else (lambda y: self.gt_encoder(y)[1])
+        loss_fn = refiner_loss(c, gt_features, feature_loss if variant != "ours_v1" else _feature_loss_fp32_copies)
         kw = dict(lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
         if fused:
             kw["fused"] = True
         self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
         self.compiled = compiled
-        self.net = torch.compile(self.model) if compiled else self.model
+        net = torch.compile(self.model) if compiled else self.model
+        self.train_step = TrainStep(net, loss_fn, self.opt, device, precision=amp, channels_last=cl,
+                                    gt_channels_last=gt_cl)
         self.non_finite = 0
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True)
-        if self.cl:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.gt_cl:
-            y = y.contiguous(memory_format=torch.channels_last)
-        return x, y
+        return self.train_step.to_device(x, y)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """loop.py's ``refiner_loss``."""
-        c = self.c
-        logits, feats = self.net(x)
-        loss = side_loss(logits, y, c.bce_weight, c.iou_weight)
-        if c.feature_loss:
-            with torch.no_grad():
-                gt_feats = self.gt_encoder.encode(y) if self.lean_gt else self.gt_encoder(y)[1]
-            loss = loss + self.feature_loss(feats, gt_feats, c.feature_weight)
-        if c.ortho_weight:
-            loss = loss + c.ortho_weight * orthogonality_penalty(self.model)
-        return loss
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss = self.loss(x, y)
-        value = float(loss.detach())  # loop.py's finiteness check: one host sync per step
-        self.opt.zero_grad(set_to_none=True)
-        if np.isfinite(value):
-            loss.backward()
-            self.opt.step()
-        else:
-            self.non_finite += 1
-        return value
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step (its finiteness check is loop.py's host sync); the detached loss."""
+        result = self.train_step(x, y)
+        self.non_finite += not result.finite
+        return result.loss
 
     def close(self) -> None:
         if self.patched:
@@ -292,7 +273,7 @@ class TrainStep:
 
             rsu_mod.upsample_like, isnet_mod.upsample_like = self._saved
         self.opt.zero_grad(set_to_none=True)
-        del self.net, self.model, self.gt_encoder, self.opt
+        del self.train_step, self.model, self.gt_encoder, self.opt
         if self.compiled:
             torch._dynamo.reset()  # the compiled graphs hold the model
 
@@ -316,11 +297,11 @@ def describe(variant: str, device: torch.device) -> str:
     return ", ".join(parts)
 
 
-def time_steps(ts: TrainStep, x: torch.Tensor, y: torch.Tensor, iters: int,
+def time_steps(ts: BenchStep, x: torch.Tensor, y: torch.Tensor, iters: int,
                warmup: int) -> tuple[list[float], float, float]:
     """(step times in ms, loss of the first step, seconds of the first step: compilation, autotuning)."""
     t0 = time.perf_counter()
-    first = ts.step(x, y)
+    first = float(ts.step(x, y))
     first_s = time.perf_counter() - t0
     for _ in range(max(0, warmup - 1)):
         ts.step(x, y)
@@ -337,12 +318,12 @@ def time_steps(ts: TrainStep, x: torch.Tensor, y: torch.Tensor, iters: int,
 @contextlib.contextmanager
 def open_step(variant: str, args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig,
               fast: bool = False):
-    """A :class:`TrainStep` under the plain backend defaults (``fast``: plus ``fast_flags``); closed and its
+    """A :class:`BenchStep` under the plain backend defaults (``fast``: plus ``fast_flags``); closed and its
     memory handed back afterwards, whatever happened, so the next measurement starts clean."""
     ts = None
     try:
         with torch_defaults(), fast_flags(fast and device.type == "cuda"):
-            ts = TrainStep(variant, args.model, refiner_sd, gt_sd, device, c)
+            ts = BenchStep(variant, args.model, refiner_sd, gt_sd, device, c)
             yield ts
     finally:
         if ts is not None:
@@ -407,7 +388,7 @@ def run_interleaved(variants: list[str], args, refiner_sd: dict, gt_sd: dict, x:
             steps[v] = stack.enter_context(open_step(v, args, refiner_sd, gt_sd, device, c))
             inputs[v] = steps[v].prepare(x, y)
         for v in variants:  # first steps (allocation, autotuning) are not timed
-            results[v]["first_loss"] = steps[v].step(*inputs[v])
+            results[v]["first_loss"] = float(steps[v].step(*inputs[v]))
             for _ in range(args.warmup - 1):
                 steps[v].step(*inputs[v])
         sync(device)
@@ -445,8 +426,7 @@ def count_saved(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
                 return t
 
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                with torch.autocast(device.type, dtype=ts.amp or torch.float32, enabled=ts.amp is not None):
-                    loss = ts.loss(xd, yd)
+                loss, _ = ts.train_step.forward(xd, yd)
             n_params = sum(p.numel() for p in ts.model.parameters())
             res.update(saved_bytes=sum(storages.values()), saved_gib=sum(storages.values()) / GIB,
                        state_gib=n_params * 4 * 4 / GIB, loss=float(loss.detach()))
@@ -578,7 +558,8 @@ def fmt(v, spec: str, na: str = "n/a") -> str:
     return na if v is None else format(v, spec)
 
 
-def main() -> int:
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
+    """The arguments and the variants to run (checked: an unknown or impossible one is a usage error)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--model", default="is5net", help="registry name (is5net, is5net_tiny, isnet ...)")
@@ -612,8 +593,6 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--json", type=Path, help="also write all numbers here")
     args = ap.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
 
     if args.variants is None:
         args.variants = "plain,ours" if args.device.startswith("cuda") else "plain,ours_cpu"
@@ -631,18 +610,28 @@ def main() -> int:
         mixed = [v for v in variants if VARIANTS[v][3] or VARIANTS[v][4] or v == "ours_up32"]
         if mixed or args.count_saved:
             ap.error(f"--interleave times plain eager variants only (not {', '.join(mixed) or '--count-saved'})")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("CUDA is not available here; use --device cpu")
     if args.data_iters <= 0:
-        args.data_iters = 50 if device.type == "cuda" else args.iters
-    c = TrainConfig()
+        args.data_iters = 50 if args.device.startswith("cuda") else args.iters
+    return args, variants
 
-    # The batch: real photos + rough mask + box; the GT is the mask channel.
+
+@dataclass
+class Inputs:
+    """What every variant starts from: the same batch and the same initial weights."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    refiner_sd: dict
+    gt_sd: dict
+
+
+def make_inputs(args, device: torch.device) -> Inputs:
+    """Real photos + rough mask + box (the GT is the mask channel); a refiner's initial weights and a GT encoder
+    with BatchNorm statistics from masks (eval mode)."""
     x5 = real_input(args.batch, 5, args.size)
     y = (x5[:, 3:4] > 0.5).float().contiguous()
-
-    # Same initial weights for every variant; a GT encoder with BatchNorm statistics from masks (eval mode).
     torch.manual_seed(0)
     model = build_model(args.model)
     refiner_sd = {k: v.clone() for k, v in model.state_dict().items()}
@@ -655,11 +644,11 @@ def main() -> int:
     x = (x5 if in_ch == 5 else x5[:, :3]).contiguous()
     if device.type == "cuda":
         x, y = x.pin_memory(), y.pin_memory()
+    return Inputs(x, y, refiner_sd, gt_sd)
 
+
+def print_header(args, device: torch.device, c: TrainConfig) -> dict:
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    header = dict(device=dev_name, torch=torch.__version__, model=args.model, size=args.size, batch=args.batch,
-                  iters=args.iters, warmup=args.warmup, args=vars(args),
-                  cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None)
     print(f"device: {dev_name}  torch {torch.__version__}  model: {args.model}  input {args.size}²  "
           f"batch {args.batch}  iters {args.iters} (+{args.warmup} warmup)")
     print(f"loss: side (20*BCE + 0.5*IoU, 6 outputs) + feature MSE (frozen eval GT encoder) + "
@@ -668,153 +657,209 @@ def main() -> int:
         print("note: on the CPU loop.py trains in fp32/NCHW, as 'ours_cpu'; 'ours' runs the CUDA settings to "
               "exercise the code path (bf16 on a CPU), so its ratio means nothing; RSS+ = growth of the peak "
               "resident memory (approximate: the first variant also pays one-time library allocations)")
+    return dict(device=dev_name, torch=torch.__version__, model=args.model, size=args.size, batch=args.batch,
+                iters=args.iters, warmup=args.warmup, args=vars(args),
+                cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None)
 
-    results: list[dict] = []
-    summary: dict = {}
-    data: Optional[dict] = None
 
+def report_saved_memory(variants: list[str], args, inputs: Inputs, device: torch.device, c: TrainConfig,
+                        header: dict) -> int:
+    """``--count-saved``: the memory each variant holds for backward, measured at batch B and 2B and
+    extrapolated. The difference is the per-image part (it scales with batch x pixels); the rest is per step
+    (bf16 weight copies, the orthogonality penalty's stacks). Both extrapolate exactly."""
+    big_px = (args.predict_size / args.size) ** 2
+    print(f"\nheld for backward after forward + loss; predicted for batch {args.predict_batch} at "
+          f"{args.predict_size}² from batch {args.batch} and {2 * args.batch} at {args.size}²")
+    print(f"{'variant':<13} {'setup':<60} {'per step GiB':>12} {'per image GiB':>13} "
+          f"{'predicted GiB':>13} {'+ state GiB':>11}")
+    x, y = inputs.x, inputs.y
+    x2, y2 = torch.cat([x, x]), torch.cat([y, y])
+    results = []
+    for v in variants:
+        r = count_saved(v, args, inputs.refiner_sd, inputs.gt_sd, x, y, device, c)
+        r2 = count_saved(v, args, inputs.refiner_sd, inputs.gt_sd, x2, y2, device, c) if "error" not in r else r
+        if "error" in r2:
+            r = r2
+        results.append(r)
+        if "error" in r:
+            print(f"{v:<13} {r['setup']:<60} failed: {r['error'][:80]}")
+            continue
+        per_image = (r2["saved_bytes"] - r["saved_bytes"]) / args.batch
+        fixed = r["saved_bytes"] - per_image * args.batch
+        predicted = fixed + per_image * big_px * args.predict_batch
+        r.update(per_image_gib=per_image / GIB, per_step_gib=fixed / GIB, predicted_gib=predicted / GIB,
+                 predicted_for={"size": args.predict_size, "batch": args.predict_batch})
+        print(f"{v:<13} {r['setup']:<60} {fixed / GIB:>12.3f} {per_image / GIB:>13.4f} "
+              f"{predicted / GIB:>13.2f} {r['state_gib']:>11.2f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"config": header, "saved": results}, indent=2, default=str))
+    return 1 if any("error" in r for r in results) else 0
+
+
+class SpeedTable:
+    """The timing rows, printed as each variant ends, with the speed-up over ``plain``; ``--json`` rewritten
+    after each, so a run cut short keeps what it measured."""
+
+    def __init__(self, args, inputs: Inputs, device: torch.device, c: TrainConfig, header: dict,
+                 variants: list[str]):
+        self.args, self.inputs, self.device, self.c, self.header = args, inputs, device, c, header
+        self.results: list[dict] = []
+        self.summary: dict = {}
+        self.data: Optional[dict] = None
+        self.base: Optional[dict] = None
+        self.width = max((len(describe(v, device)) for v in variants), default=10)
+
+    def print_head(self) -> None:
+        print(f"\n{'variant':<11} {'setup':<{self.width}} {'ms/step':>9} {'img/s':>8} "
+              f"{MemoryMeter(self.device).label:>9} {'speed-up':>9} {'loss@1':>9}", flush=True)
+
+    def run(self, v: str, r: Optional[dict] = None) -> None:
+        """Time variant ``v`` (or take its result ``r``, timed elsewhere) and print its row."""
+        i = self.inputs
+        r = r if r is not None else run_variant(v, self.args, i.refiner_sd, i.gt_sd, i.x, i.y, self.device, self.c)
+        self.results.append(r)
+        if "error" in r:
+            print(f"{v:<11} {r['setup']:<{self.width}} failed: {r['error'][:80]}", flush=True)
+            self.write_json()
+            return
+        if v == "plain":
+            self.base = r
+        if self.base is not None:
+            r["speedup_vs_plain"] = self.base["ms_per_step"] / r["ms_per_step"]
+        sp = r.get("speedup_vs_plain")
+        print(f"{v:<11} {r['setup']:<{self.width}} {r['ms_per_step']:>9.1f} {r['img_per_s']:>8.1f} "
+              f"{fmt(r['peak_mem_gib'], '.2f'):>9} {fmt(sp, '.2f') + ('x' if sp else ''):>9} "
+              f"{r['first_loss']:>9.4g}", flush=True)
+        self.write_json()
+
+    def ours(self) -> Optional[dict]:
+        """The row of the step loop.py runs on this device: the CUDA settings, or on the CPU its fp32 step."""
+        mine = "ours" if self.device.type == "cuda" else "ours_cpu"
+        ok = [r for r in self.results if "error" not in r]
+        return next((r for r in ok if r["variant"] == mine), None) or next(
+            (r for r in ok if r["variant"] == "ours"), None)
+
+    def write_json(self) -> None:
+        if self.args.json:
+            self.args.json.parent.mkdir(parents=True, exist_ok=True)
+            self.args.json.write_text(json.dumps({"config": self.header, "variants": self.results,
+                                                  "summary": self.summary, "data": self.data}, indent=2,
+                                                 default=str))
+
+
+def time_variants(table: SpeedTable, variants: list[str]) -> None:
+    """Every variant but ``compile`` (timed last), one after the other or, with ``--interleave``, in turn."""
+    args, i = table.args, table.inputs
+    if args.interleave and variants:
+        for r in run_interleaved(variants, args, i.refiner_sd, i.gt_sd, i.x, i.y, table.device, table.c):
+            table.run(r["variant"], r)
+        return
+    for v in variants:
+        if v != "compile":
+            table.run(v)
+
+
+def summarise_ours(table: SpeedTable) -> None:
+    """Our step over the plain one (speed, and memory on CUDA), against the targets on CUDA."""
+    ours, base, args = table.ours(), table.base, table.args
+    if ours is None or base is None:
+        return
+    table.summary["ours_over_plain"] = ours["speedup_vs_plain"]
+    cuda = table.device.type == "cuda"
+    if cuda and base.get("peak_mem_gib") and ours.get("peak_mem_gib"):
+        table.summary["memory_ours_over_plain"] = ours["peak_mem_gib"] / base["peak_mem_gib"]
+    line = f"\n{ours['variant']} / plain: {ours['speedup_vs_plain']:.2f}x speed"
+    if "memory_ours_over_plain" in table.summary:
+        line += f", {table.summary['memory_ours_over_plain']:.2f}x memory"
+    print(line)
+    if cuda:
+        ok_speed = ours["speedup_vs_plain"] >= args.target_speedup
+        ok_mem = ours["peak_mem_gib"] <= args.target_mem_gib
+        table.summary["target_met"] = ok_speed and ok_mem
+        print(f"target (H200, 1024², batch 8): ours >= {args.target_speedup}x plain "
+              f"[{'ok' if ok_speed else 'MISSED'}] at <= {args.target_mem_gib} GiB "
+              f"[{'ok' if ok_mem else 'MISSED'}]")
+
+
+def measure_data(table: SpeedTable) -> bool:
+    """The loader's own speed and our step fed by it, into ``table.data``; False when it failed."""
+    args, device, i = table.args, table.device, table.inputs
+    ours = table.ours()
+    steps_img_s = ours["img_per_s"] if ours else None
+    print(f"\ndata: synthetic DIS-TR, {args.data_n or 4 * args.batch} images at {args.data_size}² on disk -> "
+          f"{args.size}² inputs, {args.workers} worker(s), pin_memory={device.type == 'cuda'}")
+    try:
+        if args.data_dir is not None:
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+            table.data = run_data(args, i.refiner_sd, i.gt_sd, device, table.c, args.data_dir, steps_img_s)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+                table.data = run_data(args, i.refiner_sd, i.gt_sd, device, table.c, Path(tmp), steps_img_s)
+    except Exception as exc:
+        traceback.print_exc()
+        table.data = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"data: failed: {table.data['error']}")
+        return False
+    print_data(table.data, ours)
+    return True
+
+
+def print_data(data: dict, ours: Optional[dict]) -> None:
+    if "generate_s" in data:
+        print(f"  wrote {data['images']} images in {data['generate_s']:.1f} s")
+    need = ""
+    if ours:
+        need = (f" ({'keeps up with' if data['loader_keeps_up'] else 'SLOWER than'} our step's "
+                f"{ours['img_per_s']:.1f})")
+    print(f"  loader alone, no cache:  {data['uncached_img_per_s']:8.1f} img/s (data_cache=off)")
+    print(f"  loader filling cache:    {data['cache_fill_img_per_s']:8.1f} img/s (first epoch; keys "
+          f"{data['cache_keys_s']:.2f} s, {data['cache_mib_per_sample']:.2f} MiB/sample)")
+    print(f"  loader alone, cached:    {data['loader_img_per_s']:8.1f} img/s{need}, "
+          f"first batch after {data['first_batch_s']:.2f} s")
+    if "fed_img_per_s" in data:
+        rel = f" = {data['fed_vs_in_memory']:.2f} x in-memory" if "fed_vs_in_memory" in data else ""
+        print(f"  ours fed by loader:      {data['fed_img_per_s']:8.1f} img/s{rel} over "
+              f"{data['timed_steps']} steps")
+        print(f"  idle waiting for data:   {100 * data['idle_fraction']:8.1f} % of the step time "
+              f"({data['wait_ms_per_step']:.1f} ms/step in next(loader))")
+
+
+def time_compile(table: SpeedTable) -> None:
+    """The torch.compile variant, last: its compilation can take minutes."""
+    table.print_head()
+    table.run("compile")
+    r = table.results[-1]
+    if "error" not in r:
+        table.summary["compile_over_plain"] = r.get("speedup_vs_plain")
+        print(f"(first compiled step: {r['first_step_s']:.1f} s)")
+
+
+def main() -> int:
+    args, variants = parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    c = TrainConfig()
+    inputs = make_inputs(args, device)
+    header = print_header(args, device, c)
     if args.count_saved:
-        # Counted at batch B and 2B: the difference is the per-image part (it scales with batch x pixels), the
-        # rest is per step (bf16 weight copies, the orthogonality penalty's stacks). Both extrapolate exactly.
-        big_px = (args.predict_size / args.size) ** 2
-        print(f"\nheld for backward after forward + loss; predicted for batch {args.predict_batch} at "
-              f"{args.predict_size}² from batch {args.batch} and {2 * args.batch} at {args.size}²")
-        print(f"{'variant':<13} {'setup':<60} {'per step GiB':>12} {'per image GiB':>13} "
-              f"{'predicted GiB':>13} {'+ state GiB':>11}")
-        x2, y2 = torch.cat([x, x]), torch.cat([y, y])
-        for v in variants:
-            r = count_saved(v, args, refiner_sd, gt_sd, x, y, device, c)
-            r2 = count_saved(v, args, refiner_sd, gt_sd, x2, y2, device, c) if "error" not in r else r
-            if "error" in r2:
-                r = r2
-            results.append(r)
-            if "error" in r:
-                print(f"{v:<13} {r['setup']:<60} failed: {r['error'][:80]}")
-                continue
-            per_image = (r2["saved_bytes"] - r["saved_bytes"]) / args.batch
-            fixed = r["saved_bytes"] - per_image * args.batch
-            predicted = fixed + per_image * big_px * args.predict_batch
-            r.update(per_image_gib=per_image / GIB, per_step_gib=fixed / GIB, predicted_gib=predicted / GIB,
-                     predicted_for={"size": args.predict_size, "batch": args.predict_batch})
-            print(f"{v:<13} {r['setup']:<60} {fixed / GIB:>12.3f} {per_image / GIB:>13.4f} "
-                  f"{predicted / GIB:>13.2f} {r['state_gib']:>11.2f}", flush=True)
-        if args.json:
-            args.json.write_text(json.dumps({"config": header, "saved": results}, indent=2, default=str))
-        return 1 if any("error" in r for r in results) else 0
-
-    def write_json() -> None:  # after every phase: a run cut short keeps what it measured
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"config": header, "variants": results, "summary": summary,
-                                             "data": data}, indent=2, default=str))
+        return report_saved_memory(variants, args, inputs, device, c, header)
 
     if "plain" in variants:  # the baseline first, so every row can show its speed-up as it comes
         variants = ["plain"] + [v for v in variants if v != "plain"]
-    w = max(len(describe(v, device)) for v in variants)
-    print()
-    print(f"{'variant':<11} {'setup':<{w}} {'ms/step':>9} {'img/s':>8} {MemoryMeter(device).label:>9} "
-          f"{'speed-up':>9} {'loss@1':>9}", flush=True)
-    base: Optional[dict] = None
-
-    def run_and_print(v: str, r: Optional[dict] = None) -> None:
-        nonlocal base
-        r = r if r is not None else run_variant(v, args, refiner_sd, gt_sd, x, y, device, c)
-        results.append(r)
-        if "error" in r:
-            print(f"{v:<11} {r['setup']:<{w}} failed: {r['error'][:80]}", flush=True)
-            write_json()
-            return
-        if v == "plain":
-            base = r
-        if base is not None:
-            r["speedup_vs_plain"] = base["ms_per_step"] / r["ms_per_step"]
-        sp = r.get("speedup_vs_plain")
-        print(f"{v:<11} {r['setup']:<{w}} {r['ms_per_step']:>9.1f} {r['img_per_s']:>8.1f} "
-              f"{fmt(r['peak_mem_gib'], '.2f'):>9} {fmt(sp, '.2f') + ('x' if sp else ''):>9} "
-              f"{r['first_loss']:>9.4g}", flush=True)
-        write_json()
-
+    table = SpeedTable(args, inputs, device, c, header, variants)
     if args.data_only:
         variants = []
-    if args.interleave and variants:
-        for r in run_interleaved(variants, args, refiner_sd, gt_sd, x, y, device, c):
-            run_and_print(r["variant"], r)
-        variants = []
-    for v in variants:
-        if v != "compile":
-            run_and_print(v)
-
-    # The step loop.py runs on this device: the CUDA settings, or on the CPU its fp32 step.
-    ours = next((r for r in results if r["variant"] == ("ours" if device.type == "cuda" else "ours_cpu")
-                 and "error" not in r), None) or next((r for r in results if r["variant"] == "ours"
-                                                      and "error" not in r), None)
-    if ours is not None and base is not None:
-        summary["ours_over_plain"] = ours["speedup_vs_plain"]
-        if device.type == "cuda" and base.get("peak_mem_gib") and ours.get("peak_mem_gib"):
-            summary["memory_ours_over_plain"] = ours["peak_mem_gib"] / base["peak_mem_gib"]
-        line = f"\n{ours['variant']} / plain: {ours['speedup_vs_plain']:.2f}x speed"
-        if "memory_ours_over_plain" in summary:
-            line += f", {summary['memory_ours_over_plain']:.2f}x memory"
-        print(line)
-        if device.type == "cuda":
-            ok_speed = ours["speedup_vs_plain"] >= args.target_speedup
-            ok_mem = ours["peak_mem_gib"] <= args.target_mem_gib
-            summary["target_met"] = ok_speed and ok_mem
-            print(f"target (H200, 1024², batch 8): ours >= {args.target_speedup}x plain "
-                  f"[{'ok' if ok_speed else 'MISSED'}] at <= {args.target_mem_gib} GiB "
-                  f"[{'ok' if ok_mem else 'MISSED'}]")
-
-    data_failed = False
-    if not args.skip_data:
-        print(f"\ndata: synthetic DIS-TR, {args.data_n or 4 * args.batch} images at {args.data_size}² on disk -> "
-              f"{args.size}² inputs, {args.workers} worker(s), pin_memory={device.type == 'cuda'}")
-        try:
-            if args.data_dir is not None:
-                args.data_dir.mkdir(parents=True, exist_ok=True)
-                data = run_data(args, refiner_sd, gt_sd, device, c, args.data_dir,
-                                ours["img_per_s"] if ours else None)
-            else:
-                with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-                    data = run_data(args, refiner_sd, gt_sd, device, c, Path(tmp),
-                                    ours["img_per_s"] if ours else None)
-        except Exception as exc:
-            traceback.print_exc()
-            data = {"error": f"{type(exc).__name__}: {exc}"}
-            data_failed = True
-        if "error" in data:
-            print(f"data: failed: {data['error']}")
-        else:
-            if "generate_s" in data:
-                print(f"  wrote {data['images']} images in {data['generate_s']:.1f} s")
-            need = ""
-            if ours:
-                need = (f" ({'keeps up with' if data['loader_keeps_up'] else 'SLOWER than'} our step's "
-                        f"{ours['img_per_s']:.1f})")
-            print(f"  loader alone, no cache:  {data['uncached_img_per_s']:8.1f} img/s (data_cache=off)")
-            print(f"  loader filling cache:    {data['cache_fill_img_per_s']:8.1f} img/s (first epoch; keys "
-                  f"{data['cache_keys_s']:.2f} s, {data['cache_mib_per_sample']:.2f} MiB/sample)")
-            print(f"  loader alone, cached:    {data['loader_img_per_s']:8.1f} img/s{need}, "
-                  f"first batch after {data['first_batch_s']:.2f} s")
-            if "fed_img_per_s" in data:
-                rel = f" = {data['fed_vs_in_memory']:.2f} x in-memory" if "fed_vs_in_memory" in data else ""
-                print(f"  ours fed by loader:      {data['fed_img_per_s']:8.1f} img/s{rel} over "
-                      f"{data['timed_steps']} steps")
-                print(f"  idle waiting for data:   {100 * data['idle_fraction']:8.1f} % of the step time "
-                      f"({data['wait_ms_per_step']:.1f} ms/step in next(loader))")
-
-    if "compile" in variants:  # last: its compilation can take minutes
-        print(f"\n{'variant':<11} {'setup':<{w}} {'ms/step':>9} {'img/s':>8} {MemoryMeter(device).label:>9} "
-              f"{'speed-up':>9} {'loss@1':>9}", flush=True)
-        run_and_print("compile")
-        r = results[-1]
-        if "error" not in r:
-            summary["compile_over_plain"] = r.get("speedup_vs_plain")
-            print(f"(first compiled step: {r['first_step_s']:.1f} s)")
-
-    write_json()
+    table.print_head()
+    time_variants(table, variants)
+    summarise_ours(table)
+    data_ok = True if args.skip_data else measure_data(table)
+    if "compile" in variants and not args.interleave:
+        time_compile(table)
+    table.write_json()
     if args.json:
         print(f"\nwrote {args.json}")
-    failed = data_failed or any("error" in r for r in results)
+    failed = not data_ok or any("error" in r for r in table.results)
     return 1 if failed else 0
 
 
