@@ -70,11 +70,7 @@ def _main(argv: list[str] | None) -> int:
         args.overrides = [*args.overrides, *unknown]
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="is5net: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(args.verbose)
     if not args.command:
         parser.print_help()
         return EXIT_USER_ERROR
@@ -89,6 +85,22 @@ def _main(argv: list[str] | None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         print(f"is5net {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Our messages (the ``is5net`` logger and its children) on stderr, from INFO (DEBUG with ``-v``).
+
+    Only ours: the root logger stays at WARNING, so the INFO chatter of the libraries we import (torch logs
+    cache statistics at exit, for one) stays out of the user's terminal. As :func:`logging.basicConfig`,
+    nothing is changed when the root logger already has handlers (an application or pytest set it up).
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("is5net: %(message)s"))
+    root.addHandler(handler)
+    logging.getLogger("is5net").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

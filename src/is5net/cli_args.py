@@ -2,8 +2,9 @@
 
 ``is5net --help``, ``is5net <cmd> --help`` and ``--version`` build the whole parser; if the arguments lived in
 the command modules, building it would import torch, SAM, OpenCV and the metrics (seconds and ~750 MB) only to
-print text. So this module imports nothing but :mod:`argparse` and :mod:`pathlib`, and the command module is
-imported by :func:`is5net.cli.main` only once its command is about to run.
+print text. So this module imports nothing but :mod:`argparse`, :mod:`pathlib` and the light
+:mod:`is5net.data.defaults`, and the command module is imported by :func:`is5net.cli.main` only once its
+command is about to run.
 
 Each function below declares one command's arguments; its docstring is the command's ``--help`` description.
 The few names the choices need (SAM types, metric keys, defaults) are written here rather than imported from
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from .data.defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 
 # Kept equal to their owners' values by tests/test_startup.py (the owners import torch or py_sod_metrics).
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # is5net.prompts.SAM_TYPES
@@ -188,10 +191,11 @@ def cache_sam(parser: argparse.ArgumentParser) -> None:
                         help="SAM mask kept: first = masks[0] (the reference, default) or best = highest predicted IoU")
     parser.add_argument("--jitter", type=int, default=0, metavar="K",
                         help="also cache K jittered boxes per sample (as training with --jitter K uses; default 0)")
-    parser.add_argument("--jitter-fraction", type=float, default=0.1, metavar="F",
-                        help="largest move of a box side, as a fraction of the box side (default 0.1)")
-    parser.add_argument("--min-fraction", type=float, default=0.004, metavar="F",
-                        help="GT enrichment: smallest component, as a fraction of the image (default 0.004)")
+    parser.add_argument("--jitter-fraction", type=float, default=JITTER_FRACTION, metavar="F",
+                        help=f"largest move of a box side, as a fraction of the box side (default {JITTER_FRACTION})")
+    parser.add_argument("--min-fraction", type=float, default=MIN_COMPONENT_FRACTION, metavar="F",
+                        help=f"GT enrichment: smallest component, as a fraction of the image "
+                             f"(default {MIN_COMPONENT_FRACTION})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the box jitter (default 0)")
     parser.add_argument("--no-enrich", dest="enrich", action="store_false",
                         help="whole GT masks only, no per-component samples")
