@@ -35,6 +35,7 @@ def main(argv=None) -> int:
                     help="a simulate_coarse_mask keyword")
     ap.add_argument("--methods", default="is5net", help="comma list of coarse, isnet, is5net (coarse always)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default /tmp/demo_sweep/NAME-sSEED)")
+    ap.add_argument("--eval-only", action="store_true", help="score the checkpoints already in --out")
     ap.add_argument("--log", type=Path, default=Path(__file__).with_name("demo_sweep.jsonl"))
     args = ap.parse_args(argv)
 
@@ -57,11 +58,15 @@ def main(argv=None) -> int:
     out = args.out or Path("/tmp/demo_sweep") / f"{args.name}-s{args.seed}"
     data = out / "data"
     started = time.perf_counter()
-    make_synthetic_dataset(data, seed=args.seed, n_train=sched.n_train, n_val=sched.n_val, n_test=0,
-                           size=sched.size, coarse_options=coarse_opts or None)
+    if not args.eval_only:
+        make_synthetic_dataset(data, seed=args.seed, n_train=sched.n_train, n_val=sched.n_val, n_test=0,
+                               size=sched.size, coarse_options=coarse_opts or None)
     methods = [m for m in args.methods.split(",") if m and m != "coarse"]
     ckpts = {}
     for m in methods:
+        if args.eval_only:
+            ckpts[m] = out / m / "refiner.safetensors"
+            continue
         ckpts[m] = demo._train(data, out / m, sched, args.seed, in_ch=3 if m == "isnet" else 5, device="cpu",
                                progress=False)
     train_s = time.perf_counter() - started

@@ -65,6 +65,12 @@ QUICK = Schedule(size=96, n_train=40, n_val=8, n_test=10, steps=16, gt_encoder_s
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "ablation", False):
+        result = run_ablation(args.out, seed=args.seed, quick=args.quick, device=args.device,
+                              progress=not args.quiet)
+        print(result["table"])
+        print(f"\nWrote {args.out}/ablation.json, ablation.md and ablation.png.")
+        return 0
     result = run_demo(args.out, seed=args.seed, quick=args.quick, sam_checkpoint=args.sam_checkpoint,
                       sam_type=args.sam_type, device=args.device,
                       progress=not args.quiet)
@@ -131,11 +137,11 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
     stages.update(1)
     stages.close()
 
-    from .evaluate import table_markdown
-
+    for m in METHODS:
+        results[m]["thin_recall"] = thin[m]["thin_recall"]
     rows = {LABELS[m]: results[m] for m in METHODS}
-    table = (f"Held-out split ({results['is5net']['n']} images); coarse = {coarse_label}\n\n"
-             + table_markdown(rows, metrics=["maxF", "wF", "MAE", "Sm", "meanEm", "HCE"]))
+    table = (f"Held-out split ({results['is5net']['n']} images), seed {seed}; coarse = {coarse_label}\n\n"
+             + _metric_table(rows))
     thin_rows = {LABELS[m]: {"thin recall": thin[m]["thin_recall"], "thick recall": thin[m]["thick_recall"]}
                  for m in METHODS}
     thin_table = ("Recall of GT pixels in structures <= 3 px wide (thin) and wider (thick), masks at 0.5:\n\n"
@@ -151,13 +157,171 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
     payload["schedule"] = sched.__dict__
     payload["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
-    atomic_write_text(out / "table.md", f"<!-- is5net demo, seed {seed}{', quick' if quick else ''} -->\n"
+    atomic_write_text(out / "table.md", f"<!-- is5net demo, seed {seed}{', quick' if quick else ''}, "
+                      f"{payload['seconds']:.0f} s -->\n"
                       f"{table}\n\n{thin_table}\n")
     return {"results": payload, "table": table, "thin_table": thin_table, "predict_command": predict_cmd}
 
 
+# ------------------------------------------------------------------------------------------------ ablation
+#: The rows of the paper's input ablation (Table 2 / Fig. 5): which prompt channels the refiner sees, and
+#: whether its GT-encoder phase (intermediate supervision) runs.
+ABLATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "rgb": ((), True),
+    "rgb+box": (("box",), True),
+    "rgb+mask": (("mask",), True),
+    "rgb+mask+box": (("mask", "box"), True),
+    "rgb+mask+box-no-gt-encoder": (("mask", "box"), False),
+}
+_PROMPT_CHANNELS = {"mask": 3, "box": 4}  # input channels R, G, B, coarse mask, box (DESIGN §1)
+
+
+def _ablated_model(kept: tuple[str, ...]) -> str:
+    """Register (in this process) and name a 1/8-width IS5Net that cannot see the prompt channels not in
+    ``kept``.
+
+    How a channel is taken away: the first convolution's weights on it start at zero and their gradient is
+    masked to zero, so they stay exactly zero (AdamW with zero gradient and no weight decay moves nothing,
+    and the orthogonality penalty's gradient on an all-zero column is zero). Such a network computes
+    exactly what the same IS-Net without that input channel computes (the paper's 3- and 4-channel variants),
+    so the ablation is faithful; yet the architecture, the initialisation of every other weight, the data
+    pipeline (the same 5-channel inputs), the loss, the schedule and the evaluation are those of the full
+    model, everything else equal, and the checkpoint is a plain 5-channel IS5Net any tool loads.
+    Zeroing the channel in the data instead would not do for the box: the training data draws it from the
+    GT's tight box whatever the files say.
+    """
+    import torch
+
+    from .modeling.build import MODEL_REGISTRY, TINY_WIDTH
+    from .modeling.isnet import ISNet
+
+    off = [c for name, c in _PROMPT_CHANNELS.items() if name not in kept]
+    name = "is5net_tiny" if not off else "is5net_tiny_without_" + "_".join(
+        n for n in _PROMPT_CHANNELS if n not in kept)
+    if off and name not in MODEL_REGISTRY:
+        def build(**kw):
+            model = ISNet(in_ch=kw.get("in_ch", 5), width=kw.get("width", TINY_WIDTH))
+            weight = model.conv_in.weight
+            keep = torch.ones_like(weight)
+            keep[:, off] = 0.0
+            with torch.no_grad():
+                weight.mul_(keep)
+            weight.register_hook(lambda grad: grad * keep)
+            return model
+
+        MODEL_REGISTRY[name] = build
+    return name
+
+
+def _train_ablation(data: Path, run_dir: Path, s: Schedule, seed: int, row: str, device: str) -> Path:
+    kept, gt_encoder = ABLATIONS[row]
+    return _train(data, run_dir, s, seed, in_ch=5, device=device, progress=False, gt_encoder=gt_encoder,
+                  model=_ablated_model(kept))
+
+
+def run_ablation(out: Path, seed: int = 0, quick: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+    """Train the refiner with each input set of :data:`ABLATIONS` (two at a time, one thread each) on the
+    demo's data and schedule, score them on the held-out split, write ``ablation.json``, ``ablation.md``
+    and the bar chart ``ablation.png``."""
+    import multiprocessing as mp
+
+    import torch
+    from tqdm import tqdm
+
+    from .data.synthetic import SIMULATED_SAM_LABEL, make_synthetic_dataset
+
+    out = Path(out)
+    sched = QUICK if quick else FULL
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    data = out / "data"
+    make_synthetic_dataset(data, seed=seed, n_train=sched.n_train, n_val=sched.n_val, n_test=sched.n_test,
+                           size=sched.size)
+    ckpts = {}
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        jobs = {row: pool.apply_async(_train_ablation, (data, out / "ablation" / row, sched, seed, row, device))
+                for row in ABLATIONS}
+        for row, job in tqdm(jobs.items(), desc="ablation", unit="model", disable=not progress):
+            ckpts[row] = job.get()
+    eval_dir = out / "ablation" / "eval"
+    if eval_dir.exists():
+        import shutil
+
+        shutil.rmtree(eval_dir)
+    view = _coarse_view(data, eval_dir / "coarse_masks")
+    runs = {"coarse": ("sam", None, view)}
+    runs.update({row: ("is5net", ckpts[row], view) for row in ABLATIONS})
+    results = _evaluate(data, eval_dir, runs, device, progress)
+    thin = _thin_recall(data, eval_dir, list(runs))
+    rows = {row: {**results[row], "thin_recall": thin[row]["thin_recall"]} for row in runs}
+    payload = {row: rows[row] for row in ABLATIONS}
+    atomic_write_text(out / "ablation.json", json.dumps(payload, indent=2))
+    labels = {"coarse": "coarse mask (reference)", **{row: row for row in ABLATIONS}}
+    table = (f"Input ablation, held-out split ({results['rgb']['n']} images), seed {seed}; "
+             f"coarse = {SIMULATED_SAM_LABEL}\n\n"
+             + _metric_table({labels[r]: rows[r] for r in runs}))
+    atomic_write_text(out / "ablation.md", f"<!-- is5net demo --ablation, seed {seed}{', quick' if quick else ''}, "
+                      f"{time.perf_counter() - started:.0f} s -->\n{table}\n")
+    _ablation_chart(rows, out / "ablation.png")
+    return {"results": payload, "table": table, "seconds": round(time.perf_counter() - started, 1)}
+
+
+PAPER_COLUMNS = [("maxF", "maxFβ ↑"), ("wF", "Fβw ↑"), ("MAE", "M ↓"), ("Sm", "Sα ↑"), ("meanEm", "Eφm ↑"),
+                 ("HCE", "HCEγ ↓"), ("thin_recall", "thin recall ↑")]
+
+
+def _metric_table(rows: dict[str, dict]) -> str:
+    """The paper's six metrics and the thin recall, one row per entry (HCE as an integer, as the paper)."""
+    lines = ["|  | " + " | ".join(t for _, t in PAPER_COLUMNS) + " |", "|:---|" + "---:|" * len(PAPER_COLUMNS)]
+    for name, r in rows.items():
+        cells = [f"{r[k]:.0f}" if k == "HCE" else f"{r[k]:.3f}" for k, _ in PAPER_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ablation_chart(rows: dict[str, dict], path: Path) -> None:
+    """Bar chart, one panel per metric, one bar per ablation row; the coarse mask as a dashed line."""
+    from PIL import Image, ImageDraw
+
+    names = [r for r in rows if r != "coarse"]
+    colours = [(158, 158, 158), (120, 144, 196), (230, 159, 0), (0, 114, 178), (86, 180, 233)]
+    pw, ph, pad, top = 230, 200, 14, 34
+    ncol = 4
+    nrow = -(-len(PAPER_COLUMNS) // ncol)
+    legend_h = 18 * len(names) + 10
+    canvas = Image.new("RGB", (ncol * pw + pad, nrow * ph + pad + legend_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (key, title) in enumerate(PAPER_COLUMNS):
+        x0, y0 = pad + (i % ncol) * pw, pad + (i // ncol) * ph
+        values = [rows[n][key] for n in names]
+        ref = rows["coarse"][key] if "coarse" in rows else None
+        hi = max(values + ([ref] if ref is not None else [])) * 1.1 or 1.0
+        plot_h = ph - top - 24
+        base = y0 + top + plot_h
+        draw.text((x0, y0), title, fill=(0, 0, 0))
+        draw.line([(x0, base), (x0 + pw - 2 * pad, base)], fill=(0, 0, 0))
+        bw = (pw - 2 * pad) / len(names)
+        for j, (n, v) in enumerate(zip(names, values)):
+            bx = x0 + j * bw + 3
+            draw.rectangle([bx, base - v / hi * plot_h, bx + bw - 6, base], fill=colours[j % len(colours)])
+            label = f"{v:.0f}" if key == "HCE" else f"{v:.3f}".lstrip("0")
+            draw.text((bx, base - v / hi * plot_h - 12), label, fill=(0, 0, 0))
+        if ref is not None:
+            yr = base - ref / hi * plot_h
+            for xs in range(int(x0), int(x0 + pw - 2 * pad), 8):
+                draw.line([(xs, yr), (xs + 4, yr)], fill=(200, 0, 0), width=1)
+    ly = pad + nrow * ph
+    for j, n in enumerate(names):
+        draw.rectangle([pad, ly + 18 * j, pad + 12, ly + 18 * j + 12], fill=colours[j % len(colours)])
+        draw.text((pad + 18, ly + 18 * j), n, fill=(0, 0, 0))
+    draw.line([(pad + 260, ly + 6), (pad + 290, ly + 6)], fill=(200, 0, 0))
+    draw.text((pad + 296, ly), "coarse mask (simulated SAM)", fill=(0, 0, 0))
+    save_png(path, np.asarray(canvas))
+
+
 def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device: str, progress: bool,
-           coarse_dir: str = "dataset", gt_encoder: bool = True) -> Path:
+           coarse_dir: str = "dataset", gt_encoder: bool = True, model: Optional[str] = None) -> Path:
     import torch
 
     from .train import load_config, train
@@ -175,7 +339,7 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
         # The same optimiser, loss and schedule, without prompt channels or GT-encoder supervision.
         extra = {"model": "isnet_tiny", "gt_encoder": False, "feature_loss": False}
     else:
-        extra = {"model": "is5net_tiny", "coarse_dir": coarse_dir, "gt_encoder": gt_encoder,
+        extra = {"model": model or "is5net_tiny", "coarse_dir": coarse_dir, "gt_encoder": gt_encoder,
                  "feature_loss": gt_encoder, "gt_encoder_max_steps": s.gt_encoder_steps, "gt_encoder_lr": s.lr,
                  "gt_encoder_val_every": max(1, s.gt_encoder_steps // 2)}
     config = load_config(None, None, base={**common, **extra})
@@ -192,7 +356,7 @@ def _evaluate(data: Path, eval_dir: Path, runs: dict, device: str, progress: boo
     ``split`` with the real ``is5net eval`` code; a coarse source is a folder of ``<split>/<stem>.png``."""
     import shutil
 
-    from .eval_dataset import evaluate_dataset
+    from .eval.dataset import evaluate_dataset
 
     results = {}
     for name, (method, ckpt, coarse_dir) in runs.items():
@@ -245,12 +409,32 @@ def _first_test_example(data: Path) -> tuple[str, list[int]]:
     return gt_path.stem, [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str, n_rows: int = 5) -> None:
-    """Rows of test images: image with box | coarse | IS-Net | IS5Net | GT."""
+def _thin_window(gt: np.ndarray, win: int) -> tuple[int, int]:
+    """Top-left ``(y, x)`` of the ``win x win`` window holding the most GT pixels of thin structures (<= 3 px).
+
+    Chosen from the GT alone (never from any method's output), so the insets are not picked to flatter one.
+    """
+    import cv2
+
+    from .data.synthetic import thin_parts
+
+    thin = thin_parts(gt > 127, 3).astype(np.float32)
+    h, w = thin.shape
+    win = min(win, h, w)
+    counts = cv2.boxFilter(thin, -1, (win, win), normalize=False, anchor=(0, 0),
+                           borderType=cv2.BORDER_CONSTANT)[: h - win + 1, : w - win + 1]
+    y, x = np.unravel_index(int(np.argmax(counts)), counts.shape)
+    return int(y), int(x)
+
+
+def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str, n_rows: int = 5,
+                       split: str = "DIS-TE1") -> None:
+    """Test images, one of each object kind: image with box | coarse | IS-Net | IS5Net | GT, and under each
+    row the same columns zoomed on the window with the most thin GT structure (marked in yellow above)."""
     from PIL import Image, ImageDraw
 
-    gts = sorted((data / "DIS-TE1" / "gt").glob("*.png"))
-    # One example of each object kind, in order, so the figure shows every structure.
+    gts = sorted((data / split / "gt").glob("*.png"))
+    # The first example of each object kind, in order (not picked by any result), so every structure shows.
     picked, kinds = [], set()
     for g in gts:
         kind = g.stem.split("_", 1)[-1]
@@ -261,31 +445,48 @@ def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str
             break
     cols = ["image + box", "coarse (simulated)" if "simulated" in coarse_label else "coarse (SAM)",
             "IS-Net", "IS5Net", "GT"]
+    size = load_mask(picked[0]).shape[0]
+    # Small synthetic images are shown enlarged (nearest neighbour, so 1-px wires stay sharp).
+    scale = max(1, -(-160 // size))
+    win = max(16, size // 4)
+    zoom = max(1, (size * scale) // win)
     tiles = []
     for g in picked:
-        rgb = Image.fromarray(load_image(data / "DIS-TE1" / "im" / g.name))
+        rgb = load_image(data / split / "im" / g.name)
         gt = load_mask(g)
         ys, xs = np.nonzero(gt > 127)
-        draw = ImageDraw.Draw(rgb)
-        draw.rectangle([int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())], outline=(255, 0, 0), width=2)
-        row = [np.asarray(rgb)]
-        for m in METHODS:
-            mask = load_mask(eval_dir / m / "predictions" / "DIS-TE1" / g.name)
-            row.append(np.repeat(mask[:, :, None], 3, axis=2))
-        row.append(np.repeat(gt[:, :, None], 3, axis=2))
-        tiles.append(row)
-    # Small synthetic images are shown enlarged (nearest neighbour, so 1-px wires stay sharp).
-    scale = max(1, -(-160 // tiles[0][0].shape[0]))
-    tiles = [[np.kron(t, np.ones((scale, scale, 1), dtype=t.dtype)) for t in row] for row in tiles]
-    h, w = tiles[0][0].shape[:2]
-    pad, header = 4, 18
-    canvas = Image.new("RGB", (len(cols) * (w + pad) + pad, header + len(tiles) * (h + pad) + pad), (255, 255, 255))
+        planes = [rgb] + [np.repeat(load_mask(eval_dir / m / "predictions" / split / g.name)[:, :, None], 3, axis=2)
+                          for m in METHODS] + [np.repeat(gt[:, :, None], 3, axis=2)]
+        wy, wx = _thin_window(gt, win)
+        big, small = [], []
+        for j, plane in enumerate(planes):
+            tile = Image.fromarray(np.kron(plane, np.ones((scale, scale, 1), dtype=plane.dtype)).astype(np.uint8))
+            d = ImageDraw.Draw(tile)
+            if j == 0:
+                d.rectangle([int(xs.min()) * scale, int(ys.min()) * scale, (int(xs.max()) + 1) * scale - 1,
+                             (int(ys.max()) + 1) * scale - 1], outline=(255, 0, 0), width=2)
+            d.rectangle([wx * scale, wy * scale, (wx + win) * scale - 1, (wy + win) * scale - 1],
+                        outline=(255, 210, 0), width=2)
+            big.append(np.asarray(tile))
+            crop = plane[wy : wy + win, wx : wx + win]
+            small.append(np.kron(crop, np.ones((zoom, zoom, 1), dtype=crop.dtype)).astype(np.uint8))
+        tiles.append(big)
+        tiles.append(small)
+    h = max(t.shape[0] for row in tiles for t in row)
+    w = max(t.shape[1] for row in tiles for t in row)
+    pad, header, gap = 4, 18, 10
+    heights = [header] + [h + (gap if i % 2 else pad) for i in range(len(tiles))]
+    canvas = Image.new("RGB", (len(cols) * (w + pad) + pad, sum(heights) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for j, title in enumerate(cols):
         draw.text((pad + j * (w + pad), 3), title, fill=(0, 0, 0))
+    y = header + pad
     for i, row in enumerate(tiles):
         for j, tile in enumerate(row):
-            canvas.paste(Image.fromarray(tile.astype(np.uint8)), (pad + j * (w + pad), header + pad + i * (h + pad)))
+            canvas.paste(Image.fromarray(tile), (pad + j * (w + pad), y))
+        if i % 2 == 1:
+            draw.text((pad + 2, y + 2), f"zoom x{zoom // scale}", fill=(255, 210, 0))
+        y += h + (gap if i % 2 else pad)
     save_png(path, np.asarray(canvas))
 
 
