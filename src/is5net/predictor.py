@@ -52,8 +52,9 @@ class IS5NetPredictor:
     """Segment objects given by boxes (like ``SamPredictor``: ``set_image`` once, ``predict`` many).
 
     Args:
-        sam: a SAM model (``load_sam``), or None when the caller gives the coarse masks (or the refiner is a
-            3-channel IS-Net, which uses no prompt).
+        sam: a SAM model (``load_sam``), a ready stage-1 object (``prompts.GrabCutStage``: ``set_image``,
+            ``predict(boxes) -> (masks, scores or None)``), or None when the caller gives the coarse masks (or
+            the refiner is a 3-channel IS-Net, which uses no prompt).
         refiner: IS5Net (5 channels) or IS-Net (3 channels), e.g. from ``load_refiner``; its ``config``
             (input size, mean, std) is honoured.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when present).
@@ -100,7 +101,8 @@ class IS5NetPredictor:
                 refiner = refiner.to(memory_format=torch.channels_last)
         self.refiner = refiner.requires_grad_(False)
         self.channels_last = fast and self.device.type == "cuda"
-        self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if sam is not None else None
+        self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if isinstance(sam, nn.Module) \
+            else sam
         size = self.config.input_size
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
         self.reset_image()
@@ -185,7 +187,8 @@ class IS5NetPredictor:
         elif self.sam_stage is not None:
             with autocast(self.device, self.precision):
                 coarse, score_t = self.sam_stage.predict(np.stack(checked))
-            scores = [float(s) for s in score_t.cpu()]
+            coarse = coarse.to(self.device)  # a stage object may answer on its own device (GrabCut: the CPU)
+            scores = [None] * len(checked) if score_t is None else [float(s) for s in score_t.cpu()]
         else:
             raise IS5NetError("no SAM was given: pass coarse_mask (the stage-1 mask) or build the predictor with a SAM")
 
