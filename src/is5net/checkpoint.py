@@ -62,6 +62,9 @@ class RefinerConfig:
     input_size: int = DEFAULT_INPUT_SIZE
     mean: list[float] = field(default_factory=lambda: default_mean(5))
     std: list[float] = field(default_factory=lambda: [1.0] * 5)
+    # What part of the image the refiner was trained to see (docs/input-contract.md, "Regions"): "image"
+    # for the official checkpoints and for files written before regions existed.
+    region: str = "image"
 
     @classmethod
     def for_model(cls, model: nn.Module, input_size: int = DEFAULT_INPUT_SIZE) -> "RefinerConfig":

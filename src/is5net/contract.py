@@ -237,3 +237,73 @@ def binarize(mask: np.ndarray, threshold: Union[float, str] = 0.5) -> np.ndarray
             return mask > 0.5
         threshold = float(threshold_otsu(mask))
     return mask > float(threshold)
+
+
+# -------------------------------------------------------------------------------------------- regions
+# What part of the image the refiner sees (docs/input-contract.md, "Regions"):
+#   image: the whole image resized to S x S (the paper's convention; official checkpoints);
+#   box:   the box grown by a margin, cropped, resized to S x S, and the result pasted back;
+#   tiles: that crop at native resolution (up to a maximum side) in overlapping S x S tiles, blended, after a
+#          low-resolution pass over the whole crop that gives the tiles the object's context.
+REGIONS = ("image", "box", "tiles")
+DEFAULT_MARGIN = 0.1
+MIN_MARGIN_PX = 16
+DEFAULT_MAX_SIDE = 4096
+TILE_OVERLAP = 0.25
+
+
+def crop_window(box: Sequence[float], height: int, width: int, margin: float = DEFAULT_MARGIN,
+                min_margin: int = MIN_MARGIN_PX) -> Box:
+    """The crop of the ``box`` region: ``(x0, y0, x1, y1)`` ints, exclusive end, inside the image.
+
+    The box's pixels (:func:`box_pixel_bounds`) grown by ``margin`` of the box's width left and right and of
+    its height top and bottom, each rounded to whole pixels and at least ``min_margin`` pixels, then clipped
+    to the ``width x height`` image.
+    """
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    x0, y0, x1, y1 = box_pixel_bounds(box)
+    mx = max(int(round(margin * (x1 - x0))), int(min_margin))
+    my = max(int(round(margin * (y1 - y0))), int(min_margin))
+    return max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, int(width)), min(y1 + my, int(height))
+
+
+def shift_box(box: Sequence[float], window: Sequence[int]) -> list[float]:
+    """``box`` in the coordinates of the crop ``window`` (its top-left corner becomes the origin)."""
+    return [float(box[0]) - window[0], float(box[1]) - window[1], float(box[2]) - window[0], float(box[3]) - window[1]]
+
+
+def tile_starts(length: int, tile: int, overlap: float = TILE_OVERLAP) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``0..length`` with at least ``overlap`` between them.
+
+    The first tile starts at 0 and the last ends at ``length``; the others are spread evenly between.
+    """
+    if length <= tile:
+        return [0]
+    stride = max(1, int(tile * (1.0 - overlap)))
+    n = -(-(length - tile) // stride) + 1
+    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
+
+
+def blend_weight(tile: int, device=None) -> torch.Tensor:
+    """``tile x tile`` blending weights: a tent, highest in the middle, small but positive at the edges.
+
+    Overlapping tiles are averaged with these weights (``sum(w * p) / sum(w)``), so a map that is the same
+    in every tile comes out unchanged (no seam), and each pixel is decided mostly by the tile that sees it
+    farthest from an edge.
+    """
+    ramp = torch.minimum(torch.arange(tile, dtype=torch.float32, device=device) + 0.5,
+                         tile - 0.5 - torch.arange(tile, dtype=torch.float32, device=device))
+    ramp = (ramp / (tile / 2.0)).clamp(min=1e-3)
+    return ramp[:, None] * ramp[None, :]
+
+
+def work_scale(crop_hw: tuple[int, int], max_side: int = DEFAULT_MAX_SIDE) -> float:
+    """The scale at which ``tiles`` refines a crop: native (1.0) unless its longer side exceeds ``max_side``."""
+    return min(1.0, float(max_side) / float(max(crop_hw)))
+
+
+def needs_tiles(crop_hw: tuple[int, int], input_size: int, max_side: int = DEFAULT_MAX_SIDE) -> bool:
+    """Whether a crop is large enough for tiles: its working size is over 1.5 times the model input."""
+    s = work_scale(crop_hw, max_side)
+    return max(crop_hw) * s > 1.5 * input_size

@@ -16,9 +16,10 @@ from torch import nn
 
 from .checkpoint import RefinerConfig
 from .errors import IS5NetError
-from .contract import binarize, binary_mask, normalize_input, resize_prompt, resize_rgb, soft_masks, tight_box
+from .contract import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS, binarize, binary_mask, normalize_input, resize_prompt, resize_rgb, soft_masks, tight_box
 from .io import to_rgb_uint8
 from .prompts import SamStage, validate_box
+from .regions import RegionRefiner
 from .runtime import autocast, check_precision, enable_fast_cuda, resolve_device
 
 BOX_CHANNELS = ("user", "sam_mask")
@@ -79,6 +80,9 @@ class IS5NetPredictor:
         batch_size: int = 8,
         sam_resize: str = "pil",
         fast: bool = True,
+        region: Optional[str] = None,
+        margin: float = DEFAULT_MARGIN,
+        max_side: int = DEFAULT_MAX_SIDE,
     ):
         self.device = resolve_device(device)
         self.precision = precision
@@ -105,12 +109,18 @@ class IS5NetPredictor:
             else sam
         size = self.config.input_size
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.region = region or getattr(self.config, "region", "image")
+        _check_region(self.region, margin, max_side)
+        self.margin, self.max_side = float(margin), int(max_side)
+        self._regions = RegionRefiner(self._logits, self.input_size[0], self.config.mean, self.config.std,
+                                      tile_batch=self.batch_size)
         self.reset_image()
 
     # ------------------------------------------------------------------------------------------ image
     def reset_image(self) -> None:
         self._rgb: Optional[np.ndarray] = None
         self._rgb_input: Optional[torch.Tensor] = None
+        self._rgb_t: Optional[torch.Tensor] = None
         self.original_size: Optional[tuple[int, int]] = None
 
     @property
@@ -133,6 +143,7 @@ class IS5NetPredictor:
         self._rgb_input = normalize_input(resize_rgb(rgb_t, self.input_size), self.config.mean[:3],
                                           self.config.std[:3], inplace=True)[None]
         self._rgb = rgb
+        self._rgb_t = rgb_t
         self.original_size = rgb.shape[:2]
 
     # ---------------------------------------------------------------------------------------- predict
@@ -140,23 +151,29 @@ class IS5NetPredictor:
         self,
         box: Optional[Sequence[float]] = None,
         coarse_mask: Optional[np.ndarray] = None,
+        region: Optional[str] = None,
     ) -> Prediction:
         """Segment the object in ``box`` (``[x0, y0, x1, y1]``, pixels of the image as displayed).
 
         ``coarse_mask``: an ``HxW`` stage-1 mask (bool, 0/1 or uint8 0/255, original size) to use instead
         of SAM's. A 3-channel IS-Net refiner ignores the box and needs neither.
+        ``region``: what the refiner sees (docs/input-contract.md, "Regions"): ``"image"`` (the whole image at
+        the model's input size, the paper's), ``"box"`` (the box plus a margin, at the model's input size,
+        pasted back; 0 outside) or ``"tiles"`` (that crop at native resolution, in tiles); default: the
+        predictor's, which is the checkpoint's.
         """
         if self.in_ch == 3 and box is None:
-            return self._predict_many([None], None)[0]
+            return self._predict_many([None], None, region)[0]
         if box is None:
             raise IS5NetError("a box is needed: IS5Net is prompted by [x0, y0, x1, y1]")
         masks = None if coarse_mask is None else [coarse_mask]
-        return self._predict_many([box], masks)[0]
+        return self._predict_many([box], masks, region)[0]
 
     def predict_batch(
         self,
         boxes: Sequence[Sequence[float]],
         coarse_masks: Optional[Sequence[np.ndarray]] = None,
+        region: Optional[str] = None,
     ) -> list[Prediction]:
         """Segment N boxes of the current image, batched through SAM's decoder and the refiner.
 
@@ -167,10 +184,13 @@ class IS5NetPredictor:
             raise IS5NetError(f"{len(boxes)} boxes but {len(coarse_masks)} coarse masks")
         if not boxes:
             return []
-        return self._predict_many(boxes, coarse_masks)
+        return self._predict_many(boxes, coarse_masks, region)
 
     @torch.inference_mode()
-    def _predict_many(self, boxes: list, coarse_masks: Optional[Sequence[np.ndarray]]) -> list[Prediction]:
+    def _predict_many(self, boxes: list, coarse_masks: Optional[Sequence[np.ndarray]],
+                      region: Optional[str] = None) -> list[Prediction]:
+        region = region or self.region
+        _check_region(region, self.margin, self.max_side)
         if not self.is_image_set:
             raise IS5NetError("call set_image(image) before predict")
         h, w = self.original_size
@@ -193,6 +213,12 @@ class IS5NetPredictor:
             raise IS5NetError("no SAM was given: pass coarse_mask (the stage-1 mask) or build the predictor with a SAM")
 
         results: list[Prediction] = []
+        if region != "image":
+            run = self._regions.box if region == "box" else self._tiles
+            for i, (b, cb) in enumerate(zip(checked, self._channel_boxes(coarse, checked))):
+                soft = run(self._rgb_t, coarse[i], b, cb, self.margin)
+                results.append(Prediction(soft, coarse[i].cpu().numpy().astype(bool), scores[i], b.tolist()))
+            return results
         for start in range(0, len(checked), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             masks = coarse[chunk]
@@ -245,10 +271,25 @@ class IS5NetPredictor:
                                  self.config.std[3:], inplace=True)
         return torch.cat((self._rgb_input.expand(masks.shape[0], -1, -1, -1), prompt), dim=1)
 
-    def _refine(self, x: torch.Tensor) -> list[np.ndarray]:
-        """Refiner forward -> per-sample soft masks at the original size, min-max normalised, float32."""
+    def _tiles(self, rgb, coarse, box, channel_box, margin) -> np.ndarray:
+        return self._regions.tiles(rgb, coarse, box, channel_box, margin, self.max_side)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Refiner forward: ``N x C x S x S`` normalised input -> ``N x 1 x S x S`` logits of side output 1."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
-            logits = self.refiner.forward_logits(x)
-        return list(soft_masks(logits, self.original_size).cpu().numpy().astype(np.float32))
+            return self.refiner.forward_logits(x)
+
+    def _refine(self, x: torch.Tensor) -> list[np.ndarray]:
+        """Refiner forward -> per-sample soft masks at the original size, min-max normalised, float32."""
+        return list(soft_masks(self._logits(x), self.original_size).cpu().numpy().astype(np.float32))
+
+
+def _check_region(region: str, margin: float, max_side: int) -> None:
+    if region not in REGIONS:
+        raise IS5NetError(f"region {region!r}: choose one of {', '.join(REGIONS)}")
+    if not (isinstance(margin, (int, float)) and 0 <= margin <= 10):
+        raise IS5NetError(f"margin {margin!r}: expected a number from 0 to 10 (a fraction of the box's side)")
+    if not (isinstance(max_side, int) and 64 <= max_side <= 32768):
+        raise IS5NetError(f"max_side {max_side!r}: expected a whole number of pixels from 64 to 32768")

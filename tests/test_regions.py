@@ -1,0 +1,119 @@
+"""Full-resolution regions: the crop rule, crop == manual crop, seamless tiles, streaming, defaults."""
+
+import numpy as np
+import pytest
+import torch
+
+from is5net import IS5NetPredictor
+from is5net.contract import blend_weight, crop_window, tile_starts
+from is5net.errors import IS5NetError
+from is5net.regions import RegionRefiner, blend
+from tiny import make_tiny_refiner
+
+
+def test_crop_rule_margin_rounding_minimum_and_edges():
+    # 300 x 200 box, margin 0.1: 30 px left and right, 20 px top and bottom.
+    assert crop_window([100, 100, 400, 300], 1000, 1000) == (70, 80, 430, 320)
+    # 100 x 50 box: 10 and 5 px are below the 16 px minimum.
+    assert crop_window([100, 100, 200, 150], 1000, 1000) == (84, 84, 216, 166)
+    # 0.25 of 30 = 7.5 rounds to 8 (Python's round: to even) -> still below 16, so 16.
+    assert crop_window([100, 100, 130, 130], 1000, 1000, margin=0.25) == (84, 84, 146, 146)
+    assert crop_window([100, 100, 300, 300], 1000, 1000, margin=0.25) == (50, 50, 350, 350)
+    # Clipped at the image's edges.
+    assert crop_window([0, 5, 40, 60], 64, 48) == (0, 0, 48, 64)  # height 64, width 48
+    # A tiny box still gets 16 px of context; a box as large as the image is the image.
+    assert crop_window([10, 10, 11, 11], 100, 100) == (0, 0, 27, 27)
+    assert crop_window([0, 0, 320, 240], 240, 320) == (0, 0, 320, 240)
+
+
+def test_tile_starts_cover_with_overlap():
+    for length, tile in [(1024, 1024), (1500, 1024), (4000, 1024), (1025, 1024), (300, 1024)]:
+        starts = tile_starts(length, min(tile, length))
+        t = min(tile, length)
+        assert starts[0] == 0 and starts[-1] + t == length
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s:s + t] = True
+        assert covered.all()
+        if len(starts) > 1:
+            assert min(b - a for a, b in zip(starts, starts[1:])) <= 0.75 * t + 1
+
+
+def test_blending_a_constant_leaves_no_seam():
+    h, w, t = 700, 900, 256
+    num, den = torch.zeros(h, w), torch.zeros(h, w)
+    weight = blend_weight(t)
+    for ty in tile_starts(h, t):
+        for tx in tile_starts(w, t):
+            num[ty:ty + t, tx:tx + t] += 0.37 * weight
+            den[ty:ty + t, tx:tx + t] += weight
+    out = blend(num, den)
+    assert torch.allclose(out, torch.full_like(out, 0.37), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def refiner():
+    return make_tiny_refiner(5, input_size=64)
+
+
+def test_box_region_equals_running_image_on_the_manual_crop(refiner, coffee_rgb):
+    h, w = coffee_rgb.shape[:2]
+    coarse = np.zeros((h, w), np.uint8)
+    coarse[60:140, 90:200] = 255
+    box = [85.4, 55, 205, 150]
+    p = IS5NetPredictor(None, refiner, device="cpu", region="box")
+    p.set_image(coffee_rgb)
+    full = p.predict(box=box, coarse_mask=coarse).mask
+    x0, y0, x1, y1 = crop_window(box, h, w)
+    manual = IS5NetPredictor(None, refiner, device="cpu", region="image")
+    manual.set_image(coffee_rgb[y0:y1, x0:x1])
+    crop = manual.predict(box=[box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0],
+                          coarse_mask=coarse[y0:y1, x0:x1]).mask
+    assert np.array_equal(full[y0:y1, x0:x1], crop)
+    outside = np.ones((h, w), bool)
+    outside[y0:y1, x0:x1] = False
+    assert not full[outside].any()
+
+
+def test_box_as_large_as_the_image_equals_image_region(refiner, coffee_rgb):
+    h, w = coffee_rgb.shape[:2]
+    coarse = np.zeros((h, w), np.uint8)
+    coarse[20:180, 30:280] = 255
+    p = IS5NetPredictor(None, refiner, device="cpu")
+    p.set_image(coffee_rgb)
+    whole = [0, 0, w, h]
+    assert np.array_equal(p.predict(box=whole, coarse_mask=coarse, region="box").mask,
+                          p.predict(box=whole, coarse_mask=coarse, region="image").mask)
+
+
+def test_tiles_stream_a_bounded_batch_and_cover_the_crop(refiner):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    coarse = np.zeros((300, 400), np.uint8)
+    coarse[60:240, 80:320] = 255
+    p = IS5NetPredictor(None, refiner, device="cpu", region="tiles", batch_size=2)
+    p.set_image(rgb)
+    out = p.predict(box=[80, 60, 320, 240], coarse_mask=coarse).mask
+    assert out.shape == (300, 400) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    # A 272x216 crop at 64 px tiles: dozens of tiles, never more than 2 held at once.
+    assert p._regions.largest_batch == 2
+    x0, y0, x1, y1 = crop_window([80, 60, 320, 240], 300, 400)
+    outside = np.ones((300, 400), bool)
+    outside[y0:y1, x0:x1] = False
+    assert not out[outside].any()
+
+
+def test_region_default_comes_from_the_checkpoint_and_bad_values_are_refused(tmp_path):
+    from is5net.checkpoint import load_refiner, save_refiner
+
+    model = make_tiny_refiner(5, input_size=64)
+    model.config.region = "box"
+    save_refiner(model, tmp_path / "r.safetensors")
+    loaded = load_refiner(tmp_path / "r.safetensors")
+    assert loaded.config.region == "box"
+    assert IS5NetPredictor(None, loaded, device="cpu").region == "box"
+    assert IS5NetPredictor(None, make_tiny_refiner(5), device="cpu").region == "image"
+    with pytest.raises(IS5NetError, match="region 'crop'"):
+        IS5NetPredictor(None, loaded, device="cpu", region="crop")
+    with pytest.raises(IS5NetError, match="margin"):
+        IS5NetPredictor(None, loaded, device="cpu", margin=-1)
