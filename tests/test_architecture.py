@@ -13,7 +13,7 @@ LAYERS = [
     ("checkpoint", "contract"),
     ("prompts",),
     ("data", "eval.metrics", "eval.folders", "eval.report", "eval.scoring", "eval"),
-    ("predictor",),
+    ("predictor", "regions"),
     ("eval.dataset", "train"),
     ("predict_cli", "convert_cli", "demo", "eval.cli"),
     ("cli", "cli_args", "__main__"),

@@ -47,7 +47,7 @@ def validate_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
     except (TypeError, ValueError):
         raise BoxError(f"box {box!r}: expected four numbers x0,y0,x1,y1") from None
     if b.size != 4 or not np.all(np.isfinite(b)):
-        raise BoxError(f"box {list(np.asarray(box).reshape(-1))}: expected four finite numbers x0,y0,x1,y1")
+        raise BoxError(f"box {_fmt(b)}: expected four finite numbers x0,y0,x1,y1")
     x0, y0, x1, y1 = b
     if x1 <= x0 or y1 <= y0:
         raise BoxError(f"box {_fmt(b)}: zero or negative area (need x1 > x0 and y1 > y0, XYXY pixels)")
