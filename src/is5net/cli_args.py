@@ -21,6 +21,7 @@ from .data.defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 # Kept equal to their owners' values by tests/test_startup.py (the owners import torch or py_sod_metrics).
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # is5net.prompts.SAM_TYPES
 MASK_CHOICES = ("first", "best")  # is5net.prompts.MASK_CHOICES
+STAGE1_METHODS = ("sam", "grabcut")  # sam: is5net.prompts.SamStage; grabcut: is5net.prompts.GrabCutStage
 ALL_METRICS = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE", "meanF", "mIoU", "maxEm")  # is5net.eval.metrics.ALL_METRICS
 DEFAULT_INPUT_SIZE = 1024  # is5net.checkpoint.DEFAULT_INPUT_SIZE
 DEFAULT_CACHE_NAME = ".sam-cache"  # is5net.data.sam_cache.DEFAULT_CACHE_NAME
@@ -76,6 +77,8 @@ def predict(parser: argparse.ArgumentParser) -> None:
     stage1.add_argument("--coarse-mask", type=Path, metavar="FILE|DIR",
                         help="stage-1 mask(s) from any method instead of SAM: a file (one image) or a directory "
                              "of masks named like the images (<stem>.png, or <stem>_<k>.png per box)")
+    parser.add_argument("--stage1", choices=STAGE1_METHODS, default="sam",
+                        help="stage 1: sam (default) or grabcut (OpenCV's GrabCut from the box: no weights needed)")
     parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
     parser.add_argument("-o", "--output", type=Path, default=Path("is5net-out"), metavar="OUTDIR",
                         help="output directory (default: ./is5net-out)")

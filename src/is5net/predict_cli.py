@@ -24,31 +24,17 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from .errors import IS5NetError
 from .io import (IMAGE_EXTENSIONS, atomic_write_bytes, atomic_write_text, encode_png, image_file_problem,
-                 list_images, load_image, load_mask, mask_to_uint8, max_pixels)
+                 list_images, load_image, load_mask, max_pixels)
+from .outputs import cutout_rgba, mask_uint8
+from .outputs import parse_threshold as _parse_threshold
 from .prompts import parse_box
 
 log = logging.getLogger("is5net")
 
 EXIT_SOME_FAILED = 1  # some images failed; the others' outputs are written and listed
 EXIT_NOTHING_DONE = 2  # the CLI's user-error status: nothing was written
-
-
-def _parse_threshold(text: Optional[str]):
-    if text is None:
-        return None
-    if text.lower() == "otsu":
-        return "otsu"
-    try:
-        t = float(text)
-    except ValueError:
-        raise IS5NetError(f"--threshold {text!r}: expected a number in [0, 1] or 'otsu'") from None
-    if not 0.0 <= t <= 1.0:
-        raise IS5NetError(f"--threshold {text!r}: expected a number in [0, 1] or 'otsu'")
-    return t
 
 
 def load_boxes_file(path: Path) -> dict[str, list[list[float]]]:
@@ -194,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .checkpoint import load_refiner
-    from .predictor import IS5NetPredictor, binarize
+    from .predictor import IS5NetPredictor
     from .prompts import load_sam
     from .runtime import resolve_device
     from .weights import resolve_weights
@@ -204,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     pixel_limit = max_pixels(args.max_pixels)  # a bad $IS5NET_MAX_PIXELS is refused here, before any work
     device = resolve_device(args.device)
     cli_boxes = [parse_box(b) for b in args.box]
+    if args.stage1 == "grabcut" and (args.sam_checkpoint is not None or args.coarse_mask is not None):
+        raise IS5NetError("--stage1 grabcut makes the coarse mask itself: give it without --sam-checkpoint and "
+                          "--coarse-mask")
     file_boxes = load_boxes_file(args.boxes) if args.boxes else None
     _check_inputs(args)
 
@@ -234,7 +223,11 @@ def run(args: argparse.Namespace) -> int:
                 raise IS5NetError(f"{out_dir / fname} is an input image; choose another -o")
 
     sam = None
-    if is5 and args.coarse_mask is None:
+    if is5 and args.stage1 == "grabcut":
+        from .prompts import GrabCutStage
+
+        sam = GrabCutStage(device=device)  # a classical stage 1: no weights at all
+    elif is5 and args.coarse_mask is None:
         if args.sam_checkpoint is None and args.sam_type != "tiny":
             raise IS5NetError("give --sam-checkpoint PATH (SAM weights) or --coarse-mask FILE|DIR for the coarse mask")
         ckpt = resolve_weights(args.sam_checkpoint) if args.sam_checkpoint else None
@@ -271,14 +264,13 @@ def run(args: argparse.Namespace) -> int:
             preds = predictor.predict_batch(boxes) if boxes else [predictor.predict()]
         files, entries = [], []
         for file_names, pred in zip(names, preds, strict=True):
-            mask = pred.mask if threshold is None else binarize(pred.mask, threshold).astype(np.float32)
-            mask_u8 = mask_to_uint8(mask)
+            mask_u8 = mask_uint8(pred.mask, threshold)  # the same bytes as `is5net serve` answers
             for kind, fname in file_names.items():
-                files.append((fname, encode_png(mask_u8 if kind == "mask" else np.dstack([rgb, mask_u8]))))
+                files.append((fname, encode_png(mask_u8 if kind == "mask" else cutout_rgba(rgb, mask_u8))))
             entries.append({
                 "file": next(iter(file_names.values())), "image": str(image), "box": pred.box,
                 "sam_score": pred.sam_score,
-                "coarse": "given" if args.coarse_mask is not None else ("sam" if is5 else None),
+                "coarse": "given" if args.coarse_mask is not None else (args.stage1 if is5 else None),
             })
         return files, entries
 
