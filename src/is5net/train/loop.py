@@ -486,7 +486,6 @@ def resolve_precision(c: TrainConfig, device: torch.device) -> Optional[torch.dt
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
 
 
-@functools.lru_cache(maxsize=None)
 def _cpu_fp16_problem() -> str:
     """Why this torch would not really train in fp16 on the CPU ("" when it would).
 
