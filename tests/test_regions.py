@@ -117,3 +117,54 @@ def test_region_default_comes_from_the_checkpoint_and_bad_values_are_refused(tmp
         IS5NetPredictor(None, loaded, device="cpu", region="crop")
     with pytest.raises(IS5NetError, match="margin"):
         IS5NetPredictor(None, loaded, device="cpu", margin=-1)
+
+
+def test_validation_item_of_a_box_region_is_the_predictors_crop_input(tmp_path, coffee_rgb):
+    """A refiner trained for `box` sees in validation exactly what `predict --region box` gives it."""
+    from PIL import Image
+
+    from is5net.data.dataset import CoarseDir, RefinerDataset
+    from is5net.data.pairs import find_pairs
+    from is5net.data.samples import enumerate_samples
+
+    root = tmp_path / "data"
+    for sub in ("im", "gt", "coarse"):
+        (root / "DIS-VD" / sub).mkdir(parents=True)
+    gt = np.zeros(coffee_rgb.shape[:2], np.uint8)
+    gt[50:150, 80:210] = 255
+    coarse = np.zeros_like(gt)
+    coarse[55:160, 70:200] = 255
+    Image.fromarray(coffee_rgb).save(root / "DIS-VD" / "im" / "cup.png")
+    Image.fromarray(gt).save(root / "DIS-VD" / "gt" / "cup.png")
+    Image.fromarray(coarse).save(root / "DIS-VD" / "coarse" / "cup.png")
+    samples = enumerate_samples(find_pairs(root, ["DIS-VD"]), enrich=False)
+    refiner = make_tiny_refiner(5, input_size=64)
+    ds = RefinerDataset(samples, CoarseDir("dataset"), 64, refiner.config.mean, refiner.config.std, train=False,
+                        region="box")
+    seen = []
+    p = IS5NetPredictor(None, refiner, device="cpu", region="box")
+    inner = p._regions.logits
+    p._regions.logits = lambda x: seen.append(x.clone()) or inner(x)
+    p.set_image(coffee_rgb)
+    p.predict(box=list(samples[0].box), coarse_mask=coarse)
+    assert len(seen) == 1 and torch.equal(seen[0][0], ds[0]["input"])
+
+
+def test_training_views_are_seeded_and_tiles_are_native_resolution():
+    from is5net.contract import training_view
+
+    rng_img = np.random.default_rng(1)
+    rgb = rng_img.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    gt = np.zeros((600, 800), bool)
+    gt[100:500, 150:650] = True
+    box = [150, 100, 650, 500]
+    a = training_view(rgb, gt, gt, box, "tiles", 128, np.random.default_rng(7))
+    b = training_view(rgb, gt, gt, box, "tiles", 128, np.random.default_rng(7))
+    assert all(np.array_equal(u, v) for u, v in zip(a[:3], b[:3])) and a[3] == b[3]
+    shapes = {training_view(rgb, gt, gt, box, "tiles", 128, np.random.default_rng(s))[0].shape for s in range(20)}
+    assert (128, 128, 3) in shapes                      # native-resolution tiles
+    assert any(s[0] > 128 for s in shapes)              # and whole-crop views (the low-resolution pass)
+    # Validation (no rng) shows the crop with the exact margin, as predict does.
+    v = training_view(rgb, gt, gt, box, "box", 128, None)
+    x0, y0, x1, y1 = crop_window(box, 600, 800)
+    assert v[0].shape == (y1 - y0, x1 - x0, 3) and v[3] == [150 - x0, 100 - y0, 650 - x0, 500 - y0]

@@ -307,3 +307,50 @@ def needs_tiles(crop_hw: tuple[int, int], input_size: int, max_side: int = DEFAU
     """Whether a crop is large enough for tiles: its working size is over 1.5 times the model input."""
     s = work_scale(crop_hw, max_side)
     return max(crop_hw) * s > 1.5 * input_size
+
+
+def training_view(rgb: np.ndarray, gt: np.ndarray, coarse: Optional[np.ndarray], box: Sequence[float],
+                  region: str, input_size: int, rng: Optional[np.random.Generator] = None,
+                  margin: float = DEFAULT_MARGIN, max_side: int = DEFAULT_MAX_SIDE):
+    """What a training sample shows the refiner for ``region``: ``(rgb, gt, coarse, box)`` to feed the contract.
+
+    ``image``: everything as is. ``box``: the crop of :func:`crop_window`, with the margin drawn at random
+    scale (``margin * 2**u``, ``u`` uniform in [-1, 1]) when ``rng`` is given (training), exactly ``margin``
+    otherwise (validation, as ``predict``). ``tiles``: half of the draws are that ``box`` view (the
+    low-resolution pass of :class:`~is5net.regions.RegionRefiner`), the other half one ``S x S`` tile of
+    the crop at native resolution (scaled down only past ``max_side``), centred on a GT pixel 3 times in 4
+    so that tiles show the object's detail; without ``rng``, the ``box`` view.
+    Arrays are ``HxWx3`` uint8, ``HxW`` bool GT, ``HxW`` coarse (any :func:`binary_mask` form) or None.
+    """
+    if region not in REGIONS:
+        raise ValueError(f"region {region!r}: choose one of {', '.join(REGIONS)}")
+    if region == "image":
+        return rgb, gt, coarse, list(box)
+    h, w = gt.shape[:2]
+    m = margin if rng is None else margin * float(2.0 ** rng.uniform(-1.0, 1.0))
+    x0, y0, x1, y1 = crop_window(box, h, w, m)
+    crop = (slice(y0, y1), slice(x0, x1))
+    rgb_c, gt_c = rgb[crop], gt[crop]
+    coarse_c = None if coarse is None else coarse[crop]
+    box_c = shift_box(box, (x0, y0))
+    if region == "box" or rng is None or rng.random() < 0.5 or not needs_tiles(gt_c.shape, input_size, max_side):
+        return rgb_c, gt_c, coarse_c, box_c
+    s = work_scale(gt_c.shape, max_side)
+    if s < 1.0:
+        hw = (max(1, round(gt_c.shape[0] * s)), max(1, round(gt_c.shape[1] * s)))
+        rgb_c = to_uint8(resize_rgb(rgb_c, hw)).transpose(1, 2, 0)
+        gt_c = resize_gt(gt_c, hw)[0].numpy() > 0.5
+        coarse_c = None if coarse_c is None else resize_gt(coarse_c, hw)[0].numpy() > 0.5
+        box_c = [v * s for v in box_c]
+    ch, cw = gt_c.shape
+    th, tw = min(input_size, ch), min(input_size, cw)
+    ys, xs = np.nonzero(gt_c)
+    if ys.size and rng.random() < 0.75:
+        i = int(rng.integers(ys.size))
+        cy, cx = int(ys[i]), int(xs[i])
+    else:
+        cy, cx = int(rng.integers(ch)), int(rng.integers(cw))
+    ty = min(max(cy - th // 2, 0), ch - th)
+    tx = min(max(cx - tw // 2, 0), cw - tw)
+    tile = (slice(ty, ty + th), slice(tx, tx + tw))
+    return (rgb_c[tile], gt_c[tile], None if coarse_c is None else coarse_c[tile], shift_box(box_c, (tx, ty)))

@@ -22,7 +22,17 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..contract import normalize_input, resize_gt, resize_input, resize_prompt, resize_rgb, to_uint8
+from ..contract import (
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_SIDE,
+    normalize_input,
+    resize_gt,
+    resize_input,
+    resize_prompt,
+    resize_rgb,
+    to_uint8,
+    training_view,
+)
 from ..errors import IS5NetError
 from ..io import atomic_write_bytes, encode_png, load_image, load_mask
 from .coarse import CoarseMaskFolder
@@ -188,12 +198,17 @@ class RefinerDataset(Dataset):
     ``coarse``: a :class:`CoarseDir` / :class:`CoarseCache`, or None for a 3-channel IS-Net.
     ``train``: random horizontal/vertical flips (``flips``) and jitter choice; else tight box, no flips.
 
+    ``region``: what each item shows (:func:`is5net.contract.training_view`): the whole image, the box's
+    crop (random margin scale in training, the exact ``margin`` in validation) or, for ``tiles``, that crop
+    or a native-resolution tile of it; the resized-input cache is used for ``image`` only.
+
     Item: ``{"input": C x S x S float32, "gt": 1 x S x S float32 in [0, 1], "index": int}``.
     """
 
     def __init__(self, samples: Sequence[Sample], coarse, input_size: int, mean: Sequence[float],
                  std: Sequence[float], train: bool = True, flips: bool = True, seed: int = 0,
-                 cache_images: int = 0, input_cache: Optional[InputCache] = None):
+                 cache_images: int = 0, input_cache: Optional[InputCache] = None, region: str = "image",
+                 margin: float = DEFAULT_MARGIN, max_side: int = DEFAULT_MAX_SIDE):
         groups: "OrderedDict[tuple, list[Sample]]" = OrderedDict()
         for s in samples:
             groups.setdefault((s.pair, s.component), []).append(s)
@@ -205,7 +220,9 @@ class RefinerDataset(Dataset):
         self.epoch = 0
         self._image_cache: "OrderedDict[Path, np.ndarray]" = OrderedDict()
         self._cache_images = int(cache_images)
-        self.input_cache = input_cache
+        # A crop region draws a new crop every epoch: there is no fixed resized input to cache.
+        self.input_cache = input_cache if region == "image" else None
+        self.region, self.margin, self.max_side = region, float(margin), int(max_side)
         self._entry_keys: dict[str, tuple[str, str]] = {}
 
     def __len__(self) -> int:
@@ -308,7 +325,12 @@ class RefinerDataset(Dataset):
             x, y = self._cached(sample)
         else:
             rgb, gt, coarse = self._full_resolution(sample)
-            x = resize_input(rgb, coarse, sample.box, self.input_size)
+            box = sample.box
+            if self.region != "image":
+                rng = item_rng(self.seed + 2, self.epoch, index) if self.train else None
+                rgb, gt, coarse, box = training_view(rgb, gt, coarse, box, self.region, self.input_size, rng,
+                                                     self.margin, self.max_side)
+            x = resize_input(rgb, coarse, box, self.input_size)
             y = resize_gt(gt, self.input_size)
         x = normalize_input(x, self.mean, self.std, inplace=True)  # x is this item's own tensor
         if self.train and self.flips:
