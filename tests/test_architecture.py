@@ -11,11 +11,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "is5net"
 LAYERS = [
     ("errors", "io", "runtime", "distributed", "weights", "modeling", "is5net"),   # is5net: __version__
     ("checkpoint", "contract"),
-    ("prompts",),
+    ("prompts", "export", "backends"),  # backends: the refiner's runtimes, export: ONNX (issue 17)
     ("data", "eval.metrics", "eval.folders", "eval.report", "eval.scoring", "eval"),
     ("predictor", "regions"),
     ("eval.dataset", "train"),
-    ("predict_cli", "convert_cli", "demo", "eval.cli"),
+    ("predict_cli", "convert_cli", "demo", "eval.cli", "export_cli", "weights_cli", "doctor"),
     ("cli", "cli_args", "__main__"),
 ]
 

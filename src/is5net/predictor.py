@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backends import refiner_runner
 from .checkpoint import RefinerConfig
 from .errors import IS5NetError
 from .contract import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS, binarize, binary_mask, normalize_input, resize_prompt, resize_rgb, soft_masks, tight_box
@@ -67,6 +68,9 @@ class IS5NetPredictor:
         sam_resize: ``"pil"`` (default: exactly ``SamPredictor.set_image``, the reference masks) or ``"torch"``
             (resize on the device: faster for large photos on a GPU, masks may differ slightly).
         fast: fold BatchNorm into the convolutions, channels_last and cuDNN autotuning on CUDA (same math).
+        backend: the refiner's runtime, ``"torch"`` (this class's path), ``"onnxruntime"``, ``"openvino"`` (CPU),
+            ``"auto"`` (the fastest installed one matching the reference: :mod:`is5net.backends`), or a ready
+            backend object; :attr:`backend` describes the one used (name, version, device, precision).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class IS5NetPredictor:
         batch_size: int = 8,
         sam_resize: str = "pil",
         fast: bool = True,
+        backend: object = "torch",
         region: Optional[str] = None,
         margin: float = DEFAULT_MARGIN,
         max_side: int = DEFAULT_MAX_SIDE,
@@ -105,6 +110,10 @@ class IS5NetPredictor:
                 refiner = refiner.to(memory_format=torch.channels_last)
         self.refiner = refiner.requires_grad_(False)
         self.channels_last = fast and self.device.type == "cuda"
+        # Another runtime takes the refiner's place (its forward_logits); the contract around it is unchanged.
+        runner, self.backend = refiner_runner(backend, refiner, self.device, precision)
+        if runner is not None:
+            self.refiner, self.channels_last = runner, False
         self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if isinstance(sam, nn.Module) \
             else sam
         size = self.config.input_size
