@@ -29,7 +29,8 @@ logger = logging.getLogger("is5net")
 
 #: Options that belong to dataset mode only.
 _DATASET_OPTIONS = (
-    "subsets", "method", "checkpoint", "sam_checkpoint", "sam_type", "coarse_dir", "out", "resume", "device"
+    "subsets", "method", "checkpoint", "sam_checkpoint", "sam_type", "coarse_dir", "out", "resume", "device",
+    "region", "box_jitter",
 )
 
 

@@ -97,6 +97,10 @@ def evaluate_dataset(
     progress: bool = True,
     precision: str = "fp32",
     mask_choice: str = "first",
+    region: Optional[str] = None,
+    margin: float = 0.1,
+    box_jitter: float = 0.0,
+    jitter_seed: int = 0,
 ) -> dict[str, dict]:
     """Run ``method`` over the subsets of a DIS5K root, score it, write Table I; return its rows.
 
@@ -119,6 +123,11 @@ def evaluate_dataset(
         progress: tqdm bars (shown on a terminal only; rank 0 only under torchrun).
         precision: ``fp32`` (the reference), ``bf16`` or ``fp16`` (CUDA) autocast for both stages.
         mask_choice: SAM mask kept, ``first`` (``masks[0]``, the reference) or ``best``.
+        region / margin: what the refiner sees (``image``, ``box``, ``tiles``; default: the checkpoint's) and
+            the crop's margin (docs/input-contract.md, "Regions").
+        box_jitter / jitter_seed: move each edge of the GT's tight box by up to ``box_jitter`` of the box's
+            side (:func:`is5net.data.samples.jitter_box`, seeded per image by ``jitter_seed``), as a loose,
+            hand-drawn or detected box would be; 0 = the tight box (the paper's protocol).
 
     Returns ``{row name: {metric: value, ..., "n": images}}``: the subsets in order, then ``DIS-TE``.
     Raises :class:`IS5NetError` for a missing root, an unknown subset, a checkpoint of the wrong kind, a
@@ -155,7 +164,11 @@ def evaluate_dataset(
                         "is5net check-data lists them", name, len(no_gt), len(no_image), (no_gt + no_image)[0])
         pairs_by_subset[name] = pairs
 
+    if not 0.0 <= float(box_jitter) <= 1.0:
+        raise IS5NetError(f"--box-jitter {box_jitter}: expected a fraction from 0 to 1")
     setup = _Setup.build(method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset)
+    setup.region, setup.margin = region, float(margin)
+    setup.box_jitter, setup.jitter_seed = float(box_jitter), int(jitter_seed)
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -230,7 +243,9 @@ def run_dataset(args: argparse.Namespace) -> int:
         args.data, parse_subsets(args.subsets), method, args.checkpoint, args.out,
         sam_checkpoint=args.sam_checkpoint, sam_type=getattr(args, "sam_type", None), coarse_dir=args.coarse_dir,
         device=args.device, resume=args.resume, workers=args.workers, metrics=args.metrics,
-        progress=not getattr(args, "quiet", False),
+        progress=not getattr(args, "quiet", False), region=getattr(args, "region", None),
+        margin=getattr(args, "margin", 0.1), box_jitter=getattr(args, "box_jitter", 0.0),
+        jitter_seed=getattr(args, "jitter_seed", 0),
     )
     if int(os.environ.get("RANK", "0")) == 0:
         keys = M.resolve_metrics("paper" if args.metrics is None else args.metrics)
@@ -289,6 +304,10 @@ class _Setup:
         self.coarse: dict[tuple[str, str], Path] = {}
         self.use_sam = False
         self.sam_source = None
+        self.region: Optional[str] = None
+        self.margin = 0.1
+        self.box_jitter = 0.0
+        self.jitter_seed = 0
 
     @classmethod
     def build(cls, method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset) -> "_Setup":
@@ -339,7 +358,10 @@ class _Setup:
             "method": self.method,
             "data": str(root.resolve()),
             "subsets": list(names),
-            "box": "tight box of the GT (pixels > 127), XYXY, exclusive end" if self.method != "isnet" else None,
+            "box": self.box_caption() if self.method != "isnet" else None,
+            "region": (self.region or self.refiner.config.region) if self.refiner is not None and self.method == "is5net"
+            else None,
+            "margin": self.margin if (self.region or "image") != "image" else None,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "checkpoint_sha256": file_sha256(self.checkpoint) if self.checkpoint else None,
             "refiner": None,
@@ -389,7 +411,8 @@ class _Setup:
         from ..predictor import IS5NetPredictor
 
         predictor = IS5NetPredictor(sam, self.refiner, device=device, precision=precision, mask_choice=mask_choice,
-                                    box_channel="user", batch_size=1, sam_resize="pil")
+                                    box_channel="user", batch_size=1, sam_resize="pil", region=self.region,
+                                    margin=self.margin)
         if self.method == "isnet":
             def predict_isnet(pair: Pair) -> np.ndarray:
                 gt = load_mask(pair.gt)
@@ -408,8 +431,14 @@ class _Setup:
 
         return predict_is5net
 
-    @staticmethod
-    def _image_and_box(pair: Pair) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    def box_caption(self) -> str:
+        tight = "tight box of the GT (pixels > 127), XYXY, exclusive end"
+        if self.box_jitter <= 0:
+            return tight
+        return (f"{tight}, each edge moved by up to {self.box_jitter:g} of the box's side "
+                f"(--box-jitter {self.box_jitter:g} --jitter-seed {self.jitter_seed})")
+
+    def _image_and_box(self, pair: Pair) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         gt = load_mask(pair.gt)
         rgb = load_image(pair.image, gt.shape)
         _check_same_size(pair, rgb.shape[:2], gt.shape)
@@ -417,6 +446,12 @@ class _Setup:
         if box is None:
             raise IS5NetError(f"{pair.gt}: empty GT (no pixel > {FG_THRESHOLD}), so no box to prompt with "
                               "(see is5net check-data)")
+        if self.box_jitter > 0:
+            from ..data.samples import jitter_box
+
+            # The same seeded jitter as training's (one draw, k = 1), per image: reproducible anywhere.
+            box = jitter_box(box, 1, gt.shape, max_fraction=self.box_jitter, seed=self.jitter_seed,
+                             identity=f"{pair.subset}/{pair.stem}")
         return rgb, box
 
     def _coarse_mask(self, pair: Pair, shape: tuple[int, int]) -> np.ndarray:
@@ -547,5 +582,9 @@ def _write_tables(out_dir: Path, rows: dict[str, dict], keys, provenance: dict, 
     atomic_write_text(out_dir / "table.csv", table_csv(rows, metrics=keys, index_name="subset"))
     comment = "\n".join(f"{k}: {v}" for k, v in provenance.items() if v is not None)
     table = table_markdown(rows, metrics=keys, index_name=provenance["method"], show_n=True)
-    atomic_write_text(out_dir / "table.md", f"<!-- is5net eval provenance\n{comment}\n-->\n\n{table}")
+    caption = f"Boxes: {provenance['box']}." if provenance.get("box") else ""
+    if provenance.get("region"):
+        caption += f" Region: {provenance['region']}."
+    atomic_write_text(out_dir / "table.md",
+                      f"<!-- is5net eval provenance\n{comment}\n-->\n\n{caption.strip()}\n\n{table}")
     atomic_write_text(out_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")
