@@ -60,7 +60,6 @@ from torch.utils.data import DataLoader, Sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import real_input, sync, torch_defaults  # noqa: E402
-
 from is5net.checkpoint import default_mean  # noqa: E402
 from is5net.modeling import build_model, gt_encoder_for  # noqa: E402
 from is5net.runtime import enable_fast_cuda  # noqa: E402

@@ -4,12 +4,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from is5net.checkpoint import load_refiner, read_state_dict
 from is5net.cli import main

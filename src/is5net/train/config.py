@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from ..data.defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from ..errors import IS5NetError
 
 
@@ -139,8 +140,8 @@ class TrainConfig:
     flips: bool = setting(True, ANY)
     enrich: bool = setting(True, ANY)          # GT enrichment (each big component its own sample)
     jitter: int = setting(0, at_least(0))      # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
-    jitter_fraction: float = setting(0.1, fraction())
-    min_fraction: float = setting(0.004, fraction())
+    jitter_fraction: float = setting(JITTER_FRACTION, fraction())
+    min_fraction: float = setting(MIN_COMPONENT_FRACTION, fraction())
     val_fraction: float = setting(0.0, fraction(high_open=True))  # held out when there is no DIS-VD / --val
     val_limit: int = setting(0, at_least(0))   # score at most this many validation images (0 = all)
     mask_choice: str = setting("first", one_of("first", "best"))

@@ -682,7 +682,8 @@ def _write_result(refiner: ISNet, refiner_config: RefinerConfig, run_dir: Path, 
         sd, meta = read_state_dict(best)
         final_best = build_refiner_like(refiner)
         final_best.load_state_dict(sd)
-        save_refiner(final_best, run_dir / "refiner.safetensors", refiner_config, {"val_maxF": meta.get("val_maxF", "")})
+        save_refiner(final_best, run_dir / "refiner.safetensors", refiner_config,
+                     {"val_maxF": meta.get("val_maxF", "")})
     else:
         save_refiner(final, run_dir / "refiner.safetensors", refiner_config, {"step": str(steps)})
 
