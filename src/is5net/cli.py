@@ -43,6 +43,12 @@ COMMANDS: dict[str, Command] = {
                      "train IS5Net / IS-Net: GT-encoder phase, then the refiner (AMP, torchrun, exact resume)"),
     "cache-sam": Command("is5net.data.sam_cache", cli_args.cache_sam,
                          "precompute the SAM masks of every training sample (resumable, torchrun)"),
+    "export-onnx": Command("is5net.export_cli", cli_args.export_onnx,
+                           "export the refiner to ONNX (metadata, checked against torch on a real image)"),
+    "weights": Command("is5net.weights_cli", cli_args.weights,
+                       "official weight files: list, verify, download one on request (resumable, checksummed)"),
+    "doctor": Command("is5net.doctor", cli_args.doctor,
+                      "versions, device, backends, extras and weight files: what works and what to fix"),
 }
 
 

@@ -21,6 +21,7 @@ from .data.defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 # Kept equal to their owners' values by tests/test_startup.py (the owners import torch or py_sod_metrics).
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # is5net.prompts.SAM_TYPES
 MASK_CHOICES = ("first", "best")  # is5net.prompts.MASK_CHOICES
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")  # auto + is5net.backends.BACKENDS
 STAGE1_METHODS = ("sam", "grabcut")  # sam: is5net.prompts.SamStage; grabcut: is5net.prompts.GrabCutStage
 ALL_METRICS = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE", "meanF", "mIoU", "maxEm")  # is5net.eval.metrics.ALL_METRICS
 DEFAULT_INPUT_SIZE = 1024  # is5net.checkpoint.DEFAULT_INPUT_SIZE
@@ -84,6 +85,10 @@ def predict(parser: argparse.ArgumentParser) -> None:
                         help="output directory (default: ./is5net-out)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="the refiner's runtime: auto (default: on a CPU the fastest installed one that "
+                             "matches the reference: openvino, then onnxruntime, then torch; torch on CUDA), "
+                             "torch, onnxruntime, openvino (pip install 'is5net[onnx]')")
     parser.add_argument("--save", choices=("mask", "cutout", "both"), default="mask",
                         help="mask: grayscale PNG; cutout: RGBA PNG of the object; both: <name>.png and <name>_cutout.png")
     parser.add_argument("--threshold", metavar="T|otsu",
@@ -205,3 +210,46 @@ def cache_sam(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--batch-boxes", type=int, default=16, metavar="N", help="boxes per SAM decoder call (default 16)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def export_onnx(parser: argparse.ArgumentParser) -> None:
+    """Export the refiner to ONNX, with its input contract in the model's metadata, and check it.
+
+    The graph takes the normalised N x C x S x S input and gives side output 1's logits (before sigmoid);
+    input size, channels, mean, std and region are in the model's metadata_props. After writing, ONNX
+    Runtime and torch run on a real image (skimage's astronaut) and max |diff| and mask IoU are printed; over
+    the tolerance the file is not kept and the exit status is 1.
+    """
+    parser.add_argument("checkpoint", metavar="CKPT", help="refiner: official .pth, our .safetensors, or a name "
+                                                           "under IS5NET_HOME (dis-sam, isnet, isnet-general-use)")
+    parser.add_argument("output", type=Path, metavar="OUT.onnx", help="where to write the ONNX model")
+    parser.add_argument("--dynamic-batch", action="store_true", help="a free batch dimension (default: batch 1)")
+    parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 11..21 (default 17)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="store the weights in float16 (half the file); runtimes still compute in float32")
+
+
+def weights(parser: argparse.ArgumentParser) -> None:
+    """The official weight files: list them, verify the ones under IS5NET_HOME, download one on request.
+
+    Nothing is downloaded except by `is5net weights download NAME`. Downloads show a progress bar, resume a
+    partial file (HTTP Range), are checked against the size and checksums the publisher gives, and are moved
+    into place only when they pass. Files published only on Google Drive get the steps to place them.
+    """
+    sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    sub.add_parser("list", help="every known file: name, size, checksum, where it is published, whether present")
+    verify = sub.add_parser("verify", help="check the files under IS5NET_HOME (size and checksums)")
+    verify.add_argument("names", nargs="*", metavar="NAME", help="only these (default: every file present)")
+    download = sub.add_parser("download", help="download NAME into IS5NET_HOME (or --to DIR)")
+    download.add_argument("name", metavar="NAME", help="vit_b, vit_l, vit_h (the others are on Google Drive)")
+    download.add_argument("--to", type=Path, metavar="DIR", help="folder to put the file in (default: IS5NET_HOME)")
+    download.add_argument("--mirror", metavar="URL",
+                          help="fetch <URL>/<file name> instead of the publisher's address (checked the same way)")
+    download.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def doctor(parser: argparse.ArgumentParser) -> None:
+    """What this installation can do: versions, device and threads, backends and extras, weight files
+    under IS5NET_HOME (verified), and what to do about anything missing."""
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not hash the weight files (the size is still checked): faster for big files")

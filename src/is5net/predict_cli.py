@@ -233,9 +233,11 @@ def run(args: argparse.Namespace) -> int:
         ckpt = resolve_weights(args.sam_checkpoint) if args.sam_checkpoint else None
         sam = load_sam(args.sam_type, ckpt)
     predictor = IS5NetPredictor(sam, refiner, device=device, precision=args.precision,
+                                backend=getattr(args, "backend", "torch"),
                                 mask_choice=args.mask_choice, box_channel=args.box_channel,
                                 batch_size=args.batch_size, sam_resize=args.sam_resize)
 
+    log.info("refiner: %s", predictor.backend)
     coarse_listing = list_images(args.coarse_mask) if args.coarse_mask is not None and args.coarse_mask.is_dir() \
         else None
 

@@ -1,0 +1,162 @@
+"""``is5net doctor``: what this installation can do, and what to do about what it cannot.
+
+Versions, the device and its threads, which refiner backends and optional extras are installed (and which
+backend ``--backend auto`` picks), every official weight file under ``IS5NET_HOME`` verified, and one line of
+advice per thing missing. Exit status 1 when a weight file fails its check (a corrupt file is a problem; a
+missing optional one is only advice), else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from . import __version__
+
+# extra -> the packages it installs (pyproject.toml's optional-dependencies), checked by name
+EXTRAS = {
+    "onnx": ("onnx", "onnxruntime", "openvino"),
+    "serve": ("fastapi", "uvicorn", "python-multipart"),
+    "train": ("tensorboard",),
+    "dev": ("pytest", "ruff"),
+}
+CORE = ("torch", "torchvision", "segment-anything", "numpy", "pillow", "opencv-python-headless", "scikit-image",
+        "safetensors", "pysodmetrics")
+
+
+def _version(package: str):
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide the fast paths (Linux: /proc/cpuinfo; elsewhere unknown, empty)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "amx_int8")
+    return [f for f in wanted if f in flags]
+
+
+def collect(verify: bool = True) -> dict:
+    """Everything doctor reports, as plain data (the tests read it; ``run`` prints it)."""
+    import torch
+
+    from .backends import BACKENDS, backend_versions, resolve_backend
+    from .weights import OFFICIAL, find, verify_file, weights_home
+
+    advice: list[str] = []
+    problems: list[str] = []
+    cuda = torch.cuda.is_available()
+    device = {
+        "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_flags": cpu_flags(),
+    }
+    backends = backend_versions()
+    auto_cpu = resolve_backend("auto", torch.device("cpu"))
+    auto_default = resolve_backend("auto", torch.device("cuda" if cuda else "cpu"))
+    if backends.get("openvino") is None:
+        advice.append("the refiner runs several times faster on a CPU with OpenVINO: pip install 'is5net[onnx]'")
+    extras = {name: {p: _version(p) for p in pkgs} for name, pkgs in EXTRAS.items()}
+    for name, pkgs in extras.items():
+        missing = [p for p, v in pkgs.items() if v is None]
+        if missing and name != "dev":
+            advice.append(f"extra '{name}' incomplete (missing {', '.join(missing)}): pip install 'is5net[{name}]'")
+
+    home = weights_home()
+    files = []
+    for entry in OFFICIAL.values():
+        path = find(entry, home)
+        if path is None:
+            how = (f"`is5net weights download {entry.name}`" if entry.url
+                   else f"download it from {entry.drive or entry.page} and put it in {home / entry.filename}")
+            files.append({"name": entry.name, "file": None, "status": "missing"})
+            advice.append(f"{entry.name} ({entry.what}) missing: {how}")
+            continue
+        verdict = verify_file(entry, path, hash_it=verify)
+        files.append({"name": entry.name, "file": str(path), "status": "ok" if verdict.ok else "FAILED",
+                      "detail": verdict.detail})
+        if not verdict.ok:
+            problems.append(f"{path}: {verdict.detail}")
+            fix = f"`is5net weights download {entry.name}`" if entry.url else f"download it again from {entry.page}"
+            advice.append(f"{path.name} fails its check: delete it and {fix}")
+    known = {f["file"] for f in files if f["file"]}
+    others = sorted(str(p) for p in home.glob("*") if p.is_file() and str(p) not in known
+                    and not p.name.endswith(".part")) if home.is_dir() else []
+    partial = sorted(str(p) for p in home.glob("*.part")) if home.is_dir() else []
+    for p in partial:
+        advice.append(f"{p}: an interrupted download; run the same `is5net weights download` again to resume it")
+    return {
+        "is5net": __version__, "python": platform.python_version(), "platform": platform.platform(),
+        "packages": {p: _version(p) for p in CORE},
+        "device": device, "backends": backends, "backend_names": list(BACKENDS),
+        "auto_backend": {"cpu": auto_cpu, "default_device": auto_default},
+        "openvino_cpu": _openvino_cpu() if backends.get("openvino") else None,
+        "extras": extras, "home": str(home), "home_exists": home.is_dir(), "weights": files,
+        "other_files": others, "partial": partial, "problems": problems, "advice": advice,
+    }
+
+
+def _openvino_cpu() -> dict:
+    """OpenVINO's CPU plug-in: its capabilities and the inference precision it picks by default."""
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        hint = core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+        return {"capabilities": caps, "default_precision": getattr(hint, "get_type_name", lambda: str(hint))()}
+    except Exception as exc:  # a broken install is reported, never a traceback
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def run(args: argparse.Namespace) -> int:
+    report = collect(verify=not args.no_verify)
+    out = sys.stdout
+    p = report["packages"]
+    print(f"is5net {report['is5net']}, Python {report['python']}, {report['platform']}", file=out)
+    print("packages: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in p.items()), file=out)
+    d = report["device"]
+    print(f"device: CUDA {', '.join(d['cuda']) if d['cuda'] else 'not available'}; CPU {d['cpu']}, "
+          f"{d['usable_cpus']} usable of {d['cpu_count']} cores, torch uses {d['torch_threads']} threads; "
+          f"features: {', '.join(d['cpu_flags']) or 'unknown'}", file=out)
+    print("refiner backends: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in report["backends"].items())
+          + f"; --backend auto picks {report['auto_backend']['cpu']} on the CPU"
+          + (f", {report['auto_backend']['default_device']} on CUDA" if d["cuda"] else ""), file=out)
+    ov_cpu = report["openvino_cpu"]
+    if ov_cpu:
+        if "error" in ov_cpu:
+            print(f"openvino: cannot use the CPU plug-in: {ov_cpu['error']}", file=out)
+        else:
+            print(f"openvino on this CPU: {', '.join(ov_cpu['capabilities'])}; by default it computes in "
+                  f"{ov_cpu['default_precision']} (is5net asks for f32 unless --precision bf16)", file=out)
+    print("extras: " + "; ".join(
+        f"{name} " + ("ok" if all(report["extras"][name].values()) else
+                      "missing " + ", ".join(k for k, v in report["extras"][name].items() if v is None))
+        for name in report["extras"]), file=out)
+    print(f"IS5NET_HOME = {report['home']}" + ("" if report["home_exists"] else " (does not exist yet)"), file=out)
+    for f in report["weights"]:
+        line = f"  {f['name']:<18} " + (f"{f['status']}: {Path(f['file']).name}: {f['detail']}" if f["file"]
+                                        else "missing")
+        print(line, file=out)
+    for other in report["other_files"]:
+        print(f"  (other file) {other}", file=out)
+    if report["advice"]:
+        print("to do:", file=out)
+        for line in report["advice"]:
+            print(f"  - {line}", file=out)
+    else:
+        print("nothing to do: everything is installed and verified", file=out)
+    return 1 if report["problems"] else 0

@@ -1,0 +1,120 @@
+"""``is5net export-onnx CKPT OUT.onnx``: the refiner as ONNX, checked against torch before it is kept.
+
+The check runs the exported file in ONNX Runtime and the checkpoint in plain torch (BatchNorm unfolded,
+float32: the official arithmetic) on the same input, built by the predictor from a real photograph
+(scikit-image's astronaut) with a box and a coarse mask, and compares the sigmoid outputs (max |diff|) and
+the final masks (IoU of the soft masks > 0.5, at the image's size, as ``predict`` makes them). Over the
+tolerance, the file is removed and the exit status is 1: a model that disagrees with torch is never left
+where a deployment would pick it up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import numpy as np
+
+from .errors import IS5NetError
+
+log = logging.getLogger("is5net")
+
+# float32 runtimes differ from torch by summation order only (~1e-6 here); float16 weights round each
+# weight by up to 2^-11 relative, which moves the sigmoid by a few 1e-3 on the full model.
+TOLERANCE = {False: (1e-3, 0.999), True: (2e-2, 0.99)}  # fp16 -> (max |diff| of the sigmoid, least IoU)
+CHECK_BOXES = [[140, 15, 380, 300], [40, 160, 470, 512]]  # the astronaut's head; her upper body
+
+
+def check_input(refiner, batch: int):
+    """``(rgb, x)``: the astronaut and the refiner input for ``batch`` of :data:`CHECK_BOXES`, each box with an
+    elliptical coarse mask inside it (a stage-1 mask of about the right shape)."""
+    from skimage import data
+
+    from .predictor import IS5NetPredictor
+
+    rgb = data.astronaut()
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    boxes = [CHECK_BOXES[i % len(CHECK_BOXES)] for i in range(batch)]
+    masks = []
+    for x0, y0, x1, y1 in boxes:
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2.4, (y1 - y0) / 2.4
+        masks.append(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0)
+    predictor = IS5NetPredictor(None, refiner, device="cpu", fast=False)
+    predictor.set_image(rgb)
+    return rgb, predictor.refiner_input(boxes, masks)
+
+
+def compare(reference, candidate, size) -> tuple[float, float]:
+    """``(max |diff| of the sigmoid, least mask IoU over the batch)`` of two logits tensors ``N x 1 x S x S``;
+    the masks are the contract's soft masks at ``size`` thresholded at 0.5."""
+    import torch
+
+    from .contract import soft_masks
+
+    diff = float((torch.sigmoid(reference) - torch.sigmoid(candidate)).abs().max())
+    a = soft_masks(reference, size) > 0.5
+    b = soft_masks(candidate, size) > 0.5
+    inter = (a & b).flatten(1).sum(1).double()
+    union = (a | b).flatten(1).sum(1).double()
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))  # both empty: agree
+    return diff, float(iou.min())
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _export(args)
+    except _CheckFailed:
+        print(f"is5net export-onnx: error: the exported model disagrees with torch; {args.output} was not "
+              f"kept", file=sys.stderr)
+        return 1
+
+
+class _CheckFailed(Exception):
+    pass
+
+
+def _export(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import torch
+
+    from .backends import OnnxRuntimeBackend
+    from .checkpoint import load_refiner
+    from .export import check_opset, export_refiner
+    from .io import atomic_path
+    from .weights import resolve_weights
+
+    for package in ("onnx", "onnxruntime"):
+        if importlib.util.find_spec(package) is None:
+            raise IS5NetError(f"export-onnx needs {package}: pip install 'is5net[onnx]'")
+    opset = check_opset(args.opset)
+    if args.output.suffix.lower() != ".onnx":
+        raise IS5NetError(f"{args.output}: name the output <name>.onnx")
+    checkpoint = resolve_weights(args.checkpoint)
+    if args.output.resolve() == checkpoint.resolve():
+        raise IS5NetError(f"{args.output} is the checkpoint itself; name a new file")
+    refiner = load_refiner(checkpoint)
+    batch = 2 if args.dynamic_batch else 1
+    max_diff, min_iou = TOLERANCE[bool(args.fp16)]
+
+    started = time.perf_counter()
+    with atomic_path(args.output) as tmp:
+        export_refiner(refiner, tmp, opset=opset, dynamic_batch=args.dynamic_batch, fp16=args.fp16)
+        print(f"is5net export-onnx: exported {args.output.name} ({tmp.stat().st_size / 2**20:.1f} MiB, opset {opset}, "
+              f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {'fp16' if args.fp16 else 'fp32'} weights) "
+              f"in {time.perf_counter() - started:.1f}s; checking it against torch ...", file=sys.stderr)
+        rgb, x = check_input(refiner, batch)
+        with torch.inference_mode():
+            reference = refiner.float().eval().forward_logits(x)
+        candidate = torch.from_numpy(OnnxRuntimeBackend(tmp).run(x.numpy()))
+        diff, iou = compare(reference, candidate, rgb.shape[:2])
+        verdict = "ok" if diff <= max_diff and iou >= min_iou else "FAILED"
+        print(f"check on skimage's astronaut, batch {batch}: onnxruntime vs torch: max |diff| of the sigmoid "
+              f"{diff:.2e} (tolerance {max_diff:g}), mask IoU {iou:.5f} (at least {min_iou:g}): {verdict}")
+        if verdict != "ok":
+            raise _CheckFailed()
+    return 0
+
