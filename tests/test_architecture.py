@@ -10,12 +10,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "is5net"
 # Lowest first; a module may import its own layer or any layer below (docs/architecture.md).
 LAYERS = [
     ("errors", "io", "runtime", "distributed", "modeling", "is5net"),   # is5net: __version__
-    ("checkpoint", "contract", "weights"),  # weights: files with no checksum are checked as state dicts
+    ("checkpoint", "contract", "weights", "outputs"),  # outputs: saved masks (predict, serve)  # weights: files with no checksum are checked as state dicts
     ("prompts", "export", "backends"),  # backends: the refiner's runtimes, export: ONNX (issue 17)
     ("data", "eval.metrics", "eval.folders", "eval.report", "eval.scoring", "eval"),
     ("predictor", "regions"),
     ("eval.dataset", "train"),
-    ("predict_cli", "convert_cli", "demo", "eval.cli", "export_cli", "weights_cli", "doctor"),
+    ("predict_cli", "convert_cli", "demo", "eval.cli", "export_cli", "weights_cli", "doctor", "serve"),
     ("cli", "cli_args", "__main__"),
 ]
 

@@ -43,6 +43,8 @@ COMMANDS: dict[str, Command] = {
                      "train IS5Net / IS-Net: GT-encoder phase, then the refiner (AMP, torchrun, exact resume)"),
     "cache-sam": Command("is5net.data.sam_cache", cli_args.cache_sam,
                          "precompute the SAM masks of every training sample (resumable, torchrun)"),
+    "serve": Command("is5net.serve.command", cli_args.serve,
+                     "a web page and HTTP API: draw a box in the browser, get the mask (pip install 'is5net[serve]')"),
     "export-onnx": Command("is5net.export_cli", cli_args.export_onnx,
                            "export the refiner to ONNX (metadata, checked against torch on a real image)"),
     "weights": Command("is5net.weights_cli", cli_args.weights,

@@ -1,0 +1,170 @@
+"""``is5net serve``: load the models once, then answer the page and the HTTP API with uvicorn.
+
+Safe by default: it binds 127.0.0.1; another address needs ``--token`` (every ``/api/`` request then carries
+``Authorization: Bearer <token>``) or an explicit ``--insecure``, and says so. Nothing is written to disk but
+uploads in a private temporary folder, each removed when its request ends (the folder at exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from ..errors import IS5NetError
+
+log = logging.getLogger("is5net")
+
+TOKEN_ENV = "IS5NET_SERVE_TOKEN"
+SYNTHETIC_NOTE = ("this refiner has only seen synthetic images (is5net demo): on photos expect rough masks; "
+                  "load the DIS-SAM weights for real use")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(args: argparse.Namespace) -> Optional[str]:
+    """Refuse a non-loopback ``--host`` without ``--token`` or ``--insecure``; the warning to print, if any."""
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    args.token = token
+    if args.token is not None and len(args.token) < 8:
+        raise IS5NetError("--token: use at least 8 characters (a random one: python -c \"import secrets; "
+                          "print(secrets.token_urlsafe())\")")
+    if is_loopback(args.host):
+        return None
+    if token is None and not args.insecure:
+        raise IS5NetError(f"--host {args.host} lets other machines reach the server: give --token T (or "
+                          f"${TOKEN_ENV}) so that requests must carry it, or --insecure to serve without one")
+    if token is None:
+        return f"serving on {args.host} WITHOUT a token (--insecure): anyone who can reach this port can use it"
+    return f"serving on {args.host}: reachable from other machines; API requests need the token"
+
+
+def trained_on_synthetic(checkpoint: Path) -> bool:
+    """Whether a refiner was trained by ``is5net train`` on the synthetic data of ``is5net demo``.
+
+    ``train`` writes ``config.yaml`` in its run folder (the checkpoint's folder or the one above it); its
+    ``data`` holds ``synthetic.json`` in each split when ``make_synthetic_dataset`` made it.
+    """
+    import yaml
+
+    for run_dir in (checkpoint.parent, checkpoint.parent.parent):
+        config = run_dir / "config.yaml"
+        if not config.is_file():
+            continue
+        try:
+            data = (yaml.safe_load(config.read_text()) or {}).get("data")
+        except (yaml.YAMLError, OSError, AttributeError):
+            return False
+        if not data:
+            return False
+        root = Path(str(data))
+        if not root.is_absolute():
+            root = run_dir / root
+        return (root / "synthetic.json").is_file() or any(root.glob("*/synthetic.json"))
+    return False
+
+
+def load_models(args: argparse.Namespace):
+    """The refiner and the stage-1 maker from the command line, loaded once (errors are one line)."""
+    from ..checkpoint import load_refiner
+    from ..prompts import GrabCutStage, SamStage, stage1_source
+    from ..runtime import check_precision, resolve_device
+    from ..weights import resolve_weights
+    from .engine import Models
+
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
+    refiner, refiner_info = None, {"name": "none", "detail": "none: the stage-1 mask is served as it is",
+                                   "synthetic_only": False, "note": None}
+    if args.refiner == "none":
+        if args.checkpoint is not None:
+            raise IS5NetError("give either --checkpoint (a refiner) or --refiner none, not both")
+    else:
+        if args.checkpoint is None:
+            raise IS5NetError("give --checkpoint PATH|NAME (the refiner; e.g. dis-sam, or is5net demo's "
+                              "refiner.safetensors) or --refiner none to serve the stage-1 mask alone")
+        path = resolve_weights(args.checkpoint)
+        refiner = load_refiner(path)
+        if refiner.in_ch != 5:
+            raise IS5NetError(f"{path.name} is a 3-channel IS-Net: it takes no box; serve an IS5Net checkpoint")
+        synthetic = trained_on_synthetic(path)
+        refiner_info = {"name": getattr(refiner, "model_name", "is5net"),
+                        "detail": f"{path.name} (input {refiner.config.input_size}²)",
+                        "synthetic_only": synthetic, "note": SYNTHETIC_NOTE if synthetic else None}
+
+    if args.stage1 == "grabcut":
+        if args.sam_checkpoint is not None:
+            raise IS5NetError("--stage1 grabcut needs no --sam-checkpoint; give one or the other")
+
+        def make_stage():
+            return GrabCutStage(device=device)
+
+        stage1 = {"name": "grabcut", "detail": "GrabCut (OpenCV, from the box; no weights)"}
+    else:
+        if args.sam_checkpoint is None and args.sam_type != "tiny":
+            raise IS5NetError("stage 1 needs SAM weights: --sam-checkpoint PATH|NAME (e.g. vit_l under IS5NET_HOME), "
+                              "or --stage1 grabcut, which needs none")
+        source = stage1_source(args.sam_checkpoint, args.sam_type, None, "--coarse-mask", check_type=True)
+        sam = source.load(device)
+        mask_choice = args.mask_choice
+
+        def make_stage():
+            return SamStage(sam, mask_choice)
+
+        name = "random tiny SAM (tests only: meaningless masks)" if source.checkpoint is None \
+            else f"SAM {source.sam_type} ({source.checkpoint.name})"
+        stage1 = {"name": "sam", "detail": name}
+    return Models(refiner, make_stage, device, args.precision, stage1, refiner_info)
+
+
+def build(args: argparse.Namespace):
+    """``(app, engine, tmp_dir)`` for the parsed ``is5net serve`` arguments; nothing is listening yet."""
+    from .app import Options, create_app
+    from .engine import Engine, Limits
+
+    warning = check_bind(args)
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+                    cache_bytes=int(args.cache_mb * 2**20), queue=args.queue, timeout_s=args.timeout)
+    models = load_models(args)
+    tmp_dir = Path(tempfile.mkdtemp(prefix="is5net-serve-"))
+    engine = Engine(models, limits, tmp_dir)
+    options = Options(token=args.token, cors=list(args.cors), ui=not args.no_ui, loopback_only=is_loopback(args.host))
+    app = create_app(engine, options)
+    app.state.bind_warning = warning
+    return app, engine, tmp_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app, engine, tmp_dir = build(args)
+    if app.state.bind_warning:
+        log.warning("%s", app.state.bind_warning)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{args.port}/"
+    models = engine.models
+    print(f"is5net serve: {url}{'' if args.no_ui else ' (the page)'}, API docs at {url}docs; "
+          f"stage 1: {models.stage1['detail']}; refiner: {models.refiner_info['detail']}; Ctrl-C stops",
+          file=sys.stderr)
+    if models.refiner_info.get("note"):
+        log.warning("%s", models.refiner_info["note"])
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
+                    access_log=not args.quiet, timeout_graceful_shutdown=5)
+    finally:
+        engine.close()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return 0

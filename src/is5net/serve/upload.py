@@ -1,0 +1,228 @@
+"""Request bodies read as they stream in, under a byte limit: multipart forms and small JSON bodies.
+
+FastAPI's ``UploadFile`` parses the whole body before the endpoint runs, so a 2 GB upload would be
+received (and spooled) in full before it could be refused. Here the body is parsed chunk by chunk
+(``python-multipart``'s push parser): file parts go to a temporary file in the server's own folder, hashed
+(SHA-256) on the way, and the moment the byte count passes the limit the parts are deleted and a 413
+answers. The rest of an over-limit body is read and thrown away (up to a cap) before answering, because an
+HTTP/1.1 client that is still sending when the server closes sees a reset, not the 413.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from .errors import ApiError
+
+MAX_FIELD_BYTES = 64 * 1024  # a text field (a box, a threshold) is a few bytes; a 64 KiB one is a mistake
+MAX_PARTS = 256
+DRAIN_FACTOR = 2  # read and discard an over-limit body up to this many times the limit, then stop reading
+
+
+@dataclass
+class UploadedFile:
+    """One file part, on disk in the server's temporary folder (deleted by :meth:`Form.close`)."""
+
+    field: str
+    filename: str
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class Form:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, list[UploadedFile]] = field(default_factory=dict)
+
+    def text(self, name: str) -> Optional[str]:
+        values = self.fields.get(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise ApiError(422, f"field {name!r} was given {len(values)} times; give it once")
+        return values[0]
+
+    def file(self, name: str, required: bool = True) -> Optional[UploadedFile]:
+        files = self.files.get(name, [])
+        if len(files) > 1:
+            raise ApiError(422, f"file {name!r} was given {len(files)} times; give it once")
+        if not files:
+            if required:
+                raise ApiError(422, f"no {name!r} file in the form (multipart/form-data, field {name!r})")
+            return None
+        return files[0]
+
+    def take(self, name: str) -> Optional[UploadedFile]:
+        """Remove a file from the form and hand its temporary file to the caller (who deletes it)."""
+        found = self.file(name, required=False)
+        if found is not None:
+            self.files.pop(name)
+        return found
+
+    def close(self) -> None:
+        for files in self.files.values():
+            for f in files:
+                with contextlib.suppress(FileNotFoundError):
+                    f.path.unlink()
+        self.files.clear()
+
+
+def _declared_length(request: Request) -> Optional[int]:
+    text = request.headers.get("content-length")
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(400, f"Content-Length {text!r} is not a number") from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body is over the server's limit of {limit / 2**20:g} MiB (--max-upload-mb)",
+                    headers={"Connection": "close"})
+
+
+async def _drain(request: Request, received: int, limit: int) -> None:
+    """Read and discard what is left of an over-limit body (up to a cap), so the client can read the 413."""
+    cap = DRAIN_FACTOR * limit
+    with contextlib.suppress(ClientDisconnect):
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > cap:
+                break
+
+
+async def read_form(request: Request, limit: int, tmp_dir: Path, file_fields: frozenset[str],
+                    text_fields: frozenset[str]) -> Form:
+    """Parse a ``multipart/form-data`` body of at most ``limit`` bytes (else 413) into a :class:`Form`.
+
+    Only ``file_fields`` may be files and only ``text_fields`` may be text; anything else is a 422. The
+    caller owns the result and must :meth:`Form.close` it (which deletes the temporary files).
+    """
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+        raise ApiError(415, "expected a multipart/form-data body (an 'image' file and form fields)")
+    declared = _declared_length(request)
+    if declared is not None and declared > DRAIN_FACTOR * limit:
+        raise _too_large(limit)  # refused before a byte of it is read
+
+    form = Form()
+    state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "part": None}
+
+    def on_part_begin() -> None:
+        state["headers"], state["part"] = {}, None
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, disp = parse_options_header(state["headers"].get("content-disposition", b""))
+        name = disp.get(b"name", b"").decode("utf-8", "replace")
+        if sum(len(v) for v in form.fields.values()) + sum(len(v) for v in form.files.values()) >= MAX_PARTS:
+            raise ApiError(422, f"more than {MAX_PARTS} form fields")
+        if b"filename" in disp or name in file_fields:
+            if name not in file_fields:
+                raise ApiError(422, f"unexpected file field {name!r}; files go in {', '.join(sorted(file_fields))}")
+            fd, path = tempfile.mkstemp(prefix="upload-", dir=tmp_dir)
+            # The client's file name is only ever shown in messages (never used as a path).
+            filename = os.path.basename(disp.get(b"filename", b"").decode("utf-8", "replace")) or name
+            state["part"] = ("file", name, os.fdopen(fd, "wb"), Path(path), hashlib.sha256(), [0], filename)
+            form.files.setdefault(name, []).append(UploadedFile(name, filename, Path(path), 0, ""))
+        else:
+            if name not in text_fields:
+                raise ApiError(422, f"unknown field {name!r}; expected {', '.join(sorted(text_fields | file_fields))}")
+            state["part"] = ("text", name, bytearray())
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part = state["part"]
+        chunk = data[start:end]
+        if part[0] == "file":
+            part[2].write(chunk)
+            part[4].update(chunk)
+            part[5][0] += len(chunk)
+        else:
+            part[2].extend(chunk)
+            if len(part[2]) > MAX_FIELD_BYTES:
+                raise ApiError(422, f"field {part[1]!r} is over {MAX_FIELD_BYTES // 1024} KiB")
+
+    def on_part_end() -> None:
+        part, state["part"] = state["part"], None
+        if part is None:
+            return
+        if part[0] == "file":
+            part[2].close()
+            entry = form.files[part[1]][-1]
+            entry.size, entry.sha256 = part[5][0], part[4].hexdigest()
+        else:
+            try:
+                form.fields.setdefault(part[1], []).append(bytes(part[2]).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ApiError(422, f"field {part[1]!r} is not UTF-8 text") from None
+
+    parser = MultipartParser(params[b"boundary"], {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    })
+    received = 0
+    try:
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    form.close()
+                    await _drain(request, received, limit)
+                    raise _too_large(limit)
+                parser.write(chunk)
+            parser.finalize()
+        except ClientDisconnect:
+            raise ApiError(400, "the client went away before the upload ended") from None
+        except ApiError:
+            raise
+        except Exception as exc:  # python-multipart's own parse errors
+            raise ApiError(422, f"malformed multipart body ({exc.__class__.__name__})") from None
+    except BaseException:
+        part = state["part"]
+        if part is not None and part[0] == "file":
+            part[2].close()
+        form.close()
+        raise
+    return form
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A JSON body of at most ``limit`` bytes (else 413); 415 if it is not ``application/json``."""
+    ctype, _ = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"application/json":
+        raise ApiError(415, "expected an application/json body")
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _too_large(limit)
+    try:
+        return json.loads(bytes(body))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(422, f"the body is not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") \
+            from None
