@@ -41,7 +41,10 @@ RefinerSource = Union[nn.Module, str, os.PathLike]
 
 def installed(name: str) -> bool:
     """Whether backend ``name``'s package can be imported (checked without importing it)."""
-    return importlib.util.find_spec(_MODULES[name]) is not None
+    try:
+        return importlib.util.find_spec(_MODULES[name]) is not None
+    except (ImportError, ValueError):  # a broken or blocked package is as good as none
+        return False
 
 
 def backend_versions() -> dict[str, Optional[str]]:

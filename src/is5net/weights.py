@@ -187,9 +187,11 @@ def page_only_steps(entry: WeightFile, home: Path) -> str:
             f"published for it).")
 
 
-def download(name: str, to: Optional[Path] = None, mirror: Optional[str] = None, quiet: bool = False,
+def download(name: str | WeightFile, to: Optional[Path] = None, mirror: Optional[str] = None, quiet: bool = False,
              timeout: float = 60.0) -> Path:
-    """Download the official file ``name`` into ``to`` (default IS5NET_HOME); return its path.
+    """Download the official file ``name`` (or any :class:`WeightFile`) into ``to`` (default IS5NET_HOME).
+
+    Returns the path of the verified file.
 
     A partial file (``<file>.part`` beside the target) from an interrupted run is resumed with an HTTP
     ``Range`` request (started over when the server ignores it). The whole file is verified
@@ -197,7 +199,7 @@ def download(name: str, to: Optional[Path] = None, mirror: Optional[str] = None,
     download is never left under its final name nor resumed. ``mirror``: a base URL serving the same file
     name (checked the same way).
     """
-    entry = official(name)
+    entry = name if isinstance(name, WeightFile) else official(name)
     home = weights_home() if to is None else Path(to).expanduser()
     if entry.url is None:
         raise IS5NetError(page_only_steps(entry, home))
@@ -211,9 +213,9 @@ def download(name: str, to: Optional[Path] = None, mirror: Optional[str] = None,
     home.mkdir(parents=True, exist_ok=True)
     url = mirror.rstrip("/") + "/" + entry.filename if mirror else entry.url
     part = target.with_name(target.name + ".part")
-    _fetch(url, part, entry.size, quiet, timeout)
-    if entry.size is not None and part.stat().st_size < entry.size:
-        raise IS5NetError(f"{url}: the transfer stopped at {part.stat().st_size} of {entry.size} bytes; kept in "
+    announced = _fetch(url, part, entry.size, quiet, timeout)
+    if announced is not None and part.stat().st_size < announced:
+        raise IS5NetError(f"{url}: the transfer stopped at {part.stat().st_size} of {announced} bytes; kept in "
                           f"{part}, run the same command again to resume")
     verdict = verify_file(entry, part)
     if not verdict.ok:
@@ -223,8 +225,12 @@ def download(name: str, to: Optional[Path] = None, mirror: Optional[str] = None,
     return target
 
 
-def _fetch(url: str, part: Path, expected: Optional[int], quiet: bool, timeout: float) -> None:
-    """Download ``url`` into ``part``, appending to what is there (HTTP Range)."""
+def _fetch(url: str, part: Path, expected: Optional[int], quiet: bool, timeout: float) -> Optional[int]:
+    """Download ``url`` into ``part``, appending to what is there (HTTP Range).
+
+    Returns the whole file's size as the server announced it (None when it did not say): a ``part``
+    shorter than that was cut short and can be resumed; one as long is complete, right or wrong.
+    """
     from tqdm import tqdm
 
     have = part.stat().st_size if part.exists() else 0
@@ -232,13 +238,13 @@ def _fetch(url: str, part: Path, expected: Optional[int], quiet: bool, timeout: 
         part.unlink()  # longer than the real file: not a prefix of it
         have = 0
     if expected is not None and have == expected:
-        return  # complete already (interrupted between the transfer and the check)
+        return expected  # complete already (interrupted between the transfer and the check)
     request = urllib.request.Request(url, headers={"User-Agent": "is5net", **({"Range": f"bytes={have}-"} if have else {})})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # range not satisfiable: what we have is all there is; the check decides
-            return
+            return have
         raise IS5NetError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise IS5NetError(f"{url}: cannot connect ({getattr(exc, 'reason', exc)}); a partial file is kept in "
@@ -261,3 +267,4 @@ def _fetch(url: str, part: Path, expected: Optional[int], quiet: bool, timeout: 
                               f"run the same command again to resume") from None
         finally:
             bar.close()
+    return total
