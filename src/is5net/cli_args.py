@@ -40,6 +40,35 @@ def positive_int(text: str) -> int:
     return value
 
 
+REGIONS = ("image", "box", "tiles")  # is5net.contract.REGIONS
+
+
+def fraction_arg(text: str) -> float:
+    """A number from 0 to 1 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
+def region_arguments(parser, max_side: bool = True) -> None:
+    """--region / --margin / --max-side: what part of the image the refiner sees (docs/input-contract.md)."""
+    parser.add_argument("--region", choices=REGIONS, default=None,
+                        help="image: the whole image at the model's input size (the paper's); box: the box plus "
+                             "--margin, at the model's input size, pasted back; tiles: that crop at native "
+                             "resolution in tiles (default: what the checkpoint was trained for; official: image)")
+    parser.add_argument("--margin", type=fraction_arg, default=0.1, metavar="F",
+                        help="box and tiles: grow the box by F of its width and height on each side, "
+                             "at least 16 px (default 0.1)")
+    if max_side:
+        parser.add_argument("--max-side", type=positive_int, default=4096, metavar="N",
+                            help="tiles: refine at native resolution up to N pixels on the crop's longer side "
+                                 "(default 4096)")
+
+
 def demo(parser: argparse.ArgumentParser) -> None:
     """The paper's result in miniature, on built-in data, on a CPU, in minutes."""
     parser.add_argument("--out", type=Path, default=Path("is5net-demo"), help="output folder (default ./is5net-demo)")
@@ -104,6 +133,7 @@ def predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                         help=f"refuse images with more than N pixels, a guard against decompression bombs "
                              f"(default: ${MAX_PIXELS_ENV}, else about 89 million, Pillow's own limit)")
+    region_arguments(parser)
 
 
 def convert_isnet(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +186,11 @@ def eval_(parser: argparse.ArgumentParser) -> None:
     ds.add_argument("--out", metavar="DIR", help="where predicted masks and tables are written")
     ds.add_argument("--resume", action="store_true", help="reuse predictions already in --out")
     ds.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    region_arguments(ds, max_side=False)
+    ds.add_argument("--box-jitter", type=fraction_arg, default=0.0, metavar="F",
+                    help="move each edge of the GT's tight box by up to F of the box's side, as a hand-drawn or "
+                         "detected box would be (seeded; written in the table's caption; default 0: tight boxes)")
+    ds.add_argument("--jitter-seed", type=int, default=0, metavar="N", help="seed of --box-jitter (default 0)")
 
 
 def check_data(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from .errors import IS5NetError
 from .io import (IMAGE_EXTENSIONS, atomic_write_bytes, atomic_write_text, encode_png, image_file_problem,
-                 list_images, load_image, load_mask, max_pixels)
+                 load_image, load_mask, max_pixels)
 from .outputs import cutout_rgba, mask_uint8
 from .outputs import parse_threshold as _parse_threshold
 from .prompts import parse_box
@@ -134,15 +134,15 @@ def _boxes_for(image: Path, cli_boxes: list[list[float]], file_boxes: Optional[d
     return boxes
 
 
-def _coarse_mask_path(source: Path, masks: Optional[dict[str, Path]], image: Path, k: Optional[int]) -> Path:
-    """The stage-1 mask of ``image`` (box ``k`` of several): the one file ``source``, or from ``masks``, the
-    listing (stem -> path) of the directory ``source``."""
-    if masks is None:
+def _coarse_mask_path(source: Path, folder, image: Path, k: Optional[int]) -> Path:
+    """The stage-1 mask of ``image`` (box ``k`` of several): the one file ``source``, or found in the
+    directory ``source`` by the rule of :mod:`is5net.data.coarse` (``folder``, its finder)."""
+    if folder is None:
         return source
-    for stem in ([f"{image.stem}_{k}"] if k is not None else []) + [image.stem]:
-        if stem in masks:
-            return masks[stem]
-    raise IS5NetError(f"--coarse-mask {source}: no mask for {image.name} (expected {image.stem}.png)")
+    found = folder.find(image.stem, box_index=k)
+    if found is None:
+        raise IS5NetError(f"--coarse-mask {source}: no mask for {image.name} (expected {image.stem}.png)")
+    return found
 
 
 def _output_names(image: Path, n_outputs: int, save: str) -> list[dict[str, str]]:
@@ -181,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_refiner
     from .predictor import IS5NetPredictor
-    from .prompts import load_sam
+    from .data.coarse import CoarseMaskFolder
+    from .prompts import stage1_source
     from .runtime import resolve_device
     from .weights import resolve_weights
 
@@ -227,19 +228,18 @@ def run(args: argparse.Namespace) -> int:
         from .prompts import GrabCutStage
 
         sam = GrabCutStage(device=device)  # a classical stage 1: no weights at all
-    elif is5 and args.coarse_mask is None:
-        if args.sam_checkpoint is None and args.sam_type != "tiny":
-            raise IS5NetError("give --sam-checkpoint PATH (SAM weights) or --coarse-mask FILE|DIR for the coarse mask")
-        ckpt = resolve_weights(args.sam_checkpoint) if args.sam_checkpoint else None
-        sam = load_sam(args.sam_type, ckpt)
+    elif is5:
+        source = stage1_source(args.sam_checkpoint, args.sam_type, args.coarse_mask, "--coarse-mask")
+        sam = None if source is None else source.load()
     predictor = IS5NetPredictor(sam, refiner, device=device, precision=args.precision,
                                 backend=getattr(args, "backend", "torch"),
                                 mask_choice=args.mask_choice, box_channel=args.box_channel,
-                                batch_size=args.batch_size, sam_resize=args.sam_resize)
+                                batch_size=args.batch_size, sam_resize=args.sam_resize, region=args.region,
+                                margin=args.margin, max_side=args.max_side)
 
     log.info("refiner: %s", predictor.backend)
-    coarse_listing = list_images(args.coarse_mask) if args.coarse_mask is not None and args.coarse_mask.is_dir() \
-        else None
+    coarse_listing = CoarseMaskFolder(args.coarse_mask) if args.coarse_mask is not None and \
+        args.coarse_mask.is_dir() else None
 
     def segment(image: Path, boxes: list, names: list[dict[str, str]]) -> tuple[list[tuple[str, bytes]], list[dict]]:
         """One image's output files (name, PNG bytes) and index entries; nothing is written here."""
