@@ -26,7 +26,7 @@ from .errors import ApiError
 
 MAX_FIELD_BYTES = 64 * 1024  # a text field (a box, a threshold) is a few bytes; a 64 KiB one is a mistake
 MAX_PARTS = 256
-DRAIN_FACTOR = 2  # read and discard an over-limit body up to this many times the limit, then stop reading
+DRAIN_EXTRA = 100 * 2**20  # read and discard an over-limit body up to this much past the limit, then stop reading
 
 
 @dataclass
@@ -89,15 +89,19 @@ def _declared_length(request: Request) -> Optional[int]:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"the request body is over the server's limit of {limit / 2**20:g} MiB (--max-upload-mb)",
+    return ApiError(413, f"the request body is over the server's limit of {limit / 2**20:.3g} MiB (--max-upload-mb)",
                     headers={"Connection": "close"})
 
 
-async def _drain(request: Request, received: int, limit: int) -> None:
+def _drain_cap(limit: int) -> int:
+    return max(2 * limit, limit + DRAIN_EXTRA)
+
+
+async def _drain(chunks, received: int, limit: int) -> None:
     """Read and discard what is left of an over-limit body (up to a cap), so the client can read the 413."""
-    cap = DRAIN_FACTOR * limit
+    cap = _drain_cap(limit)
     with contextlib.suppress(ClientDisconnect):
-        async for chunk in request.stream():
+        async for chunk in chunks:
             received += len(chunk)
             if received > cap:
                 break
@@ -114,7 +118,7 @@ async def read_form(request: Request, limit: int, tmp_dir: Path, file_fields: fr
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "expected a multipart/form-data body (an 'image' file and form fields)")
     declared = _declared_length(request)
-    if declared is not None and declared > DRAIN_FACTOR * limit:
+    if declared is not None and declared > _drain_cap(limit):
         raise _too_large(limit)  # refused before a byte of it is read
 
     form = Form()
@@ -183,13 +187,14 @@ async def read_form(request: Request, limit: int, tmp_dir: Path, file_fields: fr
         "on_part_end": on_part_end,
     })
     received = 0
+    chunks = request.stream().__aiter__()  # one iterator: a body can be streamed once
     try:
         try:
-            async for chunk in request.stream():
+            async for chunk in chunks:
                 received += len(chunk)
                 if received > limit:
                     form.close()
-                    await _drain(request, received, limit)
+                    await _drain(chunks, received, limit)
                     raise _too_large(limit)
                 parser.write(chunk)
             parser.finalize()
@@ -217,9 +222,11 @@ async def read_json(request: Request, limit: int) -> Any:
     if declared is not None and declared > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    async for chunk in chunks:
         body.extend(chunk)
         if len(body) > limit:
+            await _drain(chunks, len(body), limit)
             raise _too_large(limit)
     try:
         return json.loads(bytes(body))
