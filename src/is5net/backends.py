@@ -222,7 +222,7 @@ def create_backend(
     name: Optional[str],
     refiner: RefinerSource,
     device: Optional[torch.device] = None,
-    precision: Optional[str] = None,
+    precision: Optional[str] = "fp32",
     fast: bool = True,
     threads: Optional[int] = None,
 ):
@@ -230,8 +230,8 @@ def create_backend(
 
     ``refiner``: a torch module, or (ONNX backends only) the path of an ONNX file made by ``is5net
     export-onnx``. A module is exported once and cached (:func:`is5net.export.cached_onnx`).
-    ``precision``: ``fp32``/``bf16``/``fp16`` or None, the backend's default (torch: fp32; OpenVINO: its
-    own choice, bf16 on CPUs with bf16 units; ONNX Runtime: fp32 only).
+    ``precision``: ``fp32`` (default: every backend then matches the reference), ``bf16``/``fp16``, or None
+    for the runtime's own choice (OpenVINO: bf16 on CPUs with bf16 units; torch and ONNX Runtime: fp32).
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     name = resolve_backend(name, device)
