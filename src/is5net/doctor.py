@@ -57,6 +57,7 @@ def collect(verify: bool = True) -> dict:
     problems: list[str] = []
     cuda = torch.cuda.is_available()
     device = {
+        "torch_cuda_build": torch.version.cuda,
         "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -100,7 +101,7 @@ def collect(verify: bool = True) -> dict:
         advice.append(f"{p}: an interrupted download; run the same `is5net weights download` again to resume it")
     return {
         "is5net": __version__, "python": platform.python_version(), "platform": platform.platform(),
-        "packages": {p: _version(p) for p in CORE},
+        "packages": {p: (torch.__version__ if p == "torch" else _version(p)) for p in CORE},  # +cu/+cpu: the build
         "device": device, "backends": backends, "backend_names": list(BACKENDS),
         "auto_backend": {"cpu": auto_cpu, "default_device": auto_default},
         "openvino_cpu": _openvino_cpu() if backends.get("openvino") else None,
@@ -129,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"is5net {report['is5net']}, Python {report['python']}, {report['platform']}", file=out)
     print("packages: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in p.items()), file=out)
     d = report["device"]
-    print(f"device: CUDA {', '.join(d['cuda']) if d['cuda'] else 'not available'}; CPU {d['cpu']}, "
+    cuda = ", ".join(d["cuda"]) if d["cuda"] else (
+        f"not available (torch is built for CUDA {d['torch_cuda_build']}, but sees no GPU)"
+        if d["torch_cuda_build"] else "not available (a CPU-only torch build)")
+    print(f"device: CUDA {cuda}; CPU {d['cpu']}, "
           f"{d['usable_cpus']} usable of {d['cpu_count']} cores, torch uses {d['torch_threads']} threads; "
           f"features: {', '.join(d['cpu_flags']) or 'unknown'}", file=out)
     print("refiner backends: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in report["backends"].items())
