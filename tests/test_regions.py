@@ -208,3 +208,29 @@ def test_eval_box_jitter_is_seeded_captioned_and_region_is_honoured(tmp_path, co
     _, boxed, md_box = run("box", region="box")
     assert "Region: box." in md_box and "Region: image." in md0
     assert not all(np.array_equal(u, v) for u, v in zip(boxed, tight))
+
+
+@pytest.mark.parametrize("region", ["box", "tiles"])
+def test_training_for_a_region_records_it_and_predict_follows(tmp_path, region):
+    from is5net.checkpoint import load_refiner
+    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.train import load_config, train
+
+    root = tmp_path / "syn"
+    make_synthetic_dataset(root, seed=3, n_train=8, n_val=2, n_test=0, size=160)
+    c = load_config(None, ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", f"data={root}",
+                           "coarse_dir=dataset", "max_steps=3", "val_every=3", "gt_encoder=false",
+                           "feature_loss=false", f"region={region}", "crop_margin=0.2", "max_side=128"])
+    ckpt = train(c, tmp_path / "run", progress=False)
+    refiner = load_refiner(ckpt)
+    assert refiner.config.region == region
+    assert IS5NetPredictor(None, refiner, device="cpu").region == region
+
+
+def test_region_settings_are_range_checked():
+    from is5net.train import load_config
+
+    with pytest.raises(IS5NetError, match="region"):
+        load_config(None, ["region=crop"])
+    with pytest.raises(IS5NetError, match="crop_margin"):
+        load_config(None, ["crop_margin=-0.1"])

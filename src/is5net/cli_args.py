@@ -202,7 +202,14 @@ def check_data(parser: argparse.ArgumentParser) -> None:
 
 
 def train(parser: argparse.ArgumentParser) -> None:
-    """Train IS5Net (or IS-Net) the paper's way: GT encoder first, then the refiner with feature supervision."""
+    """Train IS5Net (or IS-Net) the paper's way: GT encoder first, then the refiner with feature supervision.
+
+    Which caps govern which phase: phase 1 (GT encoder) stops when its validation maxF exceeds
+    gt_encoder_target_maxf (0.99), after early_stop validations without progress, or at gt_encoder_max_steps
+    (default min(20000, max_steps)); phase 2 (refiner) stops after early_stop validations without progress in
+    maxF or MAE, or at max_steps. early_stop=0: no plateau stop. region=image|box|tiles (crop_margin,
+    max_side): what each sample shows the refiner, recorded in the checkpoint for predict.
+    """
     parser.add_argument("--data", help="DIS5K root (trains on DIS-TR, validates on DIS-VD) or a folder with im/ and gt/")
     parser.add_argument("--out", type=Path, help="run directory (config, log, checkpoints, refiner.safetensors)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
@@ -258,6 +265,9 @@ def serve(parser: argparse.ArgumentParser) -> None:
                         help="per-request limit in seconds, queueing included (503 after; default 120)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="the refiner's runtime, as predict's --backend (default auto: the same as predict picks, "
+                             "so the masks are predict's)")
     parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
     parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
 

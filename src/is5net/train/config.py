@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from ..contract import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS
 from ..data.defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from ..errors import IS5NetError
 
@@ -142,6 +143,12 @@ class TrainConfig:
     jitter: int = setting(0, at_least(0))      # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
     jitter_fraction: float = setting(JITTER_FRACTION, fraction())
     min_fraction: float = setting(MIN_COMPONENT_FRACTION, fraction())
+    # What each sample shows the refiner (docs/input-contract.md, "Regions"); recorded in the checkpoint, so
+    # `predict` refines the way the model was trained: image (the paper's), box (crop at random margin
+    # scales around crop_margin), tiles (those crops and native-resolution tiles up to max_side).
+    region: str = setting("image", one_of(*REGIONS))
+    crop_margin: float = setting(DEFAULT_MARGIN, Range(low=0, high=10))
+    max_side: int = setting(DEFAULT_MAX_SIDE, Range(low=64))
     val_fraction: float = setting(0.0, fraction(high_open=True))  # held out when there is no DIS-VD / --val
     val_limit: int = setting(0, at_least(0))   # score at most this many validation images (0 = all)
     mask_choice: str = setting("first", one_of("first", "best"))

@@ -159,10 +159,11 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
             check_coarse_complete(val_coarse, val_samples, val_hint)
     mean, std = default_mean(in_ch), [1.0] * in_ch
     input_cache = make_input_cache(c, root)
+    regions = dict(region=c.region, margin=c.crop_margin, max_side=c.max_side)
     train_ds = RefinerDataset(samples, coarse, c.input_size, mean, std, train=True, flips=c.flips, seed=c.seed,
-                              input_cache=input_cache)
+                              input_cache=input_cache, **regions)
     val_ds = (RefinerDataset(val_samples, val_coarse, c.input_size, mean, std, train=False, seed=c.seed,
-                             input_cache=input_cache)
+                             input_cache=input_cache, **regions)
               if val_samples else None)
     if input_cache is not None:
         t0 = time.perf_counter()
@@ -606,6 +607,7 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
 
     refiner = build_refiner(c)
     refiner_config = RefinerConfig.for_model(refiner, c.input_size)
+    refiner_config.region = c.region  # predict refines the way the model was trained
     data = prepare_data(c, refiner.in_ch, procs)
     # Only now, with the weights and the data accepted: a refused run leaves no run folder behind.
     if procs.is_main:
