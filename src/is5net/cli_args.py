@@ -80,6 +80,9 @@ def demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--highres", action="store_true",
+                        help="full-resolution regions in miniature: photos at 4x the model input, refiners for "
+                             "the image and tiles regions, one table of image / box / tiles and loose boxes")
 
 
 def predict(parser: argparse.ArgumentParser) -> None:

@@ -50,6 +50,8 @@ class Schedule:
     input_size: int = 0     # the refiners' input size; 0 = the image size
     lr_schedule: str = "constant"
     warmup_steps: int = 0
+    bce_weight: float = 20.0   # per side output: bce_weight * BCE + iou_weight * IoU (the reference: 20, 0.5)
+    iou_weight: float = 0.5
 
     @property
     def train_size(self) -> int:
@@ -65,6 +67,14 @@ QUICK = Schedule(size=96, n_train=40, n_val=8, n_test=10, steps=16, gt_encoder_s
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "highres", False):
+        from .demo_highres import run_highres
+
+        result = run_highres(args.out, seed=args.seed, quick=args.quick, device=args.device,
+                             progress=not args.quiet)
+        print(result["table"] + "\n\n" + result["robustness_table"])
+        print(f"\nWrote {args.out}/results.json, table.md and highres.png.")
+        return 0
     if getattr(args, "ablation", False):
         result = run_ablation(args.out, seed=args.seed, quick=args.quick, device=args.device,
                               progress=not args.quiet)
@@ -331,6 +341,7 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
     common = {
         "data": str(data), "input_size": s.train_size, "batch_size": s.batch_size, "lr": s.lr,
         "lr_schedule": s.lr_schedule, "warmup_steps": s.warmup_steps, "optimizer": "adamw",
+        "bce_weight": s.bce_weight, "iou_weight": s.iou_weight,
         "max_steps": s.steps, "val_every": s.val_every, "early_stop": 0, "seed": seed, "workers": 0,
         "device": device, "width": s.width, "log_every": 20, "enrich": False, "ortho_weight": 1e-8,
         "data_cache": "off",  # its images are already at the input size: nothing to save
