@@ -31,9 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import calibrate_batchnorm, calibrate_output, real_input, time_ms, torch_defaults  # noqa: E402
-
-from is5net.checkpoint import RefinerConfig  # noqa: E402
 from is5net.backends import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, installed  # noqa: E402
+from is5net.checkpoint import RefinerConfig  # noqa: E402
 from is5net.export import export_refiner  # noqa: E402
 from is5net.modeling import build_model  # noqa: E402
 
@@ -52,13 +51,16 @@ def machine_load(label: str) -> dict:
     """Load average and the busiest processes now (others may share the CPU), printed and returned."""
     load = os.getloadavg()
     try:
-        ps = subprocess.run(["ps", "-eo", "pcpu,etime,comm", "--sort=-pcpu"], capture_output=True, text=True,
-                            timeout=10).stdout.splitlines()[1:7]
+        ps = subprocess.run(
+            ["ps", "-eo", "pcpu,etime,comm", "--sort=-pcpu"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()[1:7]
     except (OSError, subprocess.SubprocessError):
         ps = []
     busiest = [" ".join(line.split()) for line in ps]
-    print(f"[{label}] load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; "
-          f"busiest: {'; '.join(busiest)}")
+    print(
+        f"[{label}] load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; "
+        f"busiest: {'; '.join(busiest)}"
+    )
     return {"load": load, "busiest": busiest}
 
 
@@ -92,14 +94,20 @@ def main() -> None:
     calibrate_batchnorm(model, 5, size=256)
     calibrate_output(model, real_input(2, 5, 256))
     model.config = RefinerConfig.for_model(model, input_size=args.size)  # the export reads the input size here
-    results: dict = {"machine": machine_load("before"), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                     "rows": []}
+    results: dict = {
+        "machine": machine_load("before"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "is5net.onnx"
         export_refiner(model, onnx_path, dynamic_batch=True)
         runs = variants(model, onnx_path)
-        print(f"official 5-channel IS-Net, random weights, {args.size}², torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads")
+        print(
+            f"official 5-channel IS-Net, random weights, {args.size}², torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads"
+        )
         for name, (_, desc) in runs.items():
             print(f"  {name}: {desc}")
         print(f"{'batch':>5} {'variant':>17} {'ms/img':>9} {'vs official':>11} {'max|diff|':>10} {'IoU@0.5':>8}")
@@ -107,19 +115,31 @@ def main() -> None:
             x = real_input(batch, 5, args.size)
             iters = args.iters if batch == 1 else min(args.iters, 2)
             with torch_defaults(), torch.no_grad():
-                def official():
+
+                def official(x=x):
                     return torch.sigmoid(model(x)[0][0])  # eager, all six side outputs, as the official forward
+
                 reference = official()
                 base = time_ms(official, CPU, iters, args.warmup) / batch
-            results["rows"].append(dict(batch=batch, variant="official", ms_per_image=base, ratio=1.0,
-                                        max_diff=0.0, iou=1.0))
+            results["rows"].append(
+                dict(batch=batch, variant="official", ms_per_image=base, ratio=1.0, max_diff=0.0, iou=1.0)
+            )
             print(f"{batch:>5} {'official':>17} {base:>9.1f} {1.0:>10.2f}x {0.0:>10.2e} {1.0:>8.4f}", flush=True)
             for name, (fn, desc) in runs.items():
                 out = fn(x)
-                ms = time_ms(lambda fn=fn: fn(x), CPU, iters, args.warmup) / batch
+                ms = time_ms(lambda fn=fn, x=x: fn(x), CPU, iters, args.warmup) / batch
                 diff, iou = agreement(reference, out)
-                results["rows"].append(dict(batch=batch, variant=name, backend=desc, ms_per_image=ms,
-                                            ratio=base / ms, max_diff=diff, iou=iou))
+                results["rows"].append(
+                    dict(
+                        batch=batch,
+                        variant=name,
+                        backend=desc,
+                        ms_per_image=ms,
+                        ratio=base / ms,
+                        max_diff=diff,
+                        iou=iou,
+                    )
+                )
                 print(f"{batch:>5} {name:>17} {ms:>9.1f} {base / ms:>10.2f}x {diff:>10.2e} {iou:>8.4f}", flush=True)
     if args.checkpoint:
         results["trained"] = trained_agreement(args.checkpoint)
@@ -147,7 +167,7 @@ def trained_agreement(checkpoint: Path) -> list[dict]:
         checks["torch bf16 autocast"] = (lambda x: torch.sigmoid(bf16(x)), bf16.description)
         for name, (fn, desc) in checks.items():
             diff, iou = agreement(reference, fn(x))
-            per_image = [agreement(reference[i], fn(x[i:i + 1])[0])[1] for i in range(len(x))]
+            per_image = [agreement(reference[i], fn(x[i : i + 1])[0])[1] for i in range(len(x))]
             rows.append(dict(variant=name, backend=desc, max_diff=diff, iou=iou, min_iou_per_image=min(per_image)))
             print(f"  {name:>20} ({desc}): max |diff| {diff:.2e}, IoU {iou:.5f}, worst image {min(per_image):.5f}")
     return rows

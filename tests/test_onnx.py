@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import make_tiny_refiner
 
 from is5net import cli, cli_args
 from is5net.backends import BACKENDS, create_backend, resolve_backend
@@ -18,6 +17,7 @@ from is5net.checkpoint import convert_isnet_to_is5net
 from is5net.errors import IS5NetError
 from is5net.export import export_refiner, read_metadata
 from is5net.predictor import IS5NetPredictor
+from tiny import make_tiny_refiner
 
 ONNX_BACKENDS = ("onnxruntime", "openvino")
 
@@ -67,8 +67,9 @@ def _official_isnet_pth(path):
 
 
 def test_export_onnx_cli_on_a_converted_official_checkpoint(tmp_path, capsys):
-    converted = convert_isnet_to_is5net(_official_isnet_pth(tmp_path / "isnet.pth"), tmp_path / "is5.safetensors",
-                                        input_size=128)
+    converted = convert_isnet_to_is5net(
+        _official_isnet_pth(tmp_path / "isnet.pth"), tmp_path / "is5.safetensors", input_size=128
+    )
     out = tmp_path / "refiner.onnx"
     assert cli.main(["export-onnx", str(converted), str(out), "--dynamic-batch", "--opset", "17"]) == 0
     printed = capsys.readouterr().out
@@ -155,8 +156,23 @@ def test_predict_cli_with_backend_reports_it(tmp_path, caplog, coffee_rgb, tiny_
     outs = {}
     for name in ("torch", "onnxruntime"):
         out = tmp_path / name
-        code = cli.main(["predict", str(image), "--box", "60,40,230,170", "--checkpoint", str(tiny_refiner_checkpoint),
-                         "--coarse-mask", str(tmp_path / "coarse.png"), "-o", str(out), "--backend", name, "-q"])
+        code = cli.main(
+            [
+                "predict",
+                str(image),
+                "--box",
+                "60,40,230,170",
+                "--checkpoint",
+                str(tiny_refiner_checkpoint),
+                "--coarse-mask",
+                str(tmp_path / "coarse.png"),
+                "-o",
+                str(out),
+                "--backend",
+                name,
+                "-q",
+            ]
+        )
         assert code == 0
         assert f"refiner: {name} " in caplog.text
         caplog.clear()
@@ -178,9 +194,28 @@ def test_an_unavailable_backend_is_one_clear_line(tmp_path, tiny_refiner_checkpo
     )
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
-    run = subprocess.run([sys.executable, "-c", code, "predict", str(image), "--box", "0,0,16,16", "--checkpoint",
-                          str(tiny_refiner_checkpoint), "--coarse-mask", str(image), "--backend", "openvino",
-                          "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "predict",
+            str(image),
+            "--box",
+            "0,0,16,16",
+            "--checkpoint",
+            str(tiny_refiner_checkpoint),
+            "--coarse-mask",
+            str(image),
+            "--backend",
+            "openvino",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert "backend 'openvino' is not installed" in lines[0] and "pip install" in lines[0]

@@ -4,7 +4,6 @@
 import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,7 @@ class _Handler(BaseHTTPRequestHandler):
         start = 0
         rng = self.headers.get("Range")
         if rng and srv.honour_range and rng.startswith("bytes=") and rng.endswith("-"):
-            start = int(rng[len("bytes="):-1])
+            start = int(rng[len("bytes=") : -1])
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -66,9 +65,17 @@ def server():
 
 def _entry(data: bytes, **kw) -> WeightFile:
     md5 = hashlib.md5(data).hexdigest()
-    fields = dict(name="test", filename=f"test_{md5[:6]}.pth", patterns=(f"test_{md5[:6]}.pth",), what="a test file",
-                  page="http://example.invalid/", url="http://example.invalid/unused", size=len(data),
-                  sha256=hashlib.sha256(data).hexdigest(), md5_prefix=md5[:6])
+    fields = dict(
+        name="test",
+        filename=f"test_{md5[:6]}.pth",
+        patterns=(f"test_{md5[:6]}.pth",),
+        what="a test file",
+        page="http://example.invalid/",
+        url="http://example.invalid/unused",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        md5_prefix=md5[:6],
+    )
     fields.update(kw)
     return WeightFile(**fields)
 

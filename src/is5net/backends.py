@@ -75,8 +75,10 @@ def resolve_backend(name: Optional[str], device: torch.device) -> str:
     if not installed(name):
         raise IS5NetError(f"backend {name!r} is not installed; {_INSTALL}")
     if name != "torch" and device.type != "cpu":
-        raise IS5NetError(f"backend {name!r} runs the refiner on the CPU here; use --device cpu, or the torch "
-                          f"backend on {device.type}")
+        raise IS5NetError(
+            f"backend {name!r} runs the refiner on the CPU here; use --device cpu, or the torch "
+            f"backend on {device.type}"
+        )
     return name
 
 
@@ -240,8 +242,9 @@ def create_backend(
             raise IS5NetError(f"the torch backend needs the refiner's weights (.pth/.safetensors), not {refiner}")
         return TorchBackend(refiner, device, precision or "fp32", fast=fast)
     if name == "onnxruntime" and precision not in (None, "fp32"):
-        raise IS5NetError(f"the onnxruntime backend computes in fp32 only (asked: {precision}); use openvino or "
-                          f"torch for {precision}")
+        raise IS5NetError(
+            f"the onnxruntime backend computes in fp32 only (asked: {precision}); use openvino or torch for {precision}"
+        )
     if isinstance(refiner, nn.Module):
         from .export import cached_onnx
 

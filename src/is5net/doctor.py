@@ -24,8 +24,17 @@ EXTRAS = {
     "train": ("tensorboard",),
     "dev": ("pytest", "ruff"),
 }
-CORE = ("torch", "torchvision", "segment-anything", "numpy", "pillow", "opencv-python-headless", "scikit-image",
-        "safetensors", "pysodmetrics")
+CORE = (
+    "torch",
+    "torchvision",
+    "segment-anything",
+    "numpy",
+    "pillow",
+    "opencv-python-headless",
+    "scikit-image",
+    "safetensors",
+    "pysodmetrics",
+)
 
 
 def _version(package: str):
@@ -81,32 +90,54 @@ def collect(verify: bool = True) -> dict:
     for entry in OFFICIAL.values():
         path = find(entry, home)
         if path is None:
-            how = (f"`is5net weights download {entry.name}`" if entry.url
-                   else f"download it from {entry.drive or entry.page} and put it in {home / entry.filename}")
+            how = (
+                f"`is5net weights download {entry.name}`"
+                if entry.url
+                else f"download it from {entry.drive or entry.page} and put it in {home / entry.filename}"
+            )
             files.append({"name": entry.name, "file": None, "status": "missing"})
             advice.append(f"{entry.name} ({entry.what}) missing: {how}")
             continue
         verdict = verify_file(entry, path, hash_it=verify)
-        files.append({"name": entry.name, "file": str(path), "status": "ok" if verdict.ok else "FAILED",
-                      "detail": verdict.detail})
+        files.append(
+            {
+                "name": entry.name,
+                "file": str(path),
+                "status": "ok" if verdict.ok else "FAILED",
+                "detail": verdict.detail,
+            }
+        )
         if not verdict.ok:
             problems.append(f"{path}: {verdict.detail}")
             fix = f"`is5net weights download {entry.name}`" if entry.url else f"download it again from {entry.page}"
             advice.append(f"{path.name} fails its check: delete it and {fix}")
     known = {f["file"] for f in files if f["file"]}
-    others = sorted(str(p) for p in home.glob("*") if p.is_file() and str(p) not in known
-                    and not p.name.endswith(".part")) if home.is_dir() else []
+    others = (
+        sorted(str(p) for p in home.glob("*") if p.is_file() and str(p) not in known and not p.name.endswith(".part"))
+        if home.is_dir()
+        else []
+    )
     partial = sorted(str(p) for p in home.glob("*.part")) if home.is_dir() else []
     for p in partial:
         advice.append(f"{p}: an interrupted download; run the same `is5net weights download` again to resume it")
     return {
-        "is5net": __version__, "python": platform.python_version(), "platform": platform.platform(),
+        "is5net": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "packages": {p: (torch.__version__ if p == "torch" else _version(p)) for p in CORE},  # +cu/+cpu: the build
-        "device": device, "backends": backends, "backend_names": list(BACKENDS),
+        "device": device,
+        "backends": backends,
+        "backend_names": list(BACKENDS),
         "auto_backend": {"cpu": auto_cpu, "default_device": auto_default},
         "openvino_cpu": _openvino_cpu() if backends.get("openvino") else None,
-        "extras": extras, "home": str(home), "home_exists": home.is_dir(), "weights": files,
-        "other_files": others, "partial": partial, "problems": problems, "advice": advice,
+        "extras": extras,
+        "home": str(home),
+        "home_exists": home.is_dir(),
+        "weights": files,
+        "other_files": others,
+        "partial": partial,
+        "problems": problems,
+        "advice": advice,
     }
 
 
@@ -130,30 +161,56 @@ def run(args: argparse.Namespace) -> int:
     print(f"is5net {report['is5net']}, Python {report['python']}, {report['platform']}", file=out)
     print("packages: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in p.items()), file=out)
     d = report["device"]
-    cuda = ", ".join(d["cuda"]) if d["cuda"] else (
-        f"not available (torch is built for CUDA {d['torch_cuda_build']}, but sees no GPU)"
-        if d["torch_cuda_build"] else "not available (a CPU-only torch build)")
-    print(f"device: CUDA {cuda}; CPU {d['cpu']}, "
-          f"{d['usable_cpus']} usable of {d['cpu_count']} cores, torch uses {d['torch_threads']} threads; "
-          f"features: {', '.join(d['cpu_flags']) or 'unknown'}", file=out)
-    print("refiner backends: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in report["backends"].items())
-          + f"; --backend auto picks {report['auto_backend']['cpu']} on the CPU"
-          + (f", {report['auto_backend']['default_device']} on CUDA" if d["cuda"] else ""), file=out)
+    cuda = (
+        ", ".join(d["cuda"])
+        if d["cuda"]
+        else (
+            f"not available (torch is built for CUDA {d['torch_cuda_build']}, but sees no GPU)"
+            if d["torch_cuda_build"]
+            else "not available (a CPU-only torch build)"
+        )
+    )
+    print(
+        f"device: CUDA {cuda}; CPU {d['cpu']}, "
+        f"{d['usable_cpus']} usable of {d['cpu_count']} cores, torch uses {d['torch_threads']} threads; "
+        f"features: {', '.join(d['cpu_flags']) or 'unknown'}",
+        file=out,
+    )
+    print(
+        "refiner backends: "
+        + ", ".join(f"{k} {v or 'not installed'}" for k, v in report["backends"].items())
+        + f"; --backend auto picks {report['auto_backend']['cpu']} on the CPU"
+        + (f", {report['auto_backend']['default_device']} on CUDA" if d["cuda"] else ""),
+        file=out,
+    )
     ov_cpu = report["openvino_cpu"]
     if ov_cpu:
         if "error" in ov_cpu:
             print(f"openvino: cannot use the CPU plug-in: {ov_cpu['error']}", file=out)
         else:
-            print(f"openvino on this CPU: {', '.join(ov_cpu['capabilities'])}; by default it computes in "
-                  f"{ov_cpu['default_precision']} (is5net asks for f32 unless --precision bf16)", file=out)
-    print("extras: " + "; ".join(
-        f"{name} " + ("ok" if all(report["extras"][name].values()) else
-                      "missing " + ", ".join(k for k, v in report["extras"][name].items() if v is None))
-        for name in report["extras"]), file=out)
+            print(
+                f"openvino on this CPU: {', '.join(ov_cpu['capabilities'])}; by default it computes in "
+                f"{ov_cpu['default_precision']} (is5net asks for f32 unless --precision bf16)",
+                file=out,
+            )
+    print(
+        "extras: "
+        + "; ".join(
+            f"{name} "
+            + (
+                "ok"
+                if all(report["extras"][name].values())
+                else "missing " + ", ".join(k for k, v in report["extras"][name].items() if v is None)
+            )
+            for name in report["extras"]
+        ),
+        file=out,
+    )
     print(f"IS5NET_HOME = {report['home']}" + ("" if report["home_exists"] else " (does not exist yet)"), file=out)
     for f in report["weights"]:
-        line = f"  {f['name']:<18} " + (f"{f['status']}: {Path(f['file']).name}: {f['detail']}" if f["file"]
-                                        else "missing")
+        line = f"  {f['name']:<18} " + (
+            f"{f['status']}: {Path(f['file']).name}: {f['detail']}" if f["file"] else "missing"
+        )
         print(line, file=out)
     for other in report["other_files"]:
         print(f"  (other file) {other}", file=out)

@@ -112,9 +112,15 @@ def export_refiner(
         # and takes several times longer for the same graph here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (x,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=int(opset),
+            model,
+            (x,),
+            buffer,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=int(opset),
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
-            do_constant_folding=True, dynamo=False,
+            do_constant_folding=True,
+            dynamo=False,
         )
     proto = onnx.load_from_string(buffer.getvalue())
     if fp16:
@@ -146,8 +152,7 @@ def _store_weights_fp16(proto) -> None:
         name = init.name
         half = numpy_helper.from_array(arr.astype(np.float16), name + "_fp16")
         init.CopyFrom(half)
-        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT,
-                                      name=f"cast_{name}"))
+        casts.append(helper.make_node("Cast", [name + "_fp16"], [name], to=onnx.TensorProto.FLOAT, name=f"cast_{name}"))
     nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(casts + nodes)
@@ -185,8 +190,9 @@ def cached_onnx(refiner: nn.Module, opset: int = DEFAULT_OPSET, log=None) -> Pat
         try:
             export_refiner(refiner, path, opset=opset, dynamic_batch=True)
         except OSError as exc:
-            raise IS5NetError(f"cannot write the exported refiner to {path.parent} ({exc}); "
-                              f"set IS5NET_HOME to a writable folder") from None
+            raise IS5NetError(
+                f"cannot write the exported refiner to {path.parent} ({exc}); set IS5NET_HOME to a writable folder"
+            ) from None
     return path
 
 

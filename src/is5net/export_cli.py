@@ -67,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _export(args)
     except _CheckFailed:
-        print(f"is5net export-onnx: error: the exported model disagrees with torch; {args.output} was not "
-              f"kept", file=sys.stderr)
+        print(
+            f"is5net export-onnx: error: the exported model disagrees with torch; {args.output} was not kept",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -103,18 +105,22 @@ def _export(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with atomic_path(args.output) as tmp:
         export_refiner(refiner, tmp, opset=opset, dynamic_batch=args.dynamic_batch, fp16=args.fp16)
-        print(f"is5net export-onnx: exported {args.output.name} ({tmp.stat().st_size / 2**20:.1f} MiB, opset {opset}, "
-              f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {'fp16' if args.fp16 else 'fp32'} weights) "
-              f"in {time.perf_counter() - started:.1f}s; checking it against torch ...", file=sys.stderr)
+        print(
+            f"is5net export-onnx: exported {args.output.name} ({tmp.stat().st_size / 2**20:.1f} MiB, opset {opset}, "
+            f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {'fp16' if args.fp16 else 'fp32'} weights) "
+            f"in {time.perf_counter() - started:.1f}s; checking it against torch ...",
+            file=sys.stderr,
+        )
         rgb, x = check_input(refiner, batch)
         with torch.inference_mode():
             reference = refiner.float().eval().forward_logits(x)
         candidate = torch.from_numpy(OnnxRuntimeBackend(tmp).run(x.numpy()))
         diff, iou = compare(reference, candidate, rgb.shape[:2])
         verdict = "ok" if diff <= max_diff and iou >= min_iou else "FAILED"
-        print(f"check on skimage's astronaut, batch {batch}: onnxruntime vs torch: max |diff| of the sigmoid "
-              f"{diff:.2e} (tolerance {max_diff:g}), mask IoU {iou:.5f} (at least {min_iou:g}): {verdict}")
+        print(
+            f"check on skimage's astronaut, batch {batch}: onnxruntime vs torch: max |diff| of the sigmoid "
+            f"{diff:.2e} (tolerance {max_diff:g}), mask IoU {iou:.5f} (at least {min_iou:g}): {verdict}"
+        )
         if verdict != "ok":
             raise _CheckFailed()
     return 0
-

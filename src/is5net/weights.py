@@ -52,39 +52,90 @@ class WeightFile:
 
     @property
     def checks(self) -> str:
-        parts = [f"{self.size} bytes" if self.size else None,
-                 f"sha256 {self.sha256[:12]}..." if self.sha256 else None,
-                 f"md5 {self.md5_prefix}... (in the name)" if self.md5_prefix else None]
+        parts = [
+            f"{self.size} bytes" if self.size else None,
+            f"sha256 {self.sha256[:12]}..." if self.sha256 else None,
+            f"md5 {self.md5_prefix}... (in the name)" if self.md5_prefix else None,
+        ]
         return ", ".join(p for p in parts if p) or "none published (readable state dict only)"
 
 
-OFFICIAL: dict[str, WeightFile] = {f.name: f for f in (
-    WeightFile("vit_b", "sam_vit_b_01ec64.pth", ("sam_vit_b_01ec64.pth", "sam_vit_b*.pth"), "SAM ViT-B",
-               SAM_PAGE, SAM_BASE + "sam_vit_b_01ec64.pth", 375042383,
-               "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", "01ec64"),
-    WeightFile("vit_l", "sam_vit_l_0b3195.pth", ("sam_vit_l_0b3195.pth", "sam_vit_l*.pth"), "SAM ViT-L",
-               SAM_PAGE, SAM_BASE + "sam_vit_l_0b3195.pth", 1249524607,
-               "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", "0b3195"),
-    WeightFile("vit_h", "sam_vit_h_4b8939.pth", ("sam_vit_h_4b8939.pth", "sam_vit_h*.pth"), "SAM ViT-H",
-               SAM_PAGE, SAM_BASE + "sam_vit_h_4b8939.pth", 2564550879,
-               "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", "4b8939"),
-    WeightFile("isnet", "isnet.pth", ("isnet.pth",), "IS-Net (DIS5K, for academic comparison)", DIS_PAGE,
-               drive="https://drive.google.com/file/d/1KyMpRjewZdyYfxHPYcd-ZbanIXtin0Sn/view"),
-    WeightFile("isnet-general-use", "isnet-general-use.pth", ("isnet-general-use.pth",),
-               "IS-Net for general use", DIS_PAGE,
-               drive="https://drive.google.com/file/d/1nV57qKuy--d5u1yvkng9aXW1KS4sOpOi/view"),
-    WeightFile("dis-sam", "dis-sam.pth",
-               ("dis-sam.pth", "dis_sam.pth", "gpu_itr_*maxF1*.pth", "dis-sam*.safetensors"),
-               "DIS-SAM's IS5Net refiner (gpu_itr_24000_..._maxF1_0.9251_....pth)", DIS_SAM_PAGE,
-               drive="https://drive.google.com/drive/folders/1fE_DCGKU3WA-HmZnqRzaazHe44Lx9RP2"),
-)}
+OFFICIAL: dict[str, WeightFile] = {
+    f.name: f
+    for f in (
+        WeightFile(
+            "vit_b",
+            "sam_vit_b_01ec64.pth",
+            ("sam_vit_b_01ec64.pth", "sam_vit_b*.pth"),
+            "SAM ViT-B",
+            SAM_PAGE,
+            SAM_BASE + "sam_vit_b_01ec64.pth",
+            375042383,
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            "01ec64",
+        ),
+        WeightFile(
+            "vit_l",
+            "sam_vit_l_0b3195.pth",
+            ("sam_vit_l_0b3195.pth", "sam_vit_l*.pth"),
+            "SAM ViT-L",
+            SAM_PAGE,
+            SAM_BASE + "sam_vit_l_0b3195.pth",
+            1249524607,
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            "0b3195",
+        ),
+        WeightFile(
+            "vit_h",
+            "sam_vit_h_4b8939.pth",
+            ("sam_vit_h_4b8939.pth", "sam_vit_h*.pth"),
+            "SAM ViT-H",
+            SAM_PAGE,
+            SAM_BASE + "sam_vit_h_4b8939.pth",
+            2564550879,
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            "4b8939",
+        ),
+        WeightFile(
+            "isnet",
+            "isnet.pth",
+            ("isnet.pth",),
+            "IS-Net (DIS5K, for academic comparison)",
+            DIS_PAGE,
+            drive="https://drive.google.com/file/d/1KyMpRjewZdyYfxHPYcd-ZbanIXtin0Sn/view",
+        ),
+        WeightFile(
+            "isnet-general-use",
+            "isnet-general-use.pth",
+            ("isnet-general-use.pth",),
+            "IS-Net for general use",
+            DIS_PAGE,
+            drive="https://drive.google.com/file/d/1nV57qKuy--d5u1yvkng9aXW1KS4sOpOi/view",
+        ),
+        WeightFile(
+            "dis-sam",
+            "dis-sam.pth",
+            ("dis-sam.pth", "dis_sam.pth", "gpu_itr_*maxF1*.pth", "dis-sam*.safetensors"),
+            "DIS-SAM's IS5Net refiner (gpu_itr_24000_..._maxF1_0.9251_....pth)",
+            DIS_SAM_PAGE,
+            drive="https://drive.google.com/drive/folders/1fE_DCGKU3WA-HmZnqRzaazHe44Lx9RP2",
+        ),
+    )
+}
 
 # name -> (file name patterns under IS5NET_HOME, where it is published): the lookup table of resolve_weights.
 KNOWN_WEIGHTS: dict[str, tuple[tuple[str, ...], str]] = {
-    n: (f.patterns, f"{f.page} ({f.what})") for n, f in OFFICIAL.items()}
+    n: (f.patterns, f"{f.page} ({f.what})") for n, f in OFFICIAL.items()
+}
 
-_ALIASES = {"dis_sam": "dis-sam", "dissam": "dis-sam", "isnet_general_use": "isnet-general-use",
-            "vit-b": "vit_b", "vit-l": "vit_l", "vit-h": "vit_h"}
+_ALIASES = {
+    "dis_sam": "dis-sam",
+    "dissam": "dis-sam",
+    "isnet_general_use": "isnet-general-use",
+    "vit-b": "vit_b",
+    "vit-l": "vit_l",
+    "vit-h": "vit_h",
+}
 CHUNK = 1 << 20
 
 
@@ -121,10 +172,14 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
         found = find(entry, home)
         if found is not None:
             return found
-        fetch = (f"`is5net weights download {key}`" if entry.url else
-                 f"it is published in {entry.page} (see `is5net weights download {key}` for the steps)")
-        raise IS5NetError(f"{name_or_path!r}: no {entry.patterns[0]} under {home} (set IS5NET_HOME or give a "
-                          f"path); {fetch}")
+        fetch = (
+            f"`is5net weights download {key}`"
+            if entry.url
+            else f"it is published in {entry.page} (see `is5net weights download {key}` for the steps)"
+        )
+        raise IS5NetError(
+            f"{name_or_path!r}: no {entry.patterns[0]} under {home} (set IS5NET_HOME or give a path); {fetch}"
+        )
     raise IS5NetError(f"{name_or_path}: no such file (and not a known weights name: {', '.join(KNOWN_WEIGHTS)})")
 
 
@@ -147,8 +202,9 @@ def digests(path: Path, progress: Optional[Callable[[int], None]] = None) -> tup
     return sha.hexdigest(), md5.hexdigest()
 
 
-def verify_file(entry: WeightFile, path: Path, hash_it: bool = True,
-                progress: Optional[Callable[[int], None]] = None) -> Verdict:
+def verify_file(
+    entry: WeightFile, path: Path, hash_it: bool = True, progress: Optional[Callable[[int], None]] = None
+) -> Verdict:
     """Check ``path`` against what is known of ``entry``: size, SHA-256, the MD5 prefix of its name.
 
     A file with no published checksum is checked to be a loadable state dict instead (weights only).
@@ -163,8 +219,9 @@ def verify_file(entry: WeightFile, path: Path, hash_it: bool = True,
         if entry.sha256 and sha != entry.sha256:
             return Verdict(False, f"checksum mismatch: sha256 {sha}, expected {entry.sha256}")
         if entry.md5_prefix and not md5.startswith(entry.md5_prefix):
-            return Verdict(False, f"checksum mismatch: md5 {md5} does not start with {entry.md5_prefix} "
-                                  f"(the file name's)")
+            return Verdict(
+                False, f"checksum mismatch: md5 {md5} does not start with {entry.md5_prefix} (the file name's)"
+            )
         return Verdict(True, f"{size} bytes, sha256 and md5 prefix ok")
     try:
         from .checkpoint import read_state_dict  # torch: only for files without a published checksum
@@ -178,17 +235,24 @@ def verify_file(entry: WeightFile, path: Path, hash_it: bool = True,
 # ----------------------------------------------------------------------------------------- download
 def page_only_steps(entry: WeightFile, home: Path) -> str:
     """What to do for a file the publisher shares only through a page (Google Drive)."""
-    return (f"{entry.name}: {entry.what} is published only through a web page, not a direct link, so it "
-            f"cannot be downloaded here. To place it:\n"
-            f"  1. open {entry.drive or entry.page} (linked from {entry.page}) in a browser and download it;\n"
-            f"  2. move it to {home / entry.filename} (any of these names is found: "
-            f"{', '.join(entry.patterns)});\n"
-            f"  3. run `is5net weights verify {entry.name}` (it must load as a state dict; no checksum is "
-            f"published for it).")
+    return (
+        f"{entry.name}: {entry.what} is published only through a web page, not a direct link, so it "
+        f"cannot be downloaded here. To place it:\n"
+        f"  1. open {entry.drive or entry.page} (linked from {entry.page}) in a browser and download it;\n"
+        f"  2. move it to {home / entry.filename} (any of these names is found: "
+        f"{', '.join(entry.patterns)});\n"
+        f"  3. run `is5net weights verify {entry.name}` (it must load as a state dict; no checksum is "
+        f"published for it)."
+    )
 
 
-def download(name: str | WeightFile, to: Optional[Path] = None, mirror: Optional[str] = None, quiet: bool = False,
-             timeout: float = 60.0) -> Path:
+def download(
+    name: str | WeightFile,
+    to: Optional[Path] = None,
+    mirror: Optional[str] = None,
+    quiet: bool = False,
+    timeout: float = 60.0,
+) -> Path:
     """Download the official file ``name`` (or any :class:`WeightFile`) into ``to`` (default IS5NET_HOME).
 
     Returns the path of the verified file.
@@ -215,8 +279,10 @@ def download(name: str | WeightFile, to: Optional[Path] = None, mirror: Optional
     part = target.with_name(target.name + ".part")
     announced = _fetch(url, part, entry.size, quiet, timeout)
     if announced is not None and part.stat().st_size < announced:
-        raise IS5NetError(f"{url}: the transfer stopped at {part.stat().st_size} of {announced} bytes; kept in "
-                          f"{part}, run the same command again to resume")
+        raise IS5NetError(
+            f"{url}: the transfer stopped at {part.stat().st_size} of {announced} bytes; kept in "
+            f"{part}, run the same command again to resume"
+        )
     verdict = verify_file(entry, part)
     if not verdict.ok:
         part.unlink(missing_ok=True)  # a corrupt file must not be resumed, nor taken for the real one
@@ -239,7 +305,8 @@ def _fetch(url: str, part: Path, expected: Optional[int], quiet: bool, timeout: 
         have = 0
     if expected is not None and have == expected:
         return expected  # complete already (interrupted between the transfer and the check)
-    request = urllib.request.Request(url, headers={"User-Agent": "is5net", **({"Range": f"bytes={have}-"} if have else {})})
+    headers = {"User-Agent": "is5net", **({"Range": f"bytes={have}-"} if have else {})}
+    request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -247,24 +314,36 @@ def _fetch(url: str, part: Path, expected: Optional[int], quiet: bool, timeout: 
             return have
         raise IS5NetError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise IS5NetError(f"{url}: cannot connect ({getattr(exc, 'reason', exc)}); a partial file is kept in "
-                          f"{part} and resumed next time") from None
+        raise IS5NetError(
+            f"{url}: cannot connect ({getattr(exc, 'reason', exc)}); a partial file is kept in "
+            f"{part} and resumed next time"
+        ) from None
     with response:
         resumed = have and response.status == 206
         if have and not resumed:
             have = 0  # the server sent the whole file: start over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else expected
-        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5],
-                   disable=True if quiet else None, file=sys.stderr)
+        bar = tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=part.name[:-5],
+            disable=True if quiet else None,
+            file=sys.stderr,
+        )
         try:
             with open(part, "ab" if resumed else "wb") as f:
                 while block := response.read(CHUNK):
                     f.write(block)
                     bar.update(len(block))
         except (OSError, TimeoutError, http.client.HTTPException) as exc:
-            raise IS5NetError(f"{url}: transfer interrupted ({exc}); {part.stat().st_size} bytes kept in {part}, "
-                              f"run the same command again to resume") from None
+            raise IS5NetError(
+                f"{url}: transfer interrupted ({exc}); {part.stat().st_size} bytes kept in {part}, "
+                f"run the same command again to resume"
+            ) from None
         finally:
             bar.close()
     return total

@@ -21,8 +21,10 @@ def run(args: argparse.Namespace) -> int:
         for entry in OFFICIAL.values():
             path = find(entry, home)
             source = entry.url or f"Google Drive only: {entry.page}"
-            print(f"{entry.name:<18} {entry.filename:<22} {_size(entry.size):>10}  {entry.checks:<46} "
-                  f"{'yes' if path else 'no':<8} {source}")
+            print(
+                f"{entry.name:<18} {entry.filename:<22} {_size(entry.size):>10}  {entry.checks:<46} "
+                f"{'yes' if path else 'no':<8} {source}"
+            )
         return 0
     if args.weights_command == "verify":
         entries = [official(n) for n in args.names] if args.names else list(OFFICIAL.values())
