@@ -127,7 +127,7 @@ def load_models(args: argparse.Namespace):
         name = "random tiny SAM (tests only: meaningless masks)" if source.checkpoint is None \
             else f"SAM {source.sam_type} ({source.checkpoint.name})"
         stage1 = {"name": "sam", "detail": name}
-    return Models(refiner, make_stage, device, args.precision, stage1, refiner_info)
+    return Models(refiner, make_stage, device, args.precision, args.backend, stage1, refiner_info)
 
 
 def build(args: argparse.Namespace):

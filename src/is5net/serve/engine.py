@@ -56,6 +56,7 @@ class Models:
     make_stage: Callable[[], Any]  # a fresh stage-1 object (SamStage or GrabCutStage) per cached image
     device: torch.device
     precision: str = "fp32"
+    backend: str = "auto"  # the refiner's runtime, chosen as `is5net predict` chooses it
     stage1: dict = field(default_factory=dict)  # name, detail (shown by /api/health and the page)
     refiner_info: dict = field(default_factory=dict)  # name, detail, synthetic_only, note
 
@@ -96,7 +97,8 @@ class Segmenter:
             # Built once (BatchNorm folded, moved to the device); each image gets a shallow copy of it with its
             # own stage 1, so an image's state (embedding, resized RGB) lives in its copy, in the cache.
             self._base = IS5NetPredictor(models.make_stage(), models.refiner, device=models.device,
-                                         precision=models.precision)
+                                         precision=models.precision, backend=models.backend)
+            models.refiner_info["runtime"] = str(self._base.backend)
         self.encoder_runs = 0  # stage-1 image embeddings computed (what the cache saves)
 
     def new_predictor(self, rgb: np.ndarray):
