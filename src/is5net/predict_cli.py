@@ -1,16 +1,24 @@
 """Segment the objects in boxes: SAM gives a coarse mask, IS5Net refines it.
 
-Outputs go to ``-o OUTDIR``: one box gives ``<stem>.png``, several give ``<stem>_<k>.png`` (k from 0);
-``index.json`` lists every output with its image, box and SAM score. Masks are the soft map x255 unless
-``--threshold`` is given. Either SAM (``--sam-checkpoint``) or ``--coarse-mask`` (any stage-1 method's
-masks) gives the coarse mask; a 3-channel IS-Net checkpoint needs neither and ignores boxes (it says so).
+Inputs are image files, folders (``--recursive`` for their subfolders) and glob patterns. Outputs go to
+``-o OUTDIR``, mirroring a folder's tree: one box gives ``<stem>.png``, several give ``<stem>_<k>.png`` (k
+from 0), or one file with ``--combine union|labels``. Masks are the soft map x255 unless ``--threshold`` is
+given. Either SAM (``--sam-checkpoint``) or ``--coarse-mask`` (any stage-1 method's masks) gives the coarse
+mask; a 3-channel IS-Net checkpoint needs neither and ignores boxes (it says so).
 
-Every input is checked before the models load (files that are not images, boxes, the boxes file, output
-names that would overwrite an input): a mistake there is one line and exit status 2, with nothing
-written. Then each image's outputs are written (atomically) as soon as it is done, so a long run keeps
-what it finished: an image that fails (a truncated file, a box outside it, a missing coarse mask) is one
-line naming it and the run goes on. ``index.json`` lists what was written. Exit status: 0 all done, 1 some
-images failed (the others' outputs are written and listed), 2 nothing written.
+Every input is checked before the models load (files named one by one, boxes, the boxes file, output names
+that would overwrite an input): a mistake there is one line and exit status 2, with nothing written. Then
+each image's outputs are written (atomically) as soon as it is done, so a long run keeps what it finished:
+an image that fails (a truncated file, a box outside it, a missing coarse mask) is one line naming it and
+the run goes on. ``index.json`` lists what was written (one entry per box).
+
+With a folder or a pattern (or under torchrun) the run is a batch (:mod:`is5net.batch`): every finished
+image is also one line of ``OUTDIR/index.jsonl``, appended after its files are in place, so a second run
+skips what is done (``--overwrite`` redoes it) and a run killed at any moment is finished by the next one.
+``torchrun --nproc_per_node N -m is5net.cli predict DIR ...`` shards the images over the processes.
+
+Exit status: 0 all done, 1 some images failed (the others' outputs are written and listed; the failed ones
+are named at the end), 2 a usage mistake (or, for files named one by one, nothing written).
 """
 
 from __future__ import annotations
@@ -25,8 +33,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import IS5NetError
-from .io import (IMAGE_EXTENSIONS, atomic_write_bytes, atomic_write_text, encode_png, image_file_problem,
-                 load_image, load_mask, max_pixels)
+from .io import (
+    IMAGE_EXTENSIONS,
+    atomic_write_bytes,
+    atomic_write_text,
+    encode_png,
+    image_file_problem,
+    load_image,
+    load_mask,
+    max_pixels,
+)
 from .outputs import cutout_rgba, mask_uint8
 from .outputs import parse_threshold as _parse_threshold
 from .prompts import parse_box
@@ -38,13 +54,16 @@ EXIT_NOTHING_DONE = 2  # the CLI's user-error status: nothing was written
 
 
 def load_boxes_file(path: Path) -> dict[str, list[list[float]]]:
-    """Boxes per image from JSON: ``{"name.jpg": [[x0,y0,x1,y1], ...]}`` or a COCO annotation file.
+    """Boxes per image from JSON: ``{"name.jpg": [[x0,y0,x1,y1], ...]}``, a COCO annotation file, or a CSV
+    (``.csv``) of rows ``file,x0,y0,x1,y1``.
 
     Every entry is checked here, so a malformed file is one :class:`IS5NetError` naming the entry and what
     is wrong with it (never a traceback from deep inside, nor a number printed as ``np.float64(...)``).
     """
     if not path.is_file():
         raise IS5NetError(f"{path}: no such boxes file")
+    if path.suffix.lower() == ".csv":
+        return _csv_boxes(path)
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -124,51 +143,93 @@ def _show(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _boxes_for(image: Path, cli_boxes: list[list[float]], file_boxes: Optional[dict]) -> list[list[float]]:
+def _csv_boxes(path: Path) -> dict[str, list[list[float]]]:
+    """Boxes per image from a CSV of rows ``file,x0,y0,x1,y1`` (one row per box; a header row is allowed)."""
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IS5NetError(f"{path}: not a text file ({exc})") from None
+    out: dict[str, list[list[float]]] = {}
+    first = True
+    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        where = f"{path}: line {lineno}"
+        if len(cells) != 5:
+            raise IS5NetError(f"{where}: expected 5 fields file,x0,y0,x1,y1, got {len(cells)}: {','.join(cells)}")
+        name, numbers = cells[0], cells[1:]
+        try:
+            box = [float(v) for v in numbers]
+        except ValueError:
+            if first:  # a header row (file,x0,y0,x1,y1 or the user's own words)
+                first = False
+                continue
+            raise IS5NetError(f"{where}: x0,y0,x1,y1 must be numbers, got {','.join(numbers)}") from None
+        first = False
+        if not all(math.isfinite(v) for v in box):
+            raise IS5NetError(f"{where}: x0,y0,x1,y1 must be finite numbers, got {','.join(numbers)}")
+        if not name:
+            raise IS5NetError(f"{where}: the file name is empty")
+        out.setdefault(name, []).append(box)
+    if not out:
+        raise IS5NetError(f"{path}: no rows file,x0,y0,x1,y1")
+    return out
+
+
+def _boxes_for(item, cli_boxes: list[list[float]], file_boxes: Optional[dict]) -> list[list[float]]:
+    """The command line's boxes plus the boxes file's for this image, found by its path as given, its path
+    under the folder it was found in, its name or its stem (first match)."""
     boxes = list(cli_boxes)
     if file_boxes is not None:
-        for key in (str(image), image.name, image.stem):
+        for key in (str(item.path), str(item.rel), str(item.out_stem), item.path.name, item.path.stem):
             if key in file_boxes:
                 boxes += file_boxes[key]
                 break
     return boxes
 
 
-def _coarse_mask_path(source: Path, folder, image: Path, k: Optional[int]) -> Path:
-    """The stage-1 mask of ``image`` (box ``k`` of several): the one file ``source``, or found in the
-    directory ``source`` by the rule of :mod:`is5net.data.coarse` (``folder``, its finder)."""
+def _coarse_mask_path(source: Path, folder, item, k: Optional[int]) -> Path:
+    """The stage-1 mask of ``item`` (box ``k`` of several): the one file ``source``, or found in the
+    directory ``source`` by the rule of :mod:`is5net.data.coarse` (``folder``, its finder), in the
+    subfolder that mirrors the image's first."""
     if folder is None:
         return source
-    found = folder.find(image.stem, box_index=k)
+    subset = str(item.rel.parent) if str(item.rel.parent) != "." else None
+    found = folder.find(item.path.stem, subset=subset, box_index=k)
     if found is None:
-        raise IS5NetError(f"--coarse-mask {source}: no mask for {image.name} (expected {image.stem}.png)")
+        raise IS5NetError(f"--coarse-mask {source}: no mask for {item.path.name} (expected {item.path.stem}.png)")
     return found
 
 
-def _output_names(image: Path, n_outputs: int, save: str) -> list[dict[str, str]]:
-    """File names per output of ``image``: kind (``mask``, ``cutout``) -> name, the kinds ``--save`` asks for."""
-    stems = [image.stem] if n_outputs == 1 else [f"{image.stem}_{k}" for k in range(n_outputs)]
+def _output_names(stem, n_outputs: int, save: str) -> list[dict[str, str]]:
+    """Paths under OUTDIR per output of an image whose outputs are ``stem`` (its path under OUTDIR, no
+    suffix): kind (``mask``, ``cutout``) -> path, for the kinds ``--save`` asks for."""
+    stems = [str(stem)] if n_outputs == 1 else [f"{stem}_{k}" for k in range(n_outputs)]
     if save == "both":
         return [{"mask": f"{s}.png", "cutout": f"{s}_cutout.png"} for s in stems]
     return [{save: f"{s}.png"} for s in stems]
 
 
-def _check_inputs(args: argparse.Namespace) -> None:
-    """The cheap checks of every input file, before any model loads: a typo costs a second, not a run."""
-    problems = [(image, image_file_problem(image)) for image in args.images]
+def _check_inputs(args: argparse.Namespace, named: list[Path], n_images: int) -> None:
+    """The cheap checks of the files named one by one, before any model loads: a typo costs a second, not
+    a run. (Images found in folders are read in the run; a bad one there is a failed image, not a mistake.)"""
+    problems = [(image, image_file_problem(image)) for image in named]
     problems = [(image, why) for image, why in problems if why is not None]
     if problems:
         image, why = problems[0]
         more = f" (and {len(problems) - 1} more: {', '.join(str(p) for p, _ in problems[1:4])})" \
             if len(problems) > 1 else ""
         raise IS5NetError(f"{image}: {why}{more}")
-    for image in args.images:
+    for image in named:
         if image.suffix.lower() not in IMAGE_EXTENSIONS:
             log.debug("%s: unusual extension; reading it anyway", image)
     if args.coarse_mask is not None:
         if args.coarse_mask.is_file():
-            if len(args.images) > 1:
-                raise IS5NetError(f"--coarse-mask {args.coarse_mask} is one file but {len(args.images)} images "
+            if n_images > 1:
+                raise IS5NetError(f"--coarse-mask {args.coarse_mask} is one file but {n_images} images "
                                   f"were given; pass a directory")
         elif not args.coarse_mask.is_dir():
             raise IS5NetError(f"--coarse-mask {args.coarse_mask}: no such file or directory")
@@ -176,12 +237,42 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise IS5NetError(f"-o {args.output}: exists and is not a directory")
 
 
+def per_box_entries(entry: dict) -> list[dict]:
+    """An image's ``index.jsonl`` line as ``index.json`` entries: one per box (file, image, box, SAM score,
+    stage 1, COCO RLE; ``label`` with ``--combine labels``)."""
+    out = []
+    for k, files in enumerate(entry["files"]):
+        e = {"file": next(iter(files.values())), "image": entry["image"], "box": entry["boxes"][k],
+             "sam_score": entry["scores"][k], "coarse": entry["coarse"], "rle": entry["rle"][k]}
+        if entry["combine"] == "labels":
+            e["label"] = k + 1
+        out.append(e)
+    return out
+
+
+class _Job:
+    __slots__ = ("item", "boxes", "names")
+
+    def __init__(self, item, boxes, names):
+        self.item, self.boxes, self.names = item, boxes, names
+
+    @property
+    def outputs(self) -> list[str]:
+        return [n for per_output in self.names for n in per_output.values()]
+
+
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from tqdm import tqdm
 
+    from . import batch
     from .checkpoint import load_refiner
-    from .predictor import IS5NetPredictor
+    from .contract import FG_THRESHOLD
     from .data.coarse import CoarseMaskFolder
+    from .distributed import ProcessGroup
+    from .outputs import composite, foreground_colours, label_map, parse_background, rle_encode, union_uint8
+    from .predictor import IS5NetPredictor
     from .prompts import stage1_source
     from .runtime import resolve_device
     from .weights import resolve_weights
@@ -189,39 +280,50 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     threshold = _parse_threshold(args.threshold)
     pixel_limit = max_pixels(args.max_pixels)  # a bad $IS5NET_MAX_PIXELS is refused here, before any work
+    background = parse_background(args.background)
+    if args.background is not None and args.save == "mask":
+        raise IS5NetError("--background composites cut-outs: give it with --save cutout or --save both")
+    if args.prefetch < 0:
+        raise IS5NetError(f"--prefetch {args.prefetch}: expected 0 or more images")
     device = resolve_device(args.device)
     cli_boxes = [parse_box(b) for b in args.box]
     if args.stage1 == "grabcut" and (args.sam_checkpoint is not None or args.coarse_mask is not None):
         raise IS5NetError("--stage1 grabcut makes the coarse mask itself: give it without --sam-checkpoint and "
                           "--coarse-mask")
     file_boxes = load_boxes_file(args.boxes) if args.boxes else None
-    _check_inputs(args)
+    found = batch.discover(args.images, recursive=args.recursive)
+    several_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    batch_mode = found.batch or several_processes
+    _check_inputs(args, found.named, len(found.items))
+    collision = batch.output_collisions(found.items)
+    if collision is not None:
+        raise IS5NetError(collision)
+    if isinstance(background, Path):
+        background = load_image(background, max_pixels=pixel_limit)
 
     checkpoint = resolve_weights(args.checkpoint)
     refiner = load_refiner(checkpoint)
     is5 = refiner.in_ch == 5
-    jobs = []
-    for image in args.images:
-        boxes = _boxes_for(image, cli_boxes, file_boxes)
-        if is5 and not boxes:
-            raise IS5NetError(f"{image}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
-        jobs.append((image, boxes, _output_names(image, max(1, len(boxes)), args.save)))
+    if is5 and not cli_boxes and not file_boxes:
+        raise IS5NetError(f"{found.items[0].path}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
+    jobs: list[_Job] = []
+    for item in found.items:
+        boxes = _boxes_for(item, cli_boxes, file_boxes)
+        if is5 and not boxes and not batch_mode:
+            raise IS5NetError(f"{item.path}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
+        n_outputs = max(1, len(boxes)) if args.combine == "separate" else 1
+        jobs.append(_Job(item, boxes, _output_names(item.out_stem, n_outputs, args.save)))
     ignored = [name for name, given in (("--box/--boxes", cli_boxes or file_boxes),
                                         ("--coarse-mask", args.coarse_mask is not None)) if given]
     if not is5 and ignored:
         log.warning("%s is a 3-channel IS-Net: it takes no prompt, so %s are ignored (each box only names an "
                     "output, all with the same whole-image mask); use an IS5Net checkpoint to segment what a "
                     "box holds", checkpoint.name, " and ".join(ignored))
-    stems = [img.stem for img, _, _ in jobs]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    if dup:
-        raise IS5NetError(f"several images share the stem {dup[0]!r}; their outputs would collide")
     out_dir: Path = args.output
-    inputs = {p.resolve() for p in args.images}
-    for _, _, names in jobs:
-        for fname in [n for per_output in names for n in per_output.values()] + ["index.json"]:
-            if (out_dir / fname).resolve() in inputs:
-                raise IS5NetError(f"{out_dir / fname} is an input image; choose another -o")
+    inputs = {item.path.resolve() for item in found.items}
+    for name in [n for job in jobs for n in job.outputs] + [batch.INDEX_JSON, batch.INDEX_JSONL]:
+        if (out_dir / name).resolve() in inputs:
+            raise IS5NetError(f"{out_dir / name} is an input image; choose another -o")
 
     sam = None
     if is5 and args.stage1 == "grabcut":
@@ -231,29 +333,36 @@ def run(args: argparse.Namespace) -> int:
     elif is5:
         source = stage1_source(args.sam_checkpoint, args.sam_type, args.coarse_mask, "--coarse-mask")
         sam = None if source is None else source.load()
-    predictor = IS5NetPredictor(sam, refiner, device=device, precision=args.precision,
-                                backend=getattr(args, "backend", "torch"),
-                                mask_choice=args.mask_choice, box_channel=args.box_channel,
-                                batch_size=args.batch_size, sam_resize=args.sam_resize, region=args.region,
-                                margin=args.margin, max_side=args.max_side)
+    group = ProcessGroup(device) if several_processes else None
+    try:
+        if group is not None:
+            device = group.device  # cuda:LOCAL_RANK under torchrun on GPUs
+            if sam is not None and hasattr(sam, "to"):
+                sam = sam.to(device)
+        predictor = IS5NetPredictor(sam, refiner, device=device, precision=args.precision,
+                                    backend=getattr(args, "backend", "torch"),
+                                    mask_choice=args.mask_choice, box_channel=args.box_channel,
+                                    batch_size=args.batch_size, sam_resize=args.sam_resize, region=args.region,
+                                    margin=args.margin, max_side=args.max_side)
+        log.info("refiner: %s", predictor.backend)
+        coarse_listing = CoarseMaskFolder(args.coarse_mask) if args.coarse_mask is not None and \
+            args.coarse_mask.is_dir() else None
+        estimate = args.foreground == "estimate"
 
-    log.info("refiner: %s", predictor.backend)
-    coarse_listing = CoarseMaskFolder(args.coarse_mask) if args.coarse_mask is not None and \
-        args.coarse_mask.is_dir() else None
-
-    def segment(image: Path, boxes: list, names: list[dict[str, str]]) -> tuple[list[tuple[str, bytes]], list[dict]]:
-        """One image's output files (name, PNG bytes) and index entries; nothing is written here."""
-        rgb = load_image(image, max_pixels=pixel_limit)
-        predictor.set_image(rgb)
-        if is5:
+        def read(job: _Job):
+            """Decode the image (and its coarse masks): runs ahead, in the decoding thread."""
+            rgb = load_image(job.item.path, max_pixels=pixel_limit)
+            if is5 and not job.boxes:
+                raise IS5NetError(f"{job.item.path}: no box given for it (--box, or an entry in --boxes FILE)")
             coarse = None
-            if args.coarse_mask is not None:
-                multi = len(boxes) > 1
-                paths = [_coarse_mask_path(args.coarse_mask, coarse_listing, image, k if multi else None)
-                         for k in range(len(boxes))]
+            if is5 and args.coarse_mask is not None:
+                multi = len(job.boxes) > 1
+                paths = [_coarse_mask_path(args.coarse_mask, coarse_listing, job.item, k if multi else None)
+                         for k in range(len(job.boxes))]
                 if multi and len(set(paths)) == 1:
-                    log.warning("%s: one coarse mask (%s) for all %d boxes; name them %s_0.png, %s_1.png, "
-                                "... for one each", image.name, paths[0].name, len(boxes), image.stem, image.stem)
+                    log.warning("%s: one coarse mask (%s) for all %d boxes; name them %s_0.png, %s_1.png, ... "
+                                "for one each", job.item.path.name, paths[0].name, len(job.boxes),
+                                job.item.path.stem, job.item.path.stem)
                 coarse = []
                 for path in paths:
                     m = load_mask(path, max_pixels=pixel_limit)
@@ -261,57 +370,148 @@ def run(args: argparse.Namespace) -> int:
                         raise IS5NetError(f"coarse mask {path.name} is {m.shape[1]}x{m.shape[0]}, "
                                           f"the image is {rgb.shape[1]}x{rgb.shape[0]}")
                     coarse.append(m)
-            preds = predictor.predict_batch(boxes, coarse)
-        else:
-            preds = predictor.predict_batch(boxes) if boxes else [predictor.predict()]
-        files, entries = [], []
-        for file_names, pred in zip(names, preds, strict=True):
-            mask_u8 = mask_uint8(pred.mask, threshold)  # the same bytes as `is5net serve` answers
-            for kind, fname in file_names.items():
-                files.append((fname, encode_png(mask_u8 if kind == "mask" else cutout_rgba(rgb, mask_u8))))
-            entries.append({
-                "file": next(iter(file_names.values())), "image": str(image), "box": pred.box,
-                "sam_score": pred.sam_score,
+            return rgb, coarse
+
+        def cutout(rgb, alpha):
+            fg = foreground_colours(rgb, alpha) if estimate else rgb
+            return composite(fg, alpha, background) if background is not None else cutout_rgba(fg, alpha)
+
+        def segment(job: _Job, rgb, coarse) -> tuple[list[tuple[str, bytes]], dict]:
+            """One image's output files (path under OUTDIR, PNG bytes) and journal line; nothing written here."""
+            t0 = time.perf_counter()
+            predictor.set_image(rgb)
+            if is5:
+                preds = predictor.predict_batch(job.boxes, coarse)
+            else:
+                preds = predictor.predict_batch(job.boxes) if job.boxes else [predictor.predict()]
+            masks = [mask_uint8(p.mask, threshold) for p in preds]  # the same bytes as `is5net serve` answers
+            foreground = [m > FG_THRESHOLD for m in masks]
+            if args.combine == "separate":
+                alphas, saved = masks, masks
+            else:
+                union = union_uint8(masks)
+                alphas = [union]
+                saved = [union if args.combine == "union" else label_map(foreground, [p.mask for p in preds])]
+            files = []
+            for file_names, alpha, mask in zip(job.names, alphas, saved, strict=True):
+                for kind, name in file_names.items():
+                    files.append((name, encode_png(mask if kind == "mask" else cutout(rgb, alpha))))
+            per_box = job.names if args.combine == "separate" else job.names * len(preds)
+            entry = {
+                "input": str(job.item.rel), "image": str(job.item.path),
+                "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
+                "boxes": [p.box for p in preds], "scores": [p.sam_score for p in preds],
                 "coarse": "given" if args.coarse_mask is not None else (args.stage1 if is5 else None),
-            })
-        return files, entries
+                "combine": args.combine, "outputs": job.outputs, "files": per_box,
+                "rle": [rle_encode(f) for f in foreground],
+                "seconds": round(time.perf_counter() - t0, 4),
+            }
+            return files, entry
 
-    index: list[dict] = []
-    failed: list[str] = []
-    created = not out_dir.exists()
-    bar = tqdm(jobs, desc="predict", unit="image", disable=True if args.quiet else None, file=sys.stderr)
-    try:
-        for image, boxes, names in bar:
-            try:
-                files, entries = segment(image, boxes, names)
-            except IS5NetError as exc:
-                message = str(exc) if str(image) in str(exc) else f"{image}: {exc}"
-                tqdm.write(f"is5net predict: error: {message}", file=sys.stderr)
-                failed.append(str(image))
-                continue
-            _commit(out_dir, files)
-            index.extend(entries)
+        rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
+        journal = batch.Journal(out_dir, rank, world) if batch_mode else None
+        skipped = 0
+        mine = jobs
+        if journal is not None:
+            todo = None
+            if rank == 0:
+                order = [str(job.item.rel) for job in jobs]
+                stale = batch.remove_stale_temporaries(out_dir)
+                if stale:
+                    log.info("%s: removed %d unfinished temporary file(s) a killed run left", out_dir, stale)
+                latest, dropped = journal.entries()
+                if dropped:
+                    log.info("%s: dropped %d torn line(s) a killed run left; their images are redone",
+                             journal.path, dropped)
+                if latest or journal.parts():
+                    journal.compact(order)
+                todo = [i for i, job in enumerate(jobs) if args.overwrite or
+                        not batch.is_done(latest.get(str(job.item.rel)), job.outputs, out_dir)]
+            todo = group.broadcast(todo) if group is not None else todo
+            skipped = len(jobs) - len(todo)
+            if skipped and rank == 0:
+                log.info("%d of %d image(s) already done (listed in %s); --overwrite redoes them", skipped,
+                         len(jobs), journal.path)
+            mine = [jobs[i] for i in todo[rank::world]]
+
+        index: list[dict] = []  # files named one by one: index.json as before
+        failed: list[str] = []
+        n_files = n_written = 0
+        created = not out_dir.exists()
+        desc = "predict" if world == 1 else f"predict (rank 0 of {world})"
+        bar = tqdm(total=len(mine), desc=desc, unit="image", file=sys.stderr,
+                   disable=True if (args.quiet or rank != 0) else None)
+        try:
+            for job, payload, error in batch.decode_ahead(mine, read, depth=args.prefetch):
+                try:
+                    if error is not None:
+                        raise error
+                    files, entry = segment(job, *payload)
+                except (IS5NetError, OSError) as exc:
+                    image = str(job.item.path)
+                    message = str(exc) if image in str(exc) else f"{image}: {exc}"
+                    tqdm.write(f"is5net predict: error: {message}", file=sys.stderr)
+                    failed.append(image)
+                    bar.update(1)
+                    continue
+                _commit(out_dir, files)
+                entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                if journal is not None:
+                    journal.append(entry)
+                else:
+                    index.extend(per_box_entries(entry))
+                n_written += len(entry["boxes"])
+                n_files += 1
+                bar.update(1)
+        finally:
+            bar.close()
+            # Also on Ctrl-C or an unexpected error: the outputs written so far are listed.
+            if journal is None:
+                if index:
+                    atomic_write_text(out_dir / batch.INDEX_JSON, json.dumps(index, indent=2))
+                elif created and out_dir.is_dir() and not any(out_dir.iterdir()):
+                    out_dir.rmdir()  # made for this run, and nothing came of it
+
+        total_images = len(jobs)
+        if group is not None:
+            failed = batch.gather(group, failed)
+            n_written, n_files = group.sum([n_written, n_files])
+            group.barrier()  # every part is complete before rank 0 merges them
+        if journal is not None and rank == 0:
+            entries = journal.compact([str(job.item.rel) for job in jobs])
+            if entries:
+                atomic_write_text(out_dir / batch.INDEX_JSON,
+                                  json.dumps([e for entry in entries for e in per_box_entries(entry)], indent=2))
+        if group is not None:
+            group.barrier()
     finally:
-        # Also on Ctrl-C or an unexpected error: the outputs written so far are listed.
-        if index:
-            atomic_write_text(out_dir / "index.json", json.dumps(index, indent=2))
-        elif created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # made for this run, and nothing came of it
+        if group is not None:
+            group.close()
 
+    if rank != 0:
+        return EXIT_SOME_FAILED if failed else 0
     elapsed = time.perf_counter() - started
     what = "masks" if args.save == "mask" else "cutouts" if args.save == "cutout" else "masks and cutouts"
-    done = len(jobs) - len(failed)
+    if args.combine != "separate":
+        what = f"{what} ({args.combine})"
+    done_note = f" ({skipped} already done, skipped)" if skipped else ""
+    procs = f" by {world} processes" if world > 1 else ""
     if not failed:
-        print(f"is5net predict: {len(index)} {what} for {done} image(s) in {elapsed:.1f}s -> {out_dir}",
-              file=sys.stderr)
+        outputs = n_written if args.combine == "separate" else n_files
+        print(f"is5net predict: {outputs} {what} for {n_files} image(s) in {elapsed:.1f}s{procs} -> {out_dir}"
+              f"{done_note}", file=sys.stderr)
         return 0
-    if len(jobs) > 1:
+    if total_images > 1:
         shown = ", ".join(failed[:10]) + (f", ... ({len(failed) - 10} more)" if len(failed) > 10 else "")
-        written = (f"{len(index)} {what} for {done} image(s) written -> {out_dir} (listed in index.json)"
-                   if index else "nothing written")
-        print(f"is5net predict: {len(failed)} of {len(jobs)} image(s) failed: {shown}; {written}", file=sys.stderr)
+        listed = "index.jsonl" if journal is not None else "index.json"
+        outputs = n_written if args.combine == "separate" else n_files
+        written = (f"{outputs} {what} for {n_files} image(s) written -> {out_dir} (listed in {listed})"
+                   if n_files else "nothing written")
+        print(f"is5net predict: {len(failed)} of {total_images - skipped} image(s) failed: {shown}; "
+              f"{written}{done_note}", file=sys.stderr)
+    if journal is not None:
+        return EXIT_SOME_FAILED  # a batch: the images done before are there; 2 is for usage mistakes
     return EXIT_SOME_FAILED if index else EXIT_NOTHING_DONE
-
 
 def _commit(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
     """Write one image's files, each atomically; if one cannot be written, the image's others are removed

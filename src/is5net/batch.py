@@ -1,0 +1,334 @@
+"""The machinery of ``is5net predict`` over folders: finding the images, the journal, decoding ahead, sharding.
+
+* :func:`discover` turns the command line's files, folders and glob patterns into :class:`Item` s, each with
+  the path its outputs take under ``-o`` (the input tree, mirrored).
+* :class:`Journal` is ``-o/index.jsonl``: one JSON line per finished image, appended with one ``write`` after
+  the image's files are in place, so a line names only outputs that exist whole. A run killed at any moment
+  leaves at worst a torn last line, which the next run drops (and redoes that image). Under torchrun each
+  process appends to its own ``index.part-<rank>.jsonl``; rank 0 merges them into ``index.jsonl`` at the end
+  (and at the start of the next run, when a killed run left parts behind).
+* :func:`decode_ahead` reads the next images in a background thread while the model runs on this one.
+* :func:`gather` collects every process's list on every process (failures for the closing summary).
+
+Nothing here imports torch at module level (``gather`` does, when a process group is active).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from .errors import IS5NetError
+from .io import IMAGE_EXTENSIONS, atomic_write_text
+
+INDEX_JSONL = "index.jsonl"
+INDEX_JSON = "index.json"
+_PART = "index.part-{rank}.jsonl"
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to segment: ``path`` as found, ``rel`` its path under the root it was found in.
+
+    ``rel`` (POSIX, with the image's extension) is the image's key in the journal and, without its suffix,
+    where its outputs go under ``-o``: ``photos/a/b.jpg`` found in ``photos`` writes ``OUT/a/b.png``.
+    A file named on the command line has ``rel`` = its name (outputs flat in ``-o``, as always).
+    """
+
+    path: Path
+    rel: PurePosixPath
+
+    @property
+    def out_stem(self) -> PurePosixPath:
+        return self.rel.with_suffix("")
+
+
+@dataclass
+class Discovery:
+    items: list[Item]
+    batch: bool  # some input was a folder or a glob pattern: journal, resume, mirrored tree
+    named: list[Path]  # the files named one by one (checked up front, as before folders existed)
+
+
+def is_glob(text: str) -> bool:
+    return any(c in _GLOB_CHARS for c in text)
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder a pattern's matches are relative to: its leading components without a glob character."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if is_glob(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def discover(inputs: Iterable[os.PathLike | str], recursive: bool = False) -> Discovery:
+    """The images named by ``inputs``: files as given, folders' image files (with ``recursive``, also those
+    of their subfolders), and the image files a glob pattern matches (``**`` crosses folders with
+    ``recursive``). Sorted within each input, duplicates dropped (first kept).
+
+    A folder with no image, or a pattern matching none, is an :class:`IS5NetError` (a usage mistake). A
+    path that does not exist and is no pattern is kept as a named file, for the caller's file check to name.
+    """
+    items: list[Item] = []
+    named: list[Path] = []
+    batch = False
+    seen: set[Path] = set()
+
+    def add(path: Path, rel: PurePosixPath) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            items.append(Item(path, rel))
+
+    for given in inputs:
+        text = str(given)
+        path = Path(text)
+        if path.is_dir():
+            batch = True
+            found = path.rglob("*") if recursive else path.iterdir()
+            files = sorted(p for p in found if p.is_file() and _is_image_name(p))
+            if not files:
+                more = "" if recursive else " (add --recursive for its subfolders)"
+                raise IS5NetError(f"{path}: no image files in this folder{more}")
+            for p in files:
+                add(p, PurePosixPath(p.relative_to(path).as_posix()))
+        elif not path.exists() and is_glob(text):
+            batch = True
+            root = _glob_root(text)
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive))
+            files = [p for p in matches if p.is_file() and _is_image_name(p)]
+            if not files:
+                raise IS5NetError(f"{text}: no image file matches this pattern"
+                                  + ("" if recursive or "**" not in text else " (** needs --recursive)"))
+            for p in files:
+                add(p, PurePosixPath(p.relative_to(root).as_posix()))
+        else:
+            named.append(path)
+            add(path, PurePosixPath(path.name))
+    return Discovery(items, batch, named)
+
+
+def output_collisions(items: list[Item]) -> Optional[str]:
+    """A message when two images would write the same outputs (``a.jpg`` and ``a.png``), else None."""
+    first: dict[PurePosixPath, Item] = {}
+    for item in items:
+        other = first.setdefault(item.out_stem, item)
+        if other is not item:
+            return (f"{other.path} and {item.path} would write the same outputs ({item.out_stem}.*); "
+                    f"rename one or run them separately")
+    return None
+
+
+# --- the journal -------------------------------------------------------------------------------------------
+
+
+def _read_lines(path: Path) -> tuple[list[dict], int]:
+    """The entries of a journal file, and how many lines were dropped (torn by a kill, or not entries)."""
+    entries, dropped = [], 0
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            dropped += 1
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("input"), str):
+            entries.append(entry)
+        else:
+            dropped += 1
+    return entries, dropped
+
+
+class Journal:
+    """``OUT/index.jsonl``: what is done. See the module's docstring for how it survives a kill."""
+
+    def __init__(self, out_dir: Path, rank: int = 0, world_size: int = 1):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / INDEX_JSONL
+        self.own = self.path if world_size == 1 else self.out_dir / _PART.format(rank=rank)
+
+    def parts(self) -> list[Path]:
+        return sorted(self.out_dir.glob(_PART.format(rank="*")))
+
+    def entries(self) -> tuple[dict[str, dict], int]:
+        """The latest entry per input (the merged index first, then any parts a killed torchrun run left),
+        and the number of torn or foreign lines dropped."""
+        latest: dict[str, dict] = {}
+        dropped = 0
+        for path in [self.path, *self.parts()]:
+            found, bad = _read_lines(path)
+            dropped += bad
+            for entry in found:
+                latest.pop(entry["input"], None)  # re-insert: a redone image moves to where it was redone
+                latest[entry["input"]] = entry
+        return latest, dropped
+
+    def compact(self, order: list[str]) -> list[dict]:
+        """Rewrite ``index.jsonl`` atomically as one line per input, in ``order`` (inputs of earlier runs
+        that are not in ``order`` stay, after them), then delete the parts; returns the entries written.
+
+        Run by one process only (rank 0). Killed half-way it leaves the old index and the parts, which
+        the next compaction merges again to the same result.
+        """
+        latest, _ = self.entries()
+        rank = {name: i for i, name in enumerate(order)}
+        ordered = sorted(latest.values(), key=lambda e: rank.get(e["input"], len(rank)))
+        if ordered or self.path.exists():
+            atomic_write_text(self.path, "".join(_line(e) for e in ordered))
+        for part in self.parts():
+            part.unlink(missing_ok=True)
+        return ordered
+
+    def append(self, entry: dict) -> None:
+        """Add one line with a single ``write`` on an ``O_APPEND`` descriptor: a kill leaves the line whole or
+        torn at the end of the file (dropped by the next reader), never interleaved with another."""
+        data = _line(entry).encode("utf-8")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.own, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            if os.fstat(fd).st_size and not _ends_with_newline(fd):
+                data = b"\n" + data  # after a torn line: start a fresh one rather than extend the torn one
+            written = os.write(fd, data)
+            if written != len(data):  # a full disk: the short line is torn, and dropped by the next reader
+                raise OSError(f"{self.own}: short write ({written} of {len(data)} bytes)")
+        finally:
+            os.close(fd)
+
+
+def _ends_with_newline(fd: int) -> bool:
+    return os.pread(fd, 1, os.fstat(fd).st_size - 1) == b"\n"
+
+
+def _line(entry: dict) -> str:
+    return json.dumps(entry, separators=(",", ":")) + "\n"
+
+
+def is_done(entry: Optional[dict], outputs: list[str], out_dir: Path) -> bool:
+    """Whether a journal entry records exactly ``outputs`` (paths under ``out_dir``) and they all exist.
+
+    A rerun with other output options (``--save``, ``--combine``, another number of boxes) names other files,
+    so the image is redone; a deleted output is rewritten.
+    """
+    if entry is None or sorted(entry.get("outputs") or []) != sorted(outputs):
+        return False
+    return all((out_dir / name).is_file() for name in outputs)
+
+
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # is5net.io.atomic_path's ".<name>.<8 hex>.tmp"
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete the temporaries a killed run left under ``out_dir`` (a file being written when the process
+    died: never renamed, so never an output); returns how many. Only before any process of this run writes."""
+    removed = 0
+    if not Path(out_dir).is_dir():
+        return 0
+    for folder, _dirs, files in os.walk(out_dir):
+        for name in files:
+            if _TEMPORARY.match(name):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+# --- decoding ahead ----------------------------------------------------------------------------------------
+
+
+_END = object()
+
+
+def decode_ahead(items: list[Any], load: Callable[[Any], Any], depth: int = 2) -> Iterator[tuple[Any, Any, Any]]:
+    """Yield ``(item, load(item), None)`` or ``(item, None, exception)`` for each item, in order.
+
+    With ``depth > 0`` a background thread runs ``load`` up to ``depth`` items ahead of the consumer, so
+    decoding the next photo (Pillow releases the GIL while it decodes) overlaps the model's work on this
+    one; ``depth == 0`` loads in the caller's thread. Only :class:`Exception` s are handed over as results;
+    anything else ends the thread and is raised in the consumer. Closing the generator (a ``break``, an
+    exception in the consumer, Ctrl-C) stops the thread after at most the item it is loading.
+    """
+    if depth <= 0:
+        for item in items:
+            try:
+                value = (item, load(item), None)
+            except Exception as exc:
+                value = (item, None, exc)
+            yield value
+        return
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                try:
+                    value = (item, load(item), None)
+                except Exception as exc:  # one bad image: its error goes to the consumer, the rest go on
+                    value = (item, None, exc)
+                if not put(value):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: B036 - handed to the consumer, which raises it
+            put((_END, exc))
+
+    thread = threading.Thread(target=work, name="is5net-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                value = results.get(timeout=0.1)  # a timeout keeps the wait interruptible by Ctrl-C
+            except queue.Empty:
+                continue
+            if value is _END:
+                return
+            if value[0] is _END:
+                raise value[1]
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# --- many processes ----------------------------------------------------------------------------------------
+
+
+def gather(group, values: list) -> list:
+    """Every process's ``values``, concatenated in rank order, on every process (a copy when alone)."""
+    if not getattr(group, "active", False):
+        return list(values)
+    import torch.distributed as dist
+
+    every: list = [None] * group.world_size
+    dist.all_gather_object(every, list(values))
+    return [v for part in every for v in part]
