@@ -220,3 +220,22 @@ def test_an_unavailable_backend_is_one_clear_line(tmp_path, tiny_refiner_checkpo
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert "backend 'openvino' is not installed" in lines[0] and "pip install" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_export_onnx_with_sams_prompt_decoder(tmp_path, capsys):
+    import onnxruntime as ort
+
+    from is5net.export import sam_decoder_inputs
+    from is5net.prompts import load_sam
+
+    ckpt = _official_isnet_pth(tmp_path / "isnet.pth")
+    out = tmp_path / "refiner.onnx"
+    assert cli.main(["export-onnx", str(ckpt), str(out), "--sam-decoder", "tiny"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("SAM prompt decoder -> refiner.sam_decoder.onnx") and lines[-1].endswith(": ok")
+    decoder = tmp_path / "refiner.sam_decoder.onnx"
+    assert read_metadata(decoder)["format"] == "sam-prompt-decoder"
+    # A box is two points (labels 2 and 3): the number of points is free in the exported graph.
+    inputs = {k: v.numpy() for k, v in sam_decoder_inputs(load_sam("tiny", None), points=2).items()}
+    masks, scores, low = ort.InferenceSession(str(decoder)).run(None, inputs)
+    assert masks.shape == (1, 4, 1500, 2250) and scores.shape == (1, 4) and low.shape == (1, 4, 256, 256)

@@ -317,6 +317,10 @@ def export_onnx(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 11..21 (default 17)")
     parser.add_argument("--fp16", action="store_true",
                         help="store the weights in float16 (half the file); runtimes still compute in float32")
+    parser.add_argument("--sam-decoder", metavar="SAM",
+                        help="also export SAM's prompt decoder (segment_anything's SamOnnxModel) from these SAM "
+                             "weights (PATH or vit_b/vit_l/vit_h under IS5NET_HOME) to OUT.sam_decoder.onnx, "
+                             "checked the same way")
 
 
 def weights(parser: argparse.ArgumentParser) -> None:

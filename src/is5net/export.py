@@ -201,3 +201,77 @@ def check_opset(opset: Optional[int]) -> int:
     if not 11 <= opset <= 21:
         raise IS5NetError(f"--opset {opset}: choose 11 .. 21 (default {DEFAULT_OPSET})")
     return opset
+
+
+# ------------------------------------------------------------------------------------ SAM prompt decoder
+SAM_DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+SAM_DECODER_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
+
+
+def sam_decoder_inputs(sam: nn.Module, points: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Inputs of SAM's ONNX prompt decoder (``segment_anything.utils.onnx.SamOnnxModel``), as its own export
+    script makes them: a random image embedding, ``points`` prompt points, a mask prompt, the image size."""
+    g = torch.Generator().manual_seed(seed)
+    dim, grid = sam.prompt_encoder.embed_dim, sam.prompt_encoder.image_embedding_size
+    return {
+        "image_embeddings": torch.randn(1, dim, *grid, generator=g),
+        "point_coords": torch.randint(0, 1024, (1, points, 2), generator=g).float(),
+        "point_labels": torch.randint(0, 4, (1, points), generator=g).float(),
+        "mask_input": torch.randn(1, 1, *[4 * s for s in grid], generator=g),
+        "has_mask_input": torch.tensor([1.0]),
+        "orig_im_size": torch.tensor([1500.0, 2250.0]),
+    }
+
+
+def export_sam_decoder(sam: nn.Module, path: os.PathLike | str, opset: int = DEFAULT_OPSET) -> Path:
+    """SAM's prompt encoder + mask decoder as ONNX, with the official package's exporter (``SamOnnxModel``,
+    all four masks: index 0 is the single-mask output, 1..3 the multimask ones, 1 being is5net's "first").
+
+    The number of points is free (a box is two points labelled 2 and 3); the image embedding comes from
+    SAM's image encoder, which stays in torch (``SamPredictor.set_image``).
+    """
+    import onnx
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    model = SamOnnxModel(sam.float().cpu().eval(), return_single_mask=False).eval()
+    dummy = sam_decoder_inputs(sam)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # tracer and deprecation notes, as in export_refiner
+        torch.onnx.export(
+            model,
+            tuple(dummy.values()),
+            buffer,
+            input_names=SAM_DECODER_INPUTS,
+            output_names=SAM_DECODER_OUTPUTS,
+            opset_version=int(opset),
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in {"format": "sam-prompt-decoder", "exporter": "segment_anything.utils.onnx.SamOnnxModel",
+                       "embed_dim": str(sam.prompt_encoder.embed_dim)}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(path)
+
+
+def check_sam_decoder(sam: nn.Module, path: os.PathLike | str) -> tuple[float, float]:
+    """ONNX Runtime vs torch on the same decoder inputs (3 points): ``(max |diff| of the low-resolution mask
+    logits' sigmoid, least IoU of the full-size masks at logit 0)``."""
+    import onnxruntime as ort
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    inputs = sam_decoder_inputs(sam, points=3, seed=1)
+    with torch.inference_mode():
+        masks, _, low = SamOnnxModel(sam.float().cpu().eval(), return_single_mask=False)(*inputs.values())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    o_masks, _, o_low = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+    diff = float((torch.sigmoid(low) - torch.sigmoid(torch.from_numpy(o_low))).abs().max())
+    a, b = masks > 0, torch.from_numpy(o_masks) > 0
+    inter, union = (a & b).flatten(2).sum(-1).double(), (a | b).flatten(2).sum(-1).double()
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return diff, float(iou.min())

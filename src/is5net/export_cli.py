@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     except _CheckFailed:
         print(
-            f"is5net export-onnx: error: the exported model disagrees with torch; {args.output} was not kept",
+            "is5net export-onnx: error: the exported model disagrees with torch; it was not kept",
             file=sys.stderr,
         )
         return 1
@@ -123,4 +124,34 @@ def _export(args: argparse.Namespace) -> int:
         )
         if verdict != "ok":
             raise _CheckFailed()
+    if args.sam_decoder:
+        _export_sam_decoder(args, opset)
     return 0
+
+
+def sam_decoder_path(output: Path) -> Path:
+    """``OUT.onnx`` -> ``OUT.sam_decoder.onnx`` beside it."""
+    return output.with_name(output.stem + ".sam_decoder.onnx")
+
+
+def _export_sam_decoder(args: argparse.Namespace, opset: int) -> None:
+    from .export import check_sam_decoder, export_sam_decoder
+    from .io import atomic_path
+    from .prompts import load_sam
+    from .weights import resolve_weights
+
+    if args.sam_decoder == "tiny":
+        sam = load_sam("tiny", None)  # a random test SAM: for trying the path without weights
+    else:
+        sam = load_sam(None, resolve_weights(args.sam_decoder))
+    out = sam_decoder_path(args.output)
+    with atomic_path(out) as tmp:
+        export_sam_decoder(sam, tmp, opset=opset)
+        diff, iou = check_sam_decoder(sam, tmp)
+        verdict = "ok" if diff <= 1e-3 and iou >= 0.999 else "FAILED"
+        print(
+            f"SAM prompt decoder -> {out.name}: onnxruntime vs torch: max |diff| of the sigmoid {diff:.2e} "
+            f"(tolerance 0.001), mask IoU {iou:.5f} (at least 0.999): {verdict}"
+        )
+        if verdict != "ok":
+            raise _CheckFailed()
