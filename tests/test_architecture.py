@@ -15,7 +15,7 @@ LAYERS = [
     ("data", "eval.metrics", "eval.folders", "eval.report", "eval.scoring", "eval"),
     ("predictor", "regions"),
     ("eval.dataset", "train"),
-    ("predict_cli", "convert_cli", "demo", "demo_highres", "eval.cli", "export_cli", "weights_cli", "doctor", "serve"),
+    ("predict_cli", "batch", "convert_cli", "demo", "demo_highres", "eval.cli", "export_cli", "weights_cli", "doctor", "serve"),
     ("cli", "cli_args", "__main__"),
 ]
 

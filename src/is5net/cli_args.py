@@ -93,14 +93,32 @@ def predict(parser: argparse.ArgumentParser) -> None:
     coordinate is passed with '=': --box=-5,0,10,10 (argparse would read '-5,...' as an option).
     """
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any Pillow format)")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help="image files (any Pillow format), folders, or quoted glob patterns ('photos/*.jpg'); "
+                             "a folder or a pattern mirrors its tree under OUTDIR and keeps OUTDIR/index.jsonl, so "
+                             "a second run skips what is done")
+    parser.add_argument("-r", "--recursive", action="store_true",
+                        help="also the images in the folders' subfolders (and '**' in patterns)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo images that OUTDIR/index.jsonl lists as done (default: skip them)")
+    parser.add_argument("--combine", choices=("separate", "union", "labels"), default="separate",
+                        help="several boxes: separate (one mask per box, <stem>_<k>.png), union (one mask), "
+                             "labels (one label PNG: 0 background, k+1 for box k; an overlap goes to the box "
+                             "whose soft mask is higher there)")
+    parser.add_argument("--background", metavar="COLOR|IMAGE",
+                        help="cut-outs composited over this colour (name, #rrggbb, r,g,b) or image: RGB, no alpha")
+    parser.add_argument("--foreground", choices=("estimate", "raw"), default="estimate",
+                        help="cut-out colours at soft edges: estimate (pymatting's foreground estimation, so hair "
+                             "does not carry the old background) or raw (the photo's pixels, as is5net serve)")
+    parser.add_argument("--prefetch", type=int, default=2, metavar="N",
+                        help="images decoded ahead in a background thread while the model runs (0: none)")
     parser.add_argument("--box", action="append", default=[], metavar="x0,y0,x1,y1",
                         help="a box in pixels of the image as displayed (XYXY, exclusive end); repeat for several; "
                              "applies to every IMAGE. A box starting with a negative number needs '=': "
                              "--box=-5,0,10,10")
     parser.add_argument("--boxes", type=Path, metavar="FILE",
-                        help="JSON mapping image file names (or stems) to lists of boxes, or a COCO annotation "
-                             "file (its bbox fields, [x, y, w, h])")
+                        help="JSON mapping image file names (or stems) to lists of boxes, a COCO annotation "
+                             "file (its bbox fields, [x, y, w, h]), or a CSV with rows file,x0,y0,x1,y1")
     parser.add_argument("--checkpoint", required=True, metavar="PATH|NAME",
                         help="refiner: DIS-SAM/IS-Net .pth or our .safetensors, or a name under IS5NET_HOME "
                              "(dis-sam, isnet, isnet-general-use)")
