@@ -22,9 +22,11 @@ from .errors import IS5NetError
 
 log = logging.getLogger("is5net")
 
-# float32 runtimes differ from torch by summation order only (~1e-6 here); float16 weights round each
-# weight by up to 2^-11 relative, which moves the sigmoid by a few 1e-3 on the full model.
-TOLERANCE = {False: (1e-3, 0.999), True: (2e-2, 0.99)}  # fp16 -> (max |diff| of the sigmoid, least IoU)
+# The exported graph has BatchNorm folded into the convolutions, the reference has not: the same math in
+# another order. On tiny models that is ~1e-7 in the sigmoid; on the full-width IS5Net with calibrated
+# statistics up to ~5e-3 (benchmarks/bench_backends.py, mask IoU 1.0). A wrong graph is off by tenths and
+# moves the mask. float16 weights round each weight by up to 2^-11 relative: looser bounds.
+TOLERANCE = {False: (1e-2, 0.999), True: (5e-2, 0.99)}  # fp16 -> (max |diff| of the sigmoid, least IoU)
 CHECK_BOXES = [[140, 15, 380, 300], [40, 160, 470, 512]]  # the astronaut's head; her upper body
 
 
