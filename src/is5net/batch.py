@@ -205,7 +205,7 @@ class Journal:
         torn at the end of the file (dropped by the next reader), never interleaved with another."""
         data = _line(entry).encode("utf-8")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.own, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(self.own, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             if os.fstat(fd).st_size and not _ends_with_newline(fd):
                 data = b"\n" + data  # after a torn line: start a fresh one rather than extend the torn one
