@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -167,7 +168,7 @@ _OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
 class OpenVINOBackend(_OnnxBackend):
-    """OpenVINO on the CPU (latency hint), one compiled model per batch size, reused.
+    """OpenVINO on the CPU (latency hint): compiled once for batch 1 and once for other batches, reused.
 
     ``precision``: None lets OpenVINO choose, which on CPUs with bf16 units (avx512_bf16, AMX) is bf16;
     ``"fp32"`` forces float32 (``INFERENCE_PRECISION_HINT=f32``), ``"bf16"`` asks for bf16.
@@ -191,18 +192,24 @@ class OpenVINOBackend(_OnnxBackend):
             self.config["INFERENCE_NUM_THREADS"] = str(int(threads))
         self.version = ov.get_version().split("-")[0]
         self._compiled: dict[int, tuple] = {}
+        self._lock = threading.RLock()
         self.precision = self._compile(1)[2]  # compile now: errors (and the precision) show at start-up
 
     def _compile(self, batch: int) -> tuple:
-        if batch not in self._compiled:
-            model = self.model.clone()
-            shape = list(model.input(0).get_partial_shape())
-            shape[0] = batch
-            # A static shape lets OpenVINO pick its kernels for exactly this input.
-            model.reshape({model.input(0): shape})
-            compiled = self.core.compile_model(model, "CPU", self.config)
-            self._compiled[batch] = (compiled, compiled.create_infer_request(), _ov_precision(compiled))
-        return self._compiled[batch]
+        # Batch 1 (one box, the usual case) gets a static shape, which lets OpenVINO pick its kernels for
+        # exactly that input; other batches share one dynamic-batch model, so a server seeing every batch
+        # size from 1 to 8 compiles (and holds the weights) twice, not eight times.
+        key = 1 if batch == 1 else 0
+        with self._lock:
+            if key not in self._compiled:
+                model = self.model.clone()
+                if key == 1:
+                    shape = list(model.input(0).get_partial_shape())
+                    shape[0] = 1
+                    model.reshape({model.input(0): shape})
+                compiled = self.core.compile_model(model, "CPU", self.config)
+                self._compiled[key] = (compiled, compiled.create_infer_request(), _ov_precision(compiled))
+            return self._compiled[key]
 
     @property
     def description(self) -> str:
@@ -210,7 +217,8 @@ class OpenVINOBackend(_OnnxBackend):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         compiled, request, _ = self._compile(int(x.shape[0]))
-        return request.infer({0: x})[compiled.output(0)].copy()
+        with self._lock:  # one infer request per compiled model: calls from several threads take turns
+            return request.infer({0: x})[compiled.output(0)].copy()
 
 
 def _ov_precision(compiled) -> str:
