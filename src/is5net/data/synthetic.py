@@ -603,6 +603,7 @@ _DISTRACTOR_SCALE = (0.25, 0.45)
 #: A distractor is redrawn smaller until both its pixel count and its tight-box area are at most this
 #: fraction of the target's: the target is the largest object by either measure.
 _MAX_DISTRACTOR_RATIO = 0.6
+_MIN_CANVAS = 16  # px: the smallest object drawn (distractors in a 64 px image)
 
 
 def _place_objects(
@@ -627,8 +628,8 @@ def _place_objects(
         n_draws = 6 if idx == 0 else 4
         for draw in range(n_draws):
             s = scale * (0.8**draw) * min(h, w)
-            oh = max(24, min(h - 2, int(round(s / math.sqrt(aspect)))))
-            ow = max(24, min(w - 2, int(round(s * math.sqrt(aspect)))))
+            oh = max(_MIN_CANVAS, min(h - 2, int(round(s / math.sqrt(aspect)))))
+            ow = max(_MIN_CANVAS, min(w - 2, int(round(s * math.sqrt(aspect)))))
             local = draw_object(kinds[idx], rng, oh, ow)
             lb = tight_box(local)
             if lb is None:
