@@ -200,6 +200,7 @@ def test_journal_drops_a_torn_line_and_appends_on_a_fresh_one(tmp_path):
     (tmp_path / "a_cutout.png").write_bytes(b"x")
     assert is_done(j.entries()[0]["a.png"], ["a.png", "a_cutout.png"], tmp_path)
     assert not is_done(j.entries()[0]["a.png"], ["a.png"], tmp_path)  # other options: other files
+    assert not is_done(j.entries()[0]["a.png"], ["a.png", "a_cutout.png"], tmp_path, combine="labels")
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / ".a.png.deadbeef.tmp").write_bytes(b"")
     (tmp_path / "s" / ".keep.tmp").write_bytes(b"")  # not one of ours

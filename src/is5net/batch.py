@@ -224,13 +224,17 @@ def _line(entry: dict) -> str:
     return json.dumps(entry, separators=(",", ":")) + "\n"
 
 
-def is_done(entry: Optional[dict], outputs: list[str], out_dir: Path) -> bool:
-    """Whether a journal entry records exactly ``outputs`` (paths under ``out_dir``) and they all exist.
+def is_done(entry: Optional[dict], outputs: list[str], out_dir: Path, **same) -> bool:
+    """Whether a journal entry records exactly ``outputs`` (paths under ``out_dir``), they all exist, and
+    its fields named in ``same`` have those values.
 
-    A rerun with other output options (``--save``, ``--combine``, another number of boxes) names other files,
-    so the image is redone; a deleted output is rewritten.
+    A rerun with other output options (``--save``, another number of boxes) names other files, so the image
+    is redone; so is one whose ``same`` fields differ (``combine``: union and labels write the same name);
+    a deleted output is rewritten.
     """
     if entry is None or sorted(entry.get("outputs") or []) != sorted(outputs):
+        return False
+    if any(entry.get(key) != value for key, value in same.items()):
         return False
     return all((out_dir / name).is_file() for name in outputs)
 

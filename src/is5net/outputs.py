@@ -1,4 +1,6 @@
-"""What a prediction becomes as a file: the 8-bit mask and the RGBA cutout.
+"""What a prediction becomes as a file: the 8-bit mask, the RGBA cutout (optionally with the foreground's
+colours estimated at soft edges, or composited over a background), several boxes' union or label map, and
+the COCO RLE of a mask.
 
 ``is5net predict`` and ``is5net serve`` both call these, so the server's mask for an image and a box is the
 file ``predict`` writes for them, byte for byte (docs/input-contract.md, step 4: the soft map x255, truncated,

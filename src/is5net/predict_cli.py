@@ -250,6 +250,23 @@ def per_box_entries(entry: dict) -> list[dict]:
     return out
 
 
+def _need(module: str, why: str) -> None:
+    """Import ``module`` now (not in the middle of the run), or one line saying what to install."""
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        raise IS5NetError(f"{why} needs the package {module} (pip install {module})")
+    if module == "pymatting" and spec.submodule_search_locations:
+        # pymatting compiles its numba kernels on its first import (about a minute on a laptop, then cached
+        # beside the package): say so, rather than look stuck.
+        root = Path(next(iter(spec.submodule_search_locations)))
+        if not any(root.glob("*/__pycache__/*.nbi")):
+            log.info("pymatting: compiling its kernels on first use (a minute or so, once)")
+    importlib.import_module(module)
+
+
 class _Job:
     __slots__ = ("item", "boxes", "names")
 
@@ -300,6 +317,9 @@ def run(args: argparse.Namespace) -> int:
         raise IS5NetError(collision)
     if isinstance(background, Path):
         background = load_image(background, max_pixels=pixel_limit)
+    _need("pycocotools", "the COCO RLE of the index")
+    if args.save != "mask" and args.foreground == "estimate":
+        _need("pymatting", "--foreground estimate (the default for cut-outs; --foreground raw needs nothing)")
 
     checkpoint = resolve_weights(args.checkpoint)
     refiner = load_refiner(checkpoint)
@@ -426,7 +446,8 @@ def run(args: argparse.Namespace) -> int:
                 if latest or journal.parts():
                     journal.compact(order)
                 todo = [i for i, job in enumerate(jobs) if args.overwrite or
-                        not batch.is_done(latest.get(str(job.item.rel)), job.outputs, out_dir)]
+                        not batch.is_done(latest.get(str(job.item.rel)), job.outputs, out_dir,
+                                                  combine=args.combine)]
             todo = group.broadcast(todo) if group is not None else todo
             skipped = len(jobs) - len(todo)
             if skipped and rank == 0:
