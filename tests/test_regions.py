@@ -234,3 +234,27 @@ def test_region_settings_are_range_checked():
         load_config(None, ["region=crop"])
     with pytest.raises(IS5NetError, match="crop_margin"):
         load_config(None, ["crop_margin=-0.1"])
+
+
+def test_validation_of_a_box_refiner_scores_what_eval_scores(tmp_path):
+    """Training's validation pastes a crop's map where predict does: its maxF and MAE are eval's."""
+    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.eval.dataset import evaluate_dataset
+    from is5net.train import load_config, train
+
+    root = tmp_path / "syn"
+    make_synthetic_dataset(root, seed=4, n_train=4, n_val=3, n_test=0, size=128)
+    c = load_config(None, ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", f"data={root}",
+                           "coarse_dir=dataset", "max_steps=2", "val_every=2", "gt_encoder=false",
+                           "feature_loss=false", "region=box", "enrich=false", "flips=false"])
+    ckpt = train(c, tmp_path / "run", progress=False)
+    rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]
+    logged = {name: float(v) for _, phase, step, name, v in rows if name in ("val_maxF", "val_MAE")}
+    view = tmp_path / "coarse" / "DIS-VD"
+    view.mkdir(parents=True)
+    for p in (root / "DIS-VD" / "coarse").glob("*.png"):
+        (view / p.name).write_bytes(p.read_bytes())
+    scored = evaluate_dataset(root, ["DIS-VD"], "is5net", ckpt, tmp_path / "eval", coarse_dir=tmp_path / "coarse",
+                              device="cpu", progress=False, metrics="maxF,MAE")["DIS-VD"]
+    assert scored["maxF"] == pytest.approx(logged["val_maxF"], abs=2e-3)
+    assert scored["MAE"] == pytest.approx(logged["val_MAE"], abs=2e-3)

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, Sampler
 from ..contract import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
+    crop_window,
     normalize_input,
     resize_gt,
     resize_input,
@@ -239,6 +240,15 @@ class RefinerDataset(Dataset):
             while len(self._image_cache) > self._cache_images:
                 self._image_cache.popitem(last=False)
         return self._image_cache[path]
+
+    def view_window(self, index: int) -> Optional[tuple[int, int, int, int]]:
+        """The crop a validation item shows, ``(x0, y0, x1, y1)`` in the image, or None for the whole image:
+        where to paste its map so that validation scores what ``predict`` outputs."""
+        if self.region == "image":
+            return None
+        sample = self.sample_for(index)
+        gt = sample_gt(sample)
+        return crop_window(sample.box, gt.shape[0], gt.shape[1], self.margin)
 
     def sample_for(self, index: int) -> Sample:
         group = self.groups[index]

@@ -224,9 +224,14 @@ def validate(model: nn.Module, ds, procs: ProcessGroup, precision: Optional[torc
         prob = torch.sigmoid(logits.float())
         for j, i in enumerate(idx):
             gt = sample_gt(ds.sample_for(i))
-            p = F.interpolate(prob[j:j + 1], size=gt.shape, mode="bilinear", align_corners=False)[0, 0]
+            # A crop region's map goes back where predict pastes it (0 outside the crop).
+            window = getattr(ds, "view_window", lambda _: None)(i)
+            x0, y0, x1, y1 = window or (0, 0, gt.shape[1], gt.shape[0])
+            p = F.interpolate(prob[j:j + 1], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
             lo, hi = p.min(), p.max()
             p = (p - lo) / (hi - lo) if hi > lo else torch.zeros_like(p)
+            if window is not None:
+                p = F.pad(p, (x0, gt.shape[1] - x1, y0, gt.shape[0] - y1))
             scorer.step((p * 255).byte().cpu().numpy(), gt.astype(np.uint8) * 255)
     if was_training:
         model.train()
