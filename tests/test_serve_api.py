@@ -20,13 +20,13 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from test_serve_support import RunningServer, temp_files
 
 from is5net.cli import main
 from is5net.errors import IS5NetError
 from is5net.outputs import mask_uint8
 from is5net.prompts import GrabCutStage
 from is5net.serve.command import check_bind, trained_on_synthetic
+from test_serve_support import RunningServer, temp_files
 
 BOX = [60, 40, 230, 170]
 BOX2 = [0, 0, 120, 90]
@@ -127,6 +127,11 @@ def test_masks_equal_predict_byte_for_byte(sam_server, photo, tmp_path, capsys, 
         assert base64.b64decode(entry["mask"]) == (out / f"coffee_{k}.png").read_bytes()
         assert entry["box"] == index[k]["box"] and entry["score"] == pytest.approx(index[k]["sam_score"], abs=1e-6)
     assert set(js["timings_ms"]) >= {"segment", "png", "queue", "total"}
+    # The box region (the box's crop at the model's input size): as predict --region box.
+    boxed = client.post(f"/api/images/{image_id}/segment", json={"boxes": [BOX], "region": "box"})
+    boxed_out = _predict(tmp_path, capsys, photo, [BOX], *models, "--region", "box")
+    assert boxed.status_code == 200 and boxed.content == (boxed_out / "coffee.png").read_bytes()
+    assert boxed.content != soft.content  # the region was honoured: not the whole-image answer
     union = client.post(f"/api/images/{image_id}/segment", json={"boxes": [BOX, BOX2], "threshold": "otsu"})
     expected = np.maximum(_decode((out / "coffee_0.png").read_bytes()), _decode((out / "coffee_1.png").read_bytes()))
     assert np.array_equal(_decode(union.content), expected)
@@ -246,7 +251,8 @@ def test_bad_requests_are_one_line_json_4xx(grabcut_server, photo, tmp_path):
     url = f"/api/images/{image_id}/segment"
     assert "non-empty list" in _one_line_error(client.post(url, json={"boxes": []}), 422)
     assert "boxes[1]" in _one_line_error(client.post(url, json={"boxes": [BOX, [1, 2, "x", 4]]}), 422)
-    assert "unknown key" in _one_line_error(client.post(url, json={"boxes": [BOX], "region": "box"}), 422)
+    assert "unknown key" in _one_line_error(client.post(url, json={"boxes": [BOX], "colour": "red"}), 422)
+    assert "image, box, tiles" in _one_line_error(client.post(url, json={"boxes": [BOX], "region": "all"}), 422)
     assert "valid JSON" in _one_line_error(client.post(url, content=b"{nope", headers={"content-type":
                                                                                        "application/json"}), 422)
     assert "at most 64" in _one_line_error(client.post(url, json={"boxes": [BOX] * 65}), 422)

@@ -289,6 +289,7 @@ def serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                         help="the refiner's runtime, as predict's --backend (default auto: the same as predict picks, "
                              "so the masks are predict's)")
+    region_arguments(parser)  # the default region for requests that name none; the API's "region" overrides
     parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
     parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
 

@@ -4,7 +4,8 @@ Endpoints (OpenAPI at ``/docs``; every error is ``{"error": "<one line>"}`` with
 a timeout or a bug):
 
 - ``POST /api/segment`` (multipart): ``image`` file, ``box`` ``x0,y0,x1,y1`` (repeatable), optional
-  ``coarse_mask`` file, ``threshold`` (number in [0, 1] or ``otsu``), ``format`` ``png`` | ``cutout`` | ``json``.
+  ``coarse_mask`` file, ``threshold`` (number in [0, 1] or ``otsu``), ``format`` ``png`` | ``cutout`` | ``json``,
+  ``region`` ``image`` | ``box`` | ``tiles`` (what the refiner sees; default the server's ``--region``).
 - ``POST /api/images`` (multipart ``image``) -> ``{"id", "width", "height"}``; then
   ``POST /api/images/{id}/segment`` with JSON ``{"boxes": [[x0, y0, x1, y1], ...], "threshold", "format"}``
   answers from the embedding cache (404 once the image was evicted: upload it again).
@@ -36,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..contract import REGIONS
 from ..errors import IS5NetError
 from ..outputs import parse_threshold
 from ..prompts import parse_box
@@ -142,6 +144,14 @@ def _format(value: Any) -> str:
     return fmt
 
 
+def _region(value: Any) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    if value not in REGIONS:
+        raise ApiError(422, f"region {json.dumps(value)[:40]}: choose one of {', '.join(REGIONS)}")
+    return value
+
+
 def _answer(result: dict, fmt: str, started: float, image_id: str) -> Response:
     timings = dict(result.get("timings_ms", {}))
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
@@ -163,6 +173,8 @@ _MULTIPART_SEGMENT = {"requestBody": {"required": True, "content": {"multipart/f
                         "description": "optional stage-1 mask (image size) used instead of stage 1's"},
         "threshold": {"type": "string", "description": "a number in [0, 1] or 'otsu' (default: the soft map)"},
         "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
+        "region": {"type": "string", "enum": list(REGIONS),
+                   "description": "what the refiner sees (default: the server's --region)"},
     }}}}}, "responses": {"200": {"description": "PNG mask or cutout, or JSON",
                                  "content": {"image/png": {}, "application/json": {}}}}}
 _MULTIPART_IMAGE = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -175,6 +187,7 @@ _JSON_SEGMENT = {"requestBody": {"required": True, "content": {"application/json
                                              "maxItems": 4}},
         "threshold": {"oneOf": [{"type": "number"}, {"type": "string", "enum": ["otsu"]}], "nullable": True},
         "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
+        "region": {"type": "string", "enum": list(REGIONS)},
     }}}}}}
 
 
@@ -253,16 +266,17 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
         body = await read_json(request, MAX_JSON_BYTES)
         if not isinstance(body, dict):
             raise ApiError(422, "expected a JSON object {\"boxes\": [[x0, y0, x1, y1], ...], ...}")
-        unknown = sorted(set(body) - {"boxes", "threshold", "format"})
+        unknown = sorted(set(body) - {"boxes", "threshold", "format", "region"})
         if unknown:
-            raise ApiError(422, f"unknown key {unknown[0]!r}; expected boxes, threshold, format")
+            raise ApiError(422, f"unknown key {unknown[0]!r}; expected boxes, threshold, format, region")
         boxes = _boxes_from_json(body.get("boxes"))
         threshold, fmt = _threshold(body.get("threshold")), _format(body.get("format"))
+        region = _region(body.get("region"))
         entry = engine.cache.get(image_id) if IMAGE_ID.match(image_id) else None
         if entry is None:
             raise ApiError(404, f"no image {image_id[:16]}... in the cache (evicted, or never uploaded): upload it "
                                 "again with POST /api/images")
-        result = await engine.run(engine.segment, entry, boxes, threshold, fmt)
+        result = await engine.run(engine.segment, entry, boxes, threshold, fmt, None, None, region)
         result["cached"] = True
         return _answer(result, fmt, started, entry.id)
 
@@ -270,7 +284,8 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
     async def segment(request: Request):
         started = time.perf_counter()
         form = await read_form(request, limits.max_upload_bytes, engine.tmp_dir,
-                               frozenset({"image", "coarse_mask"}), frozenset({"box", "threshold", "format"}))
+                               frozenset({"image", "coarse_mask"}),
+                               frozenset({"box", "threshold", "format", "region"}))
         try:
             upload = form.file("image")
             texts = form.fields.get("box", [])
@@ -283,9 +298,11 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
             except IS5NetError as exc:
                 raise ApiError(422, str(exc)) from None
             threshold, fmt = _threshold(form.text("threshold")), _format(form.text("format"))
+            region = _region(form.text("region"))
             coarse = form.file("coarse_mask", required=False)
             result = await engine.run(engine.load_and_segment, upload.path, upload.sha256, upload.filename, boxes,
-                                      threshold, fmt, None if coarse is None else (coarse.path, coarse.filename))
+                                      threshold, fmt, None if coarse is None else (coarse.path, coarse.filename),
+                                      region)
         finally:
             form.close()
         return _answer(result, fmt, started, upload.sha256)

@@ -127,7 +127,8 @@ def load_models(args: argparse.Namespace):
         name = "random tiny SAM (tests only: meaningless masks)" if source.checkpoint is None \
             else f"SAM {source.sam_type} ({source.checkpoint.name})"
         stage1 = {"name": "sam", "detail": name}
-    return Models(refiner, make_stage, device, args.precision, args.backend, stage1, refiner_info)
+    regions = {"region": args.region, "margin": args.margin, "max_side": args.max_side}
+    return Models(refiner, make_stage, device, args.precision, args.backend, regions, stage1, refiner_info)
 
 
 def build(args: argparse.Namespace):

@@ -57,6 +57,7 @@ class Models:
     device: torch.device
     precision: str = "fp32"
     backend: str = "auto"  # the refiner's runtime, chosen as `is5net predict` chooses it
+    regions: dict = field(default_factory=dict)  # region, margin, max_side: IS5NetPredictor's defaults
     stage1: dict = field(default_factory=dict)  # name, detail (shown by /api/health and the page)
     refiner_info: dict = field(default_factory=dict)  # name, detail, synthetic_only, note
 
@@ -75,7 +76,8 @@ class StageOnly:
         self.original_size = rgb.shape[:2]
 
     @torch.inference_mode()
-    def predict_batch(self, boxes, coarse_masks=None) -> list[Prediction]:
+    def predict_batch(self, boxes, coarse_masks=None, region=None) -> list[Prediction]:
+        """As :meth:`IS5NetPredictor.predict_batch`; ``region`` is the refiner's, so it is ignored here."""
         h, w = self.original_size
         checked = [validate_box(b, w, h) for b in boxes]
         if coarse_masks is not None:
@@ -97,7 +99,8 @@ class Segmenter:
             # Built once (BatchNorm folded, moved to the device); each image gets a shallow copy of it with its
             # own stage 1, so an image's state (embedding, resized RGB) lives in its copy, in the cache.
             self._base = IS5NetPredictor(models.make_stage(), models.refiner, device=models.device,
-                                         precision=models.precision, backend=models.backend)
+                                         precision=models.precision, backend=models.backend, **models.regions)
+            models.refiner_info["region"] = self._base.region
             models.refiner_info["runtime"] = str(self._base.backend)
         self.encoder_runs = 0  # stage-1 image embeddings computed (what the cache saves)
 
@@ -300,8 +303,12 @@ class Engine:
             raise ApiError(422, str(exc).replace(str(path), filename)) from None
 
     def segment(self, entry: ImageEntry, boxes: list, threshold, fmt: str,
-                coarse: Optional[tuple[Path, str]] = None, timings: Optional[dict] = None) -> dict:
-        """Masks for ``boxes`` of a cached image, as the ``fmt`` answer (PNG bytes or a JSON-able dict)."""
+                coarse: Optional[tuple[Path, str]] = None, timings: Optional[dict] = None,
+                region: Optional[str] = None) -> dict:
+        """Masks for ``boxes`` of a cached image, as the ``fmt`` answer (PNG bytes or a JSON-able dict).
+
+        ``region``: what the refiner sees (docs/input-contract.md, "Regions"); None: the server's default.
+        """
         timings = dict(timings or {})
         coarse_masks = None
         if coarse is not None:
@@ -318,7 +325,7 @@ class Engine:
             coarse_masks = [m] * len(boxes)
         t0 = time.perf_counter()
         try:
-            preds = entry.predictor.predict_batch(boxes, coarse_masks)
+            preds = entry.predictor.predict_batch(boxes, coarse_masks, region=region)
         except IS5NetError as exc:
             raise ApiError(422, str(exc)) from None
         t1 = time.perf_counter()
@@ -336,9 +343,9 @@ class Engine:
         return {"png": data, "timings_ms": timings}
 
     def load_and_segment(self, path: Path, digest: str, filename: str, boxes: list, threshold, fmt: str,
-                         coarse: Optional[tuple[Path, str]]) -> dict:
+                         coarse: Optional[tuple[Path, str]], region: Optional[str] = None) -> dict:
         loaded = self.load(path, digest, filename)
-        result = self.segment(loaded["entry"], boxes, threshold, fmt, coarse, loaded["timings_ms"])
+        result = self.segment(loaded["entry"], boxes, threshold, fmt, coarse, loaded["timings_ms"], region)
         result["cached"] = loaded["cached"]
         return result
 

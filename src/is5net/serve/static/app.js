@@ -15,7 +15,7 @@
 
   const state = {
     file: null, stem: "image", imageId: null, bitmap: null, width: 0, height: 0,
-    boxes: [], selected: -1, masks: [], view: "overlay", binarize: false, threshold: 0.5,
+    boxes: [], selected: -1, masks: [], view: "overlay", binarize: false, threshold: 0.5, region: "",
     token: sessionStorage.getItem("is5net-token") || null, generation: 0, pending: 0,
   };
   // What the pointer is doing: null, or {mode: "draw"|"move"|"resize", ...}.
@@ -76,6 +76,8 @@
       if (!r.ok) throw await errorOf(r);
       const h = await r.json();
       $("models").textContent = `stage 1: ${h.stage1.detail} · refiner: ${h.refiner.detail} · ${h.device}`;
+      if (h.refiner.region) $("region").options[0].textContent = `default (${h.refiner.region})`;
+      else $("region").disabled = true; // no refiner: nothing to choose
       const notes = [];
       if (h.refiner.note) notes.push(h.refiner.note);
       if (h.stage1.name === "sam" && /random tiny/.test(h.stage1.detail)) notes.push(
@@ -157,7 +159,8 @@
     state.pending++;
     setStatus(`Segmenting ${state.boxes.length} box${state.boxes.length > 1 ? "es" : ""}…`, true);
     try {
-      const r = await segmentRequest({ boxes: state.boxes.map(boxArray), format: "json" });
+      const r = await segmentRequest({ boxes: state.boxes.map(boxArray), format: "json",
+        region: state.region || undefined });
       const body = await r.json();
       const bitmaps = await Promise.all(body.masks.map((m) => pngToBitmap(m.mask)));
       if (generation !== state.generation) return;
@@ -189,7 +192,7 @@
     try {
       const r = await segmentRequest({
         boxes: state.boxes.map(boxArray), format: kind === "mask" ? "png" : "cutout",
-        threshold: state.binarize ? state.threshold : null,
+        threshold: state.binarize ? state.threshold : null, region: state.region || undefined,
       });
       const blob = await r.blob();
       const a = document.createElement("a");
@@ -493,6 +496,7 @@
     document.querySelector(`input[name=view][value=${view}]`).checked = true;
     render();
   }
+  $("region").addEventListener("change", () => { state.region = $("region").value; segmentSoon(); });
   $("open").addEventListener("click", () => $("file").click());
   $("file").addEventListener("change", () => openFile($("file").files[0]));
   $("download-mask").addEventListener("click", () => download("mask"));
