@@ -266,6 +266,7 @@ def test_two_torchrun_processes_equal_one_process(tmp_path, capsys, coffee_rgb, 
 # --- several objects per photo ------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools' decode, numpy 2
 def test_label_png_union_and_rle_round_trip(tmp_path, capsys, image_file, tiny_sam_checkpoint,
                                             tiny_refiner_checkpoint):
     from pycocotools import mask as coco_mask

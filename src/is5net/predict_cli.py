@@ -241,10 +241,12 @@ def per_box_entries(entry: dict) -> list[dict]:
     """An image's ``index.jsonl`` line as ``index.json`` entries: one per box (file, image, box, SAM score,
     stage 1, COCO RLE; ``label`` with ``--combine labels``)."""
     out = []
-    for k, files in enumerate(entry["files"]):
-        e = {"file": next(iter(files.values())), "image": entry["image"], "box": entry["boxes"][k],
-             "sam_score": entry["scores"][k], "coarse": entry["coarse"], "rle": entry["rle"][k]}
-        if entry["combine"] == "labels":
+    files, boxes = entry.get("files") or [], entry.get("boxes") or []
+    scores, rles = entry.get("scores") or [None] * len(boxes), entry.get("rle") or [None] * len(boxes)
+    for k, (names, box, score, rle) in enumerate(zip(files, boxes, scores, rles)):
+        e = {"file": next(iter(names.values())), "image": entry.get("image"), "box": box, "sam_score": score,
+             "coarse": entry.get("coarse"), "rle": rle}
+        if entry.get("combine") == "labels":
             e["label"] = k + 1
         out.append(e)
     return out
@@ -356,9 +358,7 @@ def run(args: argparse.Namespace) -> int:
     group = ProcessGroup(device) if several_processes else None
     try:
         if group is not None:
-            device = group.device  # cuda:LOCAL_RANK under torchrun on GPUs
-            if sam is not None and hasattr(sam, "to"):
-                sam = sam.to(device)
+            device = group.device  # cuda:LOCAL_RANK under torchrun on GPUs (the predictor moves SAM there)
         predictor = IS5NetPredictor(sam, refiner, device=device, precision=args.precision,
                                     backend=getattr(args, "backend", "torch"),
                                     mask_choice=args.mask_choice, box_channel=args.box_channel,
