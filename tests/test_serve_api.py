@@ -371,9 +371,9 @@ def test_demo_refiner_is_announced_as_synthetic_only(tmp_path, tiny_refiner_chec
 
 
 # ------------------------------------------------------------------------------ queue and timeouts
-def _long_request(server: RunningServer, photo: Path, result: list) -> threading.Thread:
-    """A real long request: GrabCut on 24 boxes (a few seconds on a CPU), in a thread."""
-    boxes = [_box_text([5 * k, 3 * k, 150 + 5 * k, 100 + 3 * k]) for k in range(24)]
+def _long_request(server: RunningServer, photo: Path, result: list, n_boxes: int) -> threading.Thread:
+    """A real long request: GrabCut on ``n_boxes`` boxes (a few tenths of a second each on a CPU), in a thread."""
+    boxes = [_box_text([5 * k, 3 * k, 150 + 5 * k, 100 + 3 * k]) for k in range(n_boxes)]
 
     def go():
         result.append(httpx.post(f"{server.url}/api/segment", timeout=120, data={"box": boxes},
@@ -394,7 +394,7 @@ def _wait_for_pending(server: RunningServer, n: int) -> None:
 def test_health_answers_during_a_long_request_and_a_full_queue_is_429(photo):
     with RunningServer(["--stage1", "grabcut", "--refiner", "none", "--queue", "1", "-q"]) as server:
         result: list = []
-        thread = _long_request(server, photo, result)
+        thread = _long_request(server, photo, result, 12)
         _wait_for_pending(server, 1)
         t0 = time.perf_counter()
         health = httpx.get(f"{server.url}/api/health")
@@ -410,9 +410,9 @@ def test_health_answers_during_a_long_request_and_a_full_queue_is_429(photo):
 
 @pytest.mark.slow
 def test_a_request_over_the_timeout_is_503_and_the_server_goes_on(photo):
-    with RunningServer(["--stage1", "grabcut", "--refiner", "none", "--timeout", "0.2", "-q"]) as server:
+    with RunningServer(["--stage1", "grabcut", "--refiner", "none", "--timeout", "0.05", "-q"]) as server:
         result: list = []
-        _long_request(server, photo, result).join()
+        _long_request(server, photo, result, 6).join()
         assert "timeout" in _one_line_error(result[0], 503) and int(result[0].headers["retry-after"]) >= 1
         _wait_for_pending(server, 0)  # the abandoned job finished in the worker
         assert temp_files(server) == []
