@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
-from test_serve_support import RunningServer
 
 from is5net.cli import main
+from test_serve_support import RunningServer
 
 CHROMIUM = os.environ.get("IS5NET_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
