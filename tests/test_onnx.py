@@ -239,3 +239,15 @@ def test_export_onnx_with_sams_prompt_decoder(tmp_path, capsys):
     inputs = {k: v.numpy() for k, v in sam_decoder_inputs(load_sam("tiny", None), points=2).items()}
     masks, scores, low = ort.InferenceSession(str(decoder)).run(None, inputs)
     assert masks.shape == (1, 4, 1500, 2250) and scores.shape == (1, 4) and low.shape == (1, 4, 256, 256)
+
+
+def test_the_export_cache_keeps_the_most_recently_used(tmp_path, monkeypatch):
+    from is5net import export
+
+    monkeypatch.setenv("IS5NET_HOME", str(tmp_path))
+    monkeypatch.setattr(export, "CACHE_KEEP", 2)  # the real limit (6) would need six exports
+    paths = [export.cached_onnx(make_tiny_refiner(input_size=32, seed=s)) for s in range(3)]
+    assert [p.exists() for p in paths] == [False, True, True]  # the oldest went
+    export.cached_onnx(make_tiny_refiner(input_size=32, seed=1))  # used again: now the most recent
+    export.cached_onnx(make_tiny_refiner(input_size=32, seed=3))
+    assert [p.exists() for p in paths] == [False, True, False]

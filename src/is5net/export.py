@@ -193,7 +193,23 @@ def cached_onnx(refiner: nn.Module, opset: int = DEFAULT_OPSET, log=None) -> Pat
             raise IS5NetError(
                 f"cannot write the exported refiner to {path.parent} ({exc}); set IS5NET_HOME to a writable folder"
             ) from None
+        _prune(path.parent, keep=CACHE_KEEP)
+    else:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: pruned last
     return path
+
+
+#: Exports kept in the cache (each the size of its weights: 176 MB for the full model); the least recently
+#: used beyond that are deleted, so fine-tuning runs that predict with every checkpoint do not fill the disk.
+CACHE_KEEP = 6
+
+
+def _prune(folder: Path, keep: int) -> None:
+    exports = sorted(folder.glob("refiner-*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in exports[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def check_opset(opset: Optional[int]) -> int:
@@ -204,7 +220,14 @@ def check_opset(opset: Optional[int]) -> int:
 
 
 # ------------------------------------------------------------------------------------ SAM prompt decoder
-SAM_DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+SAM_DECODER_INPUTS = [
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+]
 SAM_DECODER_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
 
 
@@ -250,8 +273,11 @@ def export_sam_decoder(sam: nn.Module, path: os.PathLike | str, opset: int = DEF
             dynamo=False,
         )
     proto = onnx.load_from_string(buffer.getvalue())
-    for key, value in {"format": "sam-prompt-decoder", "exporter": "segment_anything.utils.onnx.SamOnnxModel",
-                       "embed_dim": str(sam.prompt_encoder.embed_dim)}.items():
+    for key, value in {
+        "format": "sam-prompt-decoder",
+        "exporter": "segment_anything.utils.onnx.SamOnnxModel",
+        "embed_dim": str(sam.prompt_encoder.embed_dim),
+    }.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     with atomic_path(path) as tmp:
