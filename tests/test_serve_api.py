@@ -95,6 +95,10 @@ def test_health_reports_models_versions_cache_and_queue(sam_server):
     assert "is5net_tiny.safetensors" in h["refiner"]["detail"] and h["refiner"]["synthetic_only"] is False
     assert h["queue"] == {"pending": 0, "limit": 8}
     assert h["cache"]["limit_bytes"] == 1024 * 2**20 and {"images", "bytes", "hits", "encoder_runs"} <= set(h["cache"])
+    spec = httpx.get(f"{sam_server.url}/openapi.json").json()  # what /docs shows
+    assert {"/api/segment", "/api/images", "/api/images/{image_id}/segment", "/api/health"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/api/segment"]["post"]["requestBody"]["content"]
+    assert httpx.get(f"{sam_server.url}/docs").status_code == 200
 
 
 # ------------------------------------------------------------------------------- equality with predict

@@ -174,13 +174,16 @@ def test_draw_a_box_see_the_mask_move_the_slider_download_what_predict_writes(
 
 
 def test_touch_drawing_errors_in_the_page_and_the_screenshot(browser, tmp_path):
-    """GrabCut without a refiner (no weights at all): a box drawn by touch, and errors shown in the page."""
+    """GrabCut without a refiner (no weights at all): a box drawn by touch, the page uploading an evicted image
+    again by itself, and errors shown in the page."""
+    import httpx
     from skimage import data
 
     photo = tmp_path / "coffee.jpg"
     Image.fromarray(data.coffee()).save(photo, quality=92)
-    with RunningServer(["--stage1", "grabcut", "--refiner", "none", "-q"]) as server:
-        context, page, _, errors = _new_page(browser, server.url, has_touch=True)
+    # A cache that holds one image (the newest), so another upload evicts the page's.
+    with RunningServer(["--stage1", "grabcut", "--refiner", "none", "--cache-mb", "0.5", "-q"]) as server:
+        context, page, requests, errors = _new_page(browser, server.url, has_touch=True)
         expect(page.locator("#models")).to_contain_text("GrabCut")
         _open(page, photo)
         left, top, scale = _image_frame(page, 600, 400)
@@ -195,6 +198,23 @@ def test_touch_drawing_errors_in_the_page_and_the_screenshot(browser, tmp_path):
         assert np.allclose(_boxes(page)[0], [70, 20, 470, 320], atol=2 / scale)
         if os.environ.get("IS5NET_SCREENSHOT"):
             page.screenshot(path=os.environ["IS5NET_SCREENSHOT"])
+
+        # Another client's upload evicts the page's image; the next box change gets a 404, and the page
+        # uploads the photo again and answers as if nothing happened.
+        other = np.asarray(Image.open(photo))[::-1].copy()
+        buf = io.BytesIO()
+        Image.fromarray(other).save(buf, format="PNG")
+        httpx.post(f"{server.url}/api/images", files={"image": ("other.png", buf.getvalue(), "image/png")})
+        assert httpx.get(f"{server.url}/api/health").json()["cache"]["evictions"] == 1
+        page.locator("#view").focus()
+        statuses: list[int] = []
+        page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/segment") else None)
+        with page.expect_response(lambda r: r.url.endswith("/segment") and r.status == 200, timeout=60_000):
+            page.keyboard.press("Shift+ArrowRight")  # move the selected box 10 px: a new request
+        expect(page.locator("#boxes li")).to_have_attribute("data-box", "80,20,480,320")
+        expect(page.locator("#status")).to_contain_text("1 mask in", timeout=60_000)
+        assert statuses == [404, 200] and page.locator("#error").is_hidden()
+        assert sum(u.endswith("/api/images") for u in requests) == 2  # the photo went up again, once
 
         # A file the server cannot decode: its one-line error is shown in the page.
         broken = tmp_path / "broken.png"
