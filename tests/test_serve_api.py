@@ -494,3 +494,14 @@ def test_the_serve_command_runs_and_stops_on_ctrl_c(tmp_path):
     assert proc.returncode == 0, err
     assert f"http://127.0.0.1:{port}/" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # its upload folder is removed at exit
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    # As on a machine where `pip install is5net` left the extra out: fastapi cannot be found.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    rc = main(["serve", "--stage1", "grabcut", "--refiner", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == "is5net serve: error: is5net serve needs fastapi: pip install 'is5net[serve]'"

@@ -131,8 +131,18 @@ def load_models(args: argparse.Namespace):
     return Models(refiner, make_stage, device, args.precision, args.backend, regions, stage1, refiner_info)
 
 
+def require_extra() -> None:
+    """The serve extra's packages, or one line saying how to install them (not a traceback)."""
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "python_multipart") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise IS5NetError(f"is5net serve needs {', '.join(missing)}: pip install 'is5net[serve]'")
+
+
 def build(args: argparse.Namespace):
     """``(app, engine, tmp_dir)`` for the parsed ``is5net serve`` arguments; nothing is listening yet."""
+    require_extra()
     from .app import Options, create_app
     from .engine import Engine, Limits
 
