@@ -59,6 +59,10 @@ def _new_page(browser, server_url: str, **context_args):
     page.on("request", lambda r: requests.append(r.url))
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # Console errors too (a CSP refusal shows only there), but not the log line of an HTTP error status,
+    # which the tests cause on purpose (an evicted image's 404, a broken file's 422).
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error"
+            and not m.text.startswith("Failed to load resource") else None)
     page.goto(server_url + "/")
     expect(page.locator("#models")).to_contain_text("stage 1:")
     return context, page, requests, errors
