@@ -129,6 +129,11 @@ def test_discovery_globs_and_usage_mistakes(tmp_path, capsys, coffee_rgb, tiny_r
     found = discover([f"{src}/**/*.png"], recursive=True)
     assert [str(i.rel) for i in found.items] == ["a.png", "s/c.png"]
     assert not discover([src / "a.png"]).batch
+    (src / "s" / "out").mkdir()  # an output folder inside the input folder: its masks are not photos
+    Image.fromarray(coffee_rgb).save(src / "s" / "out" / "c.png")
+    assert [str(i.rel) for i in discover([src], recursive=True, exclude=src / "s" / "out").items] == \
+        ["a.png", "b.jpg", "s/c.png"]
+    assert len(discover([src], recursive=True).items) == 4
     with pytest.raises(IS5NetError, match="no image file matches"):
         discover([f"{src}/*.gif"])
     (tmp_path / "empty").mkdir()

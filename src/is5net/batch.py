@@ -77,14 +77,22 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def discover(inputs: Iterable[os.PathLike | str], recursive: bool = False) -> Discovery:
+def discover(inputs: Iterable[os.PathLike | str], recursive: bool = False,
+             exclude: Optional[os.PathLike | str] = None) -> Discovery:
     """The images named by ``inputs``: files as given, folders' image files (with ``recursive``, also those
     of their subfolders), and the image files a glob pattern matches (``**`` crosses folders with
     ``recursive``). Sorted within each input, duplicates dropped (first kept).
 
     A folder with no image, or a pattern matching none, is an :class:`IS5NetError` (a usage mistake). A
     path that does not exist and is no pattern is kept as a named file, for the caller's file check to name.
+    Files found under ``exclude`` (the output folder, when it lies inside an input folder) are left out, so a
+    rerun does not take the last run's masks for photos.
     """
+    skip = Path(exclude).resolve() if exclude is not None else None
+
+    def wanted(p: Path) -> bool:
+        return p.is_file() and _is_image_name(p) and (skip is None or skip not in p.resolve().parents)
+
     items: list[Item] = []
     named: list[Path] = []
     batch = False
@@ -102,7 +110,7 @@ def discover(inputs: Iterable[os.PathLike | str], recursive: bool = False) -> Di
         if path.is_dir():
             batch = True
             found = path.rglob("*") if recursive else path.iterdir()
-            files = sorted(p for p in found if p.is_file() and _is_image_name(p))
+            files = sorted(p for p in found if wanted(p))
             if not files:
                 more = "" if recursive else " (add --recursive for its subfolders)"
                 raise IS5NetError(f"{path}: no image files in this folder{more}")
@@ -112,7 +120,7 @@ def discover(inputs: Iterable[os.PathLike | str], recursive: bool = False) -> Di
             batch = True
             root = _glob_root(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive))
-            files = [p for p in matches if p.is_file() and _is_image_name(p)]
+            files = [p for p in matches if wanted(p)]
             if not files:
                 raise IS5NetError(f"{text}: no image file matches this pattern"
                                   + ("" if recursive or "**" not in text else " (** needs --recursive)"))

@@ -310,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         raise IS5NetError("--stage1 grabcut makes the coarse mask itself: give it without --sam-checkpoint and "
                           "--coarse-mask")
     file_boxes = load_boxes_file(args.boxes) if args.boxes else None
-    found = batch.discover(args.images, recursive=args.recursive)
+    found = batch.discover(args.images, recursive=args.recursive, exclude=args.output)
     several_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1
     batch_mode = found.batch or several_processes
     _check_inputs(args, found.named, len(found.items))
