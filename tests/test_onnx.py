@@ -251,3 +251,19 @@ def test_the_export_cache_keeps_the_most_recently_used(tmp_path, monkeypatch):
     export.cached_onnx(make_tiny_refiner(input_size=32, seed=1))  # used again: now the most recent
     export.cached_onnx(make_tiny_refiner(input_size=32, seed=3))
     assert [p.exists() for p in paths] == [False, True, False]
+
+
+def test_export_check_measures_both_against_float64_when_float32_noise_is_large(tmp_path, capsys, monkeypatch):
+    import re
+
+    from is5net import export_cli
+
+    ckpt = _official_isnet_pth(tmp_path / "isnet.pth")
+    monkeypatch.setitem(export_cli.TOLERANCE, False, (0.0, 0.0))  # every difference is "large" here
+    code = cli.main(["export-onnx", str(ckpt), str(tmp_path / "r.onnx")])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.search(r"from float64: onnxruntime ([0-9.e+-]+), torch float32 ([0-9.e+-]+)", line)
+    assert found, line
+    onnx_err, torch_err = float(found[1]), float(found[2])
+    assert torch_err < 1e-5 and onnx_err < 1e-5  # float32 rounding on the tiny model, both sides
+    assert (code == 0) == (onnx_err <= 2 * torch_err) and line.endswith(": ok" if code == 0 else ": FAILED")

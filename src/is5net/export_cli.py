@@ -66,6 +66,16 @@ def compare(reference, candidate, size) -> tuple[float, float]:
     return diff, float(iou.min())
 
 
+def float64_sigmoid(refiner, x):
+    """The refiner's sigmoid output computed in float64: the yardstick of float32 rounding."""
+    import copy
+
+    import torch
+
+    with torch.inference_mode():
+        return torch.sigmoid(copy.deepcopy(refiner).double().forward_logits(x.double()))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         return _export(args)
@@ -119,10 +129,22 @@ def _export(args: argparse.Namespace) -> int:
             reference = refiner.float().eval().forward_logits(x)
         candidate = torch.from_numpy(OnnxRuntimeBackend(tmp).run(x.numpy()))
         diff, iou = compare(reference, candidate, rgb.shape[:2])
-        verdict = "ok" if diff <= max_diff and iou >= min_iou else "FAILED"
+        close = diff <= max_diff
+        floor_note = ""
+        if not close and iou >= min_iou:
+            # Some weights (random ones with calibrated BatchNorm, at least) make the network itself sensitive
+            # to float32 rounding, and two float32 computations then differ by more than any fixed figure.
+            # The export passes if it is as close to the float64 result as torch's own float32 is (twice, as
+            # float16 weights or another summation order may err the other way).
+            exact = float64_sigmoid(refiner, x)
+            torch_err = float((torch.sigmoid(reference).double() - exact).abs().max())
+            onnx_err = float((torch.sigmoid(candidate).double() - exact).abs().max())
+            close = onnx_err <= max(max_diff, 2 * torch_err)
+            floor_note = f"; from float64: onnxruntime {onnx_err:.2e}, torch float32 {torch_err:.2e}"
+        verdict = "ok" if close and iou >= min_iou else "FAILED"
         print(
             f"check on skimage's astronaut, batch {batch}: onnxruntime vs torch: max |diff| of the sigmoid "
-            f"{diff:.2e} (tolerance {max_diff:g}), mask IoU {iou:.5f} (at least {min_iou:g}): {verdict}"
+            f"{diff:.2e} (tolerance {max_diff:g}{floor_note}), mask IoU {iou:.5f} (at least {min_iou:g}): {verdict}"
         )
         if verdict != "ok":
             raise _CheckFailed()
