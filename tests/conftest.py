@@ -13,6 +13,18 @@ from tiny import make_tiny_refiner
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_is5net_home(tmp_path_factory):
+    """Tests never read or write the user's IS5NET_HOME (weights, ONNX export cache): one of their own."""
+    saved = os.environ.get("IS5NET_HOME")
+    os.environ["IS5NET_HOME"] = str(tmp_path_factory.mktemp("is5net_home"))
+    yield
+    if saved is None:
+        os.environ.pop("IS5NET_HOME", None)
+    else:
+        os.environ["IS5NET_HOME"] = saved
+
+
 @pytest.fixture(scope="session")
 def coffee_rgb() -> np.ndarray:
     from skimage import data
