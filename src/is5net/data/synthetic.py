@@ -65,6 +65,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from ..contract import tight_box  # re-exported: the one rule (None for an empty mask)
 from ..io import PathLike, atomic_write_bytes, atomic_write_text, list_images, load_mask, save_png
 
 __all__ = [
@@ -119,19 +120,6 @@ def _hw(size: Union[int, Sequence[int]]) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------------------------------------
 # measurements
-
-
-def tight_box(mask: np.ndarray) -> Optional[Box]:
-    """Tight box of a mask's foreground, ``(x0, y0, x1, y1)`` in pixels, exclusive end (rows ``y0..y1-1``).
-
-    ``None`` for an empty mask.
-    """
-    m = np.asarray(mask) > 0
-    rows = np.flatnonzero(m.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(m.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def thin_parts(mask: np.ndarray, width: int = 3) -> np.ndarray:
