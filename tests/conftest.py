@@ -34,6 +34,17 @@ def coffee_rgb() -> np.ndarray:
     return (resize(img, (200, 300), anti_aliasing=True) * 255).round().astype(np.uint8)
 
 
+@pytest.fixture()
+def image_file(tmp_path, coffee_rgb):
+    """The coffee photo as a JPEG file in ``tmp_path/in`` (what the command-line tests segment)."""
+    from PIL import Image
+
+    path = tmp_path / "in" / "coffee.jpg"
+    path.parent.mkdir()
+    Image.fromarray(coffee_rgb).save(path, quality=95)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_sam():
     from is5net.prompts import build_sam_tiny

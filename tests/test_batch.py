@@ -403,11 +403,3 @@ def test_cutout_command_with_background_colour_and_image(tmp_path, capsys, image
     for bad in ("notacolour", "300,0,0"):
         rc, err = _run(capsys, "predict", *base, "-o", tmp_path / "bad", "--background", bad)
         assert rc == 2 and "--background" in err and len(_lines(err)) == 1 and not (tmp_path / "bad").exists()
-
-
-@pytest.fixture()
-def image_file(tmp_path, coffee_rgb):
-    path = tmp_path / "in" / "coffee.jpg"
-    path.parent.mkdir()
-    Image.fromarray(coffee_rgb).save(path, quality=95)
-    return path

@@ -37,14 +37,6 @@ def isnet_weights(tmp_path):
 
 
 @pytest.fixture()
-def image_file(tmp_path, coffee_rgb):
-    path = tmp_path / "in" / "coffee.jpg"
-    path.parent.mkdir()
-    Image.fromarray(coffee_rgb).save(path, quality=95)
-    return path
-
-
-@pytest.fixture()
 def full_coarse(tmp_path):
     path = tmp_path / "coarse.png"
     Image.fromarray(np.full((200, 300), 255, np.uint8)).save(path)

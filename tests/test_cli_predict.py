@@ -8,14 +8,6 @@ from PIL import Image
 from is5net.cli import main
 
 
-@pytest.fixture()
-def image_file(tmp_path, coffee_rgb):
-    path = tmp_path / "in" / "coffee.jpg"
-    path.parent.mkdir()
-    Image.fromarray(coffee_rgb).save(path, quality=95)
-    return path
-
-
 def _run(capsys, *argv):
     rc = main([str(a) for a in argv])
     captured = capsys.readouterr()
