@@ -3,9 +3,9 @@
 import sys
 
 try:
-    from .cli import main
+    from .cli import entry
 except KeyboardInterrupt:  # Ctrl-C while the package itself is importing: still one line, still 130
     print("is5net: interrupted", file=sys.stderr)
     sys.exit(130)
 
-sys.exit(main())
+entry()

@@ -13,7 +13,10 @@ import argparse
 import importlib
 import inspect
 import logging
+import os
+import signal
 import sys
+import threading
 from typing import Callable, NamedTuple
 
 from . import __version__, cli_args
@@ -111,19 +114,64 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("is5net").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+_interrupted = False
+
+
+def _on_sigint(signum, frame) -> None:
+    # Python's own handler, plus a note: a library may swallow the KeyboardInterrupt (in a callback, a
+    # worker), and the run must still end as interrupted.
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``is5net`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
     Ctrl-C is caught here, around everything (parser building, the command's imports, the work), so it
     reads as one line and 130 at any moment, never a traceback through whatever was importing.
     """
+    global _interrupted
+    _interrupted = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
-        return _main(argv)
+        code = _main(argv)
+        if _interrupted:
+            raise KeyboardInterrupt  # swallowed somewhere below, but the user did press Ctrl-C
+        return code
     except KeyboardInterrupt:
         command = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
         print(f"is5net{' ' + command if command else ''}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def entry() -> None:
+    """The ``is5net`` program (console script and ``python -m is5net``): :func:`main`, then exit.
+
+    What is left after the run (joining library threads, flushing caches at interpreter shutdown) cannot be
+    interrupted into a traceback or a death by signal: a Ctrl-C then ends the process at once with the same
+    one line and 130, and an interrupted run leaves without that shutdown (its outputs are committed
+    atomically, so nothing is half-written).
+    """
+    code = main()
+
+    def late_interrupt(signum, frame) -> None:
+        print("is5net: interrupted", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, late_interrupt)
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
