@@ -43,7 +43,7 @@ def make_folder(root: Path, n: int, size: tuple[int, int]) -> tuple[Path, Path]:
         rgb = np.roll(rgb, shift=11 * k, axis=1)
         Image.fromarray(rgb).save(photos / f"photo_{k:04d}.jpg", quality=92)
         mask = np.zeros((h, w), np.uint8)
-        mask[h // 5: 4 * h // 5, w // 5: 4 * w // 5] = 255
+        mask[h // 5 : 4 * h // 5, w // 5 : 4 * w // 5] = 255
         Image.fromarray(mask).save(coarse / f"photo_{k:04d}.png")
     return photos, coarse
 
@@ -80,9 +80,22 @@ def main() -> None:
     try:
         photos, coarse = make_folder(root, args.images, (w, h))
         refiner = make_refiner(root, args.refiner)
-        base = [str(photos), "--box", f"{w // 6},{h // 6},{5 * w // 6},{5 * h // 6}", "--checkpoint", str(refiner),
-                "--coarse-mask", str(coarse), "--device", args.device, "--backend", "torch", "--save", args.save,
-                "-q"]
+        base = [
+            str(photos),
+            "--box",
+            f"{w // 6},{h // 6},{5 * w // 6},{5 * h // 6}",
+            "--checkpoint",
+            str(refiner),
+            "--coarse-mask",
+            str(coarse),
+            "--device",
+            args.device,
+            "--backend",
+            "torch",
+            "--save",
+            args.save,
+            "-q",
+        ]
         # Warm-up: file cache, lazy imports, pymatting's kernels, the device.
         is5net_main(["predict", *base, "-o", str(root / "warm"), "--prefetch", "0"])
         walls: dict[int, list[float]] = {0: [], 2: []}
@@ -97,8 +110,12 @@ def main() -> None:
                 shutil.rmtree(out)
         rate = {d: args.images / statistics.median(v) for d, v in walls.items()}
         result = {
-            "images": args.images, "size": f"{w}x{h}", "refiner": args.refiner, "device": args.device,
-            "save": args.save, "cpus": os.cpu_count(),
+            "images": args.images,
+            "size": f"{w}x{h}",
+            "refiner": args.refiner,
+            "device": args.device,
+            "save": args.save,
+            "cpus": os.cpu_count(),
             "images_per_s_decode_in_loop": round(rate[0], 2),
             "images_per_s_decode_ahead": round(rate[2], 2),
             "ratio": round(rate[2] / rate[0], 3),

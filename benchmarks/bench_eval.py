@@ -32,8 +32,14 @@ def synthetic_pair(rng: np.random.Generator, size: int = 1024) -> tuple[np.ndarr
     gt = np.zeros((size, size), bool)
     for _ in range(rng.integers(1, 4)):  # big filled shapes
         r, c = rng.integers(size // 5, 4 * size // 5, 2)
-        rr, cc = draw.ellipse(r, c, rng.integers(40, size // 4), rng.integers(40, size // 4), shape=gt.shape,
-                              rotation=rng.uniform(0, np.pi))
+        rr, cc = draw.ellipse(
+            r,
+            c,
+            rng.integers(40, size // 4),
+            rng.integers(40, size // 4),
+            shape=gt.shape,
+            rotation=rng.uniform(0, np.pi),
+        )
         gt[rr, cc] = True
     for _ in range(rng.integers(0, 3)):  # polygons
         pts = rng.integers(0, size, (rng.integers(3, 8), 2))
@@ -120,14 +126,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     worker_counts = [int(w) for w in args.workers.split(",")]
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {args.n} pairs of {args.size}x{args.size}, "
-          f"metrics: {', '.join(M.PAPER_METRICS)} (+ extras)")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; {args.n} pairs of {args.size}x{args.size}, "
+        f"metrics: {', '.join(M.PAPER_METRICS)} (+ extras)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
         pairs = make_folders(root, args.n, args.size, args.seed)
-        print(f"made the pairs in {time.perf_counter() - t:.1f} s; "
-              f"GT foreground {np.mean([g.mean() / 255 for _, g in pairs]):.1%} on average")
+        print(
+            f"made the pairs in {time.perf_counter() - t:.1f} s; "
+            f"GT foreground {np.mean([g.mean() / 255 for _, g in pairs]):.1%} on average"
+        )
 
         per = breakdown(pairs)
         print("per image, each metric alone: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in per.items()))
@@ -156,10 +166,12 @@ def main(argv=None) -> int:
         print(f"parallel efficiency at {w} workers: {eff:.0%} (2 shared cores here)")
     one_core = args.target_images / base
     linear = one_core / args.target_cores
-    print(f"extrapolated, {args.target_images} images: {one_core / 60:.1f} min on one core; on {args.target_cores} "
-          f"cores {linear / 60:.1f} min if scaling is linear (pairs are independent), "
-          f"{linear / min(eff, 1.0) / 60:.1f} min at the efficiency measured here "
-          f"(which includes ~seconds of process start-up per worker and other load on the shared cores)")
+    print(
+        f"extrapolated, {args.target_images} images: {one_core / 60:.1f} min on one core; on {args.target_cores} "
+        f"cores {linear / 60:.1f} min if scaling is linear (pairs are independent), "
+        f"{linear / min(eff, 1.0) / 60:.1f} min at the efficiency measured here "
+        f"(which includes ~seconds of process start-up per worker and other load on the shared cores)"
+    )
     return 0
 
 

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import calibrate_batchnorm, time_ms, torch_defaults  # noqa: E402
-
 from is5net import IS5NetPredictor  # noqa: E402
 from is5net.checkpoint import RefinerConfig  # noqa: E402
 from is5net.modeling import build_model  # noqa: E402
@@ -67,9 +66,10 @@ def main() -> None:
             masks, _, _ = ref_pred.predict(box=box, multimask_output=True)
             h, w = rgb.shape[:2]
             box_mask = np.zeros((h, w), np.float32)
-            box_mask[box[1]:box[3], box[0]:box[2]] = 255
-            im = np.concatenate([rgb.astype(np.float32), masks[0][..., None].astype(np.float32) * 255,
-                                 box_mask[..., None]], 2)
+            box_mask[box[1] : box[3], box[0] : box[2]] = 255
+            im = np.concatenate(
+                [rgb.astype(np.float32), masks[0][..., None].astype(np.float32) * 255, box_mask[..., None]], 2
+            )
             t = torch.from_numpy(im).permute(2, 0, 1)[None]
             t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
             t[:, 4] = torch.where(t[:, 4] > 127, 255.0, 0.0)
@@ -89,16 +89,24 @@ def main() -> None:
         def ours():
             p.set_image(rgb)
             return p.predict(box=box).mask
+
         out = ours()
-        results[f"ours {precision} {resize}"] = (time_ms(ours, dev, args.iters, args.warmup), float(np.abs(out - ref_out).max()))
+        results[f"ours {precision} {resize}"] = (
+            time_ms(ours, dev, args.iters, args.warmup),
+            float(np.abs(out - ref_out).max()),
+        )
     base = results["reference"][0]
-    print(f"device {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}; SAM {args.sam_type}; "
-          f"photo {args.width}x{args.height}; refiner {args.model} at {size}²")
+    print(
+        f"device {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}; SAM {args.sam_type}; "
+        f"photo {args.width}x{args.height}; refiner {args.model} at {size}²"
+    )
     print(f"{'way':>18} {'ms/box':>9} {'speed-up':>9} {'max|diff|':>10}")
     for name, (ms, diff) in results.items():
         print(f"{name:>18} {ms:>9.1f} {base / ms:>8.2f}x {diff:>10.2e}")
-    print("(pil = SamPredictor's own resize, reference masks; torch = resize on the GPU. With random SAM weights "
-          "any change of input pixels can flip whole masks, so only the pil row's agreement is meaningful.)")
+    print(
+        "(pil = SamPredictor's own resize, reference masks; torch = resize on the GPU. With random SAM weights "
+        "any change of input pixels can flip whole masks, so only the pil row's agreement is meaningful.)"
+    )
 
 
 if __name__ == "__main__":

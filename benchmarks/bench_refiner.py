@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import calibrate_batchnorm, calibrate_output, real_input, time_ms, torch_defaults  # noqa: E402
-
 from is5net.modeling import build_model  # noqa: E402
 from is5net.runtime import enable_fast_cuda  # noqa: E402
 
@@ -54,15 +53,19 @@ def main() -> None:
     calibrate_output(model, real_input(2, model.in_ch, calib).to(device))
     fused = model.fold_batchnorm()
     results = []
-    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}  "
-          f"model: {args.model}  size: {args.size}²  torch {torch.__version__}")
+    print(
+        f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}  "
+        f"model: {args.model}  size: {args.size}²  torch {torch.__version__}"
+    )
     print(f"{'batch':>5} {'variant':>13} {'ms/img':>9} {'speed-up':>9} {'max|diff|':>10} {'IoU@0.5':>8}")
     for batch in [int(b) for b in args.batches.split(",")]:
         x = real_input(batch, model.in_ch, args.size).to(device)
 
         with torch_defaults(), torch.no_grad():
+
             def official():
                 return torch.sigmoid(model(x)[0][0])  # all six side outputs, as the official forward
+
             ref_out = official()
             base = time_ms(official, device, args.iters, args.warmup) / batch
         results.append(dict(batch=batch, variant="official", ms_per_image=base, speedup=1.0, max_diff=0.0, iou=1.0))
@@ -75,7 +78,9 @@ def main() -> None:
                 strict = torch.sigmoid(model(x)[0][0])
             diff, iou = agreement(strict, ref_out)
             results.append(dict(batch=batch, variant="strict_fp32_vs_official", max_diff=diff, iou=iou))
-            print(f"{batch:>5} {'strict fp32':>13} {'':>9} {'':>9} {diff:>10.2e} {iou:>8.4f}  (noise floor of the official way)")
+            print(
+                f"{batch:>5} {'strict fp32':>13} {'':>9} {'':>9} {diff:>10.2e} {iou:>8.4f}  (noise floor of the official way)"
+            )
 
         for variant in args.variants.split(","):
             if device.type == "cuda":
@@ -86,13 +91,18 @@ def main() -> None:
             fwd = torch.compile(net.forward_logits) if variant.startswith("compile") else net.forward_logits
 
             def fast():
-                with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                             enabled=dtype is not None):
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+                ):
                     return torch.sigmoid(fwd(xin).float())
+
             out = fast()
             ms = time_ms(fast, device, args.iters, args.warmup) / batch
             diff, iou = agreement(ref_out, out)
-            results.append(dict(batch=batch, variant=variant, ms_per_image=ms, speedup=base / ms, max_diff=diff, iou=iou))
+            results.append(
+                dict(batch=batch, variant=variant, ms_per_image=ms, speedup=base / ms, max_diff=diff, iou=iou)
+            )
             print(f"{batch:>5} {variant:>13} {ms:>9.2f} {base / ms:>8.2f}x {diff:>10.2e} {iou:>8.4f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -36,16 +36,20 @@ def one_region(args: argparse.Namespace) -> dict:
     photo = (resize(data.astronaut(), (args.height, args.width), order=1) * 255).astype(np.uint8)
     box = [args.width // 3, args.height // 3, 2 * args.width // 3, 2 * args.height // 3]
     coarse = np.zeros((args.height, args.width), np.uint8)
-    coarse[box[1]:box[3], box[0]:box[2]] = 255
+    coarse[box[1] : box[3], box[0] : box[2]] = 255
     p = IS5NetPredictor(None, refiner, device="cpu", region=args.region, max_side=args.max_side, batch_size=1)
     p.set_image(photo)
     t0 = time.perf_counter()
     mask = p.predict(box=box, coarse_mask=coarse).mask
     seconds = time.perf_counter() - t0
     tiles = p._regions.largest_batch
-    return {"region": args.region, "seconds": round(seconds, 2),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "mask_shape": list(mask.shape), "tile_batch": tiles}
+    return {
+        "region": args.region,
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "mask_shape": list(mask.shape),
+        "tile_batch": tiles,
+    }
 
 
 def main() -> None:
@@ -67,18 +71,23 @@ def main() -> None:
     rows = []
     for region in ("image", "box", "tiles"):
         cmd = [sys.executable, __file__, "--region", region] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "region"]
+            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "region"
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     ref = rows[0]
-    print(f"\n{args.width}x{args.height} photo, one box (middle third), {args.model} at {args.size}², "
-          f"{args.threads} threads, max side {args.max_side}:\n")
+    print(
+        f"\n{args.width}x{args.height} photo, one box (middle third), {args.model} at {args.size}², "
+        f"{args.threads} threads, max side {args.max_side}:\n"
+    )
     print("| region | time (s) | × image | peak memory (MiB) | × image |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['region']} | {r['seconds']:.1f} | {r['seconds'] / ref['seconds']:.1f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] / ref['peak_rss_mib']:.2f} |")
+        print(
+            f"| {r['region']} | {r['seconds']:.1f} | {r['seconds'] / ref['seconds']:.1f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] / ref['peak_rss_mib']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

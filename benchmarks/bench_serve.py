@@ -153,16 +153,34 @@ def _in_process(args, refiner_path: Path, sam_path, files: list[bytes], boxes: l
     for k in range(args.requests):
         encode_png(mask_uint8(predictor.predict(box=boxes[k % len(boxes)]).mask))
     sync()
-    return {"cold": summary(cold), "warm": summary(warm),
-            "throughput_rps": round(args.requests / (time.perf_counter() - t0), 2)}
+    return {
+        "cold": summary(cold),
+        "warm": summary(warm),
+        "throughput_rps": round(args.requests / (time.perf_counter() - t0), 2),
+    }
 
 
 def start_server(args, refiner_path: Path, sam_path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "is5net", "serve", "--checkpoint", str(refiner_path), "--device", args.device,
-           "--backend", args.backend, "--port", str(port), "--queue", str(max(8, 2 * args.clients)), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "is5net",
+        "serve",
+        "--checkpoint",
+        str(refiner_path),
+        "--device",
+        args.device,
+        "--backend",
+        args.backend,
+        "--port",
+        str(port),
+        "--queue",
+        str(max(8, 2 * args.clients)),
+        "-q",
+    ]
     cmd += ["--sam-checkpoint", str(sam_path)] if sam_path else ["--sam-type", "tiny"]
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
@@ -196,8 +214,11 @@ def through_server(args, url: str, files: list[bytes], boxes: list) -> dict:
     cold, warm, cold_over, warm_over = [], [], [], []
     for k, data in enumerate([files[0], *files]):
         t0 = time.perf_counter()
-        r = client.post("/api/segment", files={"image": ("photo.png", data, "image/png")},
-                        data={"box": ",".join(map(str, boxes[k % len(boxes)]))})
+        r = client.post(
+            "/api/segment",
+            files={"image": ("photo.png", data, "image/png")},
+            data={"box": ",".join(map(str, boxes[k % len(boxes)]))},
+        )
         r.raise_for_status()
         if k:
             cold.append((time.perf_counter() - t0) * 1000)
@@ -234,9 +255,14 @@ def through_server(args, url: str, files: list[bytes], boxes: list) -> dict:
     for t in threads:
         t.join()
     took = time.perf_counter() - t0
-    return {"cold": summary(cold), "warm": summary(warm), "cold_overhead": summary(cold_over),
-            "warm_overhead": summary(warm_over), "throughput_rps": round(statuses.count(200) / took, 2),
-            "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))}}
+    return {
+        "cold": summary(cold),
+        "warm": summary(warm),
+        "cold_overhead": summary(cold_over),
+        "warm_overhead": summary(warm_over),
+        "throughput_rps": round(statuses.count(200) / took, 2),
+        "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+    }
 
 
 def main() -> None:
@@ -263,21 +289,37 @@ def main() -> None:
             proc.wait(timeout=60)
     ratio = {k: round(served[k]["p50_ms"] / reference[k]["p50_ms"], 3) for k in ("cold", "warm")}
     ratio["throughput"] = round(reference["throughput_rps"] / served["throughput_rps"], 3)
-    result = {"device": args.device, "backend": health["refiner"].get("runtime"), "stage1": health["stage1"]["detail"],
-              "refiner": health["refiner"]["detail"], "image": list(photo.shape[:2]), "clients": args.clients,
-              "in_process": reference, "server": served, "server_over_in_process_p50": ratio,
-              "cache": health["cache"]}
-    print(f"stage 1: {result['stage1']}; refiner: {result['refiner']} ({result['backend']}); "
-          f"image {photo.shape[1]}x{photo.shape[0]}; {args.device}")
-    print("| | in-process p50 / p95 (ms) | server p50 / p95 (ms) | server / in-process (p50) "
-          "| overhead in the request p50 / p95 (ms) |")
+    result = {
+        "device": args.device,
+        "backend": health["refiner"].get("runtime"),
+        "stage1": health["stage1"]["detail"],
+        "refiner": health["refiner"]["detail"],
+        "image": list(photo.shape[:2]),
+        "clients": args.clients,
+        "in_process": reference,
+        "server": served,
+        "server_over_in_process_p50": ratio,
+        "cache": health["cache"],
+    }
+    print(
+        f"stage 1: {result['stage1']}; refiner: {result['refiner']} ({result['backend']}); "
+        f"image {photo.shape[1]}x{photo.shape[0]}; {args.device}"
+    )
+    print(
+        "| | in-process p50 / p95 (ms) | server p50 / p95 (ms) | server / in-process (p50) "
+        "| overhead in the request p50 / p95 (ms) |"
+    )
     print("|---|---|---|---|---|")
     for key, label in (("cold", "first box (new image)"), ("warm", "next box (cached image)")):
         a, b, o = reference[key], served[key], served[f"{key}_overhead"]
-        print(f"| {label} | {a['p50_ms']} / {a['p95_ms']} | {b['p50_ms']} / {b['p95_ms']} | {ratio[key]} "
-              f"| {o['p50_ms']} / {o['p95_ms']} ({o['p50_ms'] / b['p50_ms']:.1%} of p50) |")
-    print(f"| throughput, {args.clients} clients (req/s) | {reference['throughput_rps']} | "
-          f"{served['throughput_rps']} | {ratio['throughput']} (time per request) | |")
+        print(
+            f"| {label} | {a['p50_ms']} / {a['p95_ms']} | {b['p50_ms']} / {b['p95_ms']} | {ratio[key]} "
+            f"| {o['p50_ms']} / {o['p95_ms']} ({o['p50_ms'] / b['p50_ms']:.1%} of p50) |"
+        )
+    print(
+        f"| throughput, {args.clients} clients (req/s) | {reference['throughput_rps']} | "
+        f"{served['throughput_rps']} | {ratio['throughput']} (time per request) | |"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -67,7 +67,7 @@ from is5net.train.config import TrainConfig  # noqa: E402
 from is5net.train.losses import feature_loss  # noqa: E402
 from is5net.train.step import TrainStep, refiner_loss  # noqa: E402
 
-GIB = 1024 ** 3
+GIB = 1024**3
 VARIANTS = {
     # name: (autocast dtype, channels_last, fused AdamW, compile, fast backend flags, channels_last GT encoder)
     "plain": (None, False, False, False, False, False),
@@ -179,8 +179,9 @@ def fast_flags(on: bool):
         (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = saved
 
 
-def calibrate_gt_encoder(enc: torch.nn.Module, device: torch.device, size: int = 256, batch: int = 4,
-                         steps: int = 3, seed: int = 0) -> None:
+def calibrate_gt_encoder(
+    enc: torch.nn.Module, device: torch.device, size: int = 256, batch: int = 4, steps: int = 3, seed: int = 0
+) -> None:
     """BatchNorm statistics of the (random-weight) GT encoder from random blob masks, then eval mode.
 
     Mask-like inputs give its features the scale they have on GT masks, so the feature MSE is a sensible
@@ -207,8 +208,9 @@ def calibrate_gt_encoder(enc: torch.nn.Module, device: torch.device, size: int =
 class BenchStep:
     """loop.py's phase-2 step (``is5net.train.step.TrainStep``) set up as a variant; ``step(x, y)`` -> loss."""
 
-    def __init__(self, variant: str, model_name: str, refiner_sd: dict, gt_sd: dict, device: torch.device,
-                 c: TrainConfig):
+    def __init__(
+        self, variant: str, model_name: str, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig
+    ):
         amp, cl, fused, compiled, _fast, gt_cl = VARIANTS[variant]
         if variant in ABLATIONS:
             import copy
@@ -252,8 +254,9 @@ class BenchStep:
         self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
         self.compiled = compiled
         net = torch.compile(self.model) if compiled else self.model
-        self.train_step = TrainStep(net, loss_fn, self.opt, device, precision=amp, channels_last=cl,
-                                    gt_channels_last=gt_cl)
+        self.train_step = TrainStep(
+            net, loss_fn, self.opt, device, precision=amp, channels_last=cl, gt_channels_last=gt_cl
+        )
         self.non_finite = 0
 
     def prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,8 +282,11 @@ class BenchStep:
 
 def describe(variant: str, device: torch.device) -> str:
     amp, cl, fused, compiled, fast, gt_cl = VARIANTS[variant]
-    parts = ["bf16" if amp is not None else "fp32", "channels_last" if cl else "NCHW",
-             "fused AdamW" if fused else "AdamW"]
+    parts = [
+        "bf16" if amp is not None else "fp32",
+        "channels_last" if cl else "NCHW",
+        "fused AdamW" if fused else "AdamW",
+    ]
     if fast:
         parts.append("cudnn.benchmark+TF32")
     if variant in ("plain", "ours_v1"):
@@ -296,8 +302,9 @@ def describe(variant: str, device: torch.device) -> str:
     return ", ".join(parts)
 
 
-def time_steps(ts: BenchStep, x: torch.Tensor, y: torch.Tensor, iters: int,
-               warmup: int) -> tuple[list[float], float, float]:
+def time_steps(
+    ts: BenchStep, x: torch.Tensor, y: torch.Tensor, iters: int, warmup: int
+) -> tuple[list[float], float, float]:
     """(step times in ms, loss of the first step, seconds of the first step: compilation, autotuning)."""
     t0 = time.perf_counter()
     first = float(ts.step(x, y))
@@ -315,8 +322,9 @@ def time_steps(ts: BenchStep, x: torch.Tensor, y: torch.Tensor, iters: int,
 
 
 @contextlib.contextmanager
-def open_step(variant: str, args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig,
-              fast: bool = False):
+def open_step(
+    variant: str, args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig, fast: bool = False
+):
     """A :class:`BenchStep` under the plain backend defaults (``fast``: plus ``fast_flags``); closed and its
     memory handed back afterwards, whatever happened, so the next measurement starts clean."""
     ts = None
@@ -331,8 +339,16 @@ def open_step(variant: str, args, refiner_sd: dict, gt_sd: dict, device: torch.d
         free_memory(device)
 
 
-def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
-                device: torch.device, c: TrainConfig) -> dict:
+def run_variant(
+    variant: str,
+    args,
+    refiner_sd: dict,
+    gt_sd: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    c: TrainConfig,
+) -> dict:
     meter = MemoryMeter(device)
     free_memory(device)
     meter.start()
@@ -356,10 +372,18 @@ def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
                 print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
         ms = float(np.median(times))
         peak = meter.peak_bytes()
-        res.update(ms_per_step=ms, img_per_s=args.batch * 1000.0 / ms, ms_min=float(np.min(times)),
-                   ms_max=float(np.max(times)), first_loss=first, non_finite_steps=ts.non_finite,
-                   peak_mem_bytes=peak, peak_mem_gib=None if peak is None else peak / GIB,
-                   first_step_s=first_s, wall_s=total)
+        res.update(
+            ms_per_step=ms,
+            img_per_s=args.batch * 1000.0 / ms,
+            ms_min=float(np.min(times)),
+            ms_max=float(np.max(times)),
+            first_loss=first,
+            non_finite_steps=ts.non_finite,
+            peak_mem_bytes=peak,
+            peak_mem_gib=None if peak is None else peak / GIB,
+            first_step_s=first_s,
+            wall_s=total,
+        )
         if ts.non_finite:
             print(f"warning: {variant}: {ts.non_finite} step(s) with a non-finite loss (skipped, timing too low)")
     except torch.cuda.OutOfMemoryError as exc:
@@ -370,16 +394,32 @@ def run_variant(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
     return res
 
 
-def run_interleaved(variants: list[str], args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
-                    device: torch.device, c: TrainConfig) -> list[dict]:
+def run_interleaved(
+    variants: list[str],
+    args,
+    refiner_sd: dict,
+    gt_sd: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    c: TrainConfig,
+) -> list[dict]:
     """Speed only: every variant's step in turn, round after round (``--interleave``).
 
     On a shared machine the speed drifts over minutes (other load, clocks); run back to back, variants see
     different machines. Alternating step by step, the drift hits every variant alike, so their ratio holds.
     All steps live at once, so memory is not measured per variant.
     """
-    results = {v: {"variant": v, "setup": describe(v, device), "peak_mem_bytes": None, "peak_mem_gib": None,
-                   "interleaved": True} for v in variants}
+    results = {
+        v: {
+            "variant": v,
+            "setup": describe(v, device),
+            "peak_mem_bytes": None,
+            "peak_mem_gib": None,
+            "interleaved": True,
+        }
+        for v in variants
+    }
     times: dict[str, list[float]] = {v: [] for v in variants}
     with contextlib.ExitStack() as stack:
         steps, inputs = {}, {}
@@ -399,13 +439,26 @@ def run_interleaved(variants: list[str], args, refiner_sd: dict, gt_sd: dict, x:
                 times[v].append((time.perf_counter() - t0) * 1000.0)
         for v in variants:
             ms = float(np.median(times[v]))
-            results[v].update(ms_per_step=ms, img_per_s=args.batch * 1000.0 / ms, ms_min=float(np.min(times[v])),
-                              ms_max=float(np.max(times[v])), non_finite_steps=steps[v].non_finite)
+            results[v].update(
+                ms_per_step=ms,
+                img_per_s=args.batch * 1000.0 / ms,
+                ms_min=float(np.min(times[v])),
+                ms_max=float(np.max(times[v])),
+                non_finite_steps=steps[v].non_finite,
+            )
     return [results[v] for v in variants]
 
 
-def count_saved(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tensor, y: torch.Tensor,
-                device: torch.device, c: TrainConfig) -> dict:
+def count_saved(
+    variant: str,
+    args,
+    refiner_sd: dict,
+    gt_sd: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    c: TrainConfig,
+) -> dict:
     """Bytes autograd holds for backward at the end of one forward + loss (distinct storages), any device.
 
     That is what sets the peak of a training step besides the weights, gradients and optimizer state
@@ -427,8 +480,12 @@ def count_saved(variant: str, args, refiner_sd: dict, gt_sd: dict, x: torch.Tens
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 loss, _ = ts.train_step.forward(xd, yd)
             n_params = sum(p.numel() for p in ts.model.parameters())
-            res.update(saved_bytes=sum(storages.values()), saved_gib=sum(storages.values()) / GIB,
-                       state_gib=n_params * 4 * 4 / GIB, loss=float(loss.detach()))
+            res.update(
+                saved_bytes=sum(storages.values()),
+                saved_gib=sum(storages.values()) / GIB,
+                state_gib=n_params * 4 * 4 / GIB,
+                loss=float(loss.detach()),
+            )
             del loss
     except Exception as exc:
         traceback.print_exc()
@@ -450,7 +507,7 @@ class CyclingBatches(Sampler):
             for b in range(self.n // self.batch):
                 if made == self.n_batches:
                     return
-                yield perm[b * self.batch:(b + 1) * self.batch].tolist()
+                yield perm[b * self.batch : (b + 1) * self.batch].tolist()
                 made += 1
             epoch += 1
 
@@ -459,12 +516,18 @@ class CyclingBatches(Sampler):
 
 
 def make_loader(ds, args, device: torch.device, n_batches: int) -> DataLoader:
-    return DataLoader(ds, batch_sampler=CyclingBatches(len(ds), args.batch, n_batches), num_workers=args.workers,
-                      pin_memory=device.type == "cuda", persistent_workers=False)
+    return DataLoader(
+        ds,
+        batch_sampler=CyclingBatches(len(ds), args.batch, n_batches),
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
 
 
-def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig, root: Path,
-             steps_img_s: Optional[float]) -> dict:
+def run_data(
+    args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: TrainConfig, root: Path, steps_img_s: Optional[float]
+) -> dict:
     from is5net.data.dataset import CoarseDir, InputCache, RefinerDataset
     from is5net.data.pairs import find_pairs
     from is5net.data.samples import enumerate_samples
@@ -481,8 +544,9 @@ def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: Train
     coarse = CoarseDir("dataset") if in_ch == 5 else None
 
     def dataset(input_cache=None):
-        return RefinerDataset(samples, coarse, args.size, mean=default_mean(in_ch), std=[1.0] * in_ch, train=True,
-                              input_cache=input_cache)
+        return RefinerDataset(
+            samples, coarse, args.size, mean=default_mean(in_ch), std=[1.0] * in_ch, train=True, input_cache=input_cache
+        )
 
     ds_plain = dataset()
     out["images"] = len(ds_plain)
@@ -515,8 +579,9 @@ def run_data(args, refiner_sd: dict, gt_sd: dict, device: torch.device, c: Train
         out["cache_keys_s"] = time.perf_counter() - t0
         out["cache_fill_img_per_s"], _ = loader_alone(ds, max(1, len(ds) // args.batch))
         out["loader_img_per_s"], out["first_batch_s"] = loader_alone(ds, n_batches)
-        out["cache_mib_per_sample"] = sum(f.stat().st_size for f in Path(cache_dir).rglob("*") if f.is_file()) \
-            / max(1, len(ds)) / 2 ** 20
+        out["cache_mib_per_sample"] = (
+            sum(f.stat().st_size for f in Path(cache_dir).rglob("*") if f.is_file()) / max(1, len(ds)) / 2**20
+        )
         if steps_img_s:
             out["loader_keeps_up"] = out["loader_img_per_s"] >= steps_img_s
         if not args.data_only:
@@ -566,26 +631,41 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--variants", help=f"comma list of: {', '.join(VARIANTS)} (default: plain,ours on CUDA, "
-                    "plain,ours_cpu on the CPU)")
+    ap.add_argument(
+        "--variants",
+        help=f"comma list of: {', '.join(VARIANTS)} (default: plain,ours on CUDA, plain,ours_cpu on the CPU)",
+    )
     ap.add_argument("--compile", action="store_true", help="add the torch.compile variant")
     ap.add_argument("--profile", metavar="VARIANT", help="print the top kernels of 3 steps of this variant")
     ap.add_argument("--skip-data", action="store_true", help="skip the data-loading measurement")
-    ap.add_argument("--data-only", action="store_true",
-                    help="only the loader's own img/s (no training steps): the CPU-side measurement")
-    ap.add_argument("--interleave", action="store_true",
-                    help="time the variants step by step in turn (speed only, no memory): a steadier ratio on a "
-                         "busy machine, e.g. a shared CPU")
-    ap.add_argument("--count-saved", action="store_true",
-                    help="instead of timing: the memory autograd holds for backward, per variant (no GPU needed)")
+    ap.add_argument(
+        "--data-only",
+        action="store_true",
+        help="only the loader's own img/s (no training steps): the CPU-side measurement",
+    )
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the variants step by step in turn (speed only, no memory): a steadier ratio on a "
+        "busy machine, e.g. a shared CPU",
+    )
+    ap.add_argument(
+        "--count-saved",
+        action="store_true",
+        help="instead of timing: the memory autograd holds for backward, per variant (no GPU needed)",
+    )
     ap.add_argument("--predict-size", type=int, default=1024, help="--count-saved: extrapolate to this size")
     ap.add_argument("--predict-batch", type=int, default=8, help="--count-saved: ... and this batch")
     ap.add_argument("--workers", type=int, default=8, help="DataLoader workers for the data measurement")
     ap.add_argument("--data-size", type=int, default=1024, help="side of the synthetic images on disk")
     ap.add_argument("--data-n", type=int, default=0, help="synthetic training images (default 4 x batch)")
-    ap.add_argument("--data-iters", type=int, default=0,
-                    help="timed batches of the data measurement (default 50 on CUDA, --iters on the CPU): more "
-                         "than the loader's prefetch depth, so a slow loader cannot hide behind its queue")
+    ap.add_argument(
+        "--data-iters",
+        type=int,
+        default=0,
+        help="timed batches of the data measurement (default 50 on CUDA, --iters on the CPU): more "
+        "than the loader's prefetch depth, so a slow loader cannot hide behind its queue",
+    )
     ap.add_argument("--data-dir", type=Path, help="reuse/keep the synthetic dataset here (default: a temp dir)")
     ap.add_argument("--target-speedup", type=float, default=1.7)
     ap.add_argument("--target-mem-gib", type=float, default=12.0)
@@ -648,29 +728,48 @@ def make_inputs(args, device: torch.device) -> Inputs:
 
 def print_header(args, device: torch.device, c: TrainConfig) -> dict:
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {dev_name}  torch {torch.__version__}  model: {args.model}  input {args.size}²  "
-          f"batch {args.batch}  iters {args.iters} (+{args.warmup} warmup)")
-    print(f"loss: side (20*BCE + 0.5*IoU, 6 outputs) + feature MSE (frozen eval GT encoder) + "
-          f"{c.ortho_weight:g} * ortho;  AdamW lr {c.lr:g}")
+    print(
+        f"device: {dev_name}  torch {torch.__version__}  model: {args.model}  input {args.size}²  "
+        f"batch {args.batch}  iters {args.iters} (+{args.warmup} warmup)"
+    )
+    print(
+        f"loss: side (20*BCE + 0.5*IoU, 6 outputs) + feature MSE (frozen eval GT encoder) + "
+        f"{c.ortho_weight:g} * ortho;  AdamW lr {c.lr:g}"
+    )
     if device.type == "cpu":
-        print("note: on the CPU loop.py trains in fp32/NCHW, as 'ours_cpu'; 'ours' runs the CUDA settings to "
-              "exercise the code path (bf16 on a CPU), so its ratio means nothing; RSS+ = growth of the peak "
-              "resident memory (approximate: the first variant also pays one-time library allocations)")
-    return dict(device=dev_name, torch=torch.__version__, model=args.model, size=args.size, batch=args.batch,
-                iters=args.iters, warmup=args.warmup, args=vars(args),
-                cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None)
+        print(
+            "note: on the CPU loop.py trains in fp32/NCHW, as 'ours_cpu'; 'ours' runs the CUDA settings to "
+            "exercise the code path (bf16 on a CPU), so its ratio means nothing; RSS+ = growth of the peak "
+            "resident memory (approximate: the first variant also pays one-time library allocations)"
+        )
+    return dict(
+        device=dev_name,
+        torch=torch.__version__,
+        model=args.model,
+        size=args.size,
+        batch=args.batch,
+        iters=args.iters,
+        warmup=args.warmup,
+        args=vars(args),
+        cudnn=torch.backends.cudnn.version() if device.type == "cuda" else None,
+    )
 
 
-def report_saved_memory(variants: list[str], args, inputs: Inputs, device: torch.device, c: TrainConfig,
-                        header: dict) -> int:
+def report_saved_memory(
+    variants: list[str], args, inputs: Inputs, device: torch.device, c: TrainConfig, header: dict
+) -> int:
     """``--count-saved``: the memory each variant holds for backward, measured at batch B and 2B and
     extrapolated. The difference is the per-image part (it scales with batch x pixels); the rest is per step
     (bf16 weight copies, the orthogonality penalty's stacks). Both extrapolate exactly."""
     big_px = (args.predict_size / args.size) ** 2
-    print(f"\nheld for backward after forward + loss; predicted for batch {args.predict_batch} at "
-          f"{args.predict_size}² from batch {args.batch} and {2 * args.batch} at {args.size}²")
-    print(f"{'variant':<13} {'setup':<60} {'per step GiB':>12} {'per image GiB':>13} "
-          f"{'predicted GiB':>13} {'+ state GiB':>11}")
+    print(
+        f"\nheld for backward after forward + loss; predicted for batch {args.predict_batch} at "
+        f"{args.predict_size}² from batch {args.batch} and {2 * args.batch} at {args.size}²"
+    )
+    print(
+        f"{'variant':<13} {'setup':<60} {'per step GiB':>12} {'per image GiB':>13} "
+        f"{'predicted GiB':>13} {'+ state GiB':>11}"
+    )
     x, y = inputs.x, inputs.y
     x2, y2 = torch.cat([x, x]), torch.cat([y, y])
     results = []
@@ -686,10 +785,17 @@ def report_saved_memory(variants: list[str], args, inputs: Inputs, device: torch
         per_image = (r2["saved_bytes"] - r["saved_bytes"]) / args.batch
         fixed = r["saved_bytes"] - per_image * args.batch
         predicted = fixed + per_image * big_px * args.predict_batch
-        r.update(per_image_gib=per_image / GIB, per_step_gib=fixed / GIB, predicted_gib=predicted / GIB,
-                 predicted_for={"size": args.predict_size, "batch": args.predict_batch})
-        print(f"{v:<13} {r['setup']:<60} {fixed / GIB:>12.3f} {per_image / GIB:>13.4f} "
-              f"{predicted / GIB:>13.2f} {r['state_gib']:>11.2f}", flush=True)
+        r.update(
+            per_image_gib=per_image / GIB,
+            per_step_gib=fixed / GIB,
+            predicted_gib=predicted / GIB,
+            predicted_for={"size": args.predict_size, "batch": args.predict_batch},
+        )
+        print(
+            f"{v:<13} {r['setup']:<60} {fixed / GIB:>12.3f} {per_image / GIB:>13.4f} "
+            f"{predicted / GIB:>13.2f} {r['state_gib']:>11.2f}",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps({"config": header, "saved": results}, indent=2, default=str))
     return 1 if any("error" in r for r in results) else 0
@@ -699,8 +805,7 @@ class SpeedTable:
     """The timing rows, printed as each variant ends, with the speed-up over ``plain``; ``--json`` rewritten
     after each, so a run cut short keeps what it measured."""
 
-    def __init__(self, args, inputs: Inputs, device: torch.device, c: TrainConfig, header: dict,
-                 variants: list[str]):
+    def __init__(self, args, inputs: Inputs, device: torch.device, c: TrainConfig, header: dict, variants: list[str]):
         self.args, self.inputs, self.device, self.c, self.header = args, inputs, device, c, header
         self.results: list[dict] = []
         self.summary: dict = {}
@@ -709,8 +814,11 @@ class SpeedTable:
         self.width = max((len(describe(v, device)) for v in variants), default=10)
 
     def print_head(self) -> None:
-        print(f"\n{'variant':<11} {'setup':<{self.width}} {'ms/step':>9} {'img/s':>8} "
-              f"{MemoryMeter(self.device).label:>9} {'speed-up':>9} {'loss@1':>9}", flush=True)
+        print(
+            f"\n{'variant':<11} {'setup':<{self.width}} {'ms/step':>9} {'img/s':>8} "
+            f"{MemoryMeter(self.device).label:>9} {'speed-up':>9} {'loss@1':>9}",
+            flush=True,
+        )
 
     def run(self, v: str, r: Optional[dict] = None) -> None:
         """Time variant ``v`` (or take its result ``r``, timed elsewhere) and print its row."""
@@ -726,9 +834,12 @@ class SpeedTable:
         if self.base is not None:
             r["speedup_vs_plain"] = self.base["ms_per_step"] / r["ms_per_step"]
         sp = r.get("speedup_vs_plain")
-        print(f"{v:<11} {r['setup']:<{self.width}} {r['ms_per_step']:>9.1f} {r['img_per_s']:>8.1f} "
-              f"{fmt(r['peak_mem_gib'], '.2f'):>9} {fmt(sp, '.2f') + ('x' if sp else ''):>9} "
-              f"{r['first_loss']:>9.4g}", flush=True)
+        print(
+            f"{v:<11} {r['setup']:<{self.width}} {r['ms_per_step']:>9.1f} {r['img_per_s']:>8.1f} "
+            f"{fmt(r['peak_mem_gib'], '.2f'):>9} {fmt(sp, '.2f') + ('x' if sp else ''):>9} "
+            f"{r['first_loss']:>9.4g}",
+            flush=True,
+        )
         self.write_json()
 
     def ours(self) -> Optional[dict]:
@@ -736,14 +847,19 @@ class SpeedTable:
         mine = "ours" if self.device.type == "cuda" else "ours_cpu"
         ok = [r for r in self.results if "error" not in r]
         return next((r for r in ok if r["variant"] == mine), None) or next(
-            (r for r in ok if r["variant"] == "ours"), None)
+            (r for r in ok if r["variant"] == "ours"), None
+        )
 
     def write_json(self) -> None:
         if self.args.json:
             self.args.json.parent.mkdir(parents=True, exist_ok=True)
-            self.args.json.write_text(json.dumps({"config": self.header, "variants": self.results,
-                                                  "summary": self.summary, "data": self.data}, indent=2,
-                                                 default=str))
+            self.args.json.write_text(
+                json.dumps(
+                    {"config": self.header, "variants": self.results, "summary": self.summary, "data": self.data},
+                    indent=2,
+                    default=str,
+                )
+            )
 
 
 def time_variants(table: SpeedTable, variants: list[str]) -> None:
@@ -775,9 +891,11 @@ def summarise_ours(table: SpeedTable) -> None:
         ok_speed = ours["speedup_vs_plain"] >= args.target_speedup
         ok_mem = ours["peak_mem_gib"] <= args.target_mem_gib
         table.summary["target_met"] = ok_speed and ok_mem
-        print(f"target (H200, 1024², batch 8): ours >= {args.target_speedup}x plain "
-              f"[{'ok' if ok_speed else 'MISSED'}] at <= {args.target_mem_gib} GiB "
-              f"[{'ok' if ok_mem else 'MISSED'}]")
+        print(
+            f"target (H200, 1024², batch 8): ours >= {args.target_speedup}x plain "
+            f"[{'ok' if ok_speed else 'MISSED'}] at <= {args.target_mem_gib} GiB "
+            f"[{'ok' if ok_mem else 'MISSED'}]"
+        )
 
 
 def measure_data(table: SpeedTable) -> bool:
@@ -785,8 +903,10 @@ def measure_data(table: SpeedTable) -> bool:
     args, device, i = table.args, table.device, table.inputs
     ours = table.ours()
     steps_img_s = ours["img_per_s"] if ours else None
-    print(f"\ndata: synthetic DIS-TR, {args.data_n or 4 * args.batch} images at {args.data_size}² on disk -> "
-          f"{args.size}² inputs, {args.workers} worker(s), pin_memory={device.type == 'cuda'}")
+    print(
+        f"\ndata: synthetic DIS-TR, {args.data_n or 4 * args.batch} images at {args.data_size}² on disk -> "
+        f"{args.size}² inputs, {args.workers} worker(s), pin_memory={device.type == 'cuda'}"
+    )
     try:
         if args.data_dir is not None:
             args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -808,19 +928,23 @@ def print_data(data: dict, ours: Optional[dict]) -> None:
         print(f"  wrote {data['images']} images in {data['generate_s']:.1f} s")
     need = ""
     if ours:
-        need = (f" ({'keeps up with' if data['loader_keeps_up'] else 'SLOWER than'} our step's "
-                f"{ours['img_per_s']:.1f})")
+        need = f" ({'keeps up with' if data['loader_keeps_up'] else 'SLOWER than'} our step's {ours['img_per_s']:.1f})"
     print(f"  loader alone, no cache:  {data['uncached_img_per_s']:8.1f} img/s (data_cache=off)")
-    print(f"  loader filling cache:    {data['cache_fill_img_per_s']:8.1f} img/s (first epoch; keys "
-          f"{data['cache_keys_s']:.2f} s, {data['cache_mib_per_sample']:.2f} MiB/sample)")
-    print(f"  loader alone, cached:    {data['loader_img_per_s']:8.1f} img/s{need}, "
-          f"first batch after {data['first_batch_s']:.2f} s")
+    print(
+        f"  loader filling cache:    {data['cache_fill_img_per_s']:8.1f} img/s (first epoch; keys "
+        f"{data['cache_keys_s']:.2f} s, {data['cache_mib_per_sample']:.2f} MiB/sample)"
+    )
+    print(
+        f"  loader alone, cached:    {data['loader_img_per_s']:8.1f} img/s{need}, "
+        f"first batch after {data['first_batch_s']:.2f} s"
+    )
     if "fed_img_per_s" in data:
         rel = f" = {data['fed_vs_in_memory']:.2f} x in-memory" if "fed_vs_in_memory" in data else ""
-        print(f"  ours fed by loader:      {data['fed_img_per_s']:8.1f} img/s{rel} over "
-              f"{data['timed_steps']} steps")
-        print(f"  idle waiting for data:   {100 * data['idle_fraction']:8.1f} % of the step time "
-              f"({data['wait_ms_per_step']:.1f} ms/step in next(loader))")
+        print(f"  ours fed by loader:      {data['fed_img_per_s']:8.1f} img/s{rel} over {data['timed_steps']} steps")
+        print(
+            f"  idle waiting for data:   {100 * data['idle_fraction']:8.1f} % of the step time "
+            f"({data['wait_ms_per_step']:.1f} ms/step in next(loader))"
+        )
 
 
 def time_compile(table: SpeedTable) -> None:

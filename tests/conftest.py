@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+
 from tiny import make_tiny_refiner
 
 # Two shared cores: one intra-op thread per process keeps parallel test workers from thrashing.

@@ -9,13 +9,29 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "is5net"
 
 # Lowest first; a module may import its own layer or any layer below (docs/architecture.md).
 LAYERS = [
-    ("errors", "io", "runtime", "distributed", "modeling", "is5net"),   # is5net: __version__
-    ("checkpoint", "contract", "weights", "outputs"),  # outputs: saved masks (predict, serve)  # weights: files with no checksum are checked as state dicts
+    ("errors", "io", "runtime", "distributed", "modeling", "is5net"),  # is5net: __version__
+    (
+        "checkpoint",
+        "contract",
+        "weights",
+        "outputs",
+    ),  # outputs: saved masks (predict, serve)  # weights: files with no checksum are checked as state dicts
     ("prompts", "export", "backends"),  # backends: the refiner's runtimes, export: ONNX (issue 17)
     ("data", "eval.metrics", "eval.folders", "eval.report", "eval.scoring", "eval"),
     ("predictor", "regions"),
     ("eval.dataset", "train"),
-    ("predict_cli", "batch", "convert_cli", "demo", "demo_highres", "eval.cli", "export_cli", "weights_cli", "doctor", "serve"),
+    (
+        "predict_cli",
+        "batch",
+        "convert_cli",
+        "demo",
+        "demo_highres",
+        "eval.cli",
+        "export_cli",
+        "weights_cli",
+        "doctor",
+        "serve",
+    ),
     ("cli", "cli_args", "__main__"),
 ]
 
@@ -81,7 +97,8 @@ def test_nothing_imports_upwards(module):
     for name, line, _ in _imports(MODULES[module]):
         target = _resolve(name, set(MODULES))
         assert _layer(target) <= mine, (
-            f"{module} (layer {mine}) imports {target} (layer {_layer(target)}) at line {line}: upwards")
+            f"{module} (layer {mine}) imports {target} (layer {_layer(target)}) at line {line}: upwards"
+        )
 
 
 def test_no_import_cycle_at_module_level():
@@ -92,7 +109,7 @@ def test_no_import_cycle_at_module_level():
         state[m] = 1
         for n in graph.get(m, ()):
             if state.get(n) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n) :] + [n]))
             if n not in state:
                 visit(n, stack + [n])
         state[m] = 2

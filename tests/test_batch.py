@@ -62,14 +62,28 @@ def _tree(out: Path) -> list[str]:
 
 
 def test_folder_run_with_a_corrupt_image_in_the_middle_writes_the_others_and_names_it(
-        tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint):
+    tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint
+):
     src, coarse = _folder(tmp_path, coffee_rgb, ["a.png", "b.png", "d.png", "e.png"])
     whole = (src / "a.png").read_bytes()
     (src / "c.png").write_bytes(whole[: len(whole) // 2])  # truncated: the header reads, the pixels do not
     Image.fromarray(np.full((200, 300), 255, np.uint8)).save(coarse / "c.png")
     out = tmp_path / "out"
-    rc, err = _run(capsys, "predict", src, "--box", "10,10,200,150", "--checkpoint", tiny_refiner_checkpoint,
-                   "--coarse-mask", coarse, "-o", out, "--device", "cpu")
+    rc, err = _run(
+        capsys,
+        "predict",
+        src,
+        "--box",
+        "10,10,200,150",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        coarse,
+        "-o",
+        out,
+        "--device",
+        "cpu",
+    )
     assert rc == 1, err
     lines = _lines(err)
     assert "Traceback" not in err
@@ -81,27 +95,59 @@ def test_folder_run_with_a_corrupt_image_in_the_middle_writes_the_others_and_nam
     assert [e["file"] for e in json.loads((out / "index.json").read_text())] == ["a.png", "b.png", "d.png", "e.png"]
     # The rerun skips the four and tries the bad one again: still exit 1, nothing rewritten.
     stamps = {p: (out / p).stat().st_mtime_ns for p in ("a.png", "e.png")}
-    rc, err = _run(capsys, "predict", src, "--box", "10,10,200,150", "--checkpoint", tiny_refiner_checkpoint,
-                   "--coarse-mask", coarse, "-o", out, "--device", "cpu")
+    rc, err = _run(
+        capsys,
+        "predict",
+        src,
+        "--box",
+        "10,10,200,150",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        coarse,
+        "-o",
+        out,
+        "--device",
+        "cpu",
+    )
     assert rc == 1 and "1 of 1 image(s) failed" in _lines(err)[-1] and "4 already done" in err
     assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
     assert len(_journal(out)) == 4
 
 
-def test_the_input_tree_is_mirrored_and_a_rerun_skips_what_is_done(tmp_path, capsys, coffee_rgb,
-                                                                    tiny_refiner_checkpoint):
+def test_the_input_tree_is_mirrored_and_a_rerun_skips_what_is_done(
+    tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint
+):
     src, coarse = _folder(tmp_path, coffee_rgb, ["top.png", "sub/x.jpg", "sub/deeper/y.png", "sub/notes.txt"][:3])
     (src / "sub" / "notes.txt").write_text("not an image: not picked up")
-    base = ["--box", "10,10,200,150", "--checkpoint", tiny_refiner_checkpoint, "--coarse-mask", coarse,
-            "--device", "cpu", "--save", "both"]
+    base = [
+        "--box",
+        "10,10,200,150",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        coarse,
+        "--device",
+        "cpu",
+        "--save",
+        "both",
+    ]
     rc, err = _run(capsys, "predict", src, *base, "-o", tmp_path / "flat")
     assert rc == 0, err
     assert _tree(tmp_path / "flat") == ["index.json", "index.jsonl", "top.png", "top_cutout.png"]
     out = tmp_path / "out"
     rc, err = _run(capsys, "predict", src, "--recursive", *base, "-o", out)
     assert rc == 0, err
-    assert _tree(out) == ["index.json", "index.jsonl", "sub/deeper/y.png", "sub/deeper/y_cutout.png", "sub/x.png",
-                          "sub/x_cutout.png", "top.png", "top_cutout.png"]
+    assert _tree(out) == [
+        "index.json",
+        "index.jsonl",
+        "sub/deeper/y.png",
+        "sub/deeper/y_cutout.png",
+        "sub/x.png",
+        "sub/x_cutout.png",
+        "top.png",
+        "top_cutout.png",
+    ]
     entries = _journal(out)
     assert [e["input"] for e in entries] == ["sub/deeper/y.png", "sub/x.jpg", "top.png"]
     assert entries[1]["outputs"] == ["sub/x.png", "sub/x_cutout.png"] and entries[1]["image"] == str(src / "sub/x.jpg")
@@ -131,8 +177,11 @@ def test_discovery_globs_and_usage_mistakes(tmp_path, capsys, coffee_rgb, tiny_r
     assert not discover([src / "a.png"]).batch
     (src / "s" / "out").mkdir()  # an output folder inside the input folder: its masks are not photos
     Image.fromarray(coffee_rgb).save(src / "s" / "out" / "c.png")
-    assert [str(i.rel) for i in discover([src], recursive=True, exclude=src / "s" / "out").items] == \
-        ["a.png", "b.jpg", "s/c.png"]
+    assert [str(i.rel) for i in discover([src], recursive=True, exclude=src / "s" / "out").items] == [
+        "a.png",
+        "b.jpg",
+        "s/c.png",
+    ]
     assert len(discover([src], recursive=True).items) == 4
     with pytest.raises(IS5NetError, match="no image file matches"):
         discover([f"{src}/*.gif"])
@@ -141,8 +190,19 @@ def test_discovery_globs_and_usage_mistakes(tmp_path, capsys, coffee_rgb, tiny_r
         discover([tmp_path / "empty"])
     # Two images whose outputs collide, a --boxes file for some images only: one line, exit 2 / a failed image.
     Image.fromarray(coffee_rgb).save(src / "a.jpg")
-    rc, err = _run(capsys, "predict", src, "--box", "1,1,50,50", "--checkpoint", tiny_refiner_checkpoint,
-                   "--coarse-mask", coarse, "-o", tmp_path / "o")
+    rc, err = _run(
+        capsys,
+        "predict",
+        src,
+        "--box",
+        "1,1,50,50",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        coarse,
+        "-o",
+        tmp_path / "o",
+    )
     assert rc == 2 and len(_lines(err)) == 1 and "would write the same outputs" in err
     assert not (tmp_path / "o").exists()
 
@@ -150,14 +210,32 @@ def test_discovery_globs_and_usage_mistakes(tmp_path, capsys, coffee_rgb, tiny_r
 # --- SIGKILL ---------------------------------------------------------------------------------------------
 
 
-def test_sigkill_mid_run_then_rerun_completes_with_no_duplicate_or_partial_entry(tmp_path, coffee_rgb,
-                                                                                 tiny_refiner_checkpoint):
+def test_sigkill_mid_run_then_rerun_completes_with_no_duplicate_or_partial_entry(
+    tmp_path, coffee_rgb, tiny_refiner_checkpoint
+):
     names = [f"img_{k:03d}.png" for k in range(60)]
     src, coarse = _folder(tmp_path, coffee_rgb, names, size=(96, 64))
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "is5net", "predict", str(src), "--box", "5,5,80,60", "--checkpoint",
-            str(tiny_refiner_checkpoint), "--coarse-mask", str(coarse), "-o", str(out), "--device", "cpu",
-            "--save", "both", "-q"]
+    argv = [
+        sys.executable,
+        "-m",
+        "is5net",
+        "predict",
+        str(src),
+        "--box",
+        "5,5,80,60",
+        "--checkpoint",
+        str(tiny_refiner_checkpoint),
+        "--coarse-mask",
+        str(coarse),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--save",
+        "both",
+        "-q",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     journal = out / "index.jsonl"
@@ -180,8 +258,9 @@ def test_sigkill_mid_run_then_rerun_completes_with_no_duplicate_or_partial_entry
     assert f"{done_then} already done" in rerun.stderr
     entries = _journal(out)  # every line parses: the torn one is gone
     assert [e["input"] for e in entries] == names  # each image once, in order
-    expected = sorted([*(n for n in names), *(n.replace(".png", "_cutout.png") for n in names),
-                       "index.json", "index.jsonl"])
+    expected = sorted(
+        [*(n for n in names), *(n.replace(".png", "_cutout.png") for n in names), "index.json", "index.jsonl"]
+    )
     assert _tree(out) == expected  # no temporary, nothing else
     for name in names[::7]:
         assert np.asarray(Image.open(out / name)).shape == (64, 96)
@@ -198,8 +277,10 @@ def test_journal_drops_a_torn_line_and_appends_on_a_fresh_one(tmp_path):
     assert list(latest) == ["a.png", "c.png"] and dropped == 1
     j.append({"input": "a.png", "outputs": ["a.png", "a_cutout.png"]})  # redone with other outputs
     assert [e["input"] for e in j.compact(["a.png", "b.png", "c.png"])] == ["a.png", "c.png"]
-    assert [json.loads(ln)["outputs"] for ln in j.path.read_text().splitlines()] == [["a.png", "a_cutout.png"],
-                                                                                      ["c.png"]]
+    assert [json.loads(ln)["outputs"] for ln in j.path.read_text().splitlines()] == [
+        ["a.png", "a_cutout.png"],
+        ["c.png"],
+    ]
     (tmp_path / "a.png").write_bytes(b"x")
     assert not is_done(j.entries()[0]["a.png"], ["a.png", "a_cutout.png"], tmp_path)  # a_cutout.png is missing
     (tmp_path / "a_cutout.png").write_bytes(b"x")
@@ -244,11 +325,38 @@ def test_decode_ahead_runs_in_another_thread_keeps_order_and_hands_over_errors()
 def test_two_torchrun_processes_equal_one_process(tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint):
     names = ["a.png", "b.png", "sub/c.png", "sub/d.png", "e.png"]
     src, coarse = _folder(tmp_path, coffee_rgb, names, size=(96, 64))
-    base = [str(src), "--recursive", "--box", "5,5,80,60", "--box", "0,0,40,40", "--checkpoint",
-            str(tiny_refiner_checkpoint), "--coarse-mask", str(coarse), "--device", "cpu", "--save", "both", "-q"]
+    base = [
+        str(src),
+        "--recursive",
+        "--box",
+        "5,5,80,60",
+        "--box",
+        "0,0,40,40",
+        "--checkpoint",
+        str(tiny_refiner_checkpoint),
+        "--coarse-mask",
+        str(coarse),
+        "--device",
+        "cpu",
+        "--save",
+        "both",
+        "-q",
+    ]
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "is5net.cli", "predict", *base, "-o", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "is5net.cli",
+        "predict",
+        *base,
+        "-o",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = [ln for ln in proc.stderr.splitlines() if ln.startswith("is5net predict:")]
@@ -272,12 +380,22 @@ def test_two_torchrun_processes_equal_one_process(tmp_path, capsys, coffee_rgb, 
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools' decode, numpy 2
-def test_label_png_union_and_rle_round_trip(tmp_path, capsys, image_file, tiny_sam_checkpoint,
-                                            tiny_refiner_checkpoint):
+def test_label_png_union_and_rle_round_trip(tmp_path, capsys, image_file, tiny_sam_checkpoint, tiny_refiner_checkpoint):
     from pycocotools import mask as coco_mask
 
-    base = [image_file, "--box", "60,40,230,170", "--box", "20,20,160,120", "--checkpoint", tiny_refiner_checkpoint,
-            "--sam-checkpoint", tiny_sam_checkpoint, "--device", "cpu"]
+    base = [
+        image_file,
+        "--box",
+        "60,40,230,170",
+        "--box",
+        "20,20,160,120",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--sam-checkpoint",
+        tiny_sam_checkpoint,
+        "--device",
+        "cpu",
+    ]
     outs = {c: tmp_path / c for c in ("separate", "union", "labels")}
     for combine, out in outs.items():
         rc, err = _run(capsys, "predict", *base, "--combine", combine, "-o", out)
@@ -310,7 +428,7 @@ def test_label_map_rule_and_sixteen_bits():
     fg = [np.array([[1, 1, 0, 0]], bool), np.array([[0, 1, 1, 0]], bool), np.array([[0, 1, 1, 0]], bool)]
     conf = [np.array([[0.9, 0.6, 0.0, 0.0]]), np.array([[0.0, 0.7, 0.8, 0.0]]), np.array([[0.0, 0.7, 0.8, 0.0]])]
     assert label_map(fg, conf).tolist() == [[1, 2, 2, 0]]  # 0.7 beats 0.6; box 1 and 2 tie: the earlier
-    many = label_map([np.eye(300, dtype=bool)[k:k + 1] for k in range(300)], [np.ones((1, 300))] * 300)
+    many = label_map([np.eye(300, dtype=bool)[k : k + 1] for k in range(300)], [np.ones((1, 300))] * 300)
     assert many.dtype == np.uint16 and many.max() == 300 and many[0, 299] == 300
 
 
@@ -320,17 +438,44 @@ def test_csv_boxes(tmp_path, capsys, image_file, tiny_refiner_checkpoint):
     Image.fromarray(np.full((200, 300), 255, np.uint8)).save(full / "coffee.png")
     csv = tmp_path / "boxes.csv"
     csv.write_text("file,x0,y0,x1,y1\ncoffee.jpg,10,20,60,80\n\ncoffee.jpg, 0,0,30,30\n")
-    rc, err = _run(capsys, "predict", image_file, "--boxes", csv, "--checkpoint", tiny_refiner_checkpoint,
-                   "--coarse-mask", full, "-o", tmp_path / "o")
+    rc, err = _run(
+        capsys,
+        "predict",
+        image_file,
+        "--boxes",
+        csv,
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        full,
+        "-o",
+        tmp_path / "o",
+    )
     assert rc == 0, err
-    assert [e["box"] for e in json.loads((tmp_path / "o" / "index.json").read_text())] == [[10, 20, 60, 80],
-                                                                                            [0, 0, 30, 30]]
-    for text, needle in (("coffee.jpg,1,2,3\n", "line 1: expected 5 fields"),
-                         ("file,x0,y0,x1,y1\ncoffee.jpg,1,2,x,4\n", "line 2: x0,y0,x1,y1 must be numbers"),
-                         ("coffee.jpg,1,2,inf,4\n", "must be finite"), ("", "no rows")):
+    assert [e["box"] for e in json.loads((tmp_path / "o" / "index.json").read_text())] == [
+        [10, 20, 60, 80],
+        [0, 0, 30, 30],
+    ]
+    for text, needle in (
+        ("coffee.jpg,1,2,3\n", "line 1: expected 5 fields"),
+        ("file,x0,y0,x1,y1\ncoffee.jpg,1,2,x,4\n", "line 2: x0,y0,x1,y1 must be numbers"),
+        ("coffee.jpg,1,2,inf,4\n", "must be finite"),
+        ("", "no rows"),
+    ):
         csv.write_text(text)
-        rc, err = _run(capsys, "predict", image_file, "--boxes", csv, "--checkpoint", tiny_refiner_checkpoint,
-                       "--coarse-mask", full, "-o", tmp_path / "o2")
+        rc, err = _run(
+            capsys,
+            "predict",
+            image_file,
+            "--boxes",
+            csv,
+            "--checkpoint",
+            tiny_refiner_checkpoint,
+            "--coarse-mask",
+            full,
+            "-o",
+            tmp_path / "o2",
+        )
         assert rc == 2 and len(_lines(err)) == 1 and needle in err and str(csv) in err, err
         assert not (tmp_path / "o2").exists()
 
@@ -372,12 +517,24 @@ def test_cutout_colours_at_an_edge_lose_the_old_background():
     assert np.array_equal(foreground_colours(image, np.where(alpha > 127, 255, 0).astype(np.uint8)), image)
 
 
-def test_cutout_command_with_background_colour_and_image(tmp_path, capsys, image_file, tiny_refiner_checkpoint,
-                                                         coffee_rgb):
+def test_cutout_command_with_background_colour_and_image(
+    tmp_path, capsys, image_file, tiny_refiner_checkpoint, coffee_rgb
+):
     full = tmp_path / "c.png"
     Image.fromarray(np.full((200, 300), 255, np.uint8)).save(full)
-    base = [image_file, "--box", "60,40,230,170", "--checkpoint", tiny_refiner_checkpoint, "--coarse-mask", full,
-            "--save", "both", "--device", "cpu"]
+    base = [
+        image_file,
+        "--box",
+        "60,40,230,170",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        full,
+        "--save",
+        "both",
+        "--device",
+        "cpu",
+    ]
     rc, err = _run(capsys, "predict", *base, "-o", tmp_path / "raw", "--foreground", "raw")
     assert rc == 0, err
     from is5net.outputs import cutout_rgba

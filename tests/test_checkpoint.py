@@ -7,7 +7,6 @@ from safetensors import safe_open
 
 from is5net.checkpoint import (
     RefinerConfig,
-    convert_isnet_to_is5net,
     isnet_to_is5net_state_dict,
     load_gt_encoder,
     load_refiner,
@@ -16,7 +15,6 @@ from is5net.checkpoint import (
 from is5net.cli import main
 from is5net.errors import CheckpointError
 from is5net.modeling import ISNet, build_model
-
 from tiny import make_tiny_refiner
 
 
@@ -93,7 +91,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, tiny_sam):
     cases["sam.pth"] = "SAM checkpoint"
     (tmp_path / "notes.txt").write_text("hello, not weights")
     cases["notes.txt"] = "not a readable PyTorch checkpoint|refused"
-    (tmp_path / "notes.pth").write_text("hello world, this is text")   # the unpickler's raw KeyError (101)
+    (tmp_path / "notes.pth").write_text("hello world, this is text")  # the unpickler's raw KeyError (101)
     cases["notes.pth"] = r"not a readable PyTorch checkpoint \(truncated or corrupt\? not a torch.save file\)"
     good = tmp_path / "good.pth"
     torch.save(make_tiny_refiner(5).state_dict(), good)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import make_tiny_refiner
 
 from is5net.cli import main
+from tiny import make_tiny_refiner
 
 
 def _run(capsys, *argv):
@@ -50,8 +50,12 @@ def test_convert_refuses_to_write_over_its_input_through_any_path_or_link(tmp_pa
     original = isnet_weights.read_bytes()
     (tmp_path / "sym.safetensors").symlink_to(isnet_weights)
     os.link(isnet_weights, tmp_path / "hard.safetensors")
-    same = [isnet_weights, isnet_weights.parent / ".." / "w" / "isnet.safetensors",
-            tmp_path / "sym.safetensors", tmp_path / "hard.safetensors"]
+    same = [
+        isnet_weights,
+        isnet_weights.parent / ".." / "w" / "isnet.safetensors",
+        tmp_path / "sym.safetensors",
+        tmp_path / "hard.safetensors",
+    ]
     for output in same:
         rc, err = _run(capsys, "convert-isnet", isnet_weights, output)
         assert rc == 2, (output, err)
@@ -103,8 +107,11 @@ def test_a_checkpoint_with_an_impossible_input_size_is_refused_on_load_and_never
     assert not (tmp_path / "bad.safetensors").exists()
     # one written before the check (as the old convert-isnet did) is refused when loaded, not a crash later
     config = json.dumps({**RefinerConfig.for_model(model).__dict__, "input_size": 0})
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "old.safetensors"),
-              metadata={"format": FORMAT_TAG, "config": config})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(tmp_path / "old.safetensors"),
+        metadata={"format": FORMAT_TAG, "config": config},
+    )
     with pytest.raises(CheckpointError, match="old.safetensors: its metadata's input size 0"):
         load_refiner(tmp_path / "old.safetensors")
     for good in (32, 64, 512, 1024):
@@ -115,8 +122,9 @@ def test_a_checkpoint_with_an_impossible_input_size_is_refused_on_load_and_never
 # --- c. predict keeps what it finished ---------------------------------------------------------------------
 
 
-def test_predict_commits_each_image_and_a_bad_one_does_not_discard_the_others(tmp_path, capsys, coffee_rgb,
-                                                                             tiny_refiner_checkpoint):
+def test_predict_commits_each_image_and_a_bad_one_does_not_discard_the_others(
+    tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint
+):
     inp = tmp_path / "in"
     inp.mkdir()
     good = []
@@ -128,12 +136,23 @@ def test_predict_commits_each_image_and_a_bad_one_does_not_discard_the_others(tm
     (inp / "c_truncated.png").write_bytes(whole[: len(whole) // 2])
     coarse = tmp_path / "coarse"
     coarse.mkdir()
-    for name in ("a", "b", "c_truncated"):   # d has no coarse mask: a second kind of per-image failure
+    for name in ("a", "b", "c_truncated"):  # d has no coarse mask: a second kind of per-image failure
         Image.fromarray(np.full((200, 300), 255, np.uint8)).save(coarse / f"{name}.png")
     out = tmp_path / "out"
     images = [good[0], good[1], inp / "c_truncated.png", good[2]]
-    rc, err = _run(capsys, "predict", *images, "--box", "10,10,200,150", "--checkpoint", tiny_refiner_checkpoint,
-                   "--coarse-mask", coarse, "-o", out)
+    rc, err = _run(
+        capsys,
+        "predict",
+        *images,
+        "--box",
+        "10,10,200,150",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        coarse,
+        "-o",
+        out,
+    )
     assert rc == 1, err
     lines = _lines(err)
     assert "Traceback" not in err
@@ -152,22 +171,47 @@ def test_predict_commits_each_image_and_a_bad_one_does_not_discard_the_others(tm
     assert not list(out.glob(".*"))  # no temporaries
 
 
-def test_predict_with_only_failing_images_writes_nothing_and_exits_2(tmp_path, capsys, coffee_rgb,
-                                                                    tiny_refiner_checkpoint, full_coarse):
+def test_predict_with_only_failing_images_writes_nothing_and_exits_2(
+    tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint, full_coarse
+):
     inp = tmp_path / "in"
     inp.mkdir()
     for name in ("a", "b"):
         Image.fromarray(coffee_rgb).save(inp / f"{name}.png")
     out = tmp_path / "out"
-    rc, err = _run(capsys, "predict", inp / "a.png", inp / "b.png", "--box", "400,300,500,400", "--checkpoint",
-                   tiny_refiner_checkpoint, "--coarse-mask", tmp_path / "nowhere", "-o", out)
-    assert rc == 2 and "--coarse-mask" in err and len(_lines(err)) == 1   # an input mistake: before any work
+    rc, err = _run(
+        capsys,
+        "predict",
+        inp / "a.png",
+        inp / "b.png",
+        "--box",
+        "400,300,500,400",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        tmp_path / "nowhere",
+        "-o",
+        out,
+    )
+    assert rc == 2 and "--coarse-mask" in err and len(_lines(err)) == 1  # an input mistake: before any work
     coarse = tmp_path / "coarse"
     coarse.mkdir()
     for name in ("a", "b"):
         Image.open(full_coarse).save(coarse / f"{name}.png")
-    rc, err = _run(capsys, "predict", inp / "a.png", inp / "b.png", "--box", "400,300,500,400", "--checkpoint",
-                   tiny_refiner_checkpoint, "--coarse-mask", coarse, "-o", out)
+    rc, err = _run(
+        capsys,
+        "predict",
+        inp / "a.png",
+        inp / "b.png",
+        "--box",
+        "400,300,500,400",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        coarse,
+        "-o",
+        out,
+    )
     lines = _lines(err)
     assert rc == 2, err
     assert len(lines) == 3 and all("entirely outside" in ln for ln in lines[:2])
@@ -175,8 +219,9 @@ def test_predict_with_only_failing_images_writes_nothing_and_exits_2(tmp_path, c
     assert not out.exists()
 
 
-def test_predict_interrupted_keeps_and_lists_what_it_finished(tmp_path, capsys, coffee_rgb, monkeypatch,
-                                                              tiny_refiner_checkpoint, full_coarse):
+def test_predict_interrupted_keeps_and_lists_what_it_finished(
+    tmp_path, capsys, coffee_rgb, monkeypatch, tiny_refiner_checkpoint, full_coarse
+):
     from is5net import predictor as predictor_module
 
     inp = tmp_path / "in"
@@ -198,8 +243,19 @@ def test_predict_interrupted_keeps_and_lists_what_it_finished(tmp_path, capsys, 
 
     monkeypatch.setattr(predictor_module.IS5NetPredictor, "set_image", set_image)
     out = tmp_path / "out"
-    rc, err = _run(capsys, "predict", *(inp / f"{n}.png" for n in "abc"), "--box", "10,10,200,150",
-                   "--checkpoint", tiny_refiner_checkpoint, "--coarse-mask", coarse, "-o", out)
+    rc, err = _run(
+        capsys,
+        "predict",
+        *(inp / f"{n}.png" for n in "abc"),
+        "--box",
+        "10,10,200,150",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        coarse,
+        "-o",
+        out,
+    )
     assert rc == 130 and _lines(err) == ["is5net predict: interrupted"]
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "index.json"]
     assert [e["file"] for e in json.loads((out / "index.json").read_text())] == ["a.png", "b.png"]
@@ -209,44 +265,72 @@ def test_predict_interrupted_keeps_and_lists_what_it_finished(tmp_path, capsys, 
 
 
 MALFORMED_BOXES = {
-    "bbox with 3 values": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                            "annotations": [{"image_id": 1, "bbox": [1, 2, 3]}]},
-                           "annotations[0]: bbox: expected four numbers [x, y, width, height], got [1, 2, 3]"),
-    "bbox a string": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                       "annotations": [{"id": 9, "image_id": 1, "bbox": "1,2,3,4"}]},
-                      'annotations[0] (id 9): bbox: expected four numbers [x, y, width, height], got "1,2,3,4"'),
-    "bbox null": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                   "annotations": [{"image_id": 1, "bbox": [10, 10, 20, 20]}, {"image_id": 1, "bbox": None}]},
-                  "annotations[1]: bbox: expected four numbers [x, y, width, height], got null"),
-    "bbox with a null": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                          "annotations": [{"image_id": 1, "bbox": [10, None, 20, 20]}]},
-                         "got [10, null, 20, 20]"),
-    "bbox of zero width": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                            "annotations": [{"image_id": 1, "bbox": [10, 10, 0, 20]}]},
-                           "annotations[0]: bbox [10, 10, 0, 20] has a width or height <= 0"),
-    "annotation without image_id": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                                     "annotations": [{"bbox": [1, 2, 3, 4]}]},
-                                    "annotations[0]: has no 'image_id'"),
-    "unknown image_id": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                          "annotations": [{"image_id": 2, "bbox": [1, 2, 3, 4]}]},
-                         "annotations[0]: image_id 2 is not the id of any entry of 'images'"),
-    "annotation without bbox": ({"images": [{"id": 1, "file_name": "coffee.jpg"}],
-                                 "annotations": [{"image_id": 1}]},
-                                "annotations[0]: has no 'bbox'"),
-    "image without file_name": ({"images": [{"id": 1}], "annotations": []},
-                                "images[0] (id 1): needs a 'file_name' (a string), got null"),
-    "image without id": ({"images": [{"file_name": "coffee.jpg"}], "annotations": []},
-                         "images[0]: needs an 'id'"),
-    "non-object annotation": ({"images": [{"id": 1, "file_name": "coffee.jpg"}], "annotations": [[1, 2, 3, 4]]},
-                              "annotations[0]: expected an object with 'image_id' and 'bbox', got [1, 2, 3, 4]"),
-    "non-object image": ({"images": ["coffee.jpg"], "annotations": []},
-                         "images[0]: expected an object with 'id' and 'file_name', got \"coffee.jpg\""),
-    "images as an object": ({"images": {"id": 1, "file_name": "coffee.jpg"}, "annotations": []},
-                            "COCO 'images' must be a list of objects"),
-    "annotations as an object": ({"images": [], "annotations": {"image_id": 1}},
-                                 "COCO 'annotations' must be a list of objects"),
-    "plain box with 3 values": ({"coffee.jpg": [[1, 2, 3]]},
-                                "boxes of 'coffee.jpg', box 0: expected four numbers [x0, y0, x1, y1], got [1, 2, 3]"),
+    "bbox with 3 values": (
+        {"images": [{"id": 1, "file_name": "coffee.jpg"}], "annotations": [{"image_id": 1, "bbox": [1, 2, 3]}]},
+        "annotations[0]: bbox: expected four numbers [x, y, width, height], got [1, 2, 3]",
+    ),
+    "bbox a string": (
+        {
+            "images": [{"id": 1, "file_name": "coffee.jpg"}],
+            "annotations": [{"id": 9, "image_id": 1, "bbox": "1,2,3,4"}],
+        },
+        'annotations[0] (id 9): bbox: expected four numbers [x, y, width, height], got "1,2,3,4"',
+    ),
+    "bbox null": (
+        {
+            "images": [{"id": 1, "file_name": "coffee.jpg"}],
+            "annotations": [{"image_id": 1, "bbox": [10, 10, 20, 20]}, {"image_id": 1, "bbox": None}],
+        },
+        "annotations[1]: bbox: expected four numbers [x, y, width, height], got null",
+    ),
+    "bbox with a null": (
+        {
+            "images": [{"id": 1, "file_name": "coffee.jpg"}],
+            "annotations": [{"image_id": 1, "bbox": [10, None, 20, 20]}],
+        },
+        "got [10, null, 20, 20]",
+    ),
+    "bbox of zero width": (
+        {"images": [{"id": 1, "file_name": "coffee.jpg"}], "annotations": [{"image_id": 1, "bbox": [10, 10, 0, 20]}]},
+        "annotations[0]: bbox [10, 10, 0, 20] has a width or height <= 0",
+    ),
+    "annotation without image_id": (
+        {"images": [{"id": 1, "file_name": "coffee.jpg"}], "annotations": [{"bbox": [1, 2, 3, 4]}]},
+        "annotations[0]: has no 'image_id'",
+    ),
+    "unknown image_id": (
+        {"images": [{"id": 1, "file_name": "coffee.jpg"}], "annotations": [{"image_id": 2, "bbox": [1, 2, 3, 4]}]},
+        "annotations[0]: image_id 2 is not the id of any entry of 'images'",
+    ),
+    "annotation without bbox": (
+        {"images": [{"id": 1, "file_name": "coffee.jpg"}], "annotations": [{"image_id": 1}]},
+        "annotations[0]: has no 'bbox'",
+    ),
+    "image without file_name": (
+        {"images": [{"id": 1}], "annotations": []},
+        "images[0] (id 1): needs a 'file_name' (a string), got null",
+    ),
+    "image without id": ({"images": [{"file_name": "coffee.jpg"}], "annotations": []}, "images[0]: needs an 'id'"),
+    "non-object annotation": (
+        {"images": [{"id": 1, "file_name": "coffee.jpg"}], "annotations": [[1, 2, 3, 4]]},
+        "annotations[0]: expected an object with 'image_id' and 'bbox', got [1, 2, 3, 4]",
+    ),
+    "non-object image": (
+        {"images": ["coffee.jpg"], "annotations": []},
+        "images[0]: expected an object with 'id' and 'file_name', got \"coffee.jpg\"",
+    ),
+    "images as an object": (
+        {"images": {"id": 1, "file_name": "coffee.jpg"}, "annotations": []},
+        "COCO 'images' must be a list of objects",
+    ),
+    "annotations as an object": (
+        {"images": [], "annotations": {"image_id": 1}},
+        "COCO 'annotations' must be a list of objects",
+    ),
+    "plain box with 3 values": (
+        {"coffee.jpg": [[1, 2, 3]]},
+        "boxes of 'coffee.jpg', box 0: expected four numbers [x0, y0, x1, y1], got [1, 2, 3]",
+    ),
     "plain box of strings": ({"coffee.jpg": [["1", "2", "30", "40"]]}, 'got ["1", "2", "30", "40"]'),
     "plain boxes a string": ({"coffee.jpg": "1,2,3,4"}, "boxes of 'coffee.jpg': expected a list"),
     "plain box null": ({"coffee.jpg": [[1, 2, 30, 40], None]}, "boxes of 'coffee.jpg', box 1: expected four"),
@@ -256,14 +340,26 @@ MALFORMED_BOXES = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_BOXES))
-def test_a_malformed_boxes_file_is_one_line_naming_the_entry(tmp_path, capsys, image_file, full_coarse,
-                                                             tiny_refiner_checkpoint, case):
+def test_a_malformed_boxes_file_is_one_line_naming_the_entry(
+    tmp_path, capsys, image_file, full_coarse, tiny_refiner_checkpoint, case
+):
     content, expected = MALFORMED_BOXES[case]
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps(content))
     out = tmp_path / "out"
-    rc, err = _run(capsys, "predict", image_file, "--boxes", boxes, "--checkpoint", tiny_refiner_checkpoint,
-                   "--coarse-mask", full_coarse, "-o", out)
+    rc, err = _run(
+        capsys,
+        "predict",
+        image_file,
+        "--boxes",
+        boxes,
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        full_coarse,
+        "-o",
+        out,
+    )
     assert rc == 2, err
     lines = _lines(err)
     assert len(lines) == 1 and "Traceback" not in err and "np.float64" not in err, err
@@ -287,25 +383,60 @@ def test_an_image_given_as_checkpoint_is_called_what_it_is(tmp_path, capsys, ima
         msg = str(info.value)
         assert "not a checkpoint" in msg and "arbitrary code" not in msg, msg
         assert fmt.replace("WEBP", "WebP") in msg
-    rc, err = _run(capsys, "predict", image_file, "--box", "1,1,50,50", "--checkpoint", full_coarse,
-                   "--coarse-mask", full_coarse, "-o", tmp_path / "o")
-    assert rc == 2 and _lines(err) == [f"is5net predict: error: {full_coarse}: not a checkpoint but a PNG image; "
-                                       f"give the refiner's weights (.pth or .safetensors)"]
+    rc, err = _run(
+        capsys,
+        "predict",
+        image_file,
+        "--box",
+        "1,1,50,50",
+        "--checkpoint",
+        full_coarse,
+        "--coarse-mask",
+        full_coarse,
+        "-o",
+        tmp_path / "o",
+    )
+    assert rc == 2 and _lines(err) == [
+        f"is5net predict: error: {full_coarse}: not a checkpoint but a PNG image; "
+        f"give the refiner's weights (.pth or .safetensors)"
+    ]
 
 
 def test_box_numbers_never_print_as_numpy_reprs(tmp_path, capsys, image_file, full_coarse, tiny_refiner_checkpoint):
     boxes = tmp_path / "boxes.json"
     for content in ({"coffee.jpg": [[1.5, 2, 3]]}, {"coffee.jpg": [[1e400, 2, 30, 40]]}):
         boxes.write_text(json.dumps(content).replace("Infinity", "1e400"))
-        rc, err = _run(capsys, "predict", image_file, "--boxes", boxes, "--checkpoint", tiny_refiner_checkpoint,
-                       "--coarse-mask", full_coarse, "-o", tmp_path / "o")
+        rc, err = _run(
+            capsys,
+            "predict",
+            image_file,
+            "--boxes",
+            boxes,
+            "--checkpoint",
+            tiny_refiner_checkpoint,
+            "--coarse-mask",
+            full_coarse,
+            "-o",
+            tmp_path / "o",
+        )
         assert rc == 2 and "np." not in err and "float64" not in err and len(_lines(err)) == 1, err
 
 
 def test_a_three_channel_refiner_says_it_ignores_the_box(tmp_path, capsys, caplog, image_file, full_coarse):
     torch.save(make_tiny_refiner(3).state_dict(), tmp_path / "isnet.pth")
-    rc, err = _run(capsys, "predict", image_file, "--box", "10,10,100,100", "--coarse-mask", full_coarse,
-                   "--checkpoint", tmp_path / "isnet.pth", "-o", tmp_path / "o")
+    rc, err = _run(
+        capsys,
+        "predict",
+        image_file,
+        "--box",
+        "10,10,100,100",
+        "--coarse-mask",
+        full_coarse,
+        "--checkpoint",
+        tmp_path / "isnet.pth",
+        "-o",
+        tmp_path / "o",
+    )
     assert rc == 0, err
     warning = [r.getMessage() for r in caplog.records if "3-channel" in r.getMessage()]
     assert len(warning) == 1
@@ -315,8 +446,9 @@ def test_a_three_channel_refiner_says_it_ignores_the_box(tmp_path, capsys, caplo
     assert rc == 0 and not [r for r in caplog.records if "3-channel" in r.getMessage()]  # nothing to ignore
 
 
-def test_a_box_with_a_negative_coordinate_is_documented_and_works(tmp_path, capsys, image_file, full_coarse,
-                                                                  tiny_refiner_checkpoint):
+def test_a_box_with_a_negative_coordinate_is_documented_and_works(
+    tmp_path, capsys, image_file, full_coarse, tiny_refiner_checkpoint
+):
     from pathlib import Path
 
     with pytest.raises(SystemExit):
@@ -325,14 +457,25 @@ def test_a_box_with_a_negative_coordinate_is_documented_and_works(tmp_path, caps
     assert "--box=-5,0,10,10" in help_text
     readme = Path(__file__).resolve().parents[1] / "README.md"
     assert "--box=-5,0,10,10" in readme.read_text()
-    rc, err = _run(capsys, "predict", image_file, "--box=-5,0,100,100", "--checkpoint", tiny_refiner_checkpoint,
-                   "--coarse-mask", full_coarse, "-o", tmp_path / "o")
+    rc, err = _run(
+        capsys,
+        "predict",
+        image_file,
+        "--box=-5,0,100,100",
+        "--checkpoint",
+        tiny_refiner_checkpoint,
+        "--coarse-mask",
+        full_coarse,
+        "-o",
+        tmp_path / "o",
+    )
     assert rc == 0, err
     assert json.loads((tmp_path / "o" / "index.json").read_text())[0]["box"] == [0, 0, 100, 100]
 
 
-def test_predict_max_pixels_refuses_a_large_image_in_one_line_naming_it(tmp_path, capsys, image_file, full_coarse,
-                                                                        tiny_refiner_checkpoint, monkeypatch):
+def test_predict_max_pixels_refuses_a_large_image_in_one_line_naming_it(
+    tmp_path, capsys, image_file, full_coarse, tiny_refiner_checkpoint, monkeypatch
+):
     monkeypatch.delenv("IS5NET_MAX_PIXELS", raising=False)
     base = [image_file, "--box", "1,1,50,50", "--checkpoint", tiny_refiner_checkpoint, "--coarse-mask", full_coarse]
     rc, err = _run(capsys, "predict", *base, "--max-pixels", "50000", "-o", tmp_path / "o")

@@ -58,8 +58,9 @@ def test_cached_training_sample_is_the_predictors_input_within_half_a_grey_level
     size = 128
     samples = enumerate_samples(find_pairs(root, ["DIS-TR"]), enrich=False)
     refiner = make_tiny_refiner(5, input_size=size)
-    ds = RefinerDataset(samples, CoarseDir("dataset"), size, MEAN, STD, train=False,
-                        input_cache=InputCache(tmp_path / "cache", size))
+    ds = RefinerDataset(
+        samples, CoarseDir("dataset"), size, MEAN, STD, train=False, input_cache=InputCache(tmp_path / "cache", size)
+    )
     for _ in range(2):  # filling the cache, then reading it back
         item = ds[0]["input"]
         predictor = IS5NetPredictor(None, refiner, device="cpu")
@@ -89,7 +90,7 @@ def test_predictor_output_is_the_reference_recipe(coffee_rgb):
 def test_one_rule_for_masks_and_boxes():
     u8 = np.array([[0, 127, 128, 255]], np.uint8)
     assert binary_mask(u8).tolist() == [[False, False, True, True]]
-    assert binary_mask(np.array([[0, 1]], np.uint8)).tolist() == [[False, True]]        # 0/1 label map
+    assert binary_mask(np.array([[0, 1]], np.uint8)).tolist() == [[False, True]]  # 0/1 label map
     assert binary_mask(np.array([[0.4, 0.6]], np.float32)).tolist() == [[False, True]]
     assert binary_mask(np.array([[0, 40000]], np.uint16)).tolist() == [[False, True]]
     assert binary_mask(torch.tensor([[True, False]])).tolist() == [[True, False]]

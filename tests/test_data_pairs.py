@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from is5net.cli import main
-from is5net.data.pairs import Pair, find_pairs, find_problems, is_dis5k_root, split_good_pairs, subset_names
 from is5net.contract import require_tight_box
+from is5net.data.pairs import Pair, find_pairs, find_problems, is_dis5k_root, split_good_pairs, subset_names
 from is5net.data.samples import enumerate_samples, jitter_box, pair_samples, sample_gt
 from is5net.errors import IS5NetError
 from is5net.io import load_image
@@ -98,15 +98,21 @@ def plant_problems(root: Path) -> dict[str, str]:
     save(tr / "im" / "mismatch.jpg", img)
     save(tr / "gt" / "mismatch.png", mask[:, :90])
 
-    save(tr / "im" / "lonely.jpg", img)                 # no GT
-    save(tr / "gt" / "orphan.png", mask)                # no image
+    save(tr / "im" / "lonely.jpg", img)  # no GT
+    save(tr / "gt" / "orphan.png", mask)  # no image
 
     save(tr / "im" / "blank.jpg", img)
     save(tr / "gt" / "blank.png", np.full((64, 96), 127, np.uint8))  # 127 is background (> 127 is foreground)
 
     (tr / "gt" / "notes.txt").write_text("ignored: not an image extension")
-    return {"corrupt.jpg": "unreadable", "truncated.png": "unreadable", "mismatch.png": "size_mismatch",
-            "lonely.jpg": "missing_gt", "orphan.png": "missing_image", "blank.png": "empty_gt"}
+    return {
+        "corrupt.jpg": "unreadable",
+        "truncated.png": "unreadable",
+        "mismatch.png": "size_mismatch",
+        "lonely.jpg": "missing_gt",
+        "orphan.png": "missing_image",
+        "blank.png": "empty_gt",
+    }
 
 
 # --------------------------------------------------------------------------------------------- pairs
@@ -115,8 +121,14 @@ def test_find_pairs_dis5k_root(dataset):
     assert subset_names(dataset) == ["DIS-TR", "DIS-VD"]
     pairs = find_pairs(dataset)
     assert [(p.subset, p.stem) for p in pairs] == [
-        ("DIS-TR", "astronaut"), ("DIS-TR", "chelsea"), ("DIS-TR", "coffee"), ("DIS-VD", "camera")]
-    assert pairs[0] == Pair("astronaut", dataset / "DIS-TR/im/astronaut.jpg", dataset / "DIS-TR/gt/astronaut.png", "DIS-TR")
+        ("DIS-TR", "astronaut"),
+        ("DIS-TR", "chelsea"),
+        ("DIS-TR", "coffee"),
+        ("DIS-VD", "camera"),
+    ]
+    assert pairs[0] == Pair(
+        "astronaut", dataset / "DIS-TR/im/astronaut.jpg", dataset / "DIS-TR/gt/astronaut.png", "DIS-TR"
+    )
     assert [p.stem for p in find_pairs(dataset, ["DIS-VD"])] == ["camera"]
     assert find_pairs(dataset, ["DIS-VD", "DIS-TR"]) == pairs
     with pytest.raises(IS5NetError, match="no subset DIS-TE1"):
@@ -168,24 +180,27 @@ def test_check_data_finds_every_planted_problem(dataset, capsys):
 
 def test_duplicate_stems_and_exif_orientation(tmp_path):
     root = tmp_path / "pairs"
-    img = _photo("coffee", 40, 60)                      # stored 60 wide, 40 high
+    img = _photo("coffee", 40, 60)  # stored 60 wide, 40 high
     exif = Image.Exif()
-    exif[0x0112] = 6                                    # rotate 90: displayed 40 wide, 60 high
+    exif[0x0112] = 6  # rotate 90: displayed 40 wide, 60 high
     save(root / "im" / "rot.jpg", img, exif=exif)
     mask = np.zeros((60, 40), bool)
     mask[5:50, 5:30] = True
-    save(root / "gt" / "rot.png", mask)                 # GT in the displayed frame: no mismatch
+    save(root / "gt" / "rot.png", mask)  # GT in the displayed frame: no mismatch
     save(root / "im" / "raw.jpg", img, exif=exif)
-    save(root / "gt" / "raw.png", mask.T)               # GT in the stored frame (EXIF ignored): pairs too
+    save(root / "gt" / "raw.png", mask.T)  # GT in the stored frame (EXIF ignored): pairs too
     save(root / "im" / "odd.jpg", img, exif=exif)
-    save(root / "gt" / "odd.png", np.ones((30, 30), bool))   # neither frame: mismatch
+    save(root / "gt" / "odd.png", np.ones((30, 30), bool))  # neither frame: mismatch
     save(root / "im" / "dup.jpg", img)
     save(root / "im" / "dup.png", img)
     save(root / "gt" / "dup.png", mask.T)
     problems = find_problems(root)
     assert {(p.path.name, p.kind) for p in problems} == {
-        ("odd.png", "size_mismatch"), ("dup.jpg", "duplicate_stem"), ("dup.png", "duplicate_stem"),
-        ("dup.png", "missing_image")}
+        ("odd.png", "size_mismatch"),
+        ("dup.jpg", "duplicate_stem"),
+        ("dup.png", "duplicate_stem"),
+        ("dup.png", "missing_image"),
+    }
     with pytest.raises(IS5NetError, match="share the stem"):
         find_pairs(root)
 
@@ -197,7 +212,7 @@ def test_duplicate_stems_and_exif_orientation(tmp_path):
     displayed = load_image(root / "im" / "rot.jpg", (60, 40))
     assert displayed.shape == (60, 40, 3) and np.array_equal(displayed, load_image(root / "im" / "rot.jpg"))
     assert np.array_equal(displayed, np.rot90(stored, -1))
-    assert load_image(root / "im" / "odd.jpg", (30, 30)).shape == (60, 40, 3)   # no fit: displayed
+    assert load_image(root / "im" / "odd.jpg", (30, 30)).shape == (60, 40, 3)  # no fit: displayed
 
 
 # ------------------------------------------------------------------------------------------- samples
@@ -221,13 +236,13 @@ def test_enrichment_counts(dataset):
     counts = {s: sum(x.pair.stem == s for x in samples) for s in expected}
     assert counts == expected
     assert len({s.key for s in samples}) == len(samples)
-    assert enumerate_samples(find_pairs(dataset)) == samples          # deterministic
+    assert enumerate_samples(find_pairs(dataset)) == samples  # deterministic
 
     astro = [s for s in samples if s.pair.stem == "astronaut"]
     assert [s.component for s in astro] == [None, 1, 2] and all(s.jitter == 0 for s in astro)
     assert astro[0].key == "DIS-TR/astronaut/all/j0" and astro[1].key == "DIS-TR/astronaut/c1/j0"
     whole = sample_gt(astro[0])
-    assert astro[0].box == require_tight_box(whole) == (5, 15, 101, 103)       # the speck is in the whole mask
+    assert astro[0].box == require_tight_box(whole) == (5, 15, 101, 103)  # the speck is in the whole mask
     for s in astro[1:]:
         g = sample_gt(s)
         assert s.box == require_tight_box(g) and g.sum() > 50 and not (g & ~whole).any()
@@ -237,7 +252,7 @@ def test_enrichment_counts(dataset):
     # One qualifying component: that component alone, its box and GT without the speck beside it.
     camera = [s for s in samples if s.pair.stem == "camera"]
     assert [s.component for s in camera] == [1] and camera[0].box == (10, 8, 50, 40)
-    assert sample_gt(camera[0]).sum() == 32 * 40                           # the speck at (60, 60) left out
+    assert sample_gt(camera[0]).sum() == 32 * 40  # the speck at (60, 60) left out
     assert [s.component for s in samples if s.pair.stem == "coffee"] == [1]
 
     # No enrichment: whole masks only.
@@ -248,13 +263,13 @@ def test_enrichment_counts(dataset):
 
 def test_enrichment_threshold_and_edge_cases(tmp_path):
     pair = Pair("x", tmp_path / "x.jpg", tmp_path / "x.png", "S")
-    gt = np.zeros((50, 50), np.uint8)                  # 2500 px: 0.4 % = 10 px
-    gt[0:2, 0:5] = 255                                 # 10 px: qualifies
+    gt = np.zeros((50, 50), np.uint8)  # 2500 px: 0.4 % = 10 px
+    gt[0:2, 0:5] = 255  # 10 px: qualifies
     gt[20:40, 20:40] = 255
     assert [s.component for s in pair_samples(pair, gt)] == [None, 1, 2]
-    gt[0:2, 4] = 0                                     # 8 px: too small -> one qualifying -> it alone
+    gt[0:2, 4] = 0  # 8 px: too small -> one qualifying -> it alone
     assert [(s.component, s.box) for s in pair_samples(pair, gt)] == [(2, (20, 20, 40, 40))]
-    gt[0, 4] = 128                                     # 9 px (128 is foreground): still too small
+    gt[0, 4] = 128  # 9 px (128 is foreground): still too small
     assert [s.component for s in pair_samples(pair, gt)] == [2]
     # Only pieces below 0.4 %: nothing to split, the whole mask (the image is not lost to training).
     dust = np.zeros((50, 50), np.uint8)
@@ -269,7 +284,7 @@ def test_enrichment_threshold_and_edge_cases(tmp_path):
 
 
 def test_jitter_deterministic_and_bounded(dataset):
-    box, shape = (40, 30, 90, 70), (100, 120)           # 50 wide, 40 high, image 120x100
+    box, shape = (40, 30, 90, 70), (100, 120)  # 50 wide, 40 high, image 120x100
     boxes = [jitter_box(box, k, shape, 0.1, seed=0, identity="a") for k in range(200)]
     assert boxes[0] == box
     assert boxes == [jitter_box(box, k, shape, 0.1, seed=0, identity="a") for k in range(200)]
@@ -279,7 +294,7 @@ def test_jitter_deterministic_and_bounded(dataset):
     d = np.abs(np.array(boxes) - np.array(box))
     assert d[:, [0, 2]].max() <= 5 and d[:, [1, 3]].max() <= 4
     grown = sum(b[0] <= box[0] and b[1] <= box[1] and b[2] >= box[2] and b[3] >= box[3] for b in boxes)
-    assert grown > 40                                    # mostly outward (0.8 per side)
+    assert grown > 40  # mostly outward (0.8 per side)
     # Clipped to the image, never empty.
     edge = (0, 0, 3, 120)
     for k in range(1, 100):

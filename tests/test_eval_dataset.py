@@ -16,19 +16,22 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data, draw, filters, transform
-from tiny import make_tiny_refiner
 
 from is5net import cli
-from is5net.eval.dataset import OVERALL, choose_subsets, evaluate_dataset
 from is5net.eval import evaluate_folders
+from is5net.eval.dataset import OVERALL, choose_subsets, evaluate_dataset
 from is5net.eval.metrics import PAPER_METRICS
+from tiny import make_tiny_refiner
 
 SUBSETS = ("DIS-VD", "DIS-TE1", "DIS-TE2")
 # subset -> [(stem, skimage image, (H, W), GT shape)]
 LAYOUT = {
     "DIS-VD": [("vd_cat", "chelsea", (64, 80), "disk"), ("vd_coffee", "coffee", (72, 96), "horse")],
-    "DIS-TE1": [("te1_astro", "astronaut", (80, 80), "bars"), ("te1_rocket", "rocket", (64, 88), "disk"),
-                ("te1_cam", "camera", (70, 64), "ring")],
+    "DIS-TE1": [
+        ("te1_astro", "astronaut", (80, 80), "bars"),
+        ("te1_rocket", "rocket", (64, 88), "disk"),
+        ("te1_cam", "camera", (70, 64), "ring"),
+    ],
     "DIS-TE2": [("te2_coins", "coins", (64, 72), "horse"), ("te2_cat", "chelsea", (96, 72), "bars")],
 }
 
@@ -42,12 +45,12 @@ def _gt(shape: str, hw: tuple[int, int]) -> np.ndarray:
         m[draw.disk((h // 2, w // 2), min(h, w) // 3, shape=hw)] = 255
         m[draw.disk((h // 2, w // 2), min(h, w) // 6, shape=hw)] = 0
     elif shape == "bars":
-        m[h // 6: h - h // 6, w // 4: w // 4 + 3] = 255
-        m[h // 6: h - h // 6, w // 2: w // 2 + 2] = 255
-        m[h // 2: h // 2 + 2, w // 8: w - w // 8] = 255
+        m[h // 6 : h - h // 6, w // 4 : w // 4 + 3] = 255
+        m[h // 6 : h - h // 6, w // 2 : w // 2 + 2] = 255
+        m[h // 2 : h // 2 + 2, w // 8 : w - w // 8] = 255
     elif shape == "horse":
         horse = transform.resize(~data.horse(), (h - 8, w - 8), order=0, anti_aliasing=False)
-        m[4:h - 4, 4:w - 4] = horse.astype(np.uint8) * 255
+        m[4 : h - 4, 4 : w - 4] = horse.astype(np.uint8) * 255
     return m
 
 
@@ -134,8 +137,17 @@ def _check_run(run_dir: Path, root: Path, subsets=SUBSETS) -> dict:
         assert label in md
 
     prov = json.loads((run_dir / "provenance.json").read_text())
-    for key in ("method", "checkpoint_sha256", "sam_type", "sam_checkpoint_sha256", "coarse_dir",
-                "is5net_version", "torch_version", "device", "date"):
+    for key in (
+        "method",
+        "checkpoint_sha256",
+        "sam_type",
+        "sam_checkpoint_sha256",
+        "coarse_dir",
+        "is5net_version",
+        "torch_version",
+        "device",
+        "date",
+    ):
         assert key in prov
     assert prov["date"].endswith("+00:00")
 
@@ -155,9 +167,23 @@ def _sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------- methods
 def test_is5net_with_sam(tmp_path, capsys, dis_root, refiner5, tiny_sam_checkpoint):
     out = tmp_path / "run"
-    rc, stdout, err = _run(capsys, "--data", dis_root, "--subsets", ",".join(SUBSETS), "--method", "is5net",
-                           "--checkpoint", refiner5, "--sam-checkpoint", tiny_sam_checkpoint, "--out", out,
-                           "--device", "cpu")
+    rc, stdout, err = _run(
+        capsys,
+        "--data",
+        dis_root,
+        "--subsets",
+        ",".join(SUBSETS),
+        "--method",
+        "is5net",
+        "--checkpoint",
+        refiner5,
+        "--sam-checkpoint",
+        tiny_sam_checkpoint,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert rc == 0, err
     _check_run(out, dis_root)
     assert "| DIS-TE |" in stdout and "| DIS-VD |" in stdout
@@ -170,19 +196,44 @@ def test_is5net_with_sam(tmp_path, capsys, dis_root, refiner5, tiny_sam_checkpoi
     assert len(np.unique(pred)) > 2  # the soft map
 
 
-def test_is5net_with_coarse_dir_and_sam_alone(tmp_path, capsys, dis_root, refiner5, coarse_dir,
-                                              tiny_sam_checkpoint):
+def test_is5net_with_coarse_dir_and_sam_alone(tmp_path, capsys, dis_root, refiner5, coarse_dir, tiny_sam_checkpoint):
     out = tmp_path / "coarse_run"
-    rc, _, err = _run(capsys, "--data", dis_root, "--subsets", ",".join(SUBSETS), "--checkpoint", refiner5,
-                      "--coarse-dir", coarse_dir, "--out", out, "--device", "cpu")
+    rc, _, err = _run(
+        capsys,
+        "--data",
+        dis_root,
+        "--subsets",
+        ",".join(SUBSETS),
+        "--checkpoint",
+        refiner5,
+        "--coarse-dir",
+        coarse_dir,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert rc == 0, err
     _check_run(out, dis_root)
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["coarse_dir"] == str(coarse_dir.resolve()) and prov["sam_checkpoint_sha256"] is None
 
     sam_out = tmp_path / "sam_run"
-    rc, _, err = _run(capsys, "--data", dis_root, "--subsets", "DIS-VD,DIS-TE2", "--method", "sam",
-                      "--sam-checkpoint", tiny_sam_checkpoint, "--out", sam_out, "--device", "cpu")
+    rc, _, err = _run(
+        capsys,
+        "--data",
+        dis_root,
+        "--subsets",
+        "DIS-VD,DIS-TE2",
+        "--method",
+        "sam",
+        "--sam-checkpoint",
+        tiny_sam_checkpoint,
+        "--out",
+        sam_out,
+        "--device",
+        "cpu",
+    )
     assert rc == 0, err
     _check_run(sam_out, dis_root, subsets=("DIS-VD", "DIS-TE2"))
     pred = np.asarray(Image.open(sam_out / "predictions" / "DIS-VD" / "vd_cat.png"))
@@ -193,8 +244,23 @@ def test_is5net_with_coarse_dir_and_sam_alone(tmp_path, capsys, dis_root, refine
 def test_isnet_method(tmp_path, capsys, dis_root, refiner3):
     # An official-style .pth has no metadata, so it runs at 1024x1024: two images keep this test short.
     out = tmp_path / "isnet"
-    rc, _, err = _run(capsys, "--data", dis_root, "--subsets", "DIS-TE2", "--method", "isnet",
-                      "--checkpoint", refiner3, "--out", out, "--device", "cpu", "--workers", "2")
+    rc, _, err = _run(
+        capsys,
+        "--data",
+        dis_root,
+        "--subsets",
+        "DIS-TE2",
+        "--method",
+        "isnet",
+        "--checkpoint",
+        refiner3,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+    )
     assert rc == 0, err
     _check_run(out, dis_root, subsets=("DIS-TE2",))
     prov = json.loads((out / "provenance.json").read_text())
@@ -202,8 +268,16 @@ def test_isnet_method(tmp_path, capsys, dis_root, refiner3):
 
 
 def test_sam_with_coarse_dir_scores_exactly_like_evaluate_folders(tmp_path, dis_root, coarse_dir):
-    rows = evaluate_dataset(dis_root, ["DIS-TE1", "DIS-VD"], "sam", None, tmp_path / "run",
-                            coarse_dir=coarse_dir, progress=False, metrics="all")
+    rows = evaluate_dataset(
+        dis_root,
+        ["DIS-TE1", "DIS-VD"],
+        "sam",
+        None,
+        tmp_path / "run",
+        coarse_dir=coarse_dir,
+        progress=False,
+        metrics="all",
+    )
     assert list(rows) == ["DIS-TE1", "DIS-VD", OVERALL]
     assert rows[OVERALL] == {**rows["DIS-TE1"]}  # one TE subset: the mean is that row
     import csv
@@ -211,8 +285,9 @@ def test_sam_with_coarse_dir_scores_exactly_like_evaluate_folders(tmp_path, dis_
     with open(tmp_path / "run" / "per_image.csv", newline="") as f:
         per_image = list(csv.DictReader(f))
     for subset, folder in (("DIS-TE1", coarse_dir), ("DIS-VD", coarse_dir / "DIS-VD")):
-        expected, expected_images = evaluate_folders(folder, dis_root / subset / "gt", metrics="all",
-                                                     allow_missing=True)
+        expected, expected_images = evaluate_folders(
+            folder, dis_root / subset / "gt", metrics="all", allow_missing=True
+        )
         assert expected["n"] == rows[subset]["n"] == len(LAYOUT[subset])
         for k, v in rows[subset].items():
             assert v == expected[k], (subset, k)
@@ -231,8 +306,20 @@ def test_sam_with_coarse_dir_scores_exactly_like_evaluate_folders(tmp_path, dis_
 # ------------------------------------------------------------------------------------------ resume
 def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root, refiner5, refiner3, coarse_dir):
     out = tmp_path / "run"
-    args = ["--data", dis_root, "--subsets", "DIS-TE1,DIS-TE2", "--checkpoint", refiner5, "--coarse-dir", coarse_dir,
-            "--out", out, "--device", "cpu"]
+    args = [
+        "--data",
+        dis_root,
+        "--subsets",
+        "DIS-TE1,DIS-TE2",
+        "--checkpoint",
+        refiner5,
+        "--coarse-dir",
+        coarse_dir,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    ]
     rc, _, err = _run(capsys, *args)
     assert rc == 0, err
     first = json.loads((out / "results.json").read_text())
@@ -266,8 +353,22 @@ def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root
     assert (prov["computed"], prov["reused"]) == (2, 3)
 
     # --resume with another method or checkpoint: refused
-    rc, _, err = _run(capsys, "--data", dis_root, "--subsets", "DIS-TE1", "--method", "isnet", "--checkpoint",
-                      refiner3, "--out", out, "--device", "cpu", "--resume")
+    rc, _, err = _run(
+        capsys,
+        "--data",
+        dis_root,
+        "--subsets",
+        "DIS-TE1",
+        "--method",
+        "isnet",
+        "--checkpoint",
+        refiner3,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--resume",
+    )
     assert rc == 2 and "another run" in err and len(err.strip().splitlines()) == 1
 
 
@@ -280,20 +381,46 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, dis_root, refiner5, refine
     Image.open(coarse_dir / "te1_astro.png").save(partial / "DIS-TE1" / "te1_astro.png")
     cases = [
         (["--data", tmp_path / "nope", "--checkpoint", refiner5, "--coarse-dir", coarse_dir], "no such directory"),
-        (["--data", dis_root, "--subsets", "DIS-TE9", "--checkpoint", refiner5, "--coarse-dir", coarse_dir],
-         "no subset DIS-TE9"),
+        (
+            ["--data", dis_root, "--subsets", "DIS-TE9", "--checkpoint", refiner5, "--coarse-dir", coarse_dir],
+            "no subset DIS-TE9",
+        ),
         (["--data", dis_root, "--checkpoint", tiny_sam_checkpoint, "--coarse-dir", coarse_dir], "SAM checkpoint"),
         (["--data", dis_root, "--checkpoint", refiner3, "--coarse-dir", coarse_dir], "--method isnet"),
         (["--data", dis_root, "--method", "isnet", "--checkpoint", refiner5], "3-channel"),
         (["--data", dis_root, "--checkpoint", refiner5], "--coarse-dir"),
-        (["--data", dis_root, "--checkpoint", refiner5, "--coarse-dir", coarse_dir,
-          "--sam-checkpoint", tiny_sam_checkpoint], "not both"),
+        (
+            [
+                "--data",
+                dis_root,
+                "--checkpoint",
+                refiner5,
+                "--coarse-dir",
+                coarse_dir,
+                "--sam-checkpoint",
+                tiny_sam_checkpoint,
+            ],
+            "not both",
+        ),
         (["--data", dis_root, "--method", "sam", "--coarse-dir", coarse_dir, "--sam-type", "vit_q"], "SAM type"),
         (["--data", dis_root, "--method", "magic", "--checkpoint", refiner5], "unknown method"),
-        (["--data", dis_root, "--subsets", "DIS-TE1,DIS-TE2", "--checkpoint", refiner5, "--coarse-dir", partial],
-         "no coarse mask for 4 image(s): DIS-TE1/te1_cam, DIS-TE1/te1_rocket, DIS-TE2/te2_cat, DIS-TE2/te2_coins"),
-        (["--data", dis_root, "--checkpoint", refiner5, "--coarse-dir", coarse_dir, "--per-image", tmp_path / "x.csv"],
-         "folder mode"),
+        (
+            ["--data", dis_root, "--subsets", "DIS-TE1,DIS-TE2", "--checkpoint", refiner5, "--coarse-dir", partial],
+            "no coarse mask for 4 image(s): DIS-TE1/te1_cam, DIS-TE1/te1_rocket, DIS-TE2/te2_cat, DIS-TE2/te2_coins",
+        ),
+        (
+            [
+                "--data",
+                dis_root,
+                "--checkpoint",
+                refiner5,
+                "--coarse-dir",
+                coarse_dir,
+                "--per-image",
+                tmp_path / "x.csv",
+            ],
+            "folder mode",
+        ),
     ]
     for argv, expected in cases:
         rc, _, err = _run(capsys, *argv, *base)
@@ -302,8 +429,9 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, dis_root, refiner5, refine
         assert len(lines) == 1 and "Traceback" not in err, err
         assert lines[0].startswith("is5net eval: error:") and expected in lines[0], (expected, lines[0])
     assert not (out / "predictions").exists()
-    rc, _, err = _run(capsys, "--data", dis_root, "--checkpoint", refiner5, "--coarse-dir", coarse_dir,
-                      "--device", "cpu")
+    rc, _, err = _run(
+        capsys, "--data", dis_root, "--checkpoint", refiner5, "--coarse-dir", coarse_dir, "--device", "cpu"
+    )
     assert rc == 2 and "--out" in err
 
 
@@ -335,15 +463,43 @@ def test_unpaired_files_are_left_out_with_a_warning(tmp_path, dis_root, coarse_d
 # ----------------------------------------------------------------------------------------- torchrun
 def test_torchrun_two_processes_match_one(tmp_path, dis_root, refiner5, coarse_dir):
     subsets = ("DIS-TE1", "DIS-TE2")
-    single = evaluate_dataset(dis_root, list(subsets), "is5net", refiner5, tmp_path / "one", coarse_dir=coarse_dir,
-                              device="cpu", progress=False)
+    single = evaluate_dataset(
+        dis_root,
+        list(subsets),
+        "is5net",
+        refiner5,
+        tmp_path / "one",
+        coarse_dir=coarse_dir,
+        device="cpu",
+        progress=False,
+    )
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     out = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "is5net.cli",
-           "eval", "--data", str(dis_root), "--subsets", ",".join(subsets), "--checkpoint", str(refiner5),
-           "--coarse-dir", str(coarse_dir), "--out", str(out), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "is5net.cli",
+        "eval",
+        "--data",
+        str(dis_root),
+        "--subsets",
+        ",".join(subsets),
+        "--checkpoint",
+        str(refiner5),
+        "--coarse-dir",
+        str(coarse_dir),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("| DIS-TE |") == 1  # rank 0 alone prints the table

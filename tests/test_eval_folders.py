@@ -19,8 +19,8 @@ import is5net
 import is5net.eval
 from is5net import cli
 from is5net import eval as evaluate
-from is5net.eval import metrics as M
 from is5net.errors import IS5NetError
+from is5net.eval import metrics as M
 from is5net.io import load_mask
 
 SIZE = (120, 144)  # H, W
@@ -186,8 +186,19 @@ def test_cli_writes_json_csv_and_per_image(folders, tmp_path, capsys, eval_only)
     pred_dir, gt_dir = folders
     out = tmp_path / "out"
     rc = cli.main(
-        ["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--json", str(out / "r.json"),
-         "--csv", str(out / "r.csv"), "--per-image", str(out / "per.csv")]
+        [
+            "eval",
+            "--pred",
+            str(pred_dir),
+            "--gt",
+            str(gt_dir),
+            "--json",
+            str(out / "r.json"),
+            "--csv",
+            str(out / "r.csv"),
+            "--per-image",
+            str(out / "per.csv"),
+        ]
     )
     assert rc == 0
     stdout = capsys.readouterr().out
@@ -213,8 +224,21 @@ def test_cli_writes_json_csv_and_per_image(folders, tmp_path, capsys, eval_only)
 
 def test_cli_metric_subset(folders, tmp_path, capsys, eval_only):
     pred_dir, gt_dir = folders
-    rc = cli.main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "mae,HCE",
-                   "--json", str(tmp_path / "r.json"), "--workers", "1"])
+    rc = cli.main(
+        [
+            "eval",
+            "--pred",
+            str(pred_dir),
+            "--gt",
+            str(gt_dir),
+            "--metrics",
+            "mae,HCE",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--workers",
+            "1",
+        ]
+    )
     assert rc == 0
     doc = json.loads((tmp_path / "r.json").read_text())
     assert {k for k in doc if k in M.ALL_METRICS} == {"MAE", "HCE"}
@@ -270,8 +294,24 @@ def test_cli_dataset_mode_is_delegated(tmp_path, monkeypatch, eval_only):
     fake.run_dataset = lambda args: calls.append(args) or 0
     monkeypatch.setitem(sys.modules, "is5net.eval.dataset", fake)
     monkeypatch.setattr(is5net.eval, "dataset", fake, raising=False)
-    rc = cli.main(["eval", "--data", str(tmp_path), "--subsets", "DIS-TE1,DIS-TE2", "--method", "is5net",
-                   "--checkpoint", "c.pth", "--sam-checkpoint", "s.pth", "--out", str(tmp_path / "o"), "--resume"])
+    rc = cli.main(
+        [
+            "eval",
+            "--data",
+            str(tmp_path),
+            "--subsets",
+            "DIS-TE1,DIS-TE2",
+            "--method",
+            "is5net",
+            "--checkpoint",
+            "c.pth",
+            "--sam-checkpoint",
+            "s.pth",
+            "--out",
+            str(tmp_path / "o"),
+            "--resume",
+        ]
+    )
     assert rc == 0 and len(calls) == 1
     args = calls[0]
     assert args.data == str(tmp_path) and args.subsets == "DIS-TE1,DIS-TE2" and args.method == "is5net"
@@ -284,8 +324,15 @@ def test_cli_dataset_mode_is_delegated(tmp_path, monkeypatch, eval_only):
 
 def test_table_helpers_and_dis_te_mean():
     rows = {
-        f"DIS-TE{i}": {"maxF": 0.9 + i / 100, "wF": 0.8, "MAE": 0.03 * i, "Sm": 0.9, "meanEm": 0.95,
-                       "HCE": 100.0 * i, "n": 500}
+        f"DIS-TE{i}": {
+            "maxF": 0.9 + i / 100,
+            "wF": 0.8,
+            "MAE": 0.03 * i,
+            "Sm": 0.9,
+            "meanEm": 0.95,
+            "HCE": 100.0 * i,
+            "n": 500,
+        }
         for i in (1, 2, 3, 4)
     }
     rows["DIS-TE"] = evaluate.mean_row(rows.values())

@@ -29,8 +29,9 @@ def dataset(tmp_path):
 def _datasets(root, cache_dir, size=64):
     samples = enumerate_samples(find_pairs(root, ["DIS-TR"]), enrich=False)
     plain = RefinerDataset(samples, CoarseDir("dataset"), size, MEAN, STD, train=False)
-    cached = RefinerDataset(samples, CoarseDir("dataset"), size, MEAN, STD, train=False,
-                            input_cache=InputCache(cache_dir, size))
+    cached = RefinerDataset(
+        samples, CoarseDir("dataset"), size, MEAN, STD, train=False, input_cache=InputCache(cache_dir, size)
+    )
     return plain, cached
 
 
@@ -39,8 +40,13 @@ def test_resizing_channels_apart_equals_resizing_the_stacked_image():
     rgb = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
     coarse = (rng.random((45, 70)) > 0.5).astype(np.uint8) * 255
     box = (7, 3, 51, 40)
-    stacked = torch.cat([torch.from_numpy(rgb).permute(2, 0, 1).float(),
-                         torch.from_numpy((coarse > 127).astype(np.float32) * 255)[None], torch.zeros(1, 45, 70)])
+    stacked = torch.cat(
+        [
+            torch.from_numpy(rgb).permute(2, 0, 1).float(),
+            torch.from_numpy((coarse > 127).astype(np.float32) * 255)[None],
+            torch.zeros(1, 45, 70),
+        ]
+    )
     stacked[4, 3:40, 7:51] = 255
     ref = F.interpolate(stacked[None], size=(32, 32), mode="bilinear", align_corners=False)[0]
     ref[4] = (ref[4] > 127).float() * 255
@@ -54,10 +60,10 @@ def test_cached_items_are_the_uncached_ones_to_half_a_grey_level(dataset, tmp_pa
         a, b = plain[i], cached[i]
         assert a["input"].shape == b["input"].shape == (5, 64, 64)
         diff = (a["input"] - b["input"]).abs()
-        assert float(diff[:4].max()) <= HALF_LEVEL       # RGB and coarse: rounded to uint8
+        assert float(diff[:4].max()) <= HALF_LEVEL  # RGB and coarse: rounded to uint8
         assert torch.equal(a["input"][4], b["input"][4])  # the re-binarised box channel: exact
         assert float((a["gt"] - b["gt"]).abs().max()) <= HALF_LEVEL
-        assert float(diff[:3].mean()) > 0 or i > 0        # it is really the rounded copy
+        assert float(diff[:3].mean()) > 0 or i > 0  # it is really the rounded copy
     root = InputCache(tmp_path / "cache", 64).root
     assert len(list(root.glob("rgb/*/*.npy"))) == len(plain)
     assert len(list(root.glob("masks/*/*.png"))) == len(plain)
@@ -103,17 +109,46 @@ def test_training_uses_the_cache_and_refuses_an_unwritable_one(dataset, tmp_path
     from is5net.train import load_config, train
 
     cache_dir = tmp_path / "inputs"
-    c = load_config(None, ["model=is5net_tiny", "input_size=64", "batch_size=2", "workers=0", "max_steps=2",
-                           "val_every=2", "gt_encoder=false", "feature_loss=false", "val_fraction=0.34",
-                           f"data_cache={cache_dir}"], base={"data": str(dataset), "coarse_dir": "dataset"})
+    c = load_config(
+        None,
+        [
+            "model=is5net_tiny",
+            "input_size=64",
+            "batch_size=2",
+            "workers=0",
+            "max_steps=2",
+            "val_every=2",
+            "gt_encoder=false",
+            "feature_loss=false",
+            "val_fraction=0.34",
+            f"data_cache={cache_dir}",
+        ],
+        base={"data": str(dataset), "coarse_dir": "dataset"},
+    )
     train(c, tmp_path / "run", progress=False)
     assert list(InputCache(cache_dir, 64).root.glob("rgb/*/*.npy"))
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    rc = main(["train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(tmp_path / "run2"),
-               "model=is5net_tiny", "input_size=64", "batch_size=2", "workers=0", "max_steps=1",
-               "gt_encoder=false", "feature_loss=false", f"data_cache={blocker / 'sub'}"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(dataset),
+            "--coarse-dir",
+            "dataset",
+            "--out",
+            str(tmp_path / "run2"),
+            "model=is5net_tiny",
+            "input_size=64",
+            "batch_size=2",
+            "workers=0",
+            "max_steps=1",
+            "gt_encoder=false",
+            "feature_loss=false",
+            f"data_cache={blocker / 'sub'}",
+        ]
+    )
     assert rc == 2
 
 

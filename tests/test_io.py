@@ -12,7 +12,7 @@ from is5net.io import load_mask, mask_to_uint8
 
 @pytest.fixture
 def horse():
-    return (~data.horse()).astype(np.uint8) * 255   # 328x400, horse = 255
+    return (~data.horse()).astype(np.uint8) * 255  # 328x400, horse = 255
 
 
 def test_alpha_is_the_mask_only_when_it_varies(tmp_path, horse):
@@ -42,24 +42,24 @@ def test_nan_pixels_are_background():
 
 def test_integer_masks(horse):
     assert np.array_equal(mask_to_uint8(horse), horse)
-    assert np.array_equal(mask_to_uint8(horse > 0), horse)                       # bool
-    assert np.array_equal(mask_to_uint8((horse > 0).astype(np.int64)), horse)    # 0/1 labels
-    sixteen = horse.astype(np.uint16) * 257                                       # 16-bit, full range
+    assert np.array_equal(mask_to_uint8(horse > 0), horse)  # bool
+    assert np.array_equal(mask_to_uint8((horse > 0).astype(np.int64)), horse)  # 0/1 labels
+    sixteen = horse.astype(np.uint16) * 257  # 16-bit, full range
     assert np.array_equal(mask_to_uint8(sixteen), horse)
     ramp = np.linspace(0, 65535, 400).astype(np.uint16)[None].repeat(3, 0)
-    assert np.abs(mask_to_uint8(ramp).astype(int) - ramp / 257).max() <= 0.5     # scaled, not clipped at 255
+    assert np.abs(mask_to_uint8(ramp).astype(int) - ramp / 257).max() <= 0.5  # scaled, not clipped at 255
 
 
 def test_images_in_every_form_arrive_as_displayed_uint8_rgb(tmp_path):
     from is5net.io import load_image, open_image, to_rgb_uint8
 
-    rgb = data.astronaut()[::4, ::4]                                        # 128x128x3
-    wide = np.ascontiguousarray(rgb[:, :96])                                # stored 96 wide, 128 high
+    rgb = data.astronaut()[::4, ::4]  # 128x128x3
+    wide = np.ascontiguousarray(rgb[:, :96])  # stored 96 wide, 128 high
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(wide).save(tmp_path / "rot.png", exif=exif)
-    with Image.open(tmp_path / "rot.png") as img:                          # a PIL image straight from a file
-        assert to_rgb_uint8(img).shape == (96, 128, 3)                     # rotated, as load_image does
+    with Image.open(tmp_path / "rot.png") as img:  # a PIL image straight from a file
+        assert to_rgb_uint8(img).shape == (96, 128, 3)  # rotated, as load_image does
     assert np.array_equal(to_rgb_uint8(Image.open(tmp_path / "rot.png")), load_image(tmp_path / "rot.png"))
     # floats: [0, 1] scaled, 0..255 taken as is (not clipped to 1 and turned white)
     assert np.array_equal(to_rgb_uint8(rgb.astype(np.float32)), rgb)
@@ -81,16 +81,16 @@ def test_images_in_every_form_arrive_as_displayed_uint8_rgb(tmp_path):
 
 
 def test_palette_masks(tmp_path, horse):
-    index = (horse > 0).astype(np.uint8)                                    # 0 = background, 1 = horse
+    index = (horse > 0).astype(np.uint8)  # 0 = background, 1 = horse
     voc = Image.fromarray(index, "P")
-    voc.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)                        # VOC's dark red for index 1
+    voc.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)  # VOC's dark red for index 1
     voc.save(tmp_path / "voc.png")
     assert np.array_equal(load_mask(tmp_path / "voc.png"), horse)
     # Pillow's adaptive palette puts the object's red first: index 0 is not the background here
     red = Image.fromarray(np.dstack([horse, np.zeros_like(horse), np.zeros_like(horse)]), "RGB")
     red.convert("P", palette=Image.Palette.ADAPTIVE, colors=2).save(tmp_path / "adaptive.png")
     assert np.array_equal(load_mask(tmp_path / "adaptive.png"), horse)
-    grey = Image.fromarray(horse).convert("P")                              # a grey mask stored with a palette
+    grey = Image.fromarray(horse).convert("P")  # a grey mask stored with a palette
     grey.save(tmp_path / "grey.png")
     assert np.array_equal(load_mask(tmp_path / "grey.png"), horse)
 
@@ -116,7 +116,7 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, umask):
     finally:
         os.umask(old)
     expected = 0o666 & ~umask
-    assert stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == expected   # what open() does
+    assert stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == expected  # what open() does
     for name in ("atomic.txt", "mask.png", "sub/raw.bin"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected, name
     assert not list(tmp_path.rglob(".*.tmp"))
@@ -176,7 +176,7 @@ def test_pillows_decompression_bomb_warning_and_error_do_not_leak(tmp_path, monk
     from is5net.io import MAX_PIXELS_ENV, load_image, stored_and_displayed_size
 
     path = tmp_path / "img.png"
-    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(path)   # 1200 pixels
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(path)  # 1200 pixels
     monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning fails the test

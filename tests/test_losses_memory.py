@@ -42,8 +42,11 @@ def test_feature_mse_matches_mse_on_fp32_copies(dtype, channels_last):
     assert ours.dtype == torch.float32
     assert torch.allclose(ours, ref, rtol=1e-6, atol=0)
     assert grad_ours.dtype == dtype and grad_ours.shape == f.shape
-    assert torch.equal(grad_ours, f.grad) if dtype == torch.bfloat16 else torch.allclose(grad_ours, f.grad,
-                                                                                          rtol=1e-6, atol=1e-9)
+    assert (
+        torch.equal(grad_ours, f.grad)
+        if dtype == torch.bfloat16
+        else torch.allclose(grad_ours, f.grad, rtol=1e-6, atol=1e-9)
+    )
 
 
 def test_feature_mse_keeps_no_fp32_copies_under_bf16():
@@ -53,8 +56,8 @@ def test_feature_mse_keeps_no_fp32_copies_under_bf16():
 
     _, ref_bytes = _saved_bytes(lambda: F.mse_loss(f.float(), target.float()))
     _, our_bytes = _saved_bytes(lambda: feature_mse(f, target))
-    assert ref_bytes == 4 * map_bytes          # two fp32 copies
-    assert our_bytes == 2 * map_bytes          # f itself (kept by the network anyway) and the bf16 target
+    assert ref_bytes == 4 * map_bytes  # two fp32 copies
+    assert our_bytes == 2 * map_bytes  # f itself (kept by the network anyway) and the bf16 target
 
 
 def test_feature_mse_refuses_mismatched_maps():

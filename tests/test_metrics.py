@@ -11,8 +11,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import data, draw, filters, morphology
 
-from is5net.eval import metrics as M
 from is5net.errors import IS5NetError
+from is5net.eval import metrics as M
 
 # ----------------------------------------------------------------------------------------- fixtures
 

@@ -20,13 +20,16 @@ def reference():
 
 @pytest.mark.parametrize(
     "name,factory",
-    [("ISNetDIS(in_ch=5)", lambda: ISNet(5)), ("ISNetDIS(in_ch=3)", lambda: ISNet(3)),
-     ("ISNetGTEncoder(in_ch=1)", lambda: GTEncoder(1))],
+    [
+        ("ISNetDIS(in_ch=5)", lambda: ISNet(5)),
+        ("ISNetDIS(in_ch=3)", lambda: ISNet(3)),
+        ("ISNetGTEncoder(in_ch=1)", lambda: GTEncoder(1)),
+    ],
 )
 def test_state_dict_keys_and_shapes_equal_official(reference, name, factory):
     ours = {k: list(v.shape) for k, v in factory().state_dict().items()}
     official = reference[name]
-    assert set(ours) == set(official), (set(ours) ^ set(official))
+    assert set(ours) == set(official), set(ours) ^ set(official)
     assert {k: ours[k] for k in official} == official
 
 
@@ -122,8 +125,9 @@ def test_folded_batchnorm_gives_same_output():
         torch.testing.assert_close(fused.forward_logits(x), expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("small,big", [((16, 16), (1024, 1024)), ((17, 9), (1000, 37)), ((4, 5), (4, 9)),
-                                       ((33, 64), (64, 64))])
+@pytest.mark.parametrize(
+    "small,big", [((16, 16), (1024, 1024)), ((17, 9), (1000, 37)), ((4, 5), (4, 9)), ((33, 64), (64, 64))]
+)
 def test_side_output_upsampling_by_matmul_equals_interpolate(small, big):
     from is5net.modeling.rsu import upsample_map_like
 

@@ -142,7 +142,14 @@ def test_boxes_validated_clipped_and_refused(predictor, caplog):
     with caplog.at_level(logging.WARNING, logger="is5net"):
         assert validate_box([-10, 5, 320, 150], w, h).tolist() == [0, 5, 300, 150]
     assert "clipped" in caplog.text
-    for bad in ([10, 10, 10, 50], [50, 10, 20, 40], [400, 300, 500, 400], [-50, -50, -1, -1], [1, 2, 3], [0, 0, np.nan, 5]):
+    for bad in (
+        [10, 10, 10, 50],
+        [50, 10, 20, 40],
+        [400, 300, 500, 400],
+        [-50, -50, -1, -1],
+        [1, 2, 3],
+        [0, 0, np.nan, 5],
+    ):
         with pytest.raises(BoxError):
             validate_box(bad, w, h)
     with pytest.raises(BoxError):

@@ -7,7 +7,7 @@ import torch
 from is5net import IS5NetPredictor
 from is5net.contract import blend_weight, crop_window, tile_starts
 from is5net.errors import IS5NetError
-from is5net.regions import RegionRefiner, blend
+from is5net.regions import blend
 from tiny import make_tiny_refiner
 
 
@@ -33,7 +33,7 @@ def test_tile_starts_cover_with_overlap():
         assert starts[0] == 0 and starts[-1] + t == length
         covered = np.zeros(length, bool)
         for s in starts:
-            covered[s:s + t] = True
+            covered[s : s + t] = True
         assert covered.all()
         if len(starts) > 1:
             assert min(b - a for a, b in zip(starts, starts[1:])) <= 0.75 * t + 1
@@ -45,8 +45,8 @@ def test_blending_a_constant_leaves_no_seam():
     weight = blend_weight(t)
     for ty in tile_starts(h, t):
         for tx in tile_starts(w, t):
-            num[ty:ty + t, tx:tx + t] += 0.37 * weight
-            den[ty:ty + t, tx:tx + t] += weight
+            num[ty : ty + t, tx : tx + t] += 0.37 * weight
+            den[ty : ty + t, tx : tx + t] += weight
     out = blend(num, den)
     assert torch.allclose(out, torch.full_like(out, 0.37), atol=1e-6)
 
@@ -67,8 +67,9 @@ def test_box_region_equals_running_image_on_the_manual_crop(refiner, coffee_rgb)
     x0, y0, x1, y1 = crop_window(box, h, w)
     manual = IS5NetPredictor(None, refiner, device="cpu", region="image")
     manual.set_image(coffee_rgb[y0:y1, x0:x1])
-    crop = manual.predict(box=[box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0],
-                          coarse_mask=coarse[y0:y1, x0:x1]).mask
+    crop = manual.predict(
+        box=[box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0], coarse_mask=coarse[y0:y1, x0:x1]
+    ).mask
     assert np.array_equal(full[y0:y1, x0:x1], crop)
     outside = np.ones((h, w), bool)
     outside[y0:y1, x0:x1] = False
@@ -82,8 +83,10 @@ def test_box_as_large_as_the_image_equals_image_region(refiner, coffee_rgb):
     p = IS5NetPredictor(None, refiner, device="cpu")
     p.set_image(coffee_rgb)
     whole = [0, 0, w, h]
-    assert np.array_equal(p.predict(box=whole, coarse_mask=coarse, region="box").mask,
-                          p.predict(box=whole, coarse_mask=coarse, region="image").mask)
+    assert np.array_equal(
+        p.predict(box=whole, coarse_mask=coarse, region="box").mask,
+        p.predict(box=whole, coarse_mask=coarse, region="image").mask,
+    )
 
 
 def test_tiles_stream_a_bounded_batch_and_cover_the_crop(refiner):
@@ -139,8 +142,9 @@ def test_validation_item_of_a_box_region_is_the_predictors_crop_input(tmp_path, 
     Image.fromarray(coarse).save(root / "DIS-VD" / "coarse" / "cup.png")
     samples = enumerate_samples(find_pairs(root, ["DIS-VD"]), enrich=False)
     refiner = make_tiny_refiner(5, input_size=64)
-    ds = RefinerDataset(samples, CoarseDir("dataset"), 64, refiner.config.mean, refiner.config.std, train=False,
-                        region="box")
+    ds = RefinerDataset(
+        samples, CoarseDir("dataset"), 64, refiner.config.mean, refiner.config.std, train=False, region="box"
+    )
     seen = []
     p = IS5NetPredictor(None, refiner, device="cpu", region="box")
     inner = p._regions.logits
@@ -162,8 +166,8 @@ def test_training_views_are_seeded_and_tiles_are_native_resolution():
     b = training_view(rgb, gt, gt, box, "tiles", 128, np.random.default_rng(7))
     assert all(np.array_equal(u, v) for u, v in zip(a[:3], b[:3])) and a[3] == b[3]
     shapes = {training_view(rgb, gt, gt, box, "tiles", 128, np.random.default_rng(s))[0].shape for s in range(20)}
-    assert (128, 128, 3) in shapes                      # native-resolution tiles
-    assert any(s[0] > 128 for s in shapes)              # and whole-crop views (the low-resolution pass)
+    assert (128, 128, 3) in shapes  # native-resolution tiles
+    assert any(s[0] > 128 for s in shapes)  # and whole-crop views (the low-resolution pass)
     # Validation (no rng) shows the crop with the exact margin, as predict does.
     v = training_view(rgb, gt, gt, box, "box", 128, None)
     x0, y0, x1, y1 = crop_window(box, 600, 800)
@@ -182,9 +186,9 @@ def test_eval_box_jitter_is_seeded_captioned_and_region_is_honoured(tmp_path, co
     (tmp_path / "coarse").mkdir()
     for i, (y, x) in enumerate([(40, 60), (70, 110), (30, 150)]):
         gt = np.zeros(coffee_rgb.shape[:2], np.uint8)
-        gt[y:y + 90, x:x + 100] = 255
+        gt[y : y + 90, x : x + 100] = 255
         coarse = np.zeros_like(gt)
-        coarse[y + 5:y + 95, x - 5:x + 95] = 255
+        coarse[y + 5 : y + 95, x - 5 : x + 95] = 255
         Image.fromarray(coffee_rgb).save(root / "DIS-TE1" / "im" / f"{i}.png")
         Image.fromarray(gt).save(root / "DIS-TE1" / "gt" / f"{i}.png")
         Image.fromarray(coarse).save(tmp_path / "coarse" / f"{i}.png")
@@ -192,8 +196,17 @@ def test_eval_box_jitter_is_seeded_captioned_and_region_is_honoured(tmp_path, co
     save_refiner(make_tiny_refiner(5, input_size=64), ckpt)
 
     def run(name, **kw):
-        rows = evaluate_dataset(root, ["DIS-TE1"], "is5net", ckpt, tmp_path / name, coarse_dir=tmp_path / "coarse",
-                                device="cpu", progress=False, **kw)
+        rows = evaluate_dataset(
+            root,
+            ["DIS-TE1"],
+            "is5net",
+            ckpt,
+            tmp_path / name,
+            coarse_dir=tmp_path / "coarse",
+            device="cpu",
+            progress=False,
+            **kw,
+        )
         preds = [np.asarray(Image.open(tmp_path / name / "predictions" / "DIS-TE1" / f"{i}.png")) for i in range(3)]
         return rows, preds, (tmp_path / name / "table.md").read_text()
 
@@ -201,8 +214,8 @@ def test_eval_box_jitter_is_seeded_captioned_and_region_is_honoured(tmp_path, co
     _, a, md = run("a", box_jitter=0.2, jitter_seed=3)
     _, b, _ = run("b", box_jitter=0.2, jitter_seed=3)
     _, c, _ = run("c", box_jitter=0.2, jitter_seed=4)
-    assert all(np.array_equal(u, v) for u, v in zip(a, b))                 # reproducible from its seed
-    assert not all(np.array_equal(u, v) for u, v in zip(a, c))             # another seed, other boxes
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))  # reproducible from its seed
+    assert not all(np.array_equal(u, v) for u, v in zip(a, c))  # another seed, other boxes
     assert not all(np.array_equal(u, v) for u, v in zip(a, tight))
     assert "--box-jitter 0.2 --jitter-seed 3" in md and "--box-jitter" not in md0
     _, boxed, md_box = run("box", region="box")
@@ -218,9 +231,24 @@ def test_training_for_a_region_records_it_and_predict_follows(tmp_path, region):
 
     root = tmp_path / "syn"
     make_synthetic_dataset(root, seed=3, n_train=8, n_val=2, n_test=0, size=160)
-    c = load_config(None, ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", f"data={root}",
-                           "coarse_dir=dataset", "max_steps=3", "val_every=3", "gt_encoder=false",
-                           "feature_loss=false", f"region={region}", "crop_margin=0.2", "max_side=128"])
+    c = load_config(
+        None,
+        [
+            "model=is5net_tiny",
+            "input_size=64",
+            "batch_size=4",
+            "workers=0",
+            f"data={root}",
+            "coarse_dir=dataset",
+            "max_steps=3",
+            "val_every=3",
+            "gt_encoder=false",
+            "feature_loss=false",
+            f"region={region}",
+            "crop_margin=0.2",
+            "max_side=128",
+        ],
+    )
     ckpt = train(c, tmp_path / "run", progress=False)
     refiner = load_refiner(ckpt)
     assert refiner.config.region == region
@@ -244,9 +272,24 @@ def test_validation_of_a_box_refiner_scores_what_eval_scores(tmp_path):
 
     root = tmp_path / "syn"
     make_synthetic_dataset(root, seed=4, n_train=4, n_val=3, n_test=0, size=128)
-    c = load_config(None, ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", f"data={root}",
-                           "coarse_dir=dataset", "max_steps=2", "val_every=2", "gt_encoder=false",
-                           "feature_loss=false", "region=box", "enrich=false", "flips=false"])
+    c = load_config(
+        None,
+        [
+            "model=is5net_tiny",
+            "input_size=64",
+            "batch_size=4",
+            "workers=0",
+            f"data={root}",
+            "coarse_dir=dataset",
+            "max_steps=2",
+            "val_every=2",
+            "gt_encoder=false",
+            "feature_loss=false",
+            "region=box",
+            "enrich=false",
+            "flips=false",
+        ],
+    )
     ckpt = train(c, tmp_path / "run", progress=False)
     rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]
     logged = {name: float(v) for _, phase, step, name, v in rows if name in ("val_maxF", "val_MAE")}
@@ -254,7 +297,16 @@ def test_validation_of_a_box_refiner_scores_what_eval_scores(tmp_path):
     view.mkdir(parents=True)
     for p in (root / "DIS-VD" / "coarse").glob("*.png"):
         (view / p.name).write_bytes(p.read_bytes())
-    scored = evaluate_dataset(root, ["DIS-VD"], "is5net", ckpt, tmp_path / "eval", coarse_dir=tmp_path / "coarse",
-                              device="cpu", progress=False, metrics="maxF,MAE")["DIS-VD"]
+    scored = evaluate_dataset(
+        root,
+        ["DIS-VD"],
+        "is5net",
+        ckpt,
+        tmp_path / "eval",
+        coarse_dir=tmp_path / "coarse",
+        device="cpu",
+        progress=False,
+        metrics="maxF,MAE",
+    )["DIS-VD"]
     assert scored["maxF"] == pytest.approx(logged["val_maxF"], abs=2e-3)
     assert scored["MAE"] == pytest.approx(logged["val_MAE"], abs=2e-3)

@@ -11,15 +11,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data_pairs import disc, make_dataset, save
 
 from is5net.cli import main
 from is5net.data.pairs import find_pairs
 from is5net.data.sam_cache import (
-    SamMaskCache, cache_sam, default_cache_dir, file_sha256, image_hash, sam_checkpoint_hash, sam_hash,
+    SamMaskCache,
+    cache_sam,
+    default_cache_dir,
+    file_sha256,
+    image_hash,
+    sam_checkpoint_hash,
+    sam_hash,
 )
 from is5net.data.samples import enumerate_samples
 from is5net.io import load_image, save_png
+from test_data_pairs import disc, make_dataset, save
 
 
 @pytest.fixture
@@ -124,8 +130,20 @@ def test_cache_reused_and_invalidated(dataset, tiny_sam_checkpoint, other_sam_ch
 
 def test_cache_sam_cli(dataset, tmp_path, tiny_sam_checkpoint, capsys):
     cache_dir = tmp_path / "cache"
-    args = ["cache-sam", "--data", str(dataset), "--cache", str(cache_dir), "--sam-type", "tiny", "-q",
-            "--device", "cpu", "--subsets", "DIS-VD"]
+    args = [
+        "cache-sam",
+        "--data",
+        str(dataset),
+        "--cache",
+        str(cache_dir),
+        "--sam-type",
+        "tiny",
+        "-q",
+        "--device",
+        "cpu",
+        "--subsets",
+        "DIS-VD",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "2 computed, 0 reused" in out[0] and str(cache_dir) in out[0]
@@ -152,16 +170,33 @@ def test_cache_sam_skips_bad_pairs(dataset, tiny_sam_checkpoint):
 def test_torchrun_two_processes_cover_every_entry_once(dataset, tmp_path, tiny_sam_checkpoint):
     cache_dir = tmp_path / "cache"
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "is5net.cli", "cache-sam", "--data", str(dataset), "--sam-checkpoint", str(tiny_sam_checkpoint),
-           "--cache", str(cache_dir), "--jitter", "1", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "is5net.cli",
+        "cache-sam",
+        "--data",
+        str(dataset),
+        "--sam-checkpoint",
+        str(tiny_sam_checkpoint),
+        "--cache",
+        str(cache_dir),
+        "--jitter",
+        "1",
+        "-q",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     samples = enumerate_samples(find_pairs(dataset), jitter=1)
-    whole = enumerate_samples(find_pairs(dataset), enrich=False)   # + camera's whole-mask box (validation's)
+    whole = enumerate_samples(find_pairs(dataset), enrich=False)  # + camera's whole-mask box (validation's)
     distinct = len({(s.pair.image, s.box) for s in samples + whole})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("cache-sam:")]
-    assert len(lines) == 1, proc.stdout                                   # rank 0 prints
+    assert len(lines) == 1, proc.stdout  # rank 0 prints
     assert f"{distinct} masks for {len(samples)} samples of 4 pairs: {distinct} computed, 0 reused" in lines[0]
     assert "(2 processes)" in lines[0]
     cache = SamMaskCache(cache_dir, sam_checkpoint_hash(tiny_sam_checkpoint), "first")

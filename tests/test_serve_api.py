@@ -65,8 +65,9 @@ def photo(tmp_path_factory, coffee_rgb):
 
 @pytest.fixture(scope="module")
 def sam_server(tiny_sam_checkpoint, tiny_refiner_checkpoint):
-    with RunningServer(["--checkpoint", tiny_refiner_checkpoint, "--sam-checkpoint", tiny_sam_checkpoint,
-                        "--device", "cpu", "-q"]) as server:
+    with RunningServer(
+        ["--checkpoint", tiny_refiner_checkpoint, "--sam-checkpoint", tiny_sam_checkpoint, "--device", "cpu", "-q"]
+    ) as server:
         yield server
 
 
@@ -79,8 +80,17 @@ def grabcut_server():
 
 def _predict(tmp_path, capsys, image: Path, boxes, *extra) -> Path:
     out = tmp_path / f"predict{len(list(tmp_path.iterdir()))}"
-    argv = ["predict", str(image), *[f"--box={_box_text(b)}" for b in boxes], "-o", str(out), "--device", "cpu",
-            "-q", *map(str, extra)]
+    argv = [
+        "predict",
+        str(image),
+        *[f"--box={_box_text(b)}" for b in boxes],
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "-q",
+        *map(str, extra),
+    ]
     rc = main(argv)
     assert rc == 0, capsys.readouterr().err
     return out
@@ -102,29 +112,35 @@ def test_health_reports_models_versions_cache_and_queue(sam_server):
 
 
 # ------------------------------------------------------------------------------- equality with predict
-def test_masks_equal_predict_byte_for_byte(sam_server, photo, tmp_path, capsys, tiny_sam_checkpoint,
-                                           tiny_refiner_checkpoint):
+def test_masks_equal_predict_byte_for_byte(
+    sam_server, photo, tmp_path, capsys, tiny_sam_checkpoint, tiny_refiner_checkpoint
+):
     models = ["--checkpoint", tiny_refiner_checkpoint, "--sam-checkpoint", tiny_sam_checkpoint]
     client = httpx.Client(base_url=sam_server.url, timeout=120)
     image = photo.read_bytes()
 
-    soft = client.post("/api/segment", files={"image": ("coffee.png", image, "image/png")},
-                       data={"box": _box_text(BOX)})
+    soft = client.post(
+        "/api/segment", files={"image": ("coffee.png", image, "image/png")}, data={"box": _box_text(BOX)}
+    )
     assert soft.status_code == 200 and soft.headers["content-type"] == "image/png"
     out = _predict(tmp_path, capsys, photo, [BOX], *models)
     assert soft.content == (out / "coffee.png").read_bytes()
     assert len(np.unique(_decode(soft.content))) > 2  # the soft map, as predict saves it without --threshold
 
-    thresholded = client.post("/api/segment", files={"image": ("coffee.png", image, "image/png")},
-                              data={"box": _box_text(BOX), "threshold": "0.3", "format": "cutout"})
+    thresholded = client.post(
+        "/api/segment",
+        files={"image": ("coffee.png", image, "image/png")},
+        data={"box": _box_text(BOX), "threshold": "0.3", "format": "cutout"},
+    )
     out = _predict(tmp_path, capsys, photo, [BOX], *models, "--threshold", "0.3", "--save", "cutout")
     assert thresholded.content == (out / "coffee.png").read_bytes()
     assert _decode(thresholded.content).shape == (200, 300, 4)
 
     # Two boxes: json gives each box's mask (predict's <stem>_<k>.png), png their union.
     image_id = client.post("/api/images", files={"image": ("coffee.png", image, "image/png")}).json()["id"]
-    js = client.post(f"/api/images/{image_id}/segment", json={"boxes": [BOX, BOX2], "format": "json",
-                                                              "threshold": "otsu"}).json()
+    js = client.post(
+        f"/api/images/{image_id}/segment", json={"boxes": [BOX, BOX2], "format": "json", "threshold": "otsu"}
+    ).json()
     out = _predict(tmp_path, capsys, photo, [BOX, BOX2], *models, "--threshold", "otsu")
     index = json.loads((out / "index.json").read_text())
     for k, entry in enumerate(js["masks"]):
@@ -143,10 +159,15 @@ def test_masks_equal_predict_byte_for_byte(sam_server, photo, tmp_path, capsys, 
 
 
 def test_grabcut_stage1_equals_predict_stage1_grabcut(photo, tmp_path, capsys, tiny_refiner_checkpoint):
-    with RunningServer(["--stage1", "grabcut", "--checkpoint", tiny_refiner_checkpoint, "--device", "cpu",
-                        "-q"]) as server:
-        r = httpx.post(f"{server.url}/api/segment", timeout=120, data={"box": _box_text(BOX), "format": "json"},
-                       files={"image": ("coffee.png", photo.read_bytes(), "image/png")})
+    with RunningServer(
+        ["--stage1", "grabcut", "--checkpoint", tiny_refiner_checkpoint, "--device", "cpu", "-q"]
+    ) as server:
+        r = httpx.post(
+            f"{server.url}/api/segment",
+            timeout=120,
+            data={"box": _box_text(BOX), "format": "json"},
+            files={"image": ("coffee.png", photo.read_bytes(), "image/png")},
+        )
         h = httpx.get(f"{server.url}/api/health").json()
     assert h["stage1"]["name"] == "grabcut" and h["refiner"]["name"] != "none"
     out = _predict(tmp_path, capsys, photo, [BOX], "--stage1", "grabcut", "--checkpoint", tiny_refiner_checkpoint)
@@ -157,27 +178,43 @@ def test_grabcut_stage1_equals_predict_stage1_grabcut(photo, tmp_path, capsys, t
 
 
 def test_refiner_none_serves_the_stage1_mask(grabcut_server, photo, coffee_rgb):
-    r = httpx.post(f"{grabcut_server.url}/api/segment", timeout=60, data={"box": _box_text(BOX)},
-                   files={"image": ("coffee.png", photo.read_bytes(), "image/png")})
+    r = httpx.post(
+        f"{grabcut_server.url}/api/segment",
+        timeout=60,
+        data={"box": _box_text(BOX)},
+        files={"image": ("coffee.png", photo.read_bytes(), "image/png")},
+    )
     stage = GrabCutStage()
     stage.set_image(coffee_rgb)
     masks, _ = stage.predict(np.array([BOX]))
     expected = mask_uint8(masks[0].numpy().astype(np.float32))
     got = _decode(r.content)
     assert np.array_equal(got, expected) and set(np.unique(got)) == {0, 255}
-    assert got[:, : BOX[0]].max() == 0 and got[BOX[3]:].max() == 0  # nothing outside the box
+    assert got[:, : BOX[0]].max() == 0 and got[BOX[3] :].max() == 0  # nothing outside the box
 
 
 def test_coarse_mask_upload_replaces_stage1(grabcut_server, photo):
     coarse = np.zeros((200, 300), np.uint8)
     coarse[50:150, 100:200] = 255
-    r = httpx.post(f"{grabcut_server.url}/api/segment", timeout=60, data={"box": _box_text(BOX)},
-                   files={"image": ("coffee.png", photo.read_bytes(), "image/png"),
-                          "coarse_mask": ("m.png", _png(coarse), "image/png")})
+    r = httpx.post(
+        f"{grabcut_server.url}/api/segment",
+        timeout=60,
+        data={"box": _box_text(BOX)},
+        files={
+            "image": ("coffee.png", photo.read_bytes(), "image/png"),
+            "coarse_mask": ("m.png", _png(coarse), "image/png"),
+        },
+    )
     assert np.array_equal(_decode(r.content), coarse)  # --refiner none: the given coarse mask comes back
-    wrong = httpx.post(f"{grabcut_server.url}/api/segment", timeout=60, data={"box": _box_text(BOX)},
-                       files={"image": ("coffee.png", photo.read_bytes(), "image/png"),
-                              "coarse_mask": ("m.png", _png(coarse[:100]), "image/png")})
+    wrong = httpx.post(
+        f"{grabcut_server.url}/api/segment",
+        timeout=60,
+        data={"box": _box_text(BOX)},
+        files={
+            "image": ("coffee.png", photo.read_bytes(), "image/png"),
+            "coarse_mask": ("m.png", _png(coarse[:100]), "image/png"),
+        },
+    )
     assert "300x100" in _one_line_error(wrong, 422)
 
 
@@ -197,8 +234,9 @@ def test_second_box_on_an_image_does_not_rerun_the_encoder(sam_server, coffee_rg
             assert r.status_code == 200
         again = client.post("/api/images", files={"image": ("other-name.png", image, "image/png")}).json()
         assert again == {**again, "id": first["id"], "cached": True}
-        one_shot = client.post("/api/segment", files={"image": ("flip.png", image, "image/png")},
-                               data={"box": _box_text(BOX2)})
+        one_shot = client.post(
+            "/api/segment", files={"image": ("flip.png", image, "image/png")}, data={"box": _box_text(BOX2)}
+        )
         assert one_shot.status_code == 200
         assert len(runs) == 1  # three boxes, a re-upload and a one-shot request: the encoder ran once
         after = client.get("/api/health").json()["cache"]
@@ -210,8 +248,21 @@ def test_second_box_on_an_image_does_not_rerun_the_encoder(sam_server, coffee_rg
 
 def test_evicted_image_is_404_and_can_be_uploaded_again(tiny_refiner_checkpoint, coffee_rgb):
     # One image holds ~1 MB here (the 256x256 refiner input and the photo), so 1.5 MB keeps one.
-    with RunningServer(["--stage1", "grabcut", "--checkpoint", tiny_refiner_checkpoint, "--cache-mb", "1.5",
-                        "--device", "cpu", "--backend", "torch", "-q"]) as server:
+    with RunningServer(
+        [
+            "--stage1",
+            "grabcut",
+            "--checkpoint",
+            tiny_refiner_checkpoint,
+            "--cache-mb",
+            "1.5",
+            "--device",
+            "cpu",
+            "--backend",
+            "torch",
+            "-q",
+        ]
+    ) as server:
         client = httpx.Client(base_url=server.url, timeout=120)
         a = client.post("/api/images", files={"image": ("a.png", _png(coffee_rgb), "image/png")}).json()
         b = client.post("/api/images", files={"image": ("b.png", _png(coffee_rgb[::-1].copy()), "image/png")}).json()
@@ -233,8 +284,9 @@ def test_bad_requests_are_one_line_json_4xx(grabcut_server, photo, tmp_path):
     def segment(data=None, files=None):
         return client.post("/api/segment", data=data or {}, files=files if files is not None else {"image": image})
 
-    assert "not an image" in _one_line_error(segment({"box": "1,2,3,4"}, {"image": ("x.txt", b"hello", "text/plain")}),
-                                             415)
+    assert "not an image" in _one_line_error(
+        segment({"box": "1,2,3,4"}, {"image": ("x.txt", b"hello", "text/plain")}), 415
+    )
     truncated = photo.read_bytes()[: len(photo.read_bytes()) // 2]
     message = _one_line_error(segment({"box": "1,2,3,4"}, {"image": ("cut.png", truncated, "image/png")}), 422)
     assert message.startswith("cut.png") and str(grabcut_server.tmp_dir) not in message  # no server paths
@@ -244,10 +296,12 @@ def test_bad_requests_are_one_line_json_4xx(grabcut_server, photo, tmp_path):
     assert "no box" in _one_line_error(segment({}), 422)
     assert "'otsu'" in _one_line_error(segment({"box": "1,2,30,40", "threshold": "1.5"}), 422)
     assert "png, cutout, json" in _one_line_error(segment({"box": "1,2,30,40", "format": "gif"}), 422)
-    assert "no 'image' file" in _one_line_error(segment({"box": "1,2,30,40"},
-                                                        {"coarse_mask": ("m.png", b"x", "image/png")}), 422)
-    assert "unexpected file field 'mask'" in _one_line_error(segment({"box": "1,2,30,40"},
-                                                                     {"mask": ("m.png", b"x", "image/png")}), 422)
+    assert "no 'image' file" in _one_line_error(
+        segment({"box": "1,2,30,40"}, {"coarse_mask": ("m.png", b"x", "image/png")}), 422
+    )
+    assert "unexpected file field 'mask'" in _one_line_error(
+        segment({"box": "1,2,30,40"}, {"mask": ("m.png", b"x", "image/png")}), 422
+    )
     assert "unknown field" in _one_line_error(segment({"box": "1,2,30,40", "colour": "red"}), 422)
     assert "multipart" in _one_line_error(client.post("/api/segment", json={"box": "1,2,3,4"}), 415)
 
@@ -257,12 +311,14 @@ def test_bad_requests_are_one_line_json_4xx(grabcut_server, photo, tmp_path):
     assert "boxes[1]" in _one_line_error(client.post(url, json={"boxes": [BOX, [1, 2, "x", 4]]}), 422)
     assert "unknown key" in _one_line_error(client.post(url, json={"boxes": [BOX], "colour": "red"}), 422)
     assert "image, box, tiles" in _one_line_error(client.post(url, json={"boxes": [BOX], "region": "all"}), 422)
-    assert "valid JSON" in _one_line_error(client.post(url, content=b"{nope", headers={"content-type":
-                                                                                       "application/json"}), 422)
+    assert "valid JSON" in _one_line_error(
+        client.post(url, content=b"{nope", headers={"content-type": "application/json"}), 422
+    )
     assert "at most 64" in _one_line_error(client.post(url, json={"boxes": [BOX] * 65}), 422)
     assert "application/json" in _one_line_error(client.post(url, data={"boxes": "x"}), 415)
-    assert "upload it again" in _one_line_error(client.post(f"/api/images/{'0' * 64}/segment", json={"boxes": [BOX]}),
-                                                404)
+    assert "upload it again" in _one_line_error(
+        client.post(f"/api/images/{'0' * 64}/segment", json={"boxes": [BOX]}), 404
+    )
     assert _one_line_error(client.get("/api/nothing-here"), 404)
     assert _one_line_error(client.get("/api/segment"), 405)
     assert temp_files(grabcut_server) == []  # every upload's temporary file is gone
@@ -285,8 +341,10 @@ def test_upload_over_the_limit_is_refused_while_streaming(photo):
         assert "0.05 MiB" in _one_line_error(r, 413) and len(sent) == 64
         # Declared far over the limit: refused from the headers alone, not one byte of the body sent.
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
-            raw.sendall(b"POST /api/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
-                        b"boundary=B\r\nContent-Length: %d\r\n\r\n" % (200 * 2**20))
+            raw.sendall(
+                b"POST /api/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                b"boundary=B\r\nContent-Length: %d\r\n\r\n" % (200 * 2**20)
+            )
             answer = b""
             while chunk := raw.recv(65536):  # the server answers and closes
                 answer += chunk
@@ -294,8 +352,9 @@ def test_upload_over_the_limit_is_refused_while_streaming(photo):
         assert answer.startswith("HTTP/1.1 413") and "--max-upload-mb" in answer
         small = photo.read_bytes()
         assert len(small) > 0.05 * 2**20  # the photo itself is over this server's limit
-        _one_line_error(client.post("/api/segment", files={"image": ("c.png", small, "image/png")},
-                                    data={"box": "1,2,30,40"}), 413)
+        _one_line_error(
+            client.post("/api/segment", files={"image": ("c.png", small, "image/png")}, data={"box": "1,2,30,40"}), 413
+        )
         assert temp_files(server) == []
         assert client.get("/api/health").status_code == 200
 
@@ -380,8 +439,15 @@ def _long_request(server: RunningServer, photo: Path, result: list, n_boxes: int
     boxes = [_box_text([5 * k, 3 * k, 150 + 5 * k, 100 + 3 * k]) for k in range(n_boxes)]
 
     def go():
-        result.append(httpx.post(f"{server.url}/api/segment", timeout=120, data={"box": boxes},
-                                 files={"image": ("coffee.png", photo.read_bytes(), "image/png")}))
+        result.append(
+            httpx.post(
+                f"{server.url}/api/segment",
+                timeout=120,
+                data={"box": boxes},
+                files={"image": ("coffee.png", photo.read_bytes(), "image/png")},
+            )
+        )
+
     thread = threading.Thread(target=go)
     thread.start()
     return thread
@@ -403,8 +469,11 @@ def test_health_answers_during_a_long_request_and_a_full_queue_is_429(photo):
         t0 = time.perf_counter()
         health = httpx.get(f"{server.url}/api/health")
         took = time.perf_counter() - t0
-        busy = httpx.post(f"{server.url}/api/segment", data={"box": "1,2,30,40"},
-                          files={"image": ("coffee.png", photo.read_bytes(), "image/png")})
+        busy = httpx.post(
+            f"{server.url}/api/segment",
+            data={"box": "1,2,30,40"},
+            files={"image": ("coffee.png", photo.read_bytes(), "image/png")},
+        )
         still_running = not result
         thread.join()
     assert health.status_code == 200 and health.json()["queue"]["pending"] == 1 and took < 1.0
@@ -427,10 +496,24 @@ def test_a_request_over_the_timeout_is_503_and_the_server_goes_on(photo):
 @pytest.mark.slow
 def test_load_8_clients_8_requests_each_only_200_or_429(photo, tiny_sam_checkpoint, tiny_refiner_checkpoint):
     # A queue of 4 for 8 clients: some requests must wait, some are turned away; none may fail.
-    with RunningServer(["--sam-checkpoint", tiny_sam_checkpoint, "--checkpoint", tiny_refiner_checkpoint,
-                        "--device", "cpu", "--backend", "torch", "--queue", "4", "-q"]) as server:
-        image_id = httpx.post(f"{server.url}/api/images", timeout=60,
-                              files={"image": ("coffee.png", photo.read_bytes(), "image/png")}).json()["id"]
+    with RunningServer(
+        [
+            "--sam-checkpoint",
+            tiny_sam_checkpoint,
+            "--checkpoint",
+            tiny_refiner_checkpoint,
+            "--device",
+            "cpu",
+            "--backend",
+            "torch",
+            "--queue",
+            "4",
+            "-q",
+        ]
+    ) as server:
+        image_id = httpx.post(
+            f"{server.url}/api/images", timeout=60, files={"image": ("coffee.png", photo.read_bytes(), "image/png")}
+        ).json()["id"]
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         statuses: list[int] = []
         lock = threading.Lock()
@@ -444,8 +527,11 @@ def test_load_8_clients_8_requests_each_only_200_or_429(photo, tiny_sam_checkpoi
                     if (i + k) % 2:
                         r = c.post(f"/api/images/{image_id}/segment", json={"boxes": [box]})
                     else:
-                        r = c.post("/api/segment", data={"box": _box_text(box)},
-                                   files={"image": ("coffee.png", photo.read_bytes(), "image/png")})
+                        r = c.post(
+                            "/api/segment",
+                            data={"box": _box_text(box)},
+                            files={"image": ("coffee.png", photo.read_bytes(), "image/png")},
+                        )
                     if r.status_code not in (200, 429):
                         print(r.status_code, r.text)
                     with lock:
@@ -473,9 +559,24 @@ def test_the_serve_command_runs_and_stops_on_ctrl_c(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "is5net", "serve", "--stage1", "grabcut", "--refiner", "none",
-                             "--port", str(port), "-q"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "is5net",
+            "serve",
+            "--stage1",
+            "grabcut",
+            "--refiner",
+            "none",
+            "--port",
+            str(port),
+            "-q",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

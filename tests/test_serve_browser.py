@@ -23,8 +23,15 @@ from is5net.cli import main
 from test_serve_support import RunningServer
 
 CHROMIUM = os.environ.get("IS5NET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +40,8 @@ pytestmark = pytest.mark.slow
 def browser():
     assert shutil.which(CHROMIUM) or Path(CHROMIUM).is_file(), (
         f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium; .ci/run does) or set "
-        "IS5NET_CHROMIUM to a Chromium binary")
+        "IS5NET_CHROMIUM to a Chromium binary"
+    )
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
@@ -61,8 +69,12 @@ def _new_page(browser, server_url: str, **context_args):
     page.on("pageerror", lambda e: errors.append(str(e)))
     # Console errors too (a CSP refusal shows only there), but not the log line of an HTTP error status,
     # which the tests cause on purpose (an evicted image's 404, a broken file's 422).
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error"
-            and not m.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None
+        ),
+    )
     page.goto(server_url + "/")
     expect(page.locator("#models")).to_contain_text("stage 1:")
     return context, page, requests, errors
@@ -92,8 +104,10 @@ def _drag(page, start, end, steps: int = 12) -> None:
 
 
 def _boxes(page) -> list[list[int]]:
-    return [[int(v) for v in t.split(",")] for t in page.locator("#boxes li").evaluate_all(
-        "items => items.map(li => li.dataset.box)")]
+    return [
+        [int(v) for v in t.split(",")]
+        for t in page.locator("#boxes li").evaluate_all("items => items.map(li => li.dataset.box)")
+    ]
 
 
 def _download(page, action) -> bytes:
@@ -104,14 +118,26 @@ def _download(page, action) -> bytes:
 
 def _predict(tmp_path: Path, image: Path, box, *extra) -> Path:
     out = tmp_path / f"predict{len(list(tmp_path.iterdir()))}"
-    rc = main(["predict", str(image), f"--box={','.join(map(str, box))}", "-o", str(out), "--device", "cpu", "-q",
-               *map(str, extra)])
+    rc = main(
+        [
+            "predict",
+            str(image),
+            f"--box={','.join(map(str, box))}",
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "-q",
+            *map(str, extra),
+        ]
+    )
     assert rc == 0
     return out / f"{image.stem}.png"
 
 
 def test_draw_a_box_see_the_mask_move_the_slider_download_what_predict_writes(
-        browser, big_photo, tmp_path, tiny_sam_checkpoint, tiny_refiner_checkpoint):
+    browser, big_photo, tmp_path, tiny_sam_checkpoint, tiny_refiner_checkpoint
+):
     models = ["--checkpoint", tiny_refiner_checkpoint, "--sam-checkpoint", tiny_sam_checkpoint]
     with RunningServer([*models, "--device", "cpu", "-q"]) as server:
         context, page, requests, errors = _new_page(browser, server.url)
@@ -153,8 +179,14 @@ def test_draw_a_box_see_the_mask_move_the_slider_download_what_predict_writes(
             shots[view] = page.locator("#view").screenshot()
         grey = np.asarray(Image.open(io.BytesIO(shots["mask"])).convert("RGB")).astype(int)
         frame = page.locator("#view").bounding_box()
-        y, x0, x1 = (int(v) for v in (top - frame["y"] + 400 * scale, left - frame["x"] + (box[0] + 20) * scale,
-                                      left - frame["x"] + (box[2] - 20) * scale))
+        y, x0, x1 = (
+            int(v)
+            for v in (
+                top - frame["y"] + 400 * scale,
+                left - frame["x"] + (box[0] + 20) * scale,
+                left - frame["x"] + (box[2] - 20) * scale,
+            )
+        )
         inside = grey[y, x0:x1]  # a row inside the box, away from its outline
         assert len(set(shots.values())) == 3
         assert np.array_equal(inside[:, 0], inside[:, 1]) and np.array_equal(inside[:, 1], inside[:, 2])
@@ -193,8 +225,9 @@ def test_touch_drawing_errors_in_the_page_and_the_screenshot(browser, tmp_path):
         left, top, scale = _image_frame(page, 600, 400)
         cdp = context.new_cdp_session(page)
         points = [(left + (70 + 40 * t) * scale, top + (20 + 30 * t) * scale) for t in range(11)]  # to (470, 320)
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0],
-                                                                                     "y": points[0][1]}]})
+        cdp.send(
+            "Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]}
+        )
         for x, y in points[1:]:
             cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})

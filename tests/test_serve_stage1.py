@@ -48,17 +48,47 @@ def test_predictor_takes_a_stage_object_in_sams_place(coffee_rgb, tiny_refiner):
     assert np.array_equal(pred.sam_mask, stage.predict(np.array([BOX], dtype=float))[0][0].numpy())
 
 
-def test_predict_stage1_grabcut_needs_no_weights_and_refuses_sam_too(tmp_path, capsys, coffee_rgb,
-                                                                      tiny_refiner_checkpoint, tiny_sam_checkpoint):
+def test_predict_stage1_grabcut_needs_no_weights_and_refuses_sam_too(
+    tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint, tiny_sam_checkpoint
+):
     image = tmp_path / "coffee.png"
     Image.fromarray(coffee_rgb).save(image)
-    rc = main(["predict", str(image), "--box", "60,40,230,170", "--stage1", "grabcut", "--checkpoint",
-               str(tiny_refiner_checkpoint), "-o", str(tmp_path / "out"), "--device", "cpu", "-q"])
+    rc = main(
+        [
+            "predict",
+            str(image),
+            "--box",
+            "60,40,230,170",
+            "--stage1",
+            "grabcut",
+            "--checkpoint",
+            str(tiny_refiner_checkpoint),
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert np.asarray(Image.open(tmp_path / "out" / "coffee.png")).shape == (200, 300)
-    rc = main(["predict", str(image), "--box", "60,40,230,170", "--stage1", "grabcut", "--checkpoint",
-               str(tiny_refiner_checkpoint), "--sam-checkpoint", str(tiny_sam_checkpoint), "-o", str(tmp_path / "o2")])
+    rc = main(
+        [
+            "predict",
+            str(image),
+            "--box",
+            "60,40,230,170",
+            "--stage1",
+            "grabcut",
+            "--checkpoint",
+            str(tiny_refiner_checkpoint),
+            "--sam-checkpoint",
+            str(tiny_sam_checkpoint),
+            "-o",
+            str(tmp_path / "o2"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "--stage1 grabcut" in err and err.count("\n") == 1 and not (tmp_path / "o2").exists()
 

@@ -14,8 +14,20 @@ from PIL import Image
 
 from is5net.cli import COMMANDS, main
 
-HEAVY = ("torch", "torchvision", "numpy", "cv2", "skimage", "scipy", "py_sod_metrics", "PIL", "segment_anything",
-         "safetensors", "tqdm", "yaml")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "cv2",
+    "skimage",
+    "scipy",
+    "py_sod_metrics",
+    "PIL",
+    "segment_anything",
+    "safetensors",
+    "tqdm",
+    "yaml",
+)
 
 # Runs the CLI in a fresh interpreter as `python -m is5net` does, then reports which heavy modules got imported.
 _PROBE = r"""
@@ -33,14 +45,16 @@ print("\n" + json.dumps({"code": code, "heavy": heavy}))
 
 
 def _probe(argv: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(HEAVY)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(argv), json.dumps(HEAVY)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], *[[name, "--help"] for name in COMMANDS]],
-                         ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], *[[name, "--help"] for name in COMMANDS]], ids=lambda a: " ".join(a)
+)
 def test_help_and_version_import_nothing_heavy(argv):
     result = _probe(argv)
     assert result["code"] == 0
@@ -109,17 +123,30 @@ def test_interrupt_while_building_the_parser_or_importing_the_command_is_one_lin
 @pytest.fixture(scope="module")
 def predict_run(tmp_path_factory):
     """A predict run that imports torch, loads a refiner and segments an image, and how long it takes whole."""
-    from tiny import make_tiny_refiner
-
     from is5net.checkpoint import save_refiner
+    from tiny import make_tiny_refiner
 
     d = tmp_path_factory.mktemp("sigint")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(d / "img.png")
     Image.fromarray(np.full((64, 64), 255, np.uint8)).save(d / "coarse.png")
     save_refiner(make_tiny_refiner(5, input_size=64), d / "ref.safetensors")
-    argv = [sys.executable, "-m", "is5net", "predict", str(d / "img.png"), "--box", "1,1,40,40", "--checkpoint",
-            str(d / "ref.safetensors"), "--coarse-mask", str(d / "coarse.png"), "-o", str(d / "out"),
-            "--device", "cpu"]
+    argv = [
+        sys.executable,
+        "-m",
+        "is5net",
+        "predict",
+        str(d / "img.png"),
+        "--box",
+        "1,1,40,40",
+        "--checkpoint",
+        str(d / "ref.safetensors"),
+        "--coarse-mask",
+        str(d / "coarse.png"),
+        "-o",
+        str(d / "out"),
+        "--device",
+        "cpu",
+    ]
     walls = []
     for _ in range(2):  # the faster of two: the first may pay for a cold file cache
         t0 = time.perf_counter()

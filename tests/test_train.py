@@ -74,10 +74,10 @@ def test_losses_match_their_definitions():
     target = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])
     p = torch.sigmoid(logits)
     bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
-    iou = 1 - ((p * target).sum() + 1) / ((p + target - p * target).sum() + 1)   # the reference's +1
+    iou = 1 - ((p * target).sum() + 1) / ((p + target - p * target).sum() + 1)  # the reference's +1
     torch.testing.assert_close(side_loss([logits, logits], target), 2 * (20 * bce + 0.5 * iou))
     empty = torch.zeros_like(target)
-    assert float(side_loss([torch.full_like(logits, -30.0)], empty)) < 1e-6   # empty GT, empty prediction: 0
+    assert float(side_loss([torch.full_like(logits, -30.0)], empty)) < 1e-6  # empty GT, empty prediction: 0
     conv = torch.nn.Conv2d(1, 2, 1, bias=False)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
@@ -101,19 +101,39 @@ def test_losses_match_their_definitions():
 
 
 def _train_cmd(dataset, out, *extra):
-    return [sys.executable, "-m", "is5net.cli", "train", "--data", str(dataset), "--coarse-dir", "dataset",
-            "--out", str(out), "--no-progress", *TINY, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "is5net.cli",
+        "train",
+        "--data",
+        str(dataset),
+        "--coarse-dir",
+        "dataset",
+        "--out",
+        str(out),
+        "--no-progress",
+        *TINY,
+        *extra,
+    ]
 
 
 def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path):
     # A cosine schedule with warm-up: the resumed run must also continue the learning-rate curve.
-    extra = ["max_steps=12", "val_every=6", "gt_encoder_max_steps=4", "save_every=2", "lr_schedule=cosine",
-             "warmup_steps=3"]
+    extra = [
+        "max_steps=12",
+        "val_every=6",
+        "gt_encoder_max_steps=4",
+        "save_every=2",
+        "lr_schedule=cosine",
+        "warmup_steps=3",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_train_cmd(dataset, tmp_path / "a", *extra), check=True, env=env, capture_output=True)
 
-    proc = subprocess.Popen(_train_cmd(dataset, tmp_path / "b", *extra), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(dataset, tmp_path / "b", *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     latest = tmp_path / "b" / "checkpoints" / "latest.json"
     deadline = time.time() + 120
     killed_at = None
@@ -132,8 +152,12 @@ def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path):
     assert not (tmp_path / "b" / "refiner.safetensors").exists()
 
     # Same environment (thread count) as the uninterrupted run: float sums are then bit-identical.
-    subprocess.run([sys.executable, "-m", "is5net.cli", "train", "--resume", str(tmp_path / "b"), "--no-progress"],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "is5net.cli", "train", "--resume", str(tmp_path / "b"), "--no-progress"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     a, b = _weights(tmp_path / "a" / "refiner_last.safetensors"), _weights(tmp_path / "b" / "refiner_last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [r for r in (tmp_path / "b" / "log.csv").read_text().splitlines() if ",refiner,12,loss," in r]
@@ -141,8 +165,26 @@ def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path):
 
 
 def test_result_loads_and_predicts_and_config_is_saved(dataset, tmp_path):
-    assert main(["train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(tmp_path / "r"),
-                 "--no-progress", *TINY, "max_steps=4", "val_every=2", "gt_encoder_max_steps=2", "seed=5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset),
+                "--coarse-dir",
+                "dataset",
+                "--out",
+                str(tmp_path / "r"),
+                "--no-progress",
+                *TINY,
+                "max_steps=4",
+                "val_every=2",
+                "gt_encoder_max_steps=2",
+                "seed=5",
+            ]
+        )
+        == 0
+    )
     ref = load_refiner(tmp_path / "r" / "refiner.safetensors")
     assert ref.in_ch == 5 and ref.config.input_size == 64 and ref.config.model == "is5net_tiny"
     saved = load_config(tmp_path / "r" / "config.yaml")
@@ -161,9 +203,26 @@ def test_result_loads_and_predicts_and_config_is_saved(dataset, tmp_path):
 
 
 def test_isnet_preset_trains_three_channels_without_prompt(dataset, tmp_path):
-    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "i"), "--no-progress", "preset=isnet",
-                 "model=isnet_tiny", "input_size=64", "batch_size=4", "workers=0", "max_steps=2",
-                 "val_every=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset),
+                "--out",
+                str(tmp_path / "i"),
+                "--no-progress",
+                "preset=isnet",
+                "model=isnet_tiny",
+                "input_size=64",
+                "batch_size=4",
+                "workers=0",
+                "max_steps=2",
+                "val_every=2",
+            ]
+        )
+        == 0
+    )
     ref = load_refiner(tmp_path / "i" / "refiner.safetensors")
     assert ref.in_ch == 3
     assert not (tmp_path / "i" / "gt_encoder.safetensors").exists()
@@ -181,8 +240,11 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(dataset
         return value * float("nan") if calls["n"] == 3 else value
 
     monkeypatch.setattr(step, "side_loss", poisoned)
-    cfg = load_config(None, TINY + ["max_steps=6", "val_every=100", "save_every=2", "gt_encoder=false",
-                                    "feature_loss=false"], base={"data": str(dataset), "coarse_dir": "dataset"})
+    cfg = load_config(
+        None,
+        TINY + ["max_steps=6", "val_every=100", "save_every=2", "gt_encoder=false", "feature_loss=false"],
+        base={"data": str(dataset), "coarse_dir": "dataset"},
+    )
     with pytest.raises(IS5NetError, match="not finite at step 3"):
         train(cfg, tmp_path / "n", progress=False)
     latest = json.loads((tmp_path / "n" / "checkpoints" / "latest.json").read_text())
@@ -200,8 +262,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(dataset
 
     rows = [r.split(",") for r in (tmp_path / "s" / "log.csv").read_text().splitlines()]
     logged = {int(step): float(value) for _, phase, step, name, value in rows if name == "lr"}
-    assert logged == {k: pytest.approx(cfg.lr * lr_factor(k, 6, "cosine"), rel=1e-5, abs=1e-12)
-                      for k in range(1, 7)}
+    assert logged == {k: pytest.approx(cfg.lr * lr_factor(k, 6, "cosine"), rel=1e-5, abs=1e-12) for k in range(1, 7)}
 
 
 def test_bad_dataset_refused_unless_skip_bad(dataset, tmp_path, capsys, caplog):
@@ -210,8 +271,18 @@ def test_bad_dataset_refused_unless_skip_bad(dataset, tmp_path, capsys, caplog):
     bad = tmp_path / "bad"
     shutil.copytree(dataset, bad)
     (bad / "DIS-TR" / "im" / "00000_wires.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    args = ["train", "--data", str(bad), "--coarse-dir", "dataset", "--no-progress", *TINY, "max_steps=2",
-            "val_every=2", "gt_encoder_max_steps=1"]
+    args = [
+        "train",
+        "--data",
+        str(bad),
+        "--coarse-dir",
+        "dataset",
+        "--no-progress",
+        *TINY,
+        "max_steps=2",
+        "val_every=2",
+        "gt_encoder_max_steps=1",
+    ]
     assert main([*args, "--out", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err
     assert "00000_wires.png" in err and "--skip-bad" in err and len(err.strip().splitlines()) == 1
@@ -230,8 +301,22 @@ def test_missing_coarse_masks_are_named(dataset, tmp_path, capsys):
     root = tmp_path / "d"
     shutil.copytree(dataset, root)
     (root / "DIS-TR" / "coarse" / "00003_ring.png").unlink()
-    assert main(["train", "--data", str(root), "--coarse-dir", "dataset", "--out", str(tmp_path / "o"),
-                 "--no-progress", *TINY]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--coarse-dir",
+                "dataset",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-progress",
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "00003_ring" in capsys.readouterr().err
 
 
@@ -249,13 +334,25 @@ def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
 def test_trained_lr_follows_the_schedule(dataset, tmp_path):
     from is5net.train.loop import lr_factor
 
-    c = load_config(None, [*TINY, f"data={dataset}", "coarse_dir=dataset", "max_steps=6", "val_every=100",
-                           "gt_encoder=false", "feature_loss=false", "log_every=1", "lr=1e-3",
-                           "lr_schedule=cosine", "warmup_steps=2"])
+    c = load_config(
+        None,
+        [
+            *TINY,
+            f"data={dataset}",
+            "coarse_dir=dataset",
+            "max_steps=6",
+            "val_every=100",
+            "gt_encoder=false",
+            "feature_loss=false",
+            "log_every=1",
+            "lr=1e-3",
+            "lr_schedule=cosine",
+            "warmup_steps=2",
+        ],
+    )
     train(c, tmp_path / "run", progress=False)
     rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]
-    logged = {int(step): float(value) for _, phase, step, name, value in rows
-              if (phase, name) == ("refiner", "lr")}
+    logged = {int(step): float(value) for _, phase, step, name, value in rows if (phase, name) == ("refiner", "lr")}
     # The lr logged after update k is the one of update k + 1 (the log keeps 6 significant digits).
     assert logged == {k: pytest.approx(1e-3 * lr_factor(k, 6, "cosine", 2), rel=1e-5) for k in range(1, 7)}
 
@@ -268,8 +365,12 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
     assert isinstance(c.max_steps, int)
     with pytest.raises(IS5NetError, match="max_steps"):
         load_config(None, ["max_steps=2.5e0"])
-    for bad, key in (["lr=nan"], "lr"), (["feature_weight=-inf"], "feature_weight"), (["betas=0.9,x"], "betas"), \
-            (["warmup_steps=null"], "warmup_steps"):
+    for bad, key in (
+        (["lr=nan"], "lr"),
+        (["feature_weight=-inf"], "feature_weight"),
+        (["betas=0.9,x"], "betas"),
+        (["warmup_steps=null"], "warmup_steps"),
+    ):
         with pytest.raises(IS5NetError, match=key):
             load_config(None, bad)
 
@@ -284,8 +385,12 @@ def test_overrides_may_come_on_both_sides_of_options(dataset, tmp_path, capsys):
 
 
 def test_bad_overrides_are_clear(dataset, tmp_path, capsys):
-    for bad, needle in ((["lr=fast"], "lr"), (["nonsense=1"], "unknown setting"), (["model=resnet"], "model"),
-                        (["lr_schedule=linear"], "lr_schedule")):
+    for bad, needle in (
+        (["lr=fast"], "lr"),
+        (["nonsense=1"], "unknown setting"),
+        (["model=resnet"], "model"),
+        (["lr_schedule=linear"], "lr_schedule"),
+    ):
         assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "o"), *bad]) == 2
         assert needle in capsys.readouterr().err
 
@@ -293,10 +398,32 @@ def test_bad_overrides_are_clear(dataset, tmp_path, capsys):
 def test_two_process_gloo_run_completes_and_rank0_alone_writes(dataset, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "is5net.cli", "train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(out),
-           "--no-progress", "model=is5net_tiny", "input_size=64", "batch_size=2", "workers=0", "max_steps=4",
-           "val_every=2", "gt_encoder_max_steps=2", "log_every=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "is5net.cli",
+        "train",
+        "--data",
+        str(dataset),
+        "--coarse-dir",
+        "dataset",
+        "--out",
+        str(out),
+        "--no-progress",
+        "model=is5net_tiny",
+        "input_size=64",
+        "batch_size=2",
+        "workers=0",
+        "max_steps=4",
+        "val_every=2",
+        "gt_encoder_max_steps=2",
+        "log_every=1",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert load_refiner(out / "refiner.safetensors").in_ch == 5
@@ -319,8 +446,18 @@ def test_commands_with_bars_take_quiet_and_quiet_training_draws_none(dataset, tm
         options = {s for a in parser._actions for s in a.option_strings}
         assert {"-q", "--quiet"} <= options, f"is5net {name} has no -q/--quiet"
 
-    argv = ["train", "--data", str(dataset), "--coarse-dir", "dataset", *TINY, "max_steps=2", "val_every=100",
-            "gt_encoder=false", "feature_loss=false"]
+    argv = [
+        "train",
+        "--data",
+        str(dataset),
+        "--coarse-dir",
+        "dataset",
+        *TINY,
+        "max_steps=2",
+        "val_every=100",
+        "gt_encoder=false",
+        "feature_loss=false",
+    ]
     assert main([*argv, "--out", str(tmp_path / "bars")]) == 0
     assert "refiner: 100%" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "quiet"), "-q"]) == 0
@@ -343,8 +480,9 @@ def test_optimizer_fused_on_cpu_and_plain_where_torch_has_no_fused_cpu_kernel(mo
     class NoFusedCpu(torch.optim.AdamW):  # torch < 2.4 refuses fused=True for CPU tensors
         def __init__(self, params, fused=None, **kw):
             if fused:
-                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
-                                   "supported devices: ['cuda']")
+                raise RuntimeError(
+                    "`fused=True` requires all the params to be floating point Tensors of supported devices: ['cuda']"
+                )
             super().__init__(params, **kw)
 
     monkeypatch.setattr(torch.optim, "AdamW", NoFusedCpu)

@@ -11,8 +11,16 @@ from is5net.cli import main
 from is5net.errors import IS5NetError
 from is5net.train import load_config
 
-TINY = ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", "log_every=2", "gt_encoder=false",
-        "feature_loss=false", "data_cache=off"]
+TINY = [
+    "model=is5net_tiny",
+    "input_size=64",
+    "batch_size=4",
+    "workers=0",
+    "log_every=2",
+    "gt_encoder=false",
+    "feature_loss=false",
+    "data_cache=off",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,28 +48,78 @@ def _checkpoints(run):
 
 def test_keeping_one_checkpoint_keeps_the_one_latest_names(dataset, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(run), "-q", *TINY,
-                 "max_steps=6", "val_every=2", "keep_checkpoints=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset),
+                "--coarse-dir",
+                "dataset",
+                "--out",
+                str(run),
+                "-q",
+                *TINY,
+                "max_steps=6",
+                "val_every=2",
+                "keep_checkpoints=1",
+            ]
+        )
+        == 0
+    )
     d, latest, numbered = _checkpoints(run)
-    assert (d / "refiner-best.safetensors").is_file()                  # "best" is not one of the numbered
+    assert (d / "refiner-best.safetensors").is_file()  # "best" is not one of the numbered
     assert numbered == [latest["weights"]] == ["refiner-00000006.safetensors"]
     assert (d / latest["state"]).is_file()
     # the default keeps two numbered checkpoints beside the best one
     run2 = tmp_path / "run2"
-    assert main(["train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(run2), "-q", *TINY,
-                 "max_steps=6", "val_every=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset),
+                "--coarse-dir",
+                "dataset",
+                "--out",
+                str(run2),
+                "-q",
+                *TINY,
+                "max_steps=6",
+                "val_every=2",
+            ]
+        )
+        == 0
+    )
     assert _checkpoints(run2)[2] == ["refiner-00000004.safetensors", "refiner-00000006.safetensors"]
 
 
 def test_without_a_validation_set_checkpoints_still_come_every_val_every_steps(dataset, tmp_path):
     root = _plain_folder(dataset, tmp_path / "plain")
     run = tmp_path / "run"
-    assert main(["train", "--data", str(root), "--coarse-dir", "dataset", "--out", str(run), "-q", *TINY,
-                 "max_steps=5", "val_every=2", "keep_checkpoints=5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root),
+                "--coarse-dir",
+                "dataset",
+                "--out",
+                str(run),
+                "-q",
+                *TINY,
+                "max_steps=5",
+                "val_every=2",
+                "keep_checkpoints=5",
+            ]
+        )
+        == 0
+    )
     _, latest, numbered = _checkpoints(run)
     assert numbered == [f"refiner-0000000{k}.safetensors" for k in (2, 4, 5)]
     assert latest["step"] == 5
-    assert not (run / "checkpoints" / "refiner-best.safetensors").exists()   # nothing was validated
+    assert not (run / "checkpoints" / "refiner-best.safetensors").exists()  # nothing was validated
 
 
 def test_val_folder_masks_are_looked_for_where_cache_sam_puts_them(dataset, tmp_path, capsys):
@@ -70,8 +128,21 @@ def test_val_folder_masks_are_looked_for_where_cache_sam_puts_them(dataset, tmp_
     for sub in ("im", "gt"):
         shutil.copytree(dataset / "DIS-VD" / sub, val / sub)
     assert main(["cache-sam", "--data", str(root), "--sam-type", "tiny", "-q"]) == 0
-    argv = ["train", "--data", str(root), "--val", str(val), "--sam-type", "tiny", "--out", str(tmp_path / "r"),
-            "-q", *TINY, "max_steps=2", "val_every=2"]
+    argv = [
+        "train",
+        "--data",
+        str(root),
+        "--val",
+        str(val),
+        "--sam-type",
+        "tiny",
+        "--out",
+        str(tmp_path / "r"),
+        "-q",
+        *TINY,
+        "max_steps=2",
+        "val_every=2",
+    ]
     capsys.readouterr()
     # Refused before any step, naming the command that fills the validation cache.
     assert main(argv) == 2
@@ -97,16 +168,50 @@ def test_fp16_training_scales_the_loss_and_checkpoints_the_scaler(dataset, tmp_p
     import torch
 
     run = tmp_path / "run"
-    assert main(["train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(run), "-q", *TINY,
-                 "max_steps=3", "val_every=3", "precision=fp16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset),
+                "--coarse-dir",
+                "dataset",
+                "--out",
+                str(run),
+                "-q",
+                *TINY,
+                "max_steps=3",
+                "val_every=3",
+                "precision=fp16",
+            ]
+        )
+        == 0
+    )
     state = torch.load(run / "checkpoints" / "refiner-00000003.state.pt", map_location="cpu", weights_only=True)
     # GradScaler starts at 2**16 and halves on each overflowed (skipped) step: it really ran
-    assert 0 < state["scaler"]["scale"] <= 2.0 ** 16
+    assert 0 < state["scaler"]["scale"] <= 2.0**16
     bf16 = tmp_path / "bf16"
-    assert main(["train", "--data", str(dataset), "--coarse-dir", "dataset", "--out", str(bf16), "-q", *TINY,
-                 "max_steps=1", "val_every=3", "precision=bf16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset),
+                "--coarse-dir",
+                "dataset",
+                "--out",
+                str(bf16),
+                "-q",
+                *TINY,
+                "max_steps=1",
+                "val_every=3",
+                "precision=bf16",
+            ]
+        )
+        == 0
+    )
     state = torch.load(bf16 / "checkpoints" / "refiner-00000001.state.pt", map_location="cpu", weights_only=True)
-    assert state["scaler"] == {}   # no loss scaling where it is not needed
+    assert state["scaler"] == {}  # no loss scaling where it is not needed
 
 
 def test_pruning_spares_the_checkpoint_latest_names_after_a_crash(tmp_path):

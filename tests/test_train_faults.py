@@ -14,8 +14,15 @@ from is5net.cli import main
 from is5net.errors import IS5NetError
 from is5net.train import TrainConfig, load_config, train
 
-TINY = ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", "gt_encoder=false",
-        "feature_loss=false", "data_cache=off"]
+TINY = [
+    "model=is5net_tiny",
+    "input_size=64",
+    "batch_size=4",
+    "workers=0",
+    "gt_encoder=false",
+    "feature_loss=false",
+    "data_cache=off",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +46,23 @@ def _rows(run):
 
 
 # ------------------------------------------------------------------------------------ e. ranges
-@pytest.mark.parametrize("override, needle", [
-    ("early_stop=-1", "early_stop must be >= 0"),
-    ("val_limit=-3", "val_limit must be >= 0"),
-    ("gt_encoder_target_maxf=5", "gt_encoder_target_maxf must be in (0, 1]"),
-    ("min_fraction=2", "min_fraction must be in [0, 1]"),
-    ("jitter_fraction=-1", "jitter_fraction must be in [0, 1]"),
-    ("log_every=0", "log_every must be >= 1"),
-    ("betas=0.9,1.5", "betas must be in [0, 1)"),
-    ("input_size=48", "input_size must be a multiple of 32"),
-    ("seed=-2", "seed must be >= 0"),
-])
-def test_settings_out_of_range_are_refused_in_one_line_naming_key_and_range(dataset, tmp_path, capsys, override,
-                                                                            needle):
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("early_stop=-1", "early_stop must be >= 0"),
+        ("val_limit=-3", "val_limit must be >= 0"),
+        ("gt_encoder_target_maxf=5", "gt_encoder_target_maxf must be in (0, 1]"),
+        ("min_fraction=2", "min_fraction must be in [0, 1]"),
+        ("jitter_fraction=-1", "jitter_fraction must be in [0, 1]"),
+        ("log_every=0", "log_every must be >= 1"),
+        ("betas=0.9,1.5", "betas must be in [0, 1)"),
+        ("input_size=48", "input_size must be a multiple of 32"),
+        ("seed=-2", "seed must be >= 0"),
+    ],
+)
+def test_settings_out_of_range_are_refused_in_one_line_naming_key_and_range(
+    dataset, tmp_path, capsys, override, needle
+):
     assert _train(dataset, tmp_path / "o", override, "max_steps=1") == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
@@ -69,8 +80,18 @@ def test_every_setting_declares_its_range_and_defaults_are_within_it():
 
 
 def test_a_config_built_in_python_is_checked_too(dataset, tmp_path):
-    c = TrainConfig(model="is5net_tiny", input_size=64, batch_size=4, workers=0, gt_encoder=False,
-                    feature_loss=False, max_steps=1, log_every=0, data=str(dataset), coarse_dir="dataset")
+    c = TrainConfig(
+        model="is5net_tiny",
+        input_size=64,
+        batch_size=4,
+        workers=0,
+        gt_encoder=False,
+        feature_loss=False,
+        max_steps=1,
+        log_every=0,
+        data=str(dataset),
+        coarse_dir="dataset",
+    )
     with pytest.raises(IS5NetError, match="log_every must be >= 1"):
         train(c, tmp_path / "o", progress=False)
 
@@ -127,16 +148,22 @@ def test_resume_with_no_whole_checkpoint_stops_in_one_line_naming_the_damaged_fi
 
 def test_a_resumed_run_logs_every_step_once(dataset, tmp_path):
     run = tmp_path / "run"
-    assert _train(dataset, run, "max_steps=6", "val_every=3", "save_every=2", "keep_checkpoints=3",
-                  "log_every=1") == 0
+    assert _train(dataset, run, "max_steps=6", "val_every=3", "save_every=2", "keep_checkpoints=3", "log_every=1") == 0
     uninterrupted = _rows(run)
     # As if killed after logging step 6 but before its checkpoint: latest.json still names step 4.
     ckpts = run / "checkpoints"
     for name in ("refiner-00000006.safetensors", "refiner-00000006.state.pt"):
         (ckpts / name).unlink()
-    (ckpts / "latest.json").write_text(json.dumps({"phase": "refiner", "step": 4,
-                                                   "weights": "refiner-00000004.safetensors",
-                                                   "state": "refiner-00000004.state.pt"}))
+    (ckpts / "latest.json").write_text(
+        json.dumps(
+            {
+                "phase": "refiner",
+                "step": 4,
+                "weights": "refiner-00000004.safetensors",
+                "state": "refiner-00000004.state.pt",
+            }
+        )
+    )
     with open(run / "log.csv", "a") as f:
         f.write("1.0,refiner,7,lo")  # a row cut short by the kill
     assert main(["train", "--resume", str(run), "-q"]) == 0
@@ -145,15 +172,28 @@ def test_a_resumed_run_logs_every_step_once(dataset, tmp_path):
 
 # ------------------------------------------------------------------------- l. GT-encoder caps
 def test_gt_encoder_phase_is_capped_by_max_steps_and_stops_on_a_plateau(dataset, tmp_path, monkeypatch, caplog):
-    assert load_config(None, ["max_steps=24"]).gt_encoder_steps == 24           # a short run is short
-    assert load_config(None, []).gt_encoder_steps == 20_000                    # the reference's cap
+    assert load_config(None, ["max_steps=24"]).gt_encoder_steps == 24  # a short run is short
+    assert load_config(None, []).gt_encoder_steps == 20_000  # the reference's cap
     assert load_config(None, ["max_steps=24", "gt_encoder_max_steps=50"]).gt_encoder_steps == 50
 
     import is5net.train.loop as loop
 
     monkeypatch.setattr(loop, "validate", lambda *a, **k: {"maxF": 0.78, "MAE": 0.2})  # stuck, as reported
-    argv = ["train", "--data", str(dataset), "--coarse-dir", "dataset", "-q", "model=is5net_tiny", "input_size=64",
-            "batch_size=4", "workers=0", "data_cache=off", "val_every=1", "early_stop=2"]
+    argv = [
+        "train",
+        "--data",
+        str(dataset),
+        "--coarse-dir",
+        "dataset",
+        "-q",
+        "model=is5net_tiny",
+        "input_size=64",
+        "batch_size=4",
+        "workers=0",
+        "data_cache=off",
+        "val_every=1",
+        "early_stop=2",
+    ]
     with caplog.at_level(logging.INFO, logger="is5net"):
         assert main([*argv, "--out", str(tmp_path / "plateau"), "max_steps=8", "gt_encoder_max_steps=40"]) == 0
     gt = json.loads((tmp_path / "plateau" / "summary.json").read_text())["gt_encoder"]

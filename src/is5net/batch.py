@@ -77,8 +77,9 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def discover(inputs: Iterable[os.PathLike | str], recursive: bool = False,
-             exclude: Optional[os.PathLike | str] = None) -> Discovery:
+def discover(
+    inputs: Iterable[os.PathLike | str], recursive: bool = False, exclude: Optional[os.PathLike | str] = None
+) -> Discovery:
     """The images named by ``inputs``: files as given, folders' image files (with ``recursive``, also those
     of their subfolders), and the image files a glob pattern matches (``**`` crosses folders with
     ``recursive``). Sorted within each input, duplicates dropped (first kept).
@@ -122,8 +123,10 @@ def discover(inputs: Iterable[os.PathLike | str], recursive: bool = False,
             matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive))
             files = [p for p in matches if wanted(p)]
             if not files:
-                raise IS5NetError(f"{text}: no image file matches this pattern"
-                                  + ("" if recursive or "**" not in text else " (** needs --recursive)"))
+                raise IS5NetError(
+                    f"{text}: no image file matches this pattern"
+                    + ("" if recursive or "**" not in text else " (** needs --recursive)")
+                )
             for p in files:
                 add(p, PurePosixPath(p.relative_to(root).as_posix()))
         else:
@@ -138,8 +141,10 @@ def output_collisions(items: list[Item]) -> Optional[str]:
     for item in items:
         other = first.setdefault(item.out_stem, item)
         if other is not item:
-            return (f"{other.path} and {item.path} would write the same outputs ({item.out_stem}.*); "
-                    f"rename one or run them separately")
+            return (
+                f"{other.path} and {item.path} would write the same outputs ({item.out_stem}.*); "
+                f"rename one or run them separately"
+            )
     return None
 
 

@@ -43,8 +43,10 @@ def check_input_size(size, what: str = "input size") -> None:
         for v in sides
     )
     if not ok:
-        raise CheckpointError(f"{what} {size!r}: expected a multiple of {INPUT_SIZE_MULTIPLE}, at least "
-                              f"{INPUT_SIZE_MULTIPLE} (e.g. {DEFAULT_INPUT_SIZE}, the reference)")
+        raise CheckpointError(
+            f"{what} {size!r}: expected a multiple of {INPUT_SIZE_MULTIPLE}, at least "
+            f"{INPUT_SIZE_MULTIPLE} (e.g. {DEFAULT_INPUT_SIZE}, the reference)"
+        )
 
 
 def default_mean(in_ch: int) -> list[float]:
@@ -70,8 +72,14 @@ class RefinerConfig:
     def for_model(cls, model: nn.Module, input_size: int = DEFAULT_INPUT_SIZE) -> "RefinerConfig":
         in_ch, width = int(model.in_ch), float(model.width)
         name = getattr(model, "model_name", None) or model_name_for(in_ch, width)
-        return cls(model=name, in_ch=in_ch, width=width, input_size=int(input_size),
-                   mean=default_mean(in_ch), std=[1.0] * in_ch)
+        return cls(
+            model=name,
+            in_ch=in_ch,
+            width=width,
+            input_size=int(input_size),
+            mean=default_mean(in_ch),
+            std=[1.0] * in_ch,
+        )
 
 
 def read_state_dict(path: os.PathLike | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -88,8 +96,9 @@ def read_state_dict(path: os.PathLike | str) -> tuple[dict[str, torch.Tensor], d
     image_kind = _image_kind(path)
     if image_kind is not None:
         # torch.load would call it a pickle that "needs arbitrary code": say what it is instead.
-        raise CheckpointError(f"{path}: not a checkpoint but a {image_kind} image; give the refiner's weights "
-                              f"(.pth or .safetensors)")
+        raise CheckpointError(
+            f"{path}: not a checkpoint but a {image_kind} image; give the refiner's weights (.pth or .safetensors)"
+        )
     metadata: dict[str, str] = {}
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -124,14 +133,19 @@ def read_state_dict(path: os.PathLike | str) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj, metadata
 
 
 # Leading bytes of the image formats a user may pass by mistake (an image where weights were meant).
 _IMAGE_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-    (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
 )
 
 
@@ -259,7 +273,9 @@ def isnet_to_is5net_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def convert_isnet_to_is5net(src: os.PathLike | str, dst: os.PathLike | str, input_size: int = DEFAULT_INPUT_SIZE) -> Path:
+def convert_isnet_to_is5net(
+    src: os.PathLike | str, dst: os.PathLike | str, input_size: int = DEFAULT_INPUT_SIZE
+) -> Path:
     """Read an IS-Net checkpoint, write the equivalent IS5Net as safetensors with metadata.
 
     ``dst`` must not be ``src`` (through any path, symbolic or hard link): the input is never overwritten.

@@ -32,28 +32,55 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command("is5net.demo", cli_args.demo,
-                    "the paper's result in miniature: built-in data, train IS-Net and IS5Net, compare"),
-    "predict": Command("is5net.predict_cli", cli_args.predict,
-                       "segment images with a box prompt (SAM + IS5Net, or a given coarse mask)"),
-    "convert-isnet": Command("is5net.convert_cli", cli_args.convert_isnet,
-                             "turn 3-channel IS-Net weights into 5-channel IS5Net weights"),
-    "eval": Command("is5net.eval.cli", cli_args.eval_,
-                    "score predicted masks against ground truth with the six DIS metrics"),
-    "check-data": Command("is5net.data.check", cli_args.check_data,
-                          "check a dataset: unreadable files, missing pairs, size mismatches, empty GTs"),
-    "train": Command("is5net.train.cli", cli_args.train,
-                     "train IS5Net / IS-Net: GT-encoder phase, then the refiner (AMP, torchrun, exact resume)"),
-    "cache-sam": Command("is5net.data.sam_cache", cli_args.cache_sam,
-                         "precompute the SAM masks of every training sample (resumable, torchrun)"),
-    "serve": Command("is5net.serve.command", cli_args.serve,
-                     "a web page and HTTP API: draw a box in the browser, get the mask (pip install 'is5net[serve]')"),
-    "export-onnx": Command("is5net.export_cli", cli_args.export_onnx,
-                           "export the refiner to ONNX (metadata, checked against torch on a real image)"),
-    "weights": Command("is5net.weights_cli", cli_args.weights,
-                       "official weight files: list, verify, download one on request (resumable, checksummed)"),
-    "doctor": Command("is5net.doctor", cli_args.doctor,
-                      "versions, device, backends, extras and weight files: what works and what to fix"),
+    "demo": Command(
+        "is5net.demo", cli_args.demo, "the paper's result in miniature: built-in data, train IS-Net and IS5Net, compare"
+    ),
+    "predict": Command(
+        "is5net.predict_cli",
+        cli_args.predict,
+        "segment images with a box prompt (SAM + IS5Net, or a given coarse mask)",
+    ),
+    "convert-isnet": Command(
+        "is5net.convert_cli", cli_args.convert_isnet, "turn 3-channel IS-Net weights into 5-channel IS5Net weights"
+    ),
+    "eval": Command(
+        "is5net.eval.cli", cli_args.eval_, "score predicted masks against ground truth with the six DIS metrics"
+    ),
+    "check-data": Command(
+        "is5net.data.check",
+        cli_args.check_data,
+        "check a dataset: unreadable files, missing pairs, size mismatches, empty GTs",
+    ),
+    "train": Command(
+        "is5net.train.cli",
+        cli_args.train,
+        "train IS5Net / IS-Net: GT-encoder phase, then the refiner (AMP, torchrun, exact resume)",
+    ),
+    "cache-sam": Command(
+        "is5net.data.sam_cache",
+        cli_args.cache_sam,
+        "precompute the SAM masks of every training sample (resumable, torchrun)",
+    ),
+    "serve": Command(
+        "is5net.serve.command",
+        cli_args.serve,
+        "a web page and HTTP API: draw a box in the browser, get the mask (pip install 'is5net[serve]')",
+    ),
+    "export-onnx": Command(
+        "is5net.export_cli",
+        cli_args.export_onnx,
+        "export the refiner to ONNX (metadata, checked against torch on a real image)",
+    ),
+    "weights": Command(
+        "is5net.weights_cli",
+        cli_args.weights,
+        "official weight files: list, verify, download one on request (resumable, checksummed)",
+    ),
+    "doctor": Command(
+        "is5net.doctor",
+        cli_args.doctor,
+        "versions, device, backends, extras and weight files: what works and what to fix",
+    ),
 }
 
 
@@ -67,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=inspect.cleandoc(command.arguments.__doc__ or command.help),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=command.help,
+            description=inspect.cleandoc(command.arguments.__doc__ or command.help),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         command.arguments(p)
     return parser
 

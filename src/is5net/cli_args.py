@@ -56,33 +56,54 @@ def fraction_arg(text: str) -> float:
 
 def region_arguments(parser, max_side: bool = True) -> None:
     """--region / --margin / --max-side: what part of the image the refiner sees (docs/input-contract.md)."""
-    parser.add_argument("--region", choices=REGIONS, default=None,
-                        help="image: the whole image at the model's input size (the paper's); box: the box plus "
-                             "--margin, at the model's input size, pasted back; tiles: that crop at native "
-                             "resolution in tiles (default: what the checkpoint was trained for; official: image)")
-    parser.add_argument("--margin", type=fraction_arg, default=0.1, metavar="F",
-                        help="box and tiles: grow the box by F of its width and height on each side, "
-                             "at least 16 px (default 0.1)")
+    parser.add_argument(
+        "--region",
+        choices=REGIONS,
+        default=None,
+        help="image: the whole image at the model's input size (the paper's); box: the box plus "
+        "--margin, at the model's input size, pasted back; tiles: that crop at native "
+        "resolution in tiles (default: what the checkpoint was trained for; official: image)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=fraction_arg,
+        default=0.1,
+        metavar="F",
+        help="box and tiles: grow the box by F of its width and height on each side, at least 16 px (default 0.1)",
+    )
     if max_side:
-        parser.add_argument("--max-side", type=positive_int, default=4096, metavar="N",
-                            help="tiles: refine at native resolution up to N pixels on the crop's longer side "
-                                 "(default 4096)")
+        parser.add_argument(
+            "--max-side",
+            type=positive_int,
+            default=4096,
+            metavar="N",
+            help="tiles: refine at native resolution up to N pixels on the crop's longer side (default 4096)",
+        )
 
 
 def demo(parser: argparse.ArgumentParser) -> None:
     """The paper's result in miniature, on built-in data, on a CPU, in minutes."""
     parser.add_argument("--out", type=Path, default=Path("is5net-demo"), help="output folder (default ./is5net-demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
-    parser.add_argument("--quick", action="store_true", help="a much smaller run (for CI): seconds, not minutes; "
-                                                            "too short to show the result")
-    parser.add_argument("--sam-checkpoint", help="make the coarse masks with real SAM instead of the simulation "
-                                                 "(on a CPU this takes far longer: ~15 s per image for ViT-B)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a much smaller run (for CI): seconds, not minutes; too short to show the result",
+    )
+    parser.add_argument(
+        "--sam-checkpoint",
+        help="make the coarse masks with real SAM instead of the simulation "
+        "(on a CPU this takes far longer: ~15 s per image for ViT-B)",
+    )
     parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--highres", action="store_true",
-                        help="full-resolution regions in miniature: photos at 4x the model input, refiners for "
-                             "the image and tiles regions, one table of image / box / tiles and loose boxes")
+    parser.add_argument(
+        "--highres",
+        action="store_true",
+        help="full-resolution regions in miniature: photos at 4x the model input, refiners for "
+        "the image and tiles regions, one table of image / box / tiles and loose boxes",
+    )
 
 
 def predict(parser: argparse.ArgumentParser) -> None:
@@ -93,78 +114,169 @@ def predict(parser: argparse.ArgumentParser) -> None:
     coordinate is passed with '=': --box=-5,0,10,10 (argparse would read '-5,...' as an option).
     """
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="image files (any Pillow format), folders, or quoted glob patterns ('photos/*.jpg'); "
-                             "a folder or a pattern mirrors its tree under OUTDIR and keeps OUTDIR/index.jsonl, so "
-                             "a second run skips what is done")
-    parser.add_argument("-r", "--recursive", action="store_true",
-                        help="also the images in the folders' subfolders (and '**' in patterns)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="redo images that OUTDIR/index.jsonl lists as done (default: skip them)")
-    parser.add_argument("--combine", choices=("separate", "union", "labels"), default="separate",
-                        help="several boxes: separate (one mask per box, <stem>_<k>.png), union (one mask), "
-                             "labels (one label PNG: 0 background, k+1 for box k; an overlap goes to the box "
-                             "whose soft mask is higher there)")
-    parser.add_argument("--background", metavar="COLOR|IMAGE",
-                        help="cut-outs composited over this colour (name, #rrggbb, r,g,b) or image: RGB, no alpha")
-    parser.add_argument("--foreground", choices=("estimate", "raw"), default="estimate",
-                        help="cut-out colours at soft edges: estimate (pymatting's foreground estimation, so hair "
-                             "does not carry the old background) or raw (the photo's pixels, as is5net serve)")
-    parser.add_argument("--prefetch", type=int, default=2, metavar="N",
-                        help="images decoded ahead in a background thread while the model runs (0: none)")
-    parser.add_argument("--box", action="append", default=[], metavar="x0,y0,x1,y1",
-                        help="a box in pixels of the image as displayed (XYXY, exclusive end); repeat for several; "
-                             "applies to every IMAGE. A box starting with a negative number needs '=': "
-                             "--box=-5,0,10,10")
-    parser.add_argument("--boxes", type=Path, metavar="FILE",
-                        help="JSON mapping image file names (or stems) to lists of boxes, a COCO annotation "
-                             "file (its bbox fields, [x, y, w, h]), or a CSV with rows file,x0,y0,x1,y1")
-    parser.add_argument("--checkpoint", required=True, metavar="PATH|NAME",
-                        help="refiner: DIS-SAM/IS-Net .pth or our .safetensors, or a name under IS5NET_HOME "
-                             "(dis-sam, isnet, isnet-general-use)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="image files (any Pillow format), folders, or quoted glob patterns ('photos/*.jpg'); "
+        "a folder or a pattern mirrors its tree under OUTDIR and keeps OUTDIR/index.jsonl, so "
+        "a second run skips what is done",
+    )
+    parser.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also the images in the folders' subfolders (and '**' in patterns)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo images that OUTDIR/index.jsonl lists as done (default: skip them)",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=("separate", "union", "labels"),
+        default="separate",
+        help="several boxes: separate (one mask per box, <stem>_<k>.png), union (one mask), "
+        "labels (one label PNG: 0 background, k+1 for box k; an overlap goes to the box "
+        "whose soft mask is higher there)",
+    )
+    parser.add_argument(
+        "--background",
+        metavar="COLOR|IMAGE",
+        help="cut-outs composited over this colour (name, #rrggbb, r,g,b) or image: RGB, no alpha",
+    )
+    parser.add_argument(
+        "--foreground",
+        choices=("estimate", "raw"),
+        default="estimate",
+        help="cut-out colours at soft edges: estimate (pymatting's foreground estimation, so hair "
+        "does not carry the old background) or raw (the photo's pixels, as is5net serve)",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=2,
+        metavar="N",
+        help="images decoded ahead in a background thread while the model runs (0: none)",
+    )
+    parser.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        metavar="x0,y0,x1,y1",
+        help="a box in pixels of the image as displayed (XYXY, exclusive end); repeat for several; "
+        "applies to every IMAGE. A box starting with a negative number needs '=': "
+        "--box=-5,0,10,10",
+    )
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="FILE",
+        help="JSON mapping image file names (or stems) to lists of boxes, a COCO annotation "
+        "file (its bbox fields, [x, y, w, h]), or a CSV with rows file,x0,y0,x1,y1",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH|NAME",
+        help="refiner: DIS-SAM/IS-Net .pth or our .safetensors, or a name under IS5NET_HOME "
+        "(dis-sam, isnet, isnet-general-use)",
+    )
     stage1 = parser.add_mutually_exclusive_group()
-    stage1.add_argument("--sam-checkpoint", metavar="PATH|NAME",
-                        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h)")
-    stage1.add_argument("--coarse-mask", type=Path, metavar="FILE|DIR",
-                        help="stage-1 mask(s) from any method instead of SAM: a file (one image) or a directory "
-                             "of masks named like the images (<stem>.png, or <stem>_<k>.png per box)")
-    parser.add_argument("--stage1", choices=STAGE1_METHODS, default="sam",
-                        help="stage 1: sam (default) or grabcut (OpenCV's GrabCut from the box: no weights needed)")
+    stage1.add_argument(
+        "--sam-checkpoint",
+        metavar="PATH|NAME",
+        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h)",
+    )
+    stage1.add_argument(
+        "--coarse-mask",
+        type=Path,
+        metavar="FILE|DIR",
+        help="stage-1 mask(s) from any method instead of SAM: a file (one image) or a directory "
+        "of masks named like the images (<stem>.png, or <stem>_<k>.png per box)",
+    )
+    parser.add_argument(
+        "--stage1",
+        choices=STAGE1_METHODS,
+        default="sam",
+        help="stage 1: sam (default) or grabcut (OpenCV's GrabCut from the box: no weights needed)",
+    )
     parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("is5net-out"), metavar="OUTDIR",
-                        help="output directory (default: ./is5net-out)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("is5net-out"),
+        metavar="OUTDIR",
+        help="output directory (default: ./is5net-out)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="the refiner's runtime: auto (default: on a CPU the fastest installed one that "
-                             "matches the reference: openvino, then onnxruntime, then torch; torch on CUDA), "
-                             "torch, onnxruntime, openvino (pip install 'is5net[onnx]')")
-    parser.add_argument("--save", choices=("mask", "cutout", "both"), default="mask",
-                        help="mask: grayscale PNG; cutout: RGBA PNG of the object; both: <name>.png and <name>_cutout.png")
-    parser.add_argument("--threshold", metavar="T|otsu",
-                        help="binarise the mask at T in [0, 1] or at Otsu's threshold (default: keep the soft map)")
-    parser.add_argument("--mask-choice", choices=MASK_CHOICES, default="first",
-                        help="SAM mask kept: first (masks[0], what the released refiner was trained on) or best score")
-    parser.add_argument("--box-channel", choices=("user", "sam_mask"), default="user",
-                        help="box channel: the given box (paper) or the tight box of the SAM mask (reference notebook)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="the refiner's runtime: auto (default: on a CPU the fastest installed one that "
+        "matches the reference: openvino, then onnxruntime, then torch; torch on CUDA), "
+        "torch, onnxruntime, openvino (pip install 'is5net[onnx]')",
+    )
+    parser.add_argument(
+        "--save",
+        choices=("mask", "cutout", "both"),
+        default="mask",
+        help="mask: grayscale PNG; cutout: RGBA PNG of the object; both: <name>.png and <name>_cutout.png",
+    )
+    parser.add_argument(
+        "--threshold",
+        metavar="T|otsu",
+        help="binarise the mask at T in [0, 1] or at Otsu's threshold (default: keep the soft map)",
+    )
+    parser.add_argument(
+        "--mask-choice",
+        choices=MASK_CHOICES,
+        default="first",
+        help="SAM mask kept: first (masks[0], what the released refiner was trained on) or best score",
+    )
+    parser.add_argument(
+        "--box-channel",
+        choices=("user", "sam_mask"),
+        default="user",
+        help="box channel: the given box (paper) or the tight box of the SAM mask (reference notebook)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="boxes refined per forward pass")
-    parser.add_argument("--sam-resize", choices=("pil", "torch"), default="pil",
-                        help="pil: SAM's own resize (reference masks); torch: on the device (faster on a GPU for "
-                             "large photos, masks may differ slightly)")
-    parser.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
-                        help=f"refuse images with more than N pixels, a guard against decompression bombs "
-                             f"(default: ${MAX_PIXELS_ENV}, else about 89 million, Pillow's own limit)")
+    parser.add_argument(
+        "--sam-resize",
+        choices=("pil", "torch"),
+        default="pil",
+        help="pil: SAM's own resize (reference masks); torch: on the device (faster on a GPU for "
+        "large photos, masks may differ slightly)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"refuse images with more than N pixels, a guard against decompression bombs "
+        f"(default: ${MAX_PIXELS_ENV}, else about 89 million, Pillow's own limit)",
+    )
     region_arguments(parser)
 
 
 def convert_isnet(parser: argparse.ArgumentParser) -> None:
     """Turn 3-channel IS-Net weights (``isnet.pth``, ``isnet-general-use.pth``) into a 5-channel IS5Net."""
     parser.add_argument("input", type=Path, help="IS-Net checkpoint (.pth or .safetensors, 3 input channels)")
-    parser.add_argument("output", type=Path,
-                        help="where to write the IS5Net weights (.safetensors; never the input file)")
-    parser.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, metavar="S",
-                        help=f"input size stored in the metadata: a multiple of 32, at least 32 "
-                             f"(default {DEFAULT_INPUT_SIZE})")
+    parser.add_argument(
+        "output", type=Path, help="where to write the IS5Net weights (.safetensors; never the input file)"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=DEFAULT_INPUT_SIZE,
+        metavar="S",
+        help=f"input size stored in the metadata: a multiple of 32, at least 32 (default {DEFAULT_INPUT_SIZE})",
+    )
 
 
 def eval_(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +303,11 @@ def eval_(parser: argparse.ArgumentParser) -> None:
         "default: all in folder mode, the paper's six in dataset mode. HCE is the slow one",
     )
     common.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="worker processes for scoring (0 = one per CPU core; default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes for scoring (0 = one per CPU core; default 1)",
     )
 
     ds = parser.add_argument_group("dataset mode (run a method on DIS5K and write Table I)")
@@ -208,15 +324,22 @@ def eval_(parser: argparse.ArgumentParser) -> None:
     ds.add_argument("--resume", action="store_true", help="reuse predictions already in --out")
     ds.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     region_arguments(ds, max_side=False)
-    ds.add_argument("--box-jitter", type=fraction_arg, default=0.0, metavar="F",
-                    help="move each edge of the GT's tight box by up to F of the box's side, as a hand-drawn or "
-                         "detected box would be (seeded; written in the table's caption; default 0: tight boxes)")
+    ds.add_argument(
+        "--box-jitter",
+        type=fraction_arg,
+        default=0.0,
+        metavar="F",
+        help="move each edge of the GT's tight box by up to F of the box's side, as a hand-drawn or "
+        "detected box would be (seeded; written in the table's caption; default 0: tight boxes)",
+    )
     ds.add_argument("--jitter-seed", type=int, default=0, metavar="N", help="seed of --box-jitter (default 0)")
 
 
 def check_data(parser: argparse.ArgumentParser) -> None:
     """Check a dataset before training: every file decoded, every image paired with a GT of its size."""
-    parser.add_argument("root", metavar="ROOT", help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/")
+    parser.add_argument(
+        "root", metavar="ROOT", help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/"
+    )
     parser.add_argument("--subsets", metavar="A,B", help="subsets to check, e.g. DIS-TR,DIS-VD (default: all found)")
     parser.add_argument("--workers", type=int, default=None, metavar="N", help="decoding threads (default: up to 8)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -231,21 +354,29 @@ def train(parser: argparse.ArgumentParser) -> None:
     maxF or MAE, or at max_steps. early_stop=0: no plateau stop. region=image|box|tiles (crop_margin,
     max_side): what each sample shows the refiner, recorded in the checkpoint for predict.
     """
-    parser.add_argument("--data", help="DIS5K root (trains on DIS-TR, validates on DIS-VD) or a folder with im/ and gt/")
+    parser.add_argument(
+        "--data", help="DIS5K root (trains on DIS-TR, validates on DIS-VD) or a folder with im/ and gt/"
+    )
     parser.add_argument("--out", type=Path, help="run directory (config, log, checkpoints, refiner.safetensors)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     parser.add_argument("--config", type=Path, help="YAML file of settings")
     parser.add_argument("--val", help="validation folder (im/ + gt/) when --data is not a DIS5K root")
     stage1 = parser.add_mutually_exclusive_group()
-    stage1.add_argument("--coarse-dir", help="coarse masks from any stage-1 method: DIR/<subset>/<stem>.png or "
-                                             "DIR/<stem>.png ('dataset' = each subset's coarse/ folder)")
+    stage1.add_argument(
+        "--coarse-dir",
+        help="coarse masks from any stage-1 method: DIR/<subset>/<stem>.png or "
+        "DIR/<stem>.png ('dataset' = each subset's coarse/ folder)",
+    )
     stage1.add_argument("--sam-checkpoint", help="SAM weights whose masks `is5net cache-sam` cached")
     parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
     parser.add_argument("--cache", help="SAM-mask cache directory (default: DATA/.sam-cache)")
     parser.add_argument("--skip-bad", action="store_true", help="train on the good pairs of a dataset with problems")
-    parser.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true",
-                        help="no progress bars")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4 max_steps=1000")
+    parser.add_argument(
+        "-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bars"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4 max_steps=1000"
+    )
 
 
 def serve(parser: argparse.ArgumentParser) -> None:
@@ -256,39 +387,92 @@ def serve(parser: argparse.ArgumentParser) -> None:
     weights, --stage1 grabcut makes the coarse mask (and is5net demo's refiner.safetensors can be served).
     Needs the serve extra: pip install 'is5net[serve]'.
     """
-    parser.add_argument("--checkpoint", metavar="PATH|NAME",
-                        help="refiner: DIS-SAM .pth or our .safetensors, or a name under IS5NET_HOME (dis-sam)")
-    parser.add_argument("--refiner", choices=("none",), default=None,
-                        help="none: serve the stage-1 mask alone (no --checkpoint)")
-    parser.add_argument("--sam-checkpoint", metavar="PATH|NAME",
-                        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h)")
-    parser.add_argument("--stage1", choices=STAGE1_METHODS, default="sam",
-                        help="stage 1: sam (default) or grabcut (OpenCV's GrabCut from the box: no weights needed)")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH|NAME",
+        help="refiner: DIS-SAM .pth or our .safetensors, or a name under IS5NET_HOME (dis-sam)",
+    )
+    parser.add_argument(
+        "--refiner", choices=("none",), default=None, help="none: serve the stage-1 mask alone (no --checkpoint)"
+    )
+    parser.add_argument(
+        "--sam-checkpoint",
+        metavar="PATH|NAME",
+        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h)",
+    )
+    parser.add_argument(
+        "--stage1",
+        choices=STAGE1_METHODS,
+        default="sam",
+        help="stage 1: sam (default) or grabcut (OpenCV's GrabCut from the box: no weights needed)",
+    )
     parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
-    parser.add_argument("--mask-choice", choices=MASK_CHOICES, default="first",
-                        help="SAM mask kept: first (masks[0], the reference) or best score")
+    parser.add_argument(
+        "--mask-choice",
+        choices=MASK_CHOICES,
+        default="first",
+        help="SAM mask kept: first (masks[0], the reference) or best score",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--token", default=None, metavar="T",
-                        help="require 'Authorization: Bearer T' on /api/ (default: $IS5NET_SERVE_TOKEN, else none)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        metavar="T",
+        help="require 'Authorization: Bearer T' on /api/ (default: $IS5NET_SERVE_TOKEN, else none)",
+    )
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
-    parser.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
-                        help="let pages of ORIGIN (e.g. https://example.org) call the API; repeatable (default: off)")
-    parser.add_argument("--max-upload-mb", type=float, default=25.0, metavar="MB",
-                        help="largest request body, refused while it streams in (413; default 25)")
-    parser.add_argument("--max-pixels", type=positive_int, default=50_000_000, metavar="N",
-                        help="largest image in pixels (413; default 50000000)")
-    parser.add_argument("--cache-mb", type=float, default=1024.0, metavar="MB",
-                        help="memory for cached image embeddings, least recently used dropped first (default 1024)")
-    parser.add_argument("--queue", type=positive_int, default=8, metavar="N",
-                        help="requests waiting or running at once; more get 429 with Retry-After (default 8)")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
-                        help="per-request limit in seconds, queueing included (503 after; default 120)")
+    parser.add_argument(
+        "--cors",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of ORIGIN (e.g. https://example.org) call the API; repeatable (default: off)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=25.0,
+        metavar="MB",
+        help="largest request body, refused while it streams in (413; default 25)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=50_000_000,
+        metavar="N",
+        help="largest image in pixels (413; default 50000000)",
+    )
+    parser.add_argument(
+        "--cache-mb",
+        type=float,
+        default=1024.0,
+        metavar="MB",
+        help="memory for cached image embeddings, least recently used dropped first (default 1024)",
+    )
+    parser.add_argument(
+        "--queue",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="requests waiting or running at once; more get 429 with Retry-After (default 8)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="per-request limit in seconds, queueing included (503 after; default 120)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="the refiner's runtime, as predict's --backend (default auto: the same as predict picks, "
-                             "so the masks are predict's)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="the refiner's runtime, as predict's --backend (default auto: the same as predict picks, "
+        "so the masks are predict's)",
+    )
     region_arguments(parser)  # the default region for requests that name none; the API's "region" overrides
     parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
     parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
@@ -296,28 +480,56 @@ def serve(parser: argparse.ArgumentParser) -> None:
 
 def cache_sam(parser: argparse.ArgumentParser) -> None:
     """The on-disk cache of stage-1 SAM masks for training, and ``is5net cache-sam`` to fill it."""
-    parser.add_argument("--data", required=True, metavar="ROOT",
-                        help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/")
-    parser.add_argument("--sam-checkpoint", metavar="PATH|NAME",
-                        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h); "
-                             "may be left out only with --sam-type tiny (a random test SAM)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="ROOT",
+        help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/",
+    )
+    parser.add_argument(
+        "--sam-checkpoint",
+        metavar="PATH|NAME",
+        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h); "
+        "may be left out only with --sam-type tiny (a random test SAM)",
+    )
     parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
     parser.add_argument("--cache", metavar="DIR", help=f"cache folder (default: ROOT/{DEFAULT_CACHE_NAME})")
     parser.add_argument("--subsets", metavar="A,B", help="subsets to cache, e.g. DIS-TR,DIS-VD (default: all found)")
-    parser.add_argument("--mask-choice", choices=MASK_CHOICES, default="first",
-                        help="SAM mask kept: first = masks[0] (the reference, default) or best = highest predicted IoU")
-    parser.add_argument("--jitter", type=int, default=0, metavar="K",
-                        help="also cache K jittered boxes per sample (as training with --jitter K uses; default 0)")
-    parser.add_argument("--jitter-fraction", type=float, default=JITTER_FRACTION, metavar="F",
-                        help=f"largest move of a box side, as a fraction of the box side (default {JITTER_FRACTION})")
-    parser.add_argument("--min-fraction", type=float, default=MIN_COMPONENT_FRACTION, metavar="F",
-                        help=f"GT enrichment: smallest component, as a fraction of the image "
-                             f"(default {MIN_COMPONENT_FRACTION})")
+    parser.add_argument(
+        "--mask-choice",
+        choices=MASK_CHOICES,
+        default="first",
+        help="SAM mask kept: first = masks[0] (the reference, default) or best = highest predicted IoU",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also cache K jittered boxes per sample (as training with --jitter K uses; default 0)",
+    )
+    parser.add_argument(
+        "--jitter-fraction",
+        type=float,
+        default=JITTER_FRACTION,
+        metavar="F",
+        help=f"largest move of a box side, as a fraction of the box side (default {JITTER_FRACTION})",
+    )
+    parser.add_argument(
+        "--min-fraction",
+        type=float,
+        default=MIN_COMPONENT_FRACTION,
+        metavar="F",
+        help=f"GT enrichment: smallest component, as a fraction of the image (default {MIN_COMPONENT_FRACTION})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the box jitter (default 0)")
-    parser.add_argument("--no-enrich", dest="enrich", action="store_false",
-                        help="whole GT masks only, no per-component samples")
+    parser.add_argument(
+        "--no-enrich", dest="enrich", action="store_false", help="whole GT masks only, no per-component samples"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    parser.add_argument("--batch-boxes", type=int, default=16, metavar="N", help="boxes per SAM decoder call (default 16)")
+    parser.add_argument(
+        "--batch-boxes", type=int, default=16, metavar="N", help="boxes per SAM decoder call (default 16)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -329,17 +541,27 @@ def export_onnx(parser: argparse.ArgumentParser) -> None:
     Runtime and torch run on a real image (skimage's astronaut) and max |diff| and mask IoU are printed; over
     the tolerance the file is not kept and the exit status is 1.
     """
-    parser.add_argument("checkpoint", metavar="CKPT", help="refiner: official .pth, our .safetensors, or a name "
-                                                           "under IS5NET_HOME (dis-sam, isnet, isnet-general-use)")
+    parser.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="refiner: official .pth, our .safetensors, or a name "
+        "under IS5NET_HOME (dis-sam, isnet, isnet-general-use)",
+    )
     parser.add_argument("output", type=Path, metavar="OUT.onnx", help="where to write the ONNX model")
     parser.add_argument("--dynamic-batch", action="store_true", help="a free batch dimension (default: batch 1)")
     parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 11..21 (default 17)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="store the weights in float16 (half the file); runtimes still compute in float32")
-    parser.add_argument("--sam-decoder", metavar="SAM",
-                        help="also export SAM's prompt decoder (segment_anything's SamOnnxModel) from these SAM "
-                             "weights (PATH or vit_b/vit_l/vit_h under IS5NET_HOME) to OUT.sam_decoder.onnx, "
-                             "checked the same way")
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="store the weights in float16 (half the file); runtimes still compute in float32",
+    )
+    parser.add_argument(
+        "--sam-decoder",
+        metavar="SAM",
+        help="also export SAM's prompt decoder (segment_anything's SamOnnxModel) from these SAM "
+        "weights (PATH or vit_b/vit_l/vit_h under IS5NET_HOME) to OUT.sam_decoder.onnx, "
+        "checked the same way",
+    )
 
 
 def weights(parser: argparse.ArgumentParser) -> None:
@@ -356,13 +578,19 @@ def weights(parser: argparse.ArgumentParser) -> None:
     download = sub.add_parser("download", help="download NAME into IS5NET_HOME (or --to DIR)")
     download.add_argument("name", metavar="NAME", help="vit_b, vit_l, vit_h (the others are on Google Drive)")
     download.add_argument("--to", type=Path, metavar="DIR", help="folder to put the file in (default: IS5NET_HOME)")
-    download.add_argument("--mirror", metavar="URL",
-                          help="fetch <URL>/<file name> instead of the publisher's address (checked the same way)")
+    download.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="fetch <URL>/<file name> instead of the publisher's address (checked the same way)",
+    )
     download.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def doctor(parser: argparse.ArgumentParser) -> None:
     """What this installation can do: versions, device and threads, backends and extras, weight files
     under IS5NET_HOME (verified), and what to do about anything missing."""
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not hash the weight files (the size is still checked): faster for big files")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not hash the weight files (the size is still checked): faster for big files",
+    )

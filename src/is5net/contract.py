@@ -114,7 +114,7 @@ def box_channel(box: Sequence[float], height: int, width: int, device=None) -> t
     """``H x W`` float32 box mask: 255 on the box's pixels (:func:`box_pixel_bounds`), 0 elsewhere."""
     x0, y0, x1, y1 = box_pixel_bounds(box)
     channel = torch.zeros((height, width), dtype=torch.float32, device=device)
-    channel[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 255.0
+    channel[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 255.0
     return channel
 
 
@@ -142,8 +142,11 @@ def resize_rgb(rgb: ArrayOrTensor, input_size: Union[int, Sequence[int]]) -> tor
     return _resize(t[None].float(), _square(input_size))[0]
 
 
-def resize_prompt(coarse: ArrayOrTensor, boxes: Union[Sequence[float], Sequence[Sequence[float]]],
-                  input_size: Union[int, Sequence[int]]) -> torch.Tensor:
+def resize_prompt(
+    coarse: ArrayOrTensor,
+    boxes: Union[Sequence[float], Sequence[Sequence[float]]],
+    input_size: Union[int, Sequence[int]],
+) -> torch.Tensor:
     """The two prompt channels, resized: coarse mask and box mask, float32 0..255.
 
     ``coarse``: one ``H x W`` mask (any form :func:`binary_mask` reads) with one box -> ``2 x S x S``; or a
@@ -169,8 +172,12 @@ def resize_prompt(coarse: ArrayOrTensor, boxes: Union[Sequence[float], Sequence[
     return planes[0] if single else planes
 
 
-def resize_input(rgb: ArrayOrTensor, coarse: Optional[ArrayOrTensor], box: Optional[Sequence[float]],
-                 input_size: Union[int, Sequence[int]]) -> torch.Tensor:
+def resize_input(
+    rgb: ArrayOrTensor,
+    coarse: Optional[ArrayOrTensor],
+    box: Optional[Sequence[float]],
+    input_size: Union[int, Sequence[int]],
+) -> torch.Tensor:
     """``C x S x S`` float32 in 0..255 (C = 3 without a coarse mask, else 5): steps 1-2 of the contract."""
     chans = [resize_rgb(rgb, input_size)]
     if coarse is not None:
@@ -180,8 +187,9 @@ def resize_input(rgb: ArrayOrTensor, coarse: Optional[ArrayOrTensor], box: Optio
     return torch.cat(chans)
 
 
-def normalize_input(x255: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                    inplace: bool = False) -> torch.Tensor:
+def normalize_input(
+    x255: torch.Tensor, mean: Sequence[float], std: Sequence[float], inplace: bool = False
+) -> torch.Tensor:
     """Step 3: ``(x / 255 - mean) / std`` per channel of ``C x S x S`` or ``N x C x S x S`` (``mean``, ``std``: C each).
 
     ``inplace`` overwrites ``x255`` (same values, no new tensor): for a tensor the caller owns.
@@ -196,8 +204,14 @@ def normalize_input(x255: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     return (x255 / 255.0 - mean_t) / std_t
 
 
-def build_input(rgb: ArrayOrTensor, coarse: Optional[ArrayOrTensor], box: Optional[Sequence[float]],
-                input_size: Union[int, Sequence[int]], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def build_input(
+    rgb: ArrayOrTensor,
+    coarse: Optional[ArrayOrTensor],
+    box: Optional[Sequence[float]],
+    input_size: Union[int, Sequence[int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
     """The whole contract for one image and box: ``C x S x S`` float32 normalised refiner input."""
     return normalize_input(resize_input(rgb, coarse, box, input_size), mean, std, inplace=True)
 
@@ -252,8 +266,9 @@ DEFAULT_MAX_SIDE = 4096
 TILE_OVERLAP = 0.25
 
 
-def crop_window(box: Sequence[float], height: int, width: int, margin: float = DEFAULT_MARGIN,
-                min_margin: int = MIN_MARGIN_PX) -> Box:
+def crop_window(
+    box: Sequence[float], height: int, width: int, margin: float = DEFAULT_MARGIN, min_margin: int = MIN_MARGIN_PX
+) -> Box:
     """The crop of the ``box`` region: ``(x0, y0, x1, y1)`` ints, exclusive end, inside the image.
 
     The box's pixels (:func:`box_pixel_bounds`) grown by ``margin`` of the box's width left and right and of
@@ -292,8 +307,10 @@ def blend_weight(tile: int, device=None) -> torch.Tensor:
     in every tile comes out unchanged (no seam), and each pixel is decided mostly by the tile that sees it
     farthest from an edge.
     """
-    ramp = torch.minimum(torch.arange(tile, dtype=torch.float32, device=device) + 0.5,
-                         tile - 0.5 - torch.arange(tile, dtype=torch.float32, device=device))
+    ramp = torch.minimum(
+        torch.arange(tile, dtype=torch.float32, device=device) + 0.5,
+        tile - 0.5 - torch.arange(tile, dtype=torch.float32, device=device),
+    )
     ramp = (ramp / (tile / 2.0)).clamp(min=1e-3)
     return ramp[:, None] * ramp[None, :]
 
@@ -309,9 +326,17 @@ def needs_tiles(crop_hw: tuple[int, int], input_size: int, max_side: int = DEFAU
     return max(crop_hw) * s > 1.5 * input_size
 
 
-def training_view(rgb: np.ndarray, gt: np.ndarray, coarse: Optional[np.ndarray], box: Sequence[float],
-                  region: str, input_size: int, rng: Optional[np.random.Generator] = None,
-                  margin: float = DEFAULT_MARGIN, max_side: int = DEFAULT_MAX_SIDE):
+def training_view(
+    rgb: np.ndarray,
+    gt: np.ndarray,
+    coarse: Optional[np.ndarray],
+    box: Sequence[float],
+    region: str,
+    input_size: int,
+    rng: Optional[np.random.Generator] = None,
+    margin: float = DEFAULT_MARGIN,
+    max_side: int = DEFAULT_MAX_SIDE,
+):
     """What a training sample shows the refiner for ``region``: ``(rgb, gt, coarse, box)`` to feed the contract.
 
     ``image``: everything as is. ``box``: the crop of :func:`crop_window`, with the margin drawn at random

@@ -26,14 +26,18 @@ import numpy as np
 from .io import atomic_write_text, load_mask, save_png
 
 ROWS = ("coarse", "is5net_image", "is5net_box", "is5net_tiles")
-LABELS = {"coarse": "coarse mask (simulated SAM)", "is5net_image": "IS5Net, region image",
-          "is5net_box": "IS5Net, region box", "is5net_tiles": "IS5Net, region tiles"}
+LABELS = {
+    "coarse": "coarse mask (simulated SAM)",
+    "is5net_image": "IS5Net, region image",
+    "is5net_box": "IS5Net, region box",
+    "is5net_tiles": "IS5Net, region tiles",
+}
 JITTERS = (0.0, 0.05, 0.1, 0.2)
 
 
 @dataclass(frozen=True)
 class HighresSchedule:
-    image_size: int      # the photos' side: at least 4x the model input
+    image_size: int  # the photos' side: at least 4x the model input
     input_size: int
     n_train: int
     n_val: int
@@ -45,10 +49,10 @@ class HighresSchedule:
     width: float = 1 / 8
 
 
-FULL = HighresSchedule(image_size=512, input_size=128, n_train=120, n_val=12, n_test=24, steps=600, batch_size=8,
-                       val_every=200)
-QUICK = HighresSchedule(image_size=256, input_size=64, n_train=8, n_val=2, n_test=3, steps=3, batch_size=4,
-                        val_every=3)
+FULL = HighresSchedule(
+    image_size=512, input_size=128, n_train=120, n_val=12, n_test=24, steps=600, batch_size=8, val_every=200
+)
+QUICK = HighresSchedule(image_size=256, input_size=64, n_train=8, n_val=2, n_test=3, steps=3, batch_size=4, val_every=3)
 
 
 def run_highres(out: Path, seed: int = 0, quick: bool = False, device: str = "cpu", progress: bool = True) -> dict:
@@ -101,30 +105,57 @@ def run_highres(out: Path, seed: int = 0, quick: bool = False, device: str = "cp
 
     _figure(data, {name: eval_dir / name for name in runs}, out / "highres.png")
     table, rob_table = _tables(results, robustness, s)
-    payload = {**{name: results[name] for name in ROWS}, "robustness": robustness, "seed": seed,
-               "schedule": asdict(s), "seconds": round(time.perf_counter() - started, 1)}
+    payload = {
+        **{name: results[name] for name in ROWS},
+        "robustness": robustness,
+        "seed": seed,
+        "schedule": asdict(s),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
-    atomic_write_text(out / "table.md", f"<!-- is5net demo --highres, seed {seed}{', quick' if quick else ''} -->\n"
-                      f"{table}\n\n{rob_table}\n")
+    atomic_write_text(
+        out / "table.md",
+        f"<!-- is5net demo --highres, seed {seed}{', quick' if quick else ''} -->\n{table}\n\n{rob_table}\n",
+    )
     return {"results": payload, "table": table, "robustness_table": rob_table}
 
 
-def _train(data: Path, run_dir: Path, s: HighresSchedule, seed: int, region: str, device: str,
-           progress: bool) -> Path:
+def _train(data: Path, run_dir: Path, s: HighresSchedule, seed: int, region: str, device: str, progress: bool) -> Path:
     import torch
 
     from .train import load_config, train
 
     torch.set_num_threads(1)
-    config = load_config(None, None, base={
-        "data": str(data), "model": "is5net_tiny", "width": s.width, "input_size": s.input_size,
-        "coarse_dir": "dataset", "region": region, "max_side": s.image_size, "crop_margin": 0.1,
-        "batch_size": s.batch_size, "lr": s.lr, "lr_schedule": "cosine", "optimizer": "adamw",
-        "max_steps": s.steps, "val_every": s.val_every, "early_stop": 0, "seed": seed, "workers": 0,
-        "device": device, "log_every": 20, "enrich": False, "data_cache": "off",
-        # Both refiners are trained the same way, without the GT-encoder phase: the table compares regions.
-        "gt_encoder": False, "feature_loss": False,
-    })
+    config = load_config(
+        None,
+        None,
+        base={
+            "data": str(data),
+            "model": "is5net_tiny",
+            "width": s.width,
+            "input_size": s.input_size,
+            "coarse_dir": "dataset",
+            "region": region,
+            "max_side": s.image_size,
+            "crop_margin": 0.1,
+            "batch_size": s.batch_size,
+            "lr": s.lr,
+            "lr_schedule": "cosine",
+            "optimizer": "adamw",
+            "max_steps": s.steps,
+            "val_every": s.val_every,
+            "early_stop": 0,
+            "seed": seed,
+            "workers": 0,
+            "device": device,
+            "log_every": 20,
+            "enrich": False,
+            "data_cache": "off",
+            # Both refiners are trained the same way, without the GT-encoder phase: the table compares regions.
+            "gt_encoder": False,
+            "feature_loss": False,
+        },
+    )
     if run_dir.exists():
         shutil.rmtree(run_dir)
     return train(config, run_dir, progress=progress)
@@ -133,8 +164,7 @@ def _train(data: Path, run_dir: Path, s: HighresSchedule, seed: int, region: str
 def _score(data: Path, run_dir: Path, device: str, progress: bool, **kw) -> dict:
     from .eval.dataset import evaluate_dataset
 
-    rows = evaluate_dataset(data, ["DIS-TE1"], out_dir=run_dir, device=device, metrics="all", progress=progress,
-                            **kw)
+    rows = evaluate_dataset(data, ["DIS-TE1"], out_dir=run_dir, device=device, metrics="all", progress=progress, **kw)
     return dict(rows["DIS-TE1"])
 
 
@@ -150,8 +180,9 @@ def _coarse_for_jitter(data: Path, view: Path, jitter: float, seed: int) -> Path
         coarse = load_mask(p)
         if jitter > 0:
             gt = load_mask(data / "DIS-TE1" / "gt" / p.name)
-            x0, y0, x1, y1 = jitter_box(tight_box(gt), 1, gt.shape, max_fraction=jitter, seed=seed,
-                                        identity=f"DIS-TE1/{p.stem}")
+            x0, y0, x1, y1 = jitter_box(
+                tight_box(gt), 1, gt.shape, max_fraction=jitter, seed=seed, identity=f"DIS-TE1/{p.stem}"
+            )
             inside = np.zeros_like(coarse, dtype=bool)
             inside[y0:y1, x0:x1] = True
             coarse = np.where(inside, coarse, 0).astype(np.uint8)
@@ -178,21 +209,42 @@ def thin_recall(data: Path, run_dirs: dict[str, Path], split: str = "DIS-TE1") -
 def _tables(results: dict, robustness: dict, s: HighresSchedule) -> tuple[str, str]:
     from .eval.report import format_value
 
-    cols = [("maxF", "maxFβ ↑"), ("wF", "Fβw ↑"), ("MAE", "M ↓"), ("Sm", "Sα ↑"), ("meanEm", "Eφm ↑"),
-            ("HCE", "HCEγ ↓"), ("thin_recall", "thin recall ↑")]
+    cols = [
+        ("maxF", "maxFβ ↑"),
+        ("wF", "Fβw ↑"),
+        ("MAE", "M ↓"),
+        ("Sm", "Sα ↑"),
+        ("meanEm", "Eφm ↑"),
+        ("HCE", "HCEγ ↓"),
+        ("thin_recall", "thin recall ↑"),
+    ]
     n = results["coarse"]["n"]
-    lines = [f"Held-out split ({n} photos of {s.image_size}x{s.image_size}, refiner input {s.input_size}²), "
-             "scored at full resolution:", "",
-             "|  | " + " | ".join(c[1] for c in cols) + " |", "|:---|" + "---:|" * len(cols)]
+    lines = [
+        f"Held-out split ({n} photos of {s.image_size}x{s.image_size}, refiner input {s.input_size}²), "
+        "scored at full resolution:",
+        "",
+        "|  | " + " | ".join(c[1] for c in cols) + " |",
+        "|:---|" + "---:|" * len(cols),
+    ]
     for name in ROWS:
         r = results[name]
-        lines.append(f"| {LABELS[name]} | " + " | ".join(
-            f"{r[k]:.3f}" if k == "thin_recall" else format_value(k, r[k]) for k, _ in cols) + " |")
-    rob = ["Loose boxes (eval --box-jitter F: each edge moved by up to F of the box's side; maxFβ / HCEγ):", "",
-           "| box jitter | coarse mask | IS5Net, region tiles |", "|---:|---:|---:|"]
+        lines.append(
+            f"| {LABELS[name]} | "
+            + " | ".join(f"{r[k]:.3f}" if k == "thin_recall" else format_value(k, r[k]) for k, _ in cols)
+            + " |"
+        )
+    rob = [
+        "Loose boxes (eval --box-jitter F: each edge moved by up to F of the box's side; maxFβ / HCEγ):",
+        "",
+        "| box jitter | coarse mask | IS5Net, region tiles |",
+        "|---:|---:|---:|",
+    ]
     for j, row in robustness.items():
-        rob.append(f"| {j} | " + " | ".join(f"{row[n]['maxF']:.3f} / {row[n]['HCE']:.0f}"
-                                             for n in ("coarse", "is5net_tiles")) + " |")
+        rob.append(
+            f"| {j} | "
+            + " | ".join(f"{row[n]['maxF']:.3f} / {row[n]['HCE']:.0f}" for n in ("coarse", "is5net_tiles"))
+            + " |"
+        )
     return "\n".join(lines), "\n".join(rob)
 
 
@@ -223,8 +275,9 @@ def _figure(data: Path, run_dirs: dict[str, Path], path: Path, n_rows: int = 3, 
         y0 = int(np.clip(cy - zoom // 2, 0, gt.shape[0] - zoom))
         x0 = int(np.clip(cx - zoom // 2, 0, gt.shape[1] - zoom))
         photo = load_image(data / "DIS-TE1" / "im" / g.name)
-        masks = [np.repeat(load_mask(d / "predictions" / "DIS-TE1" / g.name)[:, :, None], 3, 2)
-                 for d in run_dirs.values()]
+        masks = [
+            np.repeat(load_mask(d / "predictions" / "DIS-TE1" / g.name)[:, :, None], 3, 2) for d in run_dirs.values()
+        ]
         tiles = [photo] + masks + [np.repeat(gt[:, :, None], 3, 2)]
         for j, t in enumerate(tiles):
             img = Image.fromarray(t.astype(np.uint8)).resize((cell, cell), Image.BILINEAR)
@@ -234,8 +287,9 @@ def _figure(data: Path, run_dirs: dict[str, Path], path: Path, n_rows: int = 3, 
                 bx = tight_box(gt)
                 d.rectangle([bx[0] * f, bx[1] * f, bx[2] * f, bx[3] * f], outline=(255, 0, 0), width=2)
             d.rectangle([x0 * f, y0 * f, (x0 + zoom) * f, (y0 + zoom) * f], outline=(0, 160, 255), width=1)
-            inset = Image.fromarray(t[y0:y0 + zoom, x0:x0 + zoom].astype(np.uint8)).resize(
-                (cell // 2, cell // 2), Image.NEAREST)
+            inset = Image.fromarray(t[y0 : y0 + zoom, x0 : x0 + zoom].astype(np.uint8)).resize(
+                (cell // 2, cell // 2), Image.NEAREST
+            )
             img.paste(inset, (cell - cell // 2, cell - cell // 2))
             d.rectangle([cell - cell // 2, cell - cell // 2, cell - 1, cell - 1], outline=(0, 160, 255), width=2)
             canvas.paste(img, (4 + j * (cell + 4), 22 + i * (cell + 4)))

@@ -133,7 +133,7 @@ def _sixteen_bit(img: Image.Image) -> np.ndarray:
     in a wide container (some TIFF writers): it is scaled up so that it keeps its 8-bit meaning."""
     arr = np.asarray(img)
     if img.mode == "I" and arr.max(initial=0) <= 255:
-        return (np.clip(arr, 0, 255).astype(np.uint16) * 257)
+        return np.clip(arr, 0, 255).astype(np.uint16) * 257
     return np.clip(arr, 0, 65535).astype(np.uint16)
 
 
@@ -191,8 +191,7 @@ def image_file_problem(path: PathLike) -> Optional[str]:
     return None
 
 
-def load_image(path: PathLike, match: Optional[tuple[int, int]] = None,
-               max_pixels: Optional[int] = None) -> np.ndarray:
+def load_image(path: PathLike, match: Optional[tuple[int, int]] = None, max_pixels: Optional[int] = None) -> np.ndarray:
     """Read an image file as ``HxWx3`` uint8 RGB in its displayed orientation (EXIF applied).
 
     ``match``: the ``(height, width)`` of the mask this image pairs with (a dataset's GT). When the

@@ -220,8 +220,11 @@ def _check_inputs(args: argparse.Namespace, named: list[Path], n_images: int) ->
     problems = [(image, why) for image, why in problems if why is not None]
     if problems:
         image, why = problems[0]
-        more = f" (and {len(problems) - 1} more: {', '.join(str(p) for p, _ in problems[1:4])})" \
-            if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more: {', '.join(str(p) for p, _ in problems[1:4])})"
+            if len(problems) > 1
+            else ""
+        )
         raise IS5NetError(f"{image}: {why}{more}")
     for image in named:
         if image.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -229,8 +232,9 @@ def _check_inputs(args: argparse.Namespace, named: list[Path], n_images: int) ->
     if args.coarse_mask is not None:
         if args.coarse_mask.is_file():
             if n_images > 1:
-                raise IS5NetError(f"--coarse-mask {args.coarse_mask} is one file but {n_images} images "
-                                  f"were given; pass a directory")
+                raise IS5NetError(
+                    f"--coarse-mask {args.coarse_mask} is one file but {n_images} images were given; pass a directory"
+                )
         elif not args.coarse_mask.is_dir():
             raise IS5NetError(f"--coarse-mask {args.coarse_mask}: no such file or directory")
     if args.output.exists() and not args.output.is_dir():
@@ -244,8 +248,14 @@ def per_box_entries(entry: dict) -> list[dict]:
     files, boxes = entry.get("files") or [], entry.get("boxes") or []
     scores, rles = entry.get("scores") or [None] * len(boxes), entry.get("rle") or [None] * len(boxes)
     for k, (names, box, score, rle) in enumerate(zip(files, boxes, scores, rles)):
-        e = {"file": next(iter(names.values())), "image": entry.get("image"), "box": box, "sam_score": score,
-             "coarse": entry.get("coarse"), "rle": rle}
+        e = {
+            "file": next(iter(names.values())),
+            "image": entry.get("image"),
+            "box": box,
+            "sam_score": score,
+            "coarse": entry.get("coarse"),
+            "rle": rle,
+        }
         if entry.get("combine") == "labels":
             e["label"] = k + 1
         out.append(e)
@@ -307,8 +317,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     cli_boxes = [parse_box(b) for b in args.box]
     if args.stage1 == "grabcut" and (args.sam_checkpoint is not None or args.coarse_mask is not None):
-        raise IS5NetError("--stage1 grabcut makes the coarse mask itself: give it without --sam-checkpoint and "
-                          "--coarse-mask")
+        raise IS5NetError(
+            "--stage1 grabcut makes the coarse mask itself: give it without --sam-checkpoint and --coarse-mask"
+        )
     file_boxes = load_boxes_file(args.boxes) if args.boxes else None
     found = batch.discover(args.images, recursive=args.recursive, exclude=args.output)
     several_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -335,12 +346,19 @@ def run(args: argparse.Namespace) -> int:
             raise IS5NetError(f"{item.path}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
         n_outputs = max(1, len(boxes)) if args.combine == "separate" else 1
         jobs.append(_Job(item, boxes, _output_names(item.out_stem, n_outputs, args.save)))
-    ignored = [name for name, given in (("--box/--boxes", cli_boxes or file_boxes),
-                                        ("--coarse-mask", args.coarse_mask is not None)) if given]
+    ignored = [
+        name
+        for name, given in (("--box/--boxes", cli_boxes or file_boxes), ("--coarse-mask", args.coarse_mask is not None))
+        if given
+    ]
     if not is5 and ignored:
-        log.warning("%s is a 3-channel IS-Net: it takes no prompt, so %s are ignored (each box only names an "
-                    "output, all with the same whole-image mask); use an IS5Net checkpoint to segment what a "
-                    "box holds", checkpoint.name, " and ".join(ignored))
+        log.warning(
+            "%s is a 3-channel IS-Net: it takes no prompt, so %s are ignored (each box only names an "
+            "output, all with the same whole-image mask); use an IS5Net checkpoint to segment what a "
+            "box holds",
+            checkpoint.name,
+            " and ".join(ignored),
+        )
     out_dir: Path = args.output
     inputs = {item.path.resolve() for item in found.items}
     for name in [n for job in jobs for n in job.outputs] + [batch.INDEX_JSON, batch.INDEX_JSONL]:
@@ -359,14 +377,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         if group is not None:
             device = group.device  # cuda:LOCAL_RANK under torchrun on GPUs (the predictor moves SAM there)
-        predictor = IS5NetPredictor(sam, refiner, device=device, precision=args.precision,
-                                    backend=getattr(args, "backend", "torch"),
-                                    mask_choice=args.mask_choice, box_channel=args.box_channel,
-                                    batch_size=args.batch_size, sam_resize=args.sam_resize, region=args.region,
-                                    margin=args.margin, max_side=args.max_side)
+        predictor = IS5NetPredictor(
+            sam,
+            refiner,
+            device=device,
+            precision=args.precision,
+            backend=getattr(args, "backend", "torch"),
+            mask_choice=args.mask_choice,
+            box_channel=args.box_channel,
+            batch_size=args.batch_size,
+            sam_resize=args.sam_resize,
+            region=args.region,
+            margin=args.margin,
+            max_side=args.max_side,
+        )
         log.info("refiner: %s", predictor.backend)
-        coarse_listing = CoarseMaskFolder(args.coarse_mask) if args.coarse_mask is not None and \
-            args.coarse_mask.is_dir() else None
+        coarse_listing = (
+            CoarseMaskFolder(args.coarse_mask) if args.coarse_mask is not None and args.coarse_mask.is_dir() else None
+        )
         estimate = args.foreground == "estimate"
 
         def read(job: _Job):
@@ -377,18 +405,27 @@ def run(args: argparse.Namespace) -> int:
             coarse = None
             if is5 and args.coarse_mask is not None:
                 multi = len(job.boxes) > 1
-                paths = [_coarse_mask_path(args.coarse_mask, coarse_listing, job.item, k if multi else None)
-                         for k in range(len(job.boxes))]
+                paths = [
+                    _coarse_mask_path(args.coarse_mask, coarse_listing, job.item, k if multi else None)
+                    for k in range(len(job.boxes))
+                ]
                 if multi and len(set(paths)) == 1:
-                    log.warning("%s: one coarse mask (%s) for all %d boxes; name them %s_0.png, %s_1.png, ... "
-                                "for one each", job.item.path.name, paths[0].name, len(job.boxes),
-                                job.item.path.stem, job.item.path.stem)
+                    log.warning(
+                        "%s: one coarse mask (%s) for all %d boxes; name them %s_0.png, %s_1.png, ... for one each",
+                        job.item.path.name,
+                        paths[0].name,
+                        len(job.boxes),
+                        job.item.path.stem,
+                        job.item.path.stem,
+                    )
                 coarse = []
                 for path in paths:
                     m = load_mask(path, max_pixels=pixel_limit)
                     if m.shape != rgb.shape[:2]:
-                        raise IS5NetError(f"coarse mask {path.name} is {m.shape[1]}x{m.shape[0]}, "
-                                          f"the image is {rgb.shape[1]}x{rgb.shape[0]}")
+                        raise IS5NetError(
+                            f"coarse mask {path.name} is {m.shape[1]}x{m.shape[0]}, "
+                            f"the image is {rgb.shape[1]}x{rgb.shape[0]}"
+                        )
                     coarse.append(m)
             return rgb, coarse
 
@@ -418,11 +455,16 @@ def run(args: argparse.Namespace) -> int:
                     files.append((name, encode_png(mask if kind == "mask" else cutout(rgb, alpha))))
             per_box = job.names if args.combine == "separate" else job.names * len(preds)
             entry = {
-                "input": str(job.item.rel), "image": str(job.item.path),
-                "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
-                "boxes": [p.box for p in preds], "scores": [p.sam_score for p in preds],
+                "input": str(job.item.rel),
+                "image": str(job.item.path),
+                "width": int(rgb.shape[1]),
+                "height": int(rgb.shape[0]),
+                "boxes": [p.box for p in preds],
+                "scores": [p.sam_score for p in preds],
                 "coarse": "given" if args.coarse_mask is not None else (args.stage1 if is5 else None),
-                "combine": args.combine, "outputs": job.outputs, "files": per_box,
+                "combine": args.combine,
+                "outputs": job.outputs,
+                "files": per_box,
                 "rle": [rle_encode(f) for f in foreground],
                 "seconds": round(time.perf_counter() - t0, 4),
             }
@@ -441,18 +483,26 @@ def run(args: argparse.Namespace) -> int:
                     log.info("%s: removed %d unfinished temporary file(s) a killed run left", out_dir, stale)
                 latest, dropped = journal.entries()
                 if dropped:
-                    log.info("%s: dropped %d torn line(s) a killed run left; their images are redone",
-                             journal.path, dropped)
+                    log.info(
+                        "%s: dropped %d torn line(s) a killed run left; their images are redone", journal.path, dropped
+                    )
                 if latest or journal.parts():
                     journal.compact(order)
-                todo = [i for i, job in enumerate(jobs) if args.overwrite or
-                        not batch.is_done(latest.get(str(job.item.rel)), job.outputs, out_dir,
-                                                  combine=args.combine)]
+                todo = [
+                    i
+                    for i, job in enumerate(jobs)
+                    if args.overwrite
+                    or not batch.is_done(latest.get(str(job.item.rel)), job.outputs, out_dir, combine=args.combine)
+                ]
             todo = group.broadcast(todo) if group is not None else todo
             skipped = len(jobs) - len(todo)
             if skipped and rank == 0:
-                log.info("%d of %d image(s) already done (listed in %s); --overwrite redoes them", skipped,
-                         len(jobs), journal.path)
+                log.info(
+                    "%d of %d image(s) already done (listed in %s); --overwrite redoes them",
+                    skipped,
+                    len(jobs),
+                    journal.path,
+                )
             mine = [jobs[i] for i in todo[rank::world]]
 
         index: list[dict] = []  # files named one by one: index.json as before
@@ -460,8 +510,13 @@ def run(args: argparse.Namespace) -> int:
         n_files = n_written = 0
         created = not out_dir.exists()
         desc = "predict" if world == 1 else f"predict (rank 0 of {world})"
-        bar = tqdm(total=len(mine), desc=desc, unit="image", file=sys.stderr,
-                   disable=True if (args.quiet or rank != 0) else None)
+        bar = tqdm(
+            total=len(mine),
+            desc=desc,
+            unit="image",
+            file=sys.stderr,
+            disable=True if (args.quiet or rank != 0) else None,
+        )
         try:
             for job, payload, error in batch.decode_ahead(mine, read, depth=args.prefetch):
                 try:
@@ -501,8 +556,10 @@ def run(args: argparse.Namespace) -> int:
         if journal is not None and rank == 0:
             entries = journal.compact([str(job.item.rel) for job in jobs])
             if entries:
-                atomic_write_text(out_dir / batch.INDEX_JSON,
-                                  json.dumps([e for entry in entries for e in per_box_entries(entry)], indent=2))
+                atomic_write_text(
+                    out_dir / batch.INDEX_JSON,
+                    json.dumps([e for entry in entries for e in per_box_entries(entry)], indent=2),
+                )
         if group is not None:
             group.barrier()
     finally:
@@ -519,20 +576,28 @@ def run(args: argparse.Namespace) -> int:
     procs = f" by {world} processes" if world > 1 else ""
     if not failed:
         outputs = n_written if args.combine == "separate" else n_files
-        print(f"is5net predict: {outputs} {what} for {n_files} image(s) in {elapsed:.1f}s{procs} -> {out_dir}"
-              f"{done_note}", file=sys.stderr)
+        print(
+            f"is5net predict: {outputs} {what} for {n_files} image(s) in {elapsed:.1f}s{procs} -> {out_dir}{done_note}",
+            file=sys.stderr,
+        )
         return 0
     if total_images > 1:
         shown = ", ".join(failed[:10]) + (f", ... ({len(failed) - 10} more)" if len(failed) > 10 else "")
         listed = "index.jsonl" if journal is not None else "index.json"
         outputs = n_written if args.combine == "separate" else n_files
-        written = (f"{outputs} {what} for {n_files} image(s) written -> {out_dir} (listed in {listed})"
-                   if n_files else "nothing written")
-        print(f"is5net predict: {len(failed)} of {total_images - skipped} image(s) failed: {shown}; "
-              f"{written}{done_note}", file=sys.stderr)
+        written = (
+            f"{outputs} {what} for {n_files} image(s) written -> {out_dir} (listed in {listed})"
+            if n_files
+            else "nothing written"
+        )
+        print(
+            f"is5net predict: {len(failed)} of {total_images - skipped} image(s) failed: {shown}; {written}{done_note}",
+            file=sys.stderr,
+        )
     if journal is not None:
         return EXIT_SOME_FAILED  # a batch: the images done before are there; 2 is for usage mistakes
     return EXIT_SOME_FAILED if index else EXIT_NOTHING_DONE
+
 
 def _commit(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
     """Write one image's files, each atomically; if one cannot be written, the image's others are removed

@@ -16,8 +16,19 @@ from torch import nn
 
 from .backends import refiner_runner
 from .checkpoint import RefinerConfig
+from .contract import (
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_SIDE,
+    REGIONS,
+    binarize,
+    binary_mask,
+    normalize_input,
+    resize_prompt,
+    resize_rgb,
+    soft_masks,
+    tight_box,
+)
 from .errors import IS5NetError
-from .contract import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS, binarize, binary_mask, normalize_input, resize_prompt, resize_rgb, soft_masks, tight_box
 from .io import to_rgb_uint8
 from .prompts import SamStage, validate_box
 from .regions import RegionRefiner
@@ -44,7 +55,6 @@ class Prediction:
     def binary(self, threshold: Union[float, str] = 0.5) -> np.ndarray:
         """The mask thresholded at ``threshold`` (in [0, 1]) or at Otsu's threshold (``"otsu"``)."""
         return binarize(self.mask, threshold)
-
 
 
 ImageLike = Union[np.ndarray, "PIL.Image.Image"]  # noqa: F821
@@ -114,15 +124,15 @@ class IS5NetPredictor:
         runner, self.backend = refiner_runner(backend, refiner, self.device, precision)
         if runner is not None:
             self.refiner, self.channels_last = runner, False
-        self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if isinstance(sam, nn.Module) \
-            else sam
+        self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if isinstance(sam, nn.Module) else sam
         size = self.config.input_size
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
         self.region = region or getattr(self.config, "region", "image")
         _check_region(self.region, margin, max_side)
         self.margin, self.max_side = float(margin), int(max_side)
-        self._regions = RegionRefiner(self._logits, self.input_size[0], self.config.mean, self.config.std,
-                                      tile_batch=self.batch_size)
+        self._regions = RegionRefiner(
+            self._logits, self.input_size[0], self.config.mean, self.config.std, tile_batch=self.batch_size
+        )
         self.reset_image()
 
     # ------------------------------------------------------------------------------------------ image
@@ -149,8 +159,9 @@ class IS5NetPredictor:
         if self.sam_stage is not None:
             with autocast(self.device, self.precision):
                 self.sam_stage.set_image(rgb, rgb_t)
-        self._rgb_input = normalize_input(resize_rgb(rgb_t, self.input_size), self.config.mean[:3],
-                                          self.config.std[:3], inplace=True)[None]
+        self._rgb_input = normalize_input(
+            resize_rgb(rgb_t, self.input_size), self.config.mean[:3], self.config.std[:3], inplace=True
+        )[None]
         self._rgb = rgb
         self._rgb_t = rgb_t
         self.original_size = rgb.shape[:2]
@@ -196,8 +207,9 @@ class IS5NetPredictor:
         return self._predict_many(boxes, coarse_masks, region)
 
     @torch.inference_mode()
-    def _predict_many(self, boxes: list, coarse_masks: Optional[Sequence[np.ndarray]],
-                      region: Optional[str] = None) -> list[Prediction]:
+    def _predict_many(
+        self, boxes: list, coarse_masks: Optional[Sequence[np.ndarray]], region: Optional[str] = None
+    ) -> list[Prediction]:
         region = region or self.region
         _check_region(region, self.margin, self.max_side)
         if not self.is_image_set:
@@ -276,8 +288,9 @@ class IS5NetPredictor:
 
     def _five_channel_input(self, masks: torch.Tensor, boxes: list[np.ndarray]) -> torch.Tensor:
         """``B x 5 x S x S`` normalised input from coarse masks (``B x H x W`` bool) and boxes."""
-        prompt = normalize_input(resize_prompt(masks, boxes, self.input_size), self.config.mean[3:],
-                                 self.config.std[3:], inplace=True)
+        prompt = normalize_input(
+            resize_prompt(masks, boxes, self.input_size), self.config.mean[3:], self.config.std[3:], inplace=True
+        )
         return torch.cat((self._rgb_input.expand(masks.shape[0], -1, -1, -1), prompt), dim=1)
 
     def _tiles(self, rgb, coarse, box, channel_box, margin) -> np.ndarray:

@@ -84,18 +84,31 @@ def build_sam_tiny() -> nn.Module:
     grid = image_size // patch
     return Sam(
         image_encoder=ImageEncoderViT(
-            depth=2, embed_dim=dim, img_size=image_size, mlp_ratio=2,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=patch, qkv_bias=True,
-            use_rel_pos=True, global_attn_indexes=(), window_size=14, out_chans=dim,
+            depth=2,
+            embed_dim=dim,
+            img_size=image_size,
+            mlp_ratio=2,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=2,
+            patch_size=patch,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=(),
+            window_size=14,
+            out_chans=dim,
         ),
         prompt_encoder=PromptEncoder(
-            embed_dim=dim, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size),
+            embed_dim=dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(image_size, image_size),
             mask_in_chans=8,
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=64, num_heads=2),
-            transformer_dim=dim, iou_head_depth=3, iou_head_hidden_dim=32,
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=32,
         ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
@@ -120,7 +133,9 @@ def infer_sam_type(state_dict: dict[str, torch.Tensor], path: str | os.PathLike 
         raise CheckpointError(f"{path}: expected a SAM checkpoint (sam_vit_*.pth), but it holds no SAM weights")
     sam_type = _SAM_TYPE_BY_EMBED_DIM.get(int(w.shape[0]))
     if sam_type is None:
-        raise CheckpointError(f"{path}: a SAM image encoder of width {w.shape[0]} matches none of {', '.join(SAM_TYPES)}")
+        raise CheckpointError(
+            f"{path}: a SAM image encoder of width {w.shape[0]} matches none of {', '.join(SAM_TYPES)}"
+        )
     return sam_type
 
 
@@ -141,7 +156,9 @@ def load_sam(
         sd, _ = read_state_dict(checkpoint)
         found = infer_sam_type(sd, checkpoint)
         if sam_type is not None and sam_type != found:
-            raise CheckpointError(f"{checkpoint}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given")
+            raise CheckpointError(
+                f"{checkpoint}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given"
+            )
         sam = build_sam(found)
         try:
             sam.load_state_dict(sd, strict=True)
@@ -166,8 +183,10 @@ def require_sam_checkpoint(sam_checkpoint, sam_type: Optional[str], alternative:
     """
     if sam_checkpoint is None and sam_type != "tiny":
         other = f", or {alternative} for coarse masks from files" if alternative else ""
-        raise IS5NetError(f"stage 1 needs SAM weights: --sam-checkpoint PATH (or a name under IS5NET_HOME, "
-                          f"e.g. vit_l){other}; only --sam-type tiny (a random test SAM) goes without")
+        raise IS5NetError(
+            f"stage 1 needs SAM weights: --sam-checkpoint PATH (or a name under IS5NET_HOME, "
+            f"e.g. vit_l){other}; only --sam-type tiny (a random test SAM) goes without"
+        )
 
 
 @dataclass(frozen=True)
@@ -186,8 +205,9 @@ class SamSource:
         return str(self.checkpoint) if self.checkpoint else f"random tiny SAM (seed {TINY_SAM_SEED})"
 
 
-def stage1_source(sam_checkpoint, sam_type: Optional[str], coarse_files, coarse_option: str,
-                  check_type: bool = False) -> Optional[SamSource]:
+def stage1_source(
+    sam_checkpoint, sam_type: Optional[str], coarse_files, coarse_option: str, check_type: bool = False
+) -> Optional[SamSource]:
     """The stage-1 decision every command makes the same way: SAM, or coarse masks from files.
 
     ``coarse_files``: what the user gave for ``coarse_option`` (``--coarse-mask``/``--coarse-dir``), or None.
@@ -197,8 +217,7 @@ def stage1_source(sam_checkpoint, sam_type: Optional[str], coarse_files, coarse_
     """
     if coarse_files is not None:
         if sam_checkpoint is not None:
-            raise IS5NetError(f"give either --sam-checkpoint (run SAM) or {coarse_option} (masks from files), "
-                              "not both")
+            raise IS5NetError(f"give either --sam-checkpoint (run SAM) or {coarse_option} (masks from files), not both")
         if sam_type is not None:
             log.warning("--sam-type is not used with %s", coarse_option)
         return None
@@ -300,8 +319,14 @@ class GrabCutStage:
     box, so the same image and box give the same mask in any process or thread.
     """
 
-    def __init__(self, iterations: int = 5, max_side: int = 320, margin: float = 0.1,
-                 device: str | torch.device = "cpu", seed: int = GRABCUT_SEED):
+    def __init__(
+        self,
+        iterations: int = 5,
+        max_side: int = 320,
+        margin: float = 0.1,
+        device: str | torch.device = "cpu",
+        seed: int = GRABCUT_SEED,
+    ):
         if iterations < 1 or max_side < 16 or margin < 0:
             raise IS5NetError("GrabCut needs iterations >= 1, max_side >= 16 and margin >= 0")
         self.iterations, self.max_side, self.margin, self.seed = int(iterations), int(max_side), float(margin), seed
@@ -333,9 +358,15 @@ class GrabCutStage:
         out = np.zeros((h, w), bool)
         crop = self._rgb[cy0:cy1, cx0:cx1]
         scale = min(1.0, self.max_side / max(crop.shape[:2]))
-        small = crop if scale == 1.0 else cv2.resize(
-            crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-            interpolation=cv2.INTER_AREA)
+        small = (
+            crop
+            if scale == 1.0
+            else cv2.resize(
+                crop,
+                (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
+        )
         sh, sw = small.shape[:2]
         # The box in the (scaled) crop, kept one pixel inside it so that GrabCut always has background
         # samples (a box over the whole image has none outside it, and GrabCut's k-means fails on none).
@@ -350,8 +381,15 @@ class GrabCutStage:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         cv2.setRNGSeed(self.seed)
         try:
-            cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), label, (rx0, ry0, rx1 - rx0, ry1 - ry0), bgd, fgd,
-                        self.iterations, cv2.GC_INIT_WITH_RECT)
+            cv2.grabCut(
+                cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
+                label,
+                (rx0, ry0, rx1 - rx0, ry1 - ry0),
+                bgd,
+                fgd,
+                self.iterations,
+                cv2.GC_INIT_WITH_RECT,
+            )
         except cv2.error as exc:  # e.g. a flat crop whose colour models cannot be fitted
             log.debug("GrabCut failed on box %s (%s); using the box as the coarse mask", _fmt(box), exc)
             out[y0:y1, x0:x1] = True

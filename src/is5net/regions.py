@@ -39,8 +39,9 @@ class RegionRefiner:
     its normalisation; ``tile_batch``: tiles per forward pass (the bound on what is held at once).
     """
 
-    def __init__(self, logits: Logits, input_size: int, mean: Sequence[float], std: Sequence[float],
-                 tile_batch: int = 4):
+    def __init__(
+        self, logits: Logits, input_size: int, mean: Sequence[float], std: Sequence[float], tile_batch: int = 4
+    ):
         self.logits = logits
         self.size = int(input_size)
         self.mean, self.std = list(mean), list(std)
@@ -52,8 +53,14 @@ class RegionRefiner:
         x = torch.cat((resize_rgb(rgb, self.size), resize_prompt(coarse, box, self.size)))
         return normalize_input(x, self.mean, self.std, inplace=True)[None]
 
-    def box(self, rgb: torch.Tensor, coarse: torch.Tensor, box: Sequence[float], channel_box: Sequence[float],
-            margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    def box(
+        self,
+        rgb: torch.Tensor,
+        coarse: torch.Tensor,
+        box: Sequence[float],
+        channel_box: Sequence[float],
+        margin: float = DEFAULT_MARGIN,
+    ) -> np.ndarray:
         """The ``box`` region: the crop around ``box`` refined as a whole image, pasted into an all-0 map.
 
         ``rgb``: ``3 x H x W`` uint8; ``coarse``: ``H x W`` bool (both on the refiner's device); ``box``: the
@@ -70,8 +77,15 @@ class RegionRefiner:
         out[y0:y1, x0:x1] = crop_map.cpu().numpy()
         return out
 
-    def tiles(self, rgb: torch.Tensor, coarse: torch.Tensor, box: Sequence[float], channel_box: Sequence[float],
-              margin: float = DEFAULT_MARGIN, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
+    def tiles(
+        self,
+        rgb: torch.Tensor,
+        coarse: torch.Tensor,
+        box: Sequence[float],
+        channel_box: Sequence[float],
+        margin: float = DEFAULT_MARGIN,
+        max_side: int = DEFAULT_MAX_SIDE,
+    ) -> np.ndarray:
         """The ``tiles`` region: coarse to fine over the crop around ``box``.
 
         1. A low-resolution pass: the crop refined at ``S x S`` (the ``box`` region), which sees the whole
@@ -118,15 +132,21 @@ class RegionRefiner:
         weight = F.interpolate(weight[None, None], size=(th, tw), mode="bilinear", align_corners=False)[0, 0]
         windows = [(ty, tx) for ty in tile_starts(h, th) for tx in tile_starts(w, tw)]
         for start in range(0, len(windows), self.tile_batch):
-            batch = windows[start:start + self.tile_batch]
-            x = torch.cat([self._input(rgb[:, ty:ty + th, tx:tx + tw], mask[ty:ty + th, tx:tx + tw],
-                                       shift_box(box, (tx, ty))) for ty, tx in batch])
+            batch = windows[start : start + self.tile_batch]
+            x = torch.cat(
+                [
+                    self._input(
+                        rgb[:, ty : ty + th, tx : tx + tw], mask[ty : ty + th, tx : tx + tw], shift_box(box, (tx, ty))
+                    )
+                    for ty, tx in batch
+                ]
+            )
             self.largest_batch = max(self.largest_batch, len(batch))
             prob = torch.sigmoid(self.logits(x).float())
             prob = F.interpolate(prob, size=(th, tw), mode="bilinear", align_corners=False)[:, 0]
             for (ty, tx), p in zip(batch, prob):
-                num[ty:ty + th, tx:tx + tw] += p * weight
-                den[ty:ty + th, tx:tx + tw] += weight
+                num[ty : ty + th, tx : tx + tw] += p * weight
+                den[ty : ty + th, tx : tx + tw] += weight
         return blend(num, den)
 
 

@@ -106,8 +106,9 @@ def check_coarse_complete(source, samples: Sequence[Sample], hint: str) -> None:
     missing = source.missing(samples)
     if missing:
         names = ", ".join(s.key for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise IS5NetError(f"{len(missing)} of {len(samples)} coarse masks missing from {source.describe()}: "
-                          f"{names}; {hint}")
+        raise IS5NetError(
+            f"{len(missing)} of {len(samples)} coarse masks missing from {source.describe()}: {names}; {hint}"
+        )
 
 
 class InputCache:
@@ -206,10 +207,22 @@ class RefinerDataset(Dataset):
     Item: ``{"input": C x S x S float32, "gt": 1 x S x S float32 in [0, 1], "index": int}``.
     """
 
-    def __init__(self, samples: Sequence[Sample], coarse, input_size: int, mean: Sequence[float],
-                 std: Sequence[float], train: bool = True, flips: bool = True, seed: int = 0,
-                 cache_images: int = 0, input_cache: Optional[InputCache] = None, region: str = "image",
-                 margin: float = DEFAULT_MARGIN, max_side: int = DEFAULT_MAX_SIDE):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        coarse,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool = True,
+        flips: bool = True,
+        seed: int = 0,
+        cache_images: int = 0,
+        input_cache: Optional[InputCache] = None,
+        region: str = "image",
+        margin: float = DEFAULT_MARGIN,
+        max_side: int = DEFAULT_MAX_SIDE,
+    ):
         groups: "OrderedDict[tuple, list[Sample]]" = OrderedDict()
         for s in samples:
             groups.setdefault((s.pair, s.component), []).append(s)
@@ -272,8 +285,10 @@ class RefinerDataset(Dataset):
                     raise IS5NetError(f"no coarse mask for {sample.key} in {self.coarse.describe()}")
                 coarse_sha = file_sha256(src)
             size = self.input_size
-            found = (_digest("rgb", size, image_sha),
-                     _digest("masks", size, image_sha, gt_sha, sample.component, tuple(sample.box), coarse_sha))
+            found = (
+                _digest("rgb", size, image_sha),
+                _digest("masks", size, image_sha, gt_sha, sample.component, tuple(sample.box), coarse_sha),
+            )
             self._entry_keys[sample.key] = found
         return found
 
@@ -289,16 +304,19 @@ class RefinerDataset(Dataset):
         gt = sample_gt(sample)
         rgb = self._image(sample.pair.image, gt.shape)
         if gt.shape != rgb.shape[:2]:
-            raise IS5NetError(f"{sample.pair.gt}: GT is {gt.shape[1]}x{gt.shape[0]}, image is "
-                              f"{rgb.shape[1]}x{rgb.shape[0]}")
+            raise IS5NetError(
+                f"{sample.pair.gt}: GT is {gt.shape[1]}x{gt.shape[0]}, image is {rgb.shape[1]}x{rgb.shape[0]}"
+            )
         coarse = None
         if self.coarse is not None:
             coarse = self.coarse.get(sample)
             if coarse is None:
                 raise IS5NetError(f"no coarse mask for {sample.key} in {self.coarse.describe()}")
             if coarse.shape != gt.shape:
-                raise IS5NetError(f"coarse mask of {sample.key} is {coarse.shape[1]}x{coarse.shape[0]}, "
-                                  f"image is {gt.shape[1]}x{gt.shape[0]}")
+                raise IS5NetError(
+                    f"coarse mask of {sample.key} is {coarse.shape[1]}x{coarse.shape[0]}, "
+                    f"image is {gt.shape[1]}x{gt.shape[0]}"
+                )
         return rgb, gt, coarse
 
     def _cached(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,8 +356,9 @@ class RefinerDataset(Dataset):
             box = sample.box
             if self.region != "image":
                 rng = item_rng(self.seed + 2, self.epoch, index) if self.train else None
-                rgb, gt, coarse, box = training_view(rgb, gt, coarse, box, self.region, self.input_size, rng,
-                                                     self.margin, self.max_side)
+                rgb, gt, coarse, box = training_view(
+                    rgb, gt, coarse, box, self.region, self.input_size, rng, self.margin, self.max_side
+                )
             x = resize_input(rgb, coarse, box, self.input_size)
             y = resize_gt(gt, self.input_size)
         x = normalize_input(x, self.mean, self.std, inplace=True)  # x is this item's own tensor
@@ -364,8 +383,10 @@ class ResumableBatchSampler(Sampler):
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch, self.start_batch = 0, 0
         if self.batches_per_epoch() == 0:
-            raise IS5NetError(f"{n} training samples cannot fill one batch of {batch_size} x {world_size} "
-                              f"process(es); lower batch_size")
+            raise IS5NetError(
+                f"{n} training samples cannot fill one batch of {batch_size} x {world_size} "
+                f"process(es); lower batch_size"
+            )
 
     def batches_per_epoch(self) -> int:
         return self.n // (self.batch_size * self.world_size)
@@ -377,8 +398,8 @@ class ResumableBatchSampler(Sampler):
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         global_batch = self.batch_size * self.world_size
         for b in range(self.start_batch, self.batches_per_epoch()):
-            chunk = perm[b * global_batch:(b + 1) * global_batch]
-            yield chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
+            chunk = perm[b * global_batch : (b + 1) * global_batch]
+            yield chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
 
     def __len__(self) -> int:
         return self.batches_per_epoch() - self.start_batch

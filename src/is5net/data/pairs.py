@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-
 from ..contract import FG_THRESHOLD, binary_mask
 from ..errors import IS5NetError
 from ..io import IMAGE_EXTENSIONS, list_images, load_mask, open_image, stored_and_displayed_size
@@ -145,7 +144,7 @@ def find_pairs(root: PathLike, subsets: Optional[Sequence[str]] = None) -> list[
 
 def unpaired_stems(root: PathLike, subset: str) -> tuple[list[str], list[str]]:
     """``(stems of images without GT, stems of GTs without image)`` in one subset of ``root``."""
-    (_, folder), = _subset_dirs(root, [subset])
+    ((_, folder),) = _subset_dirs(root, [subset])
     images, gts = list_images(folder / "im"), list_images(folder / "gt")
     return sorted(images.keys() - gts.keys()), sorted(gts.keys() - images.keys())
 
@@ -163,7 +162,9 @@ def _scan(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
             files[stem] = paths[0]
         else:
             names = ", ".join(p.name for p in paths)
-            problems.extend(Problem(p, "duplicate_stem", f"{len(paths)} files share the stem {stem!r} ({names})") for p in paths)
+            problems.extend(
+                Problem(p, "duplicate_stem", f"{len(paths)} files share the stem {stem!r} ({names})") for p in paths
+            )
     return files, problems
 
 
@@ -194,7 +195,7 @@ def _gt_info(path: Path) -> tuple[Optional[tuple[int, int]], bool, Optional[str]
 def _reason(exc: Exception, path: Path) -> str:
     msg = str(exc)
     prefix = f"{path}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg[len(prefix) :] if msg.startswith(prefix) else msg
 
 
 def _check_pair(pair: Pair) -> list[Problem]:
@@ -206,11 +207,14 @@ def _check_pair(pair: Pair) -> list[Problem]:
     if gt_err is not None:
         problems.append(Problem(pair.gt, "unreadable", gt_err))
     if im_size is not None and gt_size is not None and im_size != gt_size and not _stored_size_is(pair.image, gt_size):
-        problems.append(Problem(
-            pair.gt, "size_mismatch",
-            f"GT is {gt_size[0]}x{gt_size[1]} but the image {pair.image.name} is {im_size[0]}x{im_size[1]} "
-            "(WxH, as displayed and as stored)",
-        ))
+        problems.append(
+            Problem(
+                pair.gt,
+                "size_mismatch",
+                f"GT is {gt_size[0]}x{gt_size[1]} but the image {pair.image.name} is {im_size[0]}x{im_size[1]} "
+                "(WxH, as displayed and as stored)",
+            )
+        )
     if gt_size is not None and not has_fg:
         problems.append(Problem(pair.gt, "empty_gt", f"no foreground pixel (none > {FG_THRESHOLD})"))
     return problems

@@ -52,10 +52,10 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from ..contract import binary_mask, tight_box
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
-from ..contract import binary_mask, tight_box
 from ..prompts import MASK_CHOICES, SAM_TYPES, TINY_SAM_SEED, require_sam_checkpoint, seeded_tiny_sam
 from .defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from .pairs import Pair, find_pairs, parse_subsets
@@ -206,7 +206,9 @@ class SamMaskCache:
     def has(self, image: Union[PathLike, str], box: Sequence[int]) -> bool:
         return self.path(self.image_key(image), box).is_file()
 
-    def get_with_score(self, image: Union[PathLike, str], box: Sequence[int]) -> Optional[tuple[np.ndarray, Optional[float]]]:
+    def get_with_score(
+        self, image: Union[PathLike, str], box: Sequence[int]
+    ) -> Optional[tuple[np.ndarray, Optional[float]]]:
         """``(mask, score)`` (mask ``HxW`` uint8 0/255; score SAM's predicted IoU or None), or None if absent.
 
         An unreadable entry (damaged by hand, since writes are atomic) counts as absent, with a warning.
@@ -236,7 +238,9 @@ class SamMaskCache:
     def get_sample(self, sample: Sample) -> Optional[np.ndarray]:
         return self.get(sample.pair.image, sample.box)
 
-    def put(self, image: Union[PathLike, str], box: Sequence[int], mask: np.ndarray, score: Optional[float] = None) -> Path:
+    def put(
+        self, image: Union[PathLike, str], box: Sequence[int], mask: np.ndarray, score: Optional[float] = None
+    ) -> Path:
         """Store ``mask`` (``HxW``: bool, 0/1, 0/255 or float in [0, 1]; stored as 0/255) atomically."""
         p = self.path(self.image_key(image), box)
         m = mask_to_uint8(mask)
@@ -258,8 +262,13 @@ class SamMaskCache:
         p = self.root / "info.json"
         if p.exists():
             return
-        data = {"sam_hash": self.sam_hash, "mask_choice": self.mask_choice, "mask": "uint8 0/255 PNG, original size",
-                "score": "PNG text chunk sam_score (SAM's predicted IoU)", **fields}
+        data = {
+            "sam_hash": self.sam_hash,
+            "mask_choice": self.mask_choice,
+            "mask": "uint8 0/255 PNG, original size",
+            "score": "PNG text chunk sam_score (SAM's predicted IoU)",
+            **fields,
+        }
         atomic_write_text(p, json.dumps(data, indent=2) + "\n")
 
 
@@ -350,18 +359,29 @@ def cache_sam(
             cache.write_info(sam=sam_desc, sam_type=getattr(sam, "sam_type", sam_type))
 
         counts = dict.fromkeys(_COUNTS, 0)
-        mine = pairs[dist.rank::dist.world_size]
+        mine = pairs[dist.rank :: dist.world_size]
         counts["pairs"] = len(mine)
         bar = None
         if progress and dist.rank == 0:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(mine), desc=f"cache-sam{' (rank 0)' if dist.world_size > 1 else ''}",
-                       unit="img", dynamic_ncols=True)
+            bar = tqdm(
+                total=len(mine),
+                desc=f"cache-sam{' (rank 0)' if dist.world_size > 1 else ''}",
+                unit="img",
+                dynamic_ncols=True,
+            )
         for pair in mine:
-            _cache_pair(pair, stage, cache, counts, batch_boxes,
-                        dict(enrich=enrich, jitter=jitter, min_fraction=min_fraction,
-                             jitter_fraction=jitter_fraction, seed=seed))
+            _cache_pair(
+                pair,
+                stage,
+                cache,
+                counts,
+                batch_boxes,
+                dict(
+                    enrich=enrich, jitter=jitter, min_fraction=min_fraction, jitter_fraction=jitter_fraction, seed=seed
+                ),
+            )
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(computed=counts["computed"], reused=counts["reused"], refresh=False)
@@ -405,14 +425,21 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
         counts["entries"] -= len(todo)
         return
     if rgb.shape[:2] != gt.shape[:2]:
-        log.warning("skipped %s: image is %dx%d but GT %dx%d (WxH)", pair.stem, rgb.shape[1], rgb.shape[0], gt.shape[1], gt.shape[0])
+        log.warning(
+            "skipped %s: image is %dx%d but GT %dx%d (WxH)",
+            pair.stem,
+            rgb.shape[1],
+            rgb.shape[0],
+            gt.shape[1],
+            gt.shape[0],
+        )
         counts["skipped"] += 1
         counts["entries"] -= len(todo)
         return
     stage.set_image(rgb)
     counts["images"] += 1
     for i in range(0, len(todo), batch_boxes):
-        chunk = todo[i:i + batch_boxes]
+        chunk = todo[i : i + batch_boxes]
         masks, scores = stage.predict(np.asarray(chunk, dtype=np.float32))
         masks_np = masks.to("cpu").numpy()
         for box, m, s in zip(chunk, masks_np, scores.tolist()):
@@ -424,10 +451,20 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
 def run(args) -> int:
     require_sam_checkpoint(args.sam_checkpoint, args.sam_type)
     stats = cache_sam(
-        args.data, sam_checkpoint=args.sam_checkpoint, sam_type=args.sam_type, cache_dir=args.cache,
-        subsets=parse_subsets(args.subsets), mask_choice=args.mask_choice, jitter=args.jitter,
-        enrich=args.enrich, device=args.device, batch_boxes=args.batch_boxes, progress=not args.quiet,
-        min_fraction=args.min_fraction, jitter_fraction=args.jitter_fraction, seed=args.seed,
+        args.data,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_type=args.sam_type,
+        cache_dir=args.cache,
+        subsets=parse_subsets(args.subsets),
+        mask_choice=args.mask_choice,
+        jitter=args.jitter,
+        enrich=args.enrich,
+        device=args.device,
+        batch_boxes=args.batch_boxes,
+        progress=not args.quiet,
+        min_fraction=args.min_fraction,
+        jitter_fraction=args.jitter_fraction,
+        seed=args.seed,
     )
     if stats["rank"] == 0:
         extra = ""

@@ -38,9 +38,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..contract import FG_THRESHOLD, binary_mask, tight_box
 from ..errors import IS5NetError
 from ..io import load_mask
-from ..contract import FG_THRESHOLD, binary_mask, tight_box
 from .defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from .pairs import Pair
 
@@ -198,8 +198,15 @@ def enumerate_samples(
 
     def one(pair: Pair) -> list[Sample]:
         gt = _read_gt(pair)
-        found = pair_samples(pair, gt, enrich=enrich, jitter=jitter, min_fraction=min_fraction,
-                             jitter_fraction=jitter_fraction, seed=seed)
+        found = pair_samples(
+            pair,
+            gt,
+            enrich=enrich,
+            jitter=jitter,
+            min_fraction=min_fraction,
+            jitter_fraction=jitter_fraction,
+            seed=seed,
+        )
         if not found:
             log.warning("%s: empty GT (no pixel > %d): no sample", pair.gt, FG_THRESHOLD)
         return found
@@ -234,6 +241,7 @@ def sample_gt(sample: Sample, gt: Optional[np.ndarray] = None) -> np.ndarray:
         return binary_mask(gt)
     labels, n = gt_components(gt)
     if not 1 <= sample.component <= n:
-        raise IS5NetError(f"{sample.pair.gt}: has {n} components, sample {sample.key} wants component {sample.component} (GT changed?)")
+        raise IS5NetError(
+            f"{sample.pair.gt}: has {n} components, sample {sample.key} wants component {sample.component} (GT changed?)"
+        )
     return labels == sample.component
-

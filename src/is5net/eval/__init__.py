@@ -14,8 +14,17 @@ from .folders import pair_folders
 from .report import format_value, mean_row, per_image_csv, table_csv, table_markdown
 from .scoring import evaluate_folders, score_pairs
 
-__all__ = ["pair_folders", "evaluate_folders", "score_pairs", "format_value", "mean_row", "per_image_csv",
-           "table_csv", "table_markdown", "evaluate_dataset"]
+__all__ = [
+    "pair_folders",
+    "evaluate_folders",
+    "score_pairs",
+    "format_value",
+    "mean_row",
+    "per_image_csv",
+    "table_csv",
+    "table_markdown",
+    "evaluate_dataset",
+]
 
 
 def __getattr__(name: str):

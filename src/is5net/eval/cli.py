@@ -29,8 +29,17 @@ logger = logging.getLogger("is5net")
 
 #: Options that belong to dataset mode only.
 _DATASET_OPTIONS = (
-    "subsets", "method", "checkpoint", "sam_checkpoint", "sam_type", "coarse_dir", "out", "resume", "device",
-    "region", "box_jitter",
+    "subsets",
+    "method",
+    "checkpoint",
+    "sam_checkpoint",
+    "sam_type",
+    "coarse_dir",
+    "out",
+    "resume",
+    "device",
+    "region",
+    "box_jitter",
 )
 
 
@@ -47,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise IS5NetError("give --pred DIR and --gt DIR to score a folder of masks, or --data DIR to score DIS5K")
     if args.pred is None or args.gt is None:
         raise IS5NetError("--pred and --gt go together: give both folders")
-    given = [f"--{name.replace('_', '-')}" for name in _DATASET_OPTIONS if getattr(args, name, None) not in (None, False)]
+    given = [
+        f"--{name.replace('_', '-')}" for name in _DATASET_OPTIONS if getattr(args, name, None) not in (None, False)
+    ]
     if given:
         raise IS5NetError(f"{', '.join(given)} only apply to dataset mode (--data)")
 
@@ -55,8 +66,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_files({"--json": args.json, "--csv": args.csv, "--per-image": args.per_image})
 
     summary, rows = evaluate_folders(
-        args.pred, args.gt, metrics=metrics, workers=args.workers, allow_missing=args.allow_missing,
-        progress=not args.quiet
+        args.pred,
+        args.gt,
+        metrics=metrics,
+        workers=args.workers,
+        allow_missing=args.allow_missing,
+        progress=not args.quiet,
     )
 
     name = Path(args.pred).resolve().name or str(args.pred)

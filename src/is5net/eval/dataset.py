@@ -54,15 +54,14 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..contract import FG_THRESHOLD, tight_box
+from ..data.pairs import Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
-from ..io import (atomic_write_text, load_image, load_mask, mask_to_uint8, save_png,
-                 stored_and_displayed_size)
+from ..io import atomic_write_text, load_image, load_mask, mask_to_uint8, save_png, stored_and_displayed_size
 from . import metrics as M
 from .report import check_output_dir, check_output_files, mean_row, per_image_csv, table_csv, table_markdown
 from .scoring import score_pairs
-from ..contract import FG_THRESHOLD, tight_box
-from ..data.pairs import Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
 
 log = logging.getLogger("is5net")
 
@@ -75,8 +74,16 @@ TE_SUBSETS = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 OVERALL = "DIS-TE"
 PREDICTIONS = "predictions"
 #: Provenance fields that must agree for ``--resume`` to reuse a run's predictions.
-_RUN_IDENTITY = ("method", "checkpoint_sha256", "sam_type", "sam_checkpoint_sha256", "sam_state_hash",
-                 "coarse_dir", "mask_choice", "precision")
+_RUN_IDENTITY = (
+    "method",
+    "checkpoint_sha256",
+    "sam_type",
+    "sam_checkpoint_sha256",
+    "sam_state_hash",
+    "coarse_dir",
+    "mask_choice",
+    "precision",
+)
 _LIST_MAX = 5
 
 
@@ -160,8 +167,14 @@ def evaluate_dataset(
         no_gt, no_image = unpaired_stems(root, name)
         if no_gt or no_image:
             # A table over fewer images than the subset holds must not pass unnoticed.
-            log.warning("%s: %d image(s) without GT and %d GT(s) without image left out (e.g. %s); "
-                        "is5net check-data lists them", name, len(no_gt), len(no_image), (no_gt + no_image)[0])
+            log.warning(
+                "%s: %d image(s) without GT and %d GT(s) without image left out (e.g. %s); "
+                "is5net check-data lists them",
+                name,
+                len(no_gt),
+                len(no_image),
+                (no_gt + no_image)[0],
+            )
         pairs_by_subset[name] = pairs
 
     if not 0.0 <= float(box_jitter) <= 1.0:
@@ -190,9 +203,10 @@ def evaluate_dataset(
         try:
             predict_one = setup.make_predictor(group.device, precision, mask_choice)
             for name in names:
-                mine = pairs_by_subset[name][group.rank::group.world_size]
-                done, reused = _predict_subset(name, mine, pred_root / name, predict_one, resume,
-                                               progress and group.rank == 0, method)
+                mine = pairs_by_subset[name][group.rank :: group.world_size]
+                done, reused = _predict_subset(
+                    name, mine, pred_root / name, predict_one, resume, progress and group.rank == 0, method
+                )
                 counts[0] += done
                 counts[1] += reused
         except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
@@ -207,8 +221,9 @@ def evaluate_dataset(
         if group.rank == 0:
             try:
                 rows, per_image = _score(names, pairs_by_subset, pred_root, keys, workers, progress)
-                provenance.update(computed=counts[0], reused=counts[1],
-                                  date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                provenance.update(
+                    computed=counts[0], reused=counts[1], date=datetime.now(timezone.utc).isoformat(timespec="seconds")
+                )
                 _write_tables(out_dir, rows, keys, provenance, per_image)
                 payload = ("ok", rows)
             except IS5NetError as exc:
@@ -240,11 +255,22 @@ def run_dataset(args: argparse.Namespace) -> int:
     check_output_files({"--json": getattr(args, "json", None), "--csv": getattr(args, "csv", None)})
     method = args.method or "is5net"
     rows = evaluate_dataset(
-        args.data, parse_subsets(args.subsets), method, args.checkpoint, args.out,
-        sam_checkpoint=args.sam_checkpoint, sam_type=getattr(args, "sam_type", None), coarse_dir=args.coarse_dir,
-        device=args.device, resume=args.resume, workers=args.workers, metrics=args.metrics,
-        progress=not getattr(args, "quiet", False), region=getattr(args, "region", None),
-        margin=getattr(args, "margin", 0.1), box_jitter=getattr(args, "box_jitter", 0.0),
+        args.data,
+        parse_subsets(args.subsets),
+        method,
+        args.checkpoint,
+        args.out,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_type=getattr(args, "sam_type", None),
+        coarse_dir=args.coarse_dir,
+        device=args.device,
+        resume=args.resume,
+        workers=args.workers,
+        metrics=args.metrics,
+        progress=not getattr(args, "quiet", False),
+        region=getattr(args, "region", None),
+        margin=getattr(args, "margin", 0.1),
+        box_jitter=getattr(args, "box_jitter", 0.0),
         jitter_seed=getattr(args, "jitter_seed", 0),
     )
     if int(os.environ.get("RANK", "0")) == 0:
@@ -272,8 +298,10 @@ def choose_subsets(root: PathLike, subsets: Union[None, str, Sequence[str]]) -> 
         if not any(s in TE_SUBSETS for s in chosen):
             te = [s for s in TE_SUBSETS if s in available]
             if not te:
-                raise IS5NetError(f"{root}: {OVERALL} is the mean of DIS-TE1..4, and none of them is there "
-                                  f"(found: {', '.join(available)})")
+                raise IS5NetError(
+                    f"{root}: {OVERALL} is the mean of DIS-TE1..4, and none of them is there "
+                    f"(found: {', '.join(available)})"
+                )
             chosen += te
     unknown = [s for s in chosen if s not in available]
     if unknown:
@@ -323,11 +351,15 @@ class _Setup:
             s.refiner = load_refiner(s.checkpoint)
             in_ch = int(s.refiner.config.in_ch)
             if method == "is5net" and in_ch != 5:
-                raise IS5NetError(f"{s.checkpoint}: a {in_ch}-channel IS-Net checkpoint, but --method is5net needs a "
-                                  "5-channel IS5Net refiner (score IS-Net with --method isnet)")
+                raise IS5NetError(
+                    f"{s.checkpoint}: a {in_ch}-channel IS-Net checkpoint, but --method is5net needs a "
+                    "5-channel IS5Net refiner (score IS-Net with --method isnet)"
+                )
             if method == "isnet" and in_ch != 3:
-                raise IS5NetError(f"{s.checkpoint}: a {in_ch}-channel checkpoint, but --method isnet needs a 3-channel "
-                                  "IS-Net such as isnet.pth (score IS5Net with --method is5net)")
+                raise IS5NetError(
+                    f"{s.checkpoint}: a {in_ch}-channel checkpoint, but --method isnet needs a 3-channel "
+                    "IS-Net such as isnet.pth (score IS5Net with --method is5net)"
+                )
         elif checkpoint is not None:
             log.warning("--checkpoint is not used by --method sam (it scores the stage-1 mask alone)")
 
@@ -359,7 +391,8 @@ class _Setup:
             "data": str(root.resolve()),
             "subsets": list(names),
             "box": self.box_caption() if self.method != "isnet" else None,
-            "region": (self.region or self.refiner.config.region) if self.refiner is not None and self.method == "is5net"
+            "region": (self.region or self.refiner.config.region)
+            if self.refiner is not None and self.method == "is5net"
             else None,
             "margin": self.margin if (self.region or "image") != "image" else None,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
@@ -410,10 +443,20 @@ class _Setup:
 
         from ..predictor import IS5NetPredictor
 
-        predictor = IS5NetPredictor(sam, self.refiner, device=device, precision=precision, mask_choice=mask_choice,
-                                    box_channel="user", batch_size=1, sam_resize="pil", region=self.region,
-                                    margin=self.margin)
+        predictor = IS5NetPredictor(
+            sam,
+            self.refiner,
+            device=device,
+            precision=precision,
+            mask_choice=mask_choice,
+            box_channel="user",
+            batch_size=1,
+            sam_resize="pil",
+            region=self.region,
+            margin=self.margin,
+        )
         if self.method == "isnet":
+
             def predict_isnet(pair: Pair) -> np.ndarray:
                 gt = load_mask(pair.gt)
                 rgb = load_image(pair.image, gt.shape)
@@ -435,8 +478,10 @@ class _Setup:
         tight = "tight box of the GT (pixels > 127), XYXY, exclusive end"
         if self.box_jitter <= 0:
             return tight
-        return (f"{tight}, each edge moved by up to {self.box_jitter:g} of the box's side "
-                f"(--box-jitter {self.box_jitter:g} --jitter-seed {self.jitter_seed})")
+        return (
+            f"{tight}, each edge moved by up to {self.box_jitter:g} of the box's side "
+            f"(--box-jitter {self.box_jitter:g} --jitter-seed {self.jitter_seed})"
+        )
 
     def _image_and_box(self, pair: Pair) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         gt = load_mask(pair.gt)
@@ -444,29 +489,40 @@ class _Setup:
         _check_same_size(pair, rgb.shape[:2], gt.shape)
         box = tight_box(gt)
         if box is None:
-            raise IS5NetError(f"{pair.gt}: empty GT (no pixel > {FG_THRESHOLD}), so no box to prompt with "
-                              "(see is5net check-data)")
+            raise IS5NetError(
+                f"{pair.gt}: empty GT (no pixel > {FG_THRESHOLD}), so no box to prompt with (see is5net check-data)"
+            )
         if self.box_jitter > 0:
             from ..data.samples import jitter_box
 
             # The same seeded jitter as training's (one draw, k = 1), per image: reproducible anywhere.
-            box = jitter_box(box, 1, gt.shape, max_fraction=self.box_jitter, seed=self.jitter_seed,
-                             identity=f"{pair.subset}/{pair.stem}")
+            box = jitter_box(
+                box,
+                1,
+                gt.shape,
+                max_fraction=self.box_jitter,
+                seed=self.jitter_seed,
+                identity=f"{pair.subset}/{pair.stem}",
+            )
         return rgb, box
 
     def _coarse_mask(self, pair: Pair, shape: tuple[int, int]) -> np.ndarray:
         path = self.coarse[(pair.subset, pair.stem)]
         m = load_mask(path)
         if m.shape != tuple(shape):
-            raise IS5NetError(f"{path}: the coarse mask is {m.shape[1]}x{m.shape[0]} but {pair.gt.name} is "
-                              f"{shape[1]}x{shape[0]} (WxH)")
+            raise IS5NetError(
+                f"{path}: the coarse mask is {m.shape[1]}x{m.shape[0]} but {pair.gt.name} is "
+                f"{shape[1]}x{shape[0]} (WxH)"
+            )
         return m
 
 
 def _check_same_size(pair: Pair, image_hw: tuple[int, int], gt_hw: tuple[int, int]) -> None:
     if tuple(image_hw) != tuple(gt_hw):
-        raise IS5NetError(f"{pair.image}: the image is {image_hw[1]}x{image_hw[0]} but its GT {pair.gt.name} is "
-                          f"{gt_hw[1]}x{gt_hw[0]} (WxH; see is5net check-data)")
+        raise IS5NetError(
+            f"{pair.image}: the image is {image_hw[1]}x{image_hw[0]} but its GT {pair.gt.name} is "
+            f"{gt_hw[1]}x{gt_hw[0]} (WxH; see is5net check-data)"
+        )
 
 
 def _coarse_index(coarse_dir: Path, pairs_by_subset: dict[str, list[Pair]]) -> dict[tuple[str, str], Path]:
@@ -488,8 +544,10 @@ def _coarse_index(coarse_dir: Path, pairs_by_subset: dict[str, list[Pair]]) -> d
     if missing:
         more = len(missing) - _LIST_MAX
         shown = ", ".join(missing[:_LIST_MAX]) + (f", ... and {more} more" if more > 0 else "")
-        raise IS5NetError(f"--coarse-dir {coarse_dir}: no coarse mask for {len(missing)} image(s): {shown} "
-                          "(expected DIR/<subset>/<stem>.png or DIR/<stem>.png)")
+        raise IS5NetError(
+            f"--coarse-dir {coarse_dir}: no coarse mask for {len(missing)} image(s): {shown} "
+            "(expected DIR/<subset>/<stem>.png or DIR/<stem>.png)"
+        )
     return found
 
 
@@ -498,14 +556,18 @@ def _check_run_dir(out_dir: Path, pred_root: Path, provenance: dict, resume: boo
     has_predictions = pred_root.is_dir() and any(pred_root.iterdir())
     if not resume:
         if has_predictions:
-            raise IS5NetError(f"{pred_root}: already holds predictions; pass --resume to reuse them, or choose "
-                              "another --out (runs are never mixed)")
+            raise IS5NetError(
+                f"{pred_root}: already holds predictions; pass --resume to reuse them, or choose "
+                "another --out (runs are never mixed)"
+            )
         return
     prov_path = out_dir / "provenance.json"
     if not prov_path.is_file():
         if has_predictions:
-            raise IS5NetError(f"--resume: {out_dir} holds predictions but no provenance.json, so nothing says which "
-                              "run made them; choose another --out")
+            raise IS5NetError(
+                f"--resume: {out_dir} holds predictions but no provenance.json, so nothing says which "
+                "run made them; choose another --out"
+            )
         return
     try:
         previous = json.loads(prov_path.read_text(encoding="utf-8"))
@@ -546,8 +608,9 @@ def _predict_subset(
 
     pred_dir.mkdir(parents=True, exist_ok=True)
     done = reused = 0
-    for pair in tqdm(pairs, desc=f"{method} {name}", unit="img", disable=None if progress else True,
-                     dynamic_ncols=True, leave=False):
+    for pair in tqdm(
+        pairs, desc=f"{method} {name}", unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
+    ):
         dst = pred_dir / f"{pair.stem}.png"
         if resume and _reusable(dst, pair.gt):
             reused += 1
@@ -560,8 +623,9 @@ def _predict_subset(
 
 
 # ------------------------------------------------------------------------------------- score, write
-def _score(names, pairs_by_subset, pred_root: Path, keys, workers: int,
-           progress: bool) -> tuple[dict[str, dict], list[dict]]:
+def _score(
+    names, pairs_by_subset, pred_root: Path, keys, workers: int, progress: bool
+) -> tuple[dict[str, dict], list[dict]]:
     """``(table rows, per-image rows)``: each subset's metrics, and every image's own numbers."""
     rows: dict[str, dict] = {}
     per_image: list[dict] = []
@@ -570,21 +634,24 @@ def _score(names, pairs_by_subset, pred_root: Path, keys, workers: int,
         stats = score_pairs(tasks, keys, workers=workers, progress=progress, desc=f"score {name}")
         rows[name] = M.aggregate(stats, keys)
         for (stem, pred, gt), s in zip(tasks, stats):
-            per_image.append({"subset": name, "stem": stem, "pred": str(pred), "gt": str(gt),
-                              **M.image_summary(s, keys)})
+            per_image.append(
+                {"subset": name, "stem": stem, "pred": str(pred), "gt": str(gt), **M.image_summary(s, keys)}
+            )
     return table_rows(rows, keys), per_image
 
 
 def _write_tables(out_dir: Path, rows: dict[str, dict], keys, provenance: dict, per_image: list[dict]) -> None:
     atomic_write_text(out_dir / "results.json", json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(out_dir / "per_image.csv",
-                      per_image_csv(per_image, metrics=keys, index=("subset", "stem", "pred", "gt")))
+    atomic_write_text(
+        out_dir / "per_image.csv", per_image_csv(per_image, metrics=keys, index=("subset", "stem", "pred", "gt"))
+    )
     atomic_write_text(out_dir / "table.csv", table_csv(rows, metrics=keys, index_name="subset"))
     comment = "\n".join(f"{k}: {v}" for k, v in provenance.items() if v is not None)
     table = table_markdown(rows, metrics=keys, index_name=provenance["method"], show_n=True)
     caption = f"Boxes: {provenance['box']}." if provenance.get("box") else ""
     if provenance.get("region"):
         caption += f" Region: {provenance['region']}."
-    atomic_write_text(out_dir / "table.md",
-                      f"<!-- is5net eval provenance\n{comment}\n-->\n\n{caption.strip()}\n\n{table}")
+    atomic_write_text(
+        out_dir / "table.md", f"<!-- is5net eval provenance\n{comment}\n-->\n\n{caption.strip()}\n\n{table}"
+    )
     atomic_write_text(out_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")

@@ -18,7 +18,9 @@ from ..io import list_images, stored_and_displayed_size
 LIST_MAX = 10
 
 
-def pair_folders(pred_dir, gt_dir, allow_missing: bool = False) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+def pair_folders(
+    pred_dir, gt_dir, allow_missing: bool = False
+) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Pair masks by stem: returns ``(pairs, gt_without_pred, pred_without_gt)``, pairs sorted by stem.
 
     Unpaired files raise :class:`IS5NetError` (listing them) unless ``allow_missing``.
@@ -30,11 +32,15 @@ def pair_folders(pred_dir, gt_dir, allow_missing: bool = False) -> tuple[list[tu
     if (no_pred or no_gt) and not allow_missing:
         parts = []
         if no_pred:
-            parts.append(f"{len(no_pred)} GT mask(s) in {gt_dir} have no prediction in {pred_dir}: "
-                         + short_list(gts[s].name for s in no_pred))
+            parts.append(
+                f"{len(no_pred)} GT mask(s) in {gt_dir} have no prediction in {pred_dir}: "
+                + short_list(gts[s].name for s in no_pred)
+            )
         if no_gt:
-            parts.append(f"{len(no_gt)} prediction(s) in {pred_dir} have no GT in {gt_dir}: "
-                         + short_list(preds[s].name for s in no_gt))
+            parts.append(
+                f"{len(no_gt)} prediction(s) in {pred_dir} have no GT in {gt_dir}: "
+                + short_list(preds[s].name for s in no_gt)
+            )
         raise IS5NetError("; ".join(parts) + " (pairs are matched by file stem; --allow-missing scores the rest)")
     pairs = [(stem, preds[stem], gts[stem]) for stem in sorted(set(preds) & set(gts))]
     if not pairs:

@@ -129,8 +129,9 @@ def as_uint8_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     pred_u8 = mask_to_uint8(pred)
     gt_u8 = mask_to_uint8(gt)
     if pred_u8.shape != gt_u8.shape:
-        raise IS5NetError(f"prediction is {pred_u8.shape[1]}x{pred_u8.shape[0]} (WxH) but the GT is "
-                          f"{gt_u8.shape[1]}x{gt_u8.shape[0]}")
+        raise IS5NetError(
+            f"prediction is {pred_u8.shape[1]}x{pred_u8.shape[0]} (WxH) but the GT is {gt_u8.shape[1]}x{gt_u8.shape[0]}"
+        )
     return pred_u8, gt_u8
 
 

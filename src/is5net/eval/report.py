@@ -74,8 +74,9 @@ def table_csv(rows: Mapping[str, Mapping], metrics: M.MetricsArg = None, index_n
     return buf.getvalue()
 
 
-def per_image_csv(rows: Sequence[Mapping], metrics: M.MetricsArg = None,
-                  index: Sequence[str] = ("stem", "pred", "gt")) -> str:
+def per_image_csv(
+    rows: Sequence[Mapping], metrics: M.MetricsArg = None, index: Sequence[str] = ("stem", "pred", "gt")
+) -> str:
     """Per-image rows (from :func:`evaluate_folders`) as CSV: the ``index`` columns, then the metric keys."""
     cols = list(M.resolve_metrics(metrics))
     buf = io.StringIO()

@@ -2,6 +2,6 @@
 
 from .build import MODEL_REGISTRY, build_model, gt_encoder_for
 from .isnet import GTEncoder, ISNet
-from .rsu import RSU, REBNCONV
+from .rsu import REBNCONV, RSU
 
 __all__ = ["ISNet", "GTEncoder", "RSU", "REBNCONV", "MODEL_REGISTRY", "build_model", "gt_encoder_for"]

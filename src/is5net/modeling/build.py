@@ -18,12 +18,14 @@ TINY_WIDTH = 1 / 8
 def _isnet(in_ch: int, width: float) -> Callable[..., nn.Module]:
     def build(**kw) -> nn.Module:
         return ISNet(in_ch=kw.get("in_ch", in_ch), width=kw.get("width", width))
+
     return build
 
 
 def _gt_encoder(width: float) -> Callable[..., nn.Module]:
     def build(**kw) -> nn.Module:
         return GTEncoder(in_ch=kw.get("in_ch", 1), width=kw.get("width", width))
+
     return build
 
 

@@ -12,15 +12,32 @@ import copy
 import torch
 from torch import nn
 
-from .rsu import RSU, ConvBNReLU, REBNCONV, upsample_like, upsample_map_like
+from .rsu import REBNCONV, RSU, ConvBNReLU, upsample_like, upsample_map_like
 
 # (height, dilated, in, mid, out) of the official encoder/decoder stages at width 1.
-_ISNET_ENCODER = [(7, False, 64, 32, 64), (6, False, 64, 32, 128), (5, False, 128, 64, 256),
-                  (4, False, 256, 128, 512), (4, True, 512, 256, 512), (4, True, 512, 256, 512)]
-_ISNET_DECODER = {5: (4, True, 1024, 256, 512), 4: (4, False, 1024, 128, 256), 3: (5, False, 512, 64, 128),
-                  2: (6, False, 256, 32, 64), 1: (7, False, 128, 16, 64)}
-_GT_ENCODER = [(7, False, 16, 16, 64), (6, False, 64, 16, 64), (5, False, 64, 32, 128),
-               (4, False, 128, 32, 256), (4, True, 256, 64, 512), (4, True, 512, 64, 512)]
+_ISNET_ENCODER = [
+    (7, False, 64, 32, 64),
+    (6, False, 64, 32, 128),
+    (5, False, 128, 64, 256),
+    (4, False, 256, 128, 512),
+    (4, True, 512, 256, 512),
+    (4, True, 512, 256, 512),
+]
+_ISNET_DECODER = {
+    5: (4, True, 1024, 256, 512),
+    4: (4, False, 1024, 128, 256),
+    3: (5, False, 512, 64, 128),
+    2: (6, False, 256, 32, 64),
+    1: (7, False, 128, 16, 64),
+}
+_GT_ENCODER = [
+    (7, False, 16, 16, 64),
+    (6, False, 64, 16, 64),
+    (5, False, 64, 32, 128),
+    (4, False, 128, 32, 256),
+    (4, True, 256, 64, 512),
+    (4, True, 512, 64, 512),
+]
 _SIDE_CHANNELS = (64, 64, 128, 256, 512, 512)
 
 

@@ -70,8 +70,14 @@ def upsample_map_like(src: torch.Tensor, target: torch.Tensor, matmul: Optional[
 def _fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv that computes ``bn(conv(x))`` in eval mode (BatchNorm folded into weights and bias)."""
     fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, groups=conv.groups, bias=True,
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=True,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)

@@ -51,8 +51,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_JSON_BYTES = 1 << 20
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 # The page's own policy: its scripts, styles and images come from this server only (no CDN, works offline).
-PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -81,16 +83,20 @@ class Guard:
         if self.options.loopback_only and not _loopback_host(headers.get("host", "")):
             # A page on another site can make a browser send requests to 127.0.0.1 under its own host name
             # (DNS rebinding); a server on the loopback answers only to its loopback names.
-            return await _error(400, "Host header is not a loopback name (this server listens on the loopback "
-                                     "only)")(scope, receive, send)
+            return await _error(400, "Host header is not a loopback name (this server listens on the loopback only)")(
+                scope, receive, send
+            )
         path = scope.get("path", "")
         if self.options.token and path.startswith("/api/") and scope.get("method") != "OPTIONS":
             given = headers.get("authorization", "")
             expected = f"Bearer {self.options.token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
-                return await _error(401, "missing or wrong token: send 'Authorization: Bearer <token>' (the "
-                                         "token given to is5net serve --token)",
-                                    {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return await _error(
+                    401,
+                    "missing or wrong token: send 'Authorization: Bearer <token>' (the "
+                    "token given to is5net serve --token)",
+                    {"WWW-Authenticate": "Bearer"},
+                )(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -119,8 +125,11 @@ def _boxes_from_json(value: Any) -> list[list[float]]:
         raise ApiError(422, f"{len(value)} boxes: at most {MAX_BOXES} per request")
     out = []
     for k, b in enumerate(value):
-        if not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                            and math.isfinite(v) for v in b)):
+        if not (
+            isinstance(b, list)
+            and len(b) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b)
+        ):
             raise ApiError(422, f"boxes[{k}] = {json.dumps(b)[:60]}: expected four finite numbers [x0, y0, x1, y1]")
         out.append([float(v) for v in b])
     return out
@@ -163,38 +172,97 @@ def _answer(result: dict, fmt: str, started: float, image_id: str) -> Response:
     return Response(result["png"], media_type="image/png", headers=headers)
 
 
-_MULTIPART_SEGMENT = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["image", "box"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "the image (any format Pillow reads)"},
-        "box": {"type": "array", "items": {"type": "string", "example": "60,40,230,170"},
-                "description": "x0,y0,x1,y1 in pixels of the image as displayed (EXIF applied); repeatable"},
-        "coarse_mask": {"type": "string", "format": "binary",
-                        "description": "optional stage-1 mask (image size) used instead of stage 1's"},
-        "threshold": {"type": "string", "description": "a number in [0, 1] or 'otsu' (default: the soft map)"},
-        "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
-        "region": {"type": "string", "enum": list(REGIONS),
-                   "description": "what the refiner sees (default: the server's --region)"},
-    }}}}}, "responses": {"200": {"description": "PNG mask or cutout, or JSON",
-                                 "content": {"image/png": {}, "application/json": {}}}}}
-_MULTIPART_IMAGE = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["image"],
-    "properties": {"image": {"type": "string", "format": "binary"}}}}}}}
-_JSON_SEGMENT = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["boxes"],
-    "properties": {
-        "boxes": {"type": "array", "items": {"type": "array", "items": {"type": "number"}, "minItems": 4,
-                                             "maxItems": 4}},
-        "threshold": {"oneOf": [{"type": "number"}, {"type": "string", "enum": ["otsu"]}], "nullable": True},
-        "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
-        "region": {"type": "string", "enum": list(REGIONS)},
-    }}}}}}
+_MULTIPART_SEGMENT = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "box"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the image (any format Pillow reads)",
+                        },
+                        "box": {
+                            "type": "array",
+                            "items": {"type": "string", "example": "60,40,230,170"},
+                            "description": "x0,y0,x1,y1 in pixels of the image as displayed (EXIF applied); repeatable",
+                        },
+                        "coarse_mask": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "optional stage-1 mask (image size) used instead of stage 1's",
+                        },
+                        "threshold": {
+                            "type": "string",
+                            "description": "a number in [0, 1] or 'otsu' (default: the soft map)",
+                        },
+                        "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
+                        "region": {
+                            "type": "string",
+                            "enum": list(REGIONS),
+                            "description": "what the refiner sees (default: the server's --region)",
+                        },
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": "PNG mask or cutout, or JSON", "content": {"image/png": {}, "application/json": {}}}
+    },
+}
+_MULTIPART_IMAGE = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+_JSON_SEGMENT = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["boxes"],
+                    "properties": {
+                        "boxes": {
+                            "type": "array",
+                            "items": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                        },
+                        "threshold": {
+                            "oneOf": [{"type": "number"}, {"type": "string", "enum": ["otsu"]}],
+                            "nullable": True,
+                        },
+                        "format": {"type": "string", "enum": list(FORMATS), "default": "png"},
+                        "region": {"type": "string", "enum": list(REGIONS)},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def create_app(engine: Engine, options: Options, info: Optional[dict] = None) -> FastAPI:
     """The ASGI app around a running :class:`Engine` (``info``: what ``/api/health`` reports as models)."""
-    app = FastAPI(title="is5net serve", version=__version__,
-                  description="Box-prompted segmentation: SAM (or GrabCut) gives a coarse mask, IS5Net refines it.")
+    app = FastAPI(
+        title="is5net serve",
+        version=__version__,
+        description="Box-prompted segmentation: SAM (or GrabCut) gives a coarse mask, IS5Net refines it.",
+    )
     info = dict(info or {})
     limits = engine.limits
 
@@ -227,20 +295,32 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
         return {
             "status": "ok",
             "version": __version__,
-            "versions": {"is5net": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                         "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__},
+            "versions": {
+                "is5net": __version__,
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "fastapi": fastapi.__version__,
+                "uvicorn": uvicorn.__version__,
+            },
             "device": str(engine.models.device),
             "precision": engine.models.precision,
             "stage1": engine.models.stage1,
             "refiner": engine.models.refiner_info,
             **engine.health(),
-            "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_pixels": limits.max_pixels,
-                       "timeout_s": limits.timeout_s, "max_boxes": MAX_BOXES},
+            "limits": {
+                "max_upload_bytes": limits.max_upload_bytes,
+                "max_pixels": limits.max_pixels,
+                "timeout_s": limits.timeout_s,
+                "max_boxes": MAX_BOXES,
+            },
             **info,
         }
 
-    @app.post("/api/images", summary="upload an image: its embedding is computed once and cached",
-              openapi_extra=_MULTIPART_IMAGE)
+    @app.post(
+        "/api/images",
+        summary="upload an image: its embedding is computed once and cached",
+        openapi_extra=_MULTIPART_IMAGE,
+    )
     async def upload_image(request: Request):
         started = time.perf_counter()
         form = await read_form(request, limits.max_upload_bytes, engine.tmp_dir, frozenset({"image"}), frozenset())
@@ -255,17 +335,27 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
             form.close()
         entry = result["entry"]
         timings = {**result["timings_ms"], "total": round((time.perf_counter() - started) * 1000, 2)}
-        return JSONResponse({"id": entry.id, "width": entry.width, "height": entry.height,
-                             "cached": result["cached"], "timings_ms": timings},
-                            headers={"Server-Timing": _timing_header(timings)})
+        return JSONResponse(
+            {
+                "id": entry.id,
+                "width": entry.width,
+                "height": entry.height,
+                "cached": result["cached"],
+                "timings_ms": timings,
+            },
+            headers={"Server-Timing": _timing_header(timings)},
+        )
 
-    @app.post("/api/images/{image_id}/segment", summary="segment boxes of an uploaded image (from the cache)",
-              openapi_extra=_JSON_SEGMENT)
+    @app.post(
+        "/api/images/{image_id}/segment",
+        summary="segment boxes of an uploaded image (from the cache)",
+        openapi_extra=_JSON_SEGMENT,
+    )
     async def segment_cached(image_id: str, request: Request):
         started = time.perf_counter()
         body = await read_json(request, MAX_JSON_BYTES)
         if not isinstance(body, dict):
-            raise ApiError(422, "expected a JSON object {\"boxes\": [[x0, y0, x1, y1], ...], ...}")
+            raise ApiError(422, 'expected a JSON object {"boxes": [[x0, y0, x1, y1], ...], ...}')
         unknown = sorted(set(body) - {"boxes", "threshold", "format", "region"})
         if unknown:
             raise ApiError(422, f"unknown key {unknown[0]!r}; expected boxes, threshold, format, region")
@@ -274,8 +364,11 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
         region = _region(body.get("region"))
         entry = engine.cache.get(image_id) if IMAGE_ID.match(image_id) else None
         if entry is None:
-            raise ApiError(404, f"no image {image_id[:16]}... in the cache (evicted, or never uploaded): upload it "
-                                "again with POST /api/images")
+            raise ApiError(
+                404,
+                f"no image {image_id[:16]}... in the cache (evicted, or never uploaded): upload it "
+                "again with POST /api/images",
+            )
         result = await engine.run(engine.segment, entry, boxes, threshold, fmt, None, None, region)
         result["cached"] = True
         return _answer(result, fmt, started, entry.id)
@@ -283,9 +376,13 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
     @app.post("/api/segment", summary="segment boxes of an image in one request", openapi_extra=_MULTIPART_SEGMENT)
     async def segment(request: Request):
         started = time.perf_counter()
-        form = await read_form(request, limits.max_upload_bytes, engine.tmp_dir,
-                               frozenset({"image", "coarse_mask"}),
-                               frozenset({"box", "threshold", "format", "region"}))
+        form = await read_form(
+            request,
+            limits.max_upload_bytes,
+            engine.tmp_dir,
+            frozenset({"image", "coarse_mask"}),
+            frozenset({"box", "threshold", "format", "region"}),
+        )
         try:
             upload = form.file("image")
             texts = form.fields.get("box", [])
@@ -300,9 +397,17 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
             threshold, fmt = _threshold(form.text("threshold")), _format(form.text("format"))
             region = _region(form.text("region"))
             coarse = form.file("coarse_mask", required=False)
-            result = await engine.run(engine.load_and_segment, upload.path, upload.sha256, upload.filename, boxes,
-                                      threshold, fmt, None if coarse is None else (coarse.path, coarse.filename),
-                                      region)
+            result = await engine.run(
+                engine.load_and_segment,
+                upload.path,
+                upload.sha256,
+                upload.filename,
+                boxes,
+                threshold,
+                fmt,
+                None if coarse is None else (coarse.path, coarse.filename),
+                region,
+            )
         finally:
             form.close()
         return _answer(result, fmt, started, upload.sha256)
@@ -312,14 +417,22 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
 
         @app.get("/", include_in_schema=False)
         async def page():
-            return FileResponse(STATIC / "index.html", media_type="text/html",
-                                headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
+            return FileResponse(
+                STATIC / "index.html",
+                media_type="text/html",
+                headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+            )
 
     app.add_middleware(Guard, options=options)
     if options.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
         # Added last, so it runs first: a preflight OPTIONS is answered before the token check.
-        app.add_middleware(CORSMiddleware, allow_origins=options.cors, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Image-Id"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=options.cors,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["X-Image-Id"],
+        )
     return app

@@ -22,8 +22,10 @@ from ..errors import IS5NetError
 log = logging.getLogger("is5net")
 
 TOKEN_ENV = "IS5NET_SERVE_TOKEN"
-SYNTHETIC_NOTE = ("this refiner has only seen synthetic images (is5net demo): on photos expect rough masks; "
-                  "load the DIS-SAM weights for real use")
+SYNTHETIC_NOTE = (
+    "this refiner has only seen synthetic images (is5net demo): on photos expect rough masks; "
+    "load the DIS-SAM weights for real use"
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -40,13 +42,17 @@ def check_bind(args: argparse.Namespace) -> Optional[str]:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     args.token = token
     if args.token is not None and len(args.token) < 8:
-        raise IS5NetError("--token: use at least 8 characters (a random one: python -c \"import secrets; "
-                          "print(secrets.token_urlsafe())\")")
+        raise IS5NetError(
+            '--token: use at least 8 characters (a random one: python -c "import secrets; '
+            'print(secrets.token_urlsafe())")'
+        )
     if is_loopback(args.host):
         return None
     if token is None and not args.insecure:
-        raise IS5NetError(f"--host {args.host} lets other machines reach the server: give --token T (or "
-                          f"${TOKEN_ENV}) so that requests must carry it, or --insecure to serve without one")
+        raise IS5NetError(
+            f"--host {args.host} lets other machines reach the server: give --token T (or "
+            f"${TOKEN_ENV}) so that requests must carry it, or --insecure to serve without one"
+        )
     if token is None:
         return f"serving on {args.host} WITHOUT a token (--insecure): anyone who can reach this port can use it"
     return f"serving on {args.host}: reachable from other machines; API requests need the token"
@@ -87,23 +93,30 @@ def load_models(args: argparse.Namespace):
 
     device = resolve_device(args.device)
     check_precision(args.precision, device)
-    refiner, refiner_info = None, {"name": "none", "detail": "none: the stage-1 mask is served as it is",
-                                   "synthetic_only": False, "note": None}
+    refiner, refiner_info = (
+        None,
+        {"name": "none", "detail": "none: the stage-1 mask is served as it is", "synthetic_only": False, "note": None},
+    )
     if args.refiner == "none":
         if args.checkpoint is not None:
             raise IS5NetError("give either --checkpoint (a refiner) or --refiner none, not both")
     else:
         if args.checkpoint is None:
-            raise IS5NetError("give --checkpoint PATH|NAME (the refiner; e.g. dis-sam, or is5net demo's "
-                              "refiner.safetensors) or --refiner none to serve the stage-1 mask alone")
+            raise IS5NetError(
+                "give --checkpoint PATH|NAME (the refiner; e.g. dis-sam, or is5net demo's "
+                "refiner.safetensors) or --refiner none to serve the stage-1 mask alone"
+            )
         path = resolve_weights(args.checkpoint)
         refiner = load_refiner(path)
         if refiner.in_ch != 5:
             raise IS5NetError(f"{path.name} is a 3-channel IS-Net: it takes no box; serve an IS5Net checkpoint")
         synthetic = trained_on_synthetic(path)
-        refiner_info = {"name": getattr(refiner, "model_name", "is5net"),
-                        "detail": f"{path.name} (input {refiner.config.input_size}²)",
-                        "synthetic_only": synthetic, "note": SYNTHETIC_NOTE if synthetic else None}
+        refiner_info = {
+            "name": getattr(refiner, "model_name", "is5net"),
+            "detail": f"{path.name} (input {refiner.config.input_size}²)",
+            "synthetic_only": synthetic,
+            "note": SYNTHETIC_NOTE if synthetic else None,
+        }
 
     if args.stage1 == "grabcut":
         if args.sam_checkpoint is not None:
@@ -115,8 +128,10 @@ def load_models(args: argparse.Namespace):
         stage1 = {"name": "grabcut", "detail": "GrabCut (OpenCV, from the box; no weights)"}
     else:
         if args.sam_checkpoint is None and args.sam_type != "tiny":
-            raise IS5NetError("stage 1 needs SAM weights: --sam-checkpoint PATH|NAME (e.g. vit_l under IS5NET_HOME), "
-                              "or --stage1 grabcut, which needs none")
+            raise IS5NetError(
+                "stage 1 needs SAM weights: --sam-checkpoint PATH|NAME (e.g. vit_l under IS5NET_HOME), "
+                "or --stage1 grabcut, which needs none"
+            )
         source = stage1_source(args.sam_checkpoint, args.sam_type, None, "--coarse-mask", check_type=True)
         sam = source.load(device)
         mask_choice = args.mask_choice
@@ -124,8 +139,11 @@ def load_models(args: argparse.Namespace):
         def make_stage():
             return SamStage(sam, mask_choice)
 
-        name = "random tiny SAM (tests only: meaningless masks)" if source.checkpoint is None \
+        name = (
+            "random tiny SAM (tests only: meaningless masks)"
+            if source.checkpoint is None
             else f"SAM {source.sam_type} ({source.checkpoint.name})"
+        )
         stage1 = {"name": "sam", "detail": name}
     regions = {"region": args.region, "margin": args.margin, "max_side": args.max_side}
     return Models(refiner, make_stage, device, args.precision, args.backend, regions, stage1, refiner_info)
@@ -147,8 +165,13 @@ def build(args: argparse.Namespace):
     from .engine import Engine, Limits
 
     warning = check_bind(args)
-    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
-                    cache_bytes=int(args.cache_mb * 2**20), queue=args.queue, timeout_s=args.timeout)
+    limits = Limits(
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_pixels=args.max_pixels,
+        cache_bytes=int(args.cache_mb * 2**20),
+        queue=args.queue,
+        timeout_s=args.timeout,
+    )
     models = load_models(args)
     tmp_dir = Path(tempfile.mkdtemp(prefix="is5net-serve-"))
     engine = Engine(models, limits, tmp_dir)
@@ -167,14 +190,22 @@ def run(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"
     models = engine.models
-    print(f"is5net serve: {url}{'' if args.no_ui else ' (the page)'}, API docs at {url}docs; "
-          f"stage 1: {models.stage1['detail']}; refiner: {models.refiner_info['detail']}; Ctrl-C stops",
-          file=sys.stderr)
+    print(
+        f"is5net serve: {url}{'' if args.no_ui else ' (the page)'}, API docs at {url}docs; "
+        f"stage 1: {models.stage1['detail']}; refiner: {models.refiner_info['detail']}; Ctrl-C stops",
+        file=sys.stderr,
+    )
     if models.refiner_info.get("note"):
         log.warning("%s", models.refiner_info["note"])
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
-                    access_log=not args.quiet, timeout_graceful_shutdown=5)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning" if args.quiet else "info",
+            access_log=not args.quiet,
+            timeout_graceful_shutdown=5,
+        )
     finally:
         engine.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)

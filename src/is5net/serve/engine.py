@@ -98,8 +98,14 @@ class Segmenter:
         if models.refiner is not None:
             # Built once (BatchNorm folded, moved to the device); each image gets a shallow copy of it with its
             # own stage 1, so an image's state (embedding, resized RGB) lives in its copy, in the cache.
-            self._base = IS5NetPredictor(models.make_stage(), models.refiner, device=models.device,
-                                         precision=models.precision, backend=models.backend, **models.regions)
+            self._base = IS5NetPredictor(
+                models.make_stage(),
+                models.refiner,
+                device=models.device,
+                precision=models.precision,
+                backend=models.backend,
+                **models.regions,
+            )
             models.refiner_info["region"] = self._base.region
             models.refiner_info["runtime"] = str(self._base.backend)
         self.encoder_runs = 0  # stage-1 image embeddings computed (what the cache saves)
@@ -123,7 +129,7 @@ class Segmenter:
         shared = {_buffer(v)[0] for v in vars(self._base).values()} if self._base is not None else set()
         seen: dict[int, int] = {}
         for obj in (predictor, predictor.sam_stage, getattr(predictor.sam_stage, "predictor", None)):
-            for value in (vars(obj).values() if obj is not None else ()):
+            for value in vars(obj).values() if obj is not None else ():
                 ptr, size = _buffer(value)
                 if ptr and ptr not in shared:
                     seen[ptr] = max(seen.get(ptr, 0), size)
@@ -191,8 +197,14 @@ class ImageCache:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"images": len(self._entries), "bytes": self._bytes(), "limit_bytes": self.limit,
-                    "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+            return {
+                "images": len(self._entries),
+                "bytes": self._bytes(),
+                "limit_bytes": self.limit,
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+            }
 
 
 # --------------------------------------------------------------------------------------------- engine
@@ -235,8 +247,11 @@ class Engine:
         with self._lock:
             if self._pending >= self.limits.queue:
                 retry = max(1, math.ceil(self._job_seconds * self._pending))
-                raise ApiError(429, f"busy: {self._pending} requests are queued (--queue {self.limits.queue}); "
-                                    f"retry in {retry} s", headers={"Retry-After": str(retry)})
+                raise ApiError(
+                    429,
+                    f"busy: {self._pending} requests are queued (--queue {self.limits.queue}); retry in {retry} s",
+                    headers={"Retry-After": str(retry)},
+                )
             self._pending += 1
         submitted = time.perf_counter()
         future: Future = self._executor.submit(self._timed, fn, args, submitted)
@@ -246,8 +261,11 @@ class Engine:
         except asyncio.TimeoutError:
             future.cancel()  # a job not started yet never runs; a running one finishes, unanswered
             retry = max(1, math.ceil(self._job_seconds * max(1, self._pending)))
-            raise ApiError(503, f"the request took longer than the server's timeout of {self.limits.timeout_s:g} s "
-                                f"(--timeout)", headers={"Retry-After": str(retry)}) from None
+            raise ApiError(
+                503,
+                f"the request took longer than the server's timeout of {self.limits.timeout_s:g} s (--timeout)",
+                headers={"Retry-After": str(retry)},
+            ) from None
 
     def _timed(self, fn: Callable, args: tuple, submitted: float) -> Any:
         started = time.perf_counter()
@@ -302,9 +320,16 @@ class Engine:
         except IS5NetError as exc:
             raise ApiError(422, str(exc).replace(str(path), filename)) from None
 
-    def segment(self, entry: ImageEntry, boxes: list, threshold, fmt: str,
-                coarse: Optional[tuple[Path, str]] = None, timings: Optional[dict] = None,
-                region: Optional[str] = None) -> dict:
+    def segment(
+        self,
+        entry: ImageEntry,
+        boxes: list,
+        threshold,
+        fmt: str,
+        coarse: Optional[tuple[Path, str]] = None,
+        timings: Optional[dict] = None,
+        region: Optional[str] = None,
+    ) -> dict:
         """Masks for ``boxes`` of a cached image, as the ``fmt`` answer (PNG bytes or a JSON-able dict).
 
         ``region``: what the refiner sees (docs/input-contract.md, "Regions"); None: the server's default.
@@ -320,8 +345,11 @@ class Engine:
             except IS5NetError as exc:
                 raise ApiError(422, str(exc).replace(str(path), filename)) from None
             if m.shape != entry.rgb.shape[:2]:
-                raise ApiError(422, f"{filename}: the coarse mask is {m.shape[1]}x{m.shape[0]}, "
-                                    f"the image is {entry.width}x{entry.height}")
+                raise ApiError(
+                    422,
+                    f"{filename}: the coarse mask is {m.shape[1]}x{m.shape[0]}, "
+                    f"the image is {entry.width}x{entry.height}",
+                )
             coarse_masks = [m] * len(boxes)
         t0 = time.perf_counter()
         try:
@@ -332,18 +360,28 @@ class Engine:
         masks = [mask_uint8(p.mask, threshold) for p in preds]  # exactly what `is5net predict` saves
         timings["segment"] = round((t1 - t0) * 1000, 2)
         if fmt == "json":
-            out = [{"box": p.box, "score": p.sam_score, "mask": base64.b64encode(encode_png(m)).decode("ascii")}
-                   for p, m in zip(preds, masks)]
+            out = [
+                {"box": p.box, "score": p.sam_score, "mask": base64.b64encode(encode_png(m)).decode("ascii")}
+                for p, m in zip(preds, masks)
+            ]
             timings["png"] = round((time.perf_counter() - t1) * 1000, 2)
-            return {"id": entry.id, "width": entry.width, "height": entry.height, "masks": out,
-                    "timings_ms": timings}
+            return {"id": entry.id, "width": entry.width, "height": entry.height, "masks": out, "timings_ms": timings}
         union = union_uint8(masks)
         data = encode_png(union if fmt == "png" else cutout_rgba(entry.rgb, union))
         timings["png"] = round((time.perf_counter() - t1) * 1000, 2)
         return {"png": data, "timings_ms": timings}
 
-    def load_and_segment(self, path: Path, digest: str, filename: str, boxes: list, threshold, fmt: str,
-                         coarse: Optional[tuple[Path, str]], region: Optional[str] = None) -> dict:
+    def load_and_segment(
+        self,
+        path: Path,
+        digest: str,
+        filename: str,
+        boxes: list,
+        threshold,
+        fmt: str,
+        coarse: Optional[tuple[Path, str]],
+        region: Optional[str] = None,
+    ) -> dict:
         loaded = self.load(path, digest, filename)
         result = self.segment(loaded["entry"], boxes, threshold, fmt, coarse, loaded["timings_ms"], region)
         result["cached"] = loaded["cached"]
@@ -351,5 +389,7 @@ class Engine:
 
     # -------------------------------------------------------------------------------------- status
     def health(self) -> dict:
-        return {"cache": {**self.cache.stats(), "encoder_runs": self.segmenter.encoder_runs},
-                "queue": {"pending": self._pending, "limit": self.limits.queue}}
+        return {
+            "cache": {**self.cache.stats(), "encoder_runs": self.segmenter.encoder_runs},
+            "queue": {"pending": self._pending, "limit": self.limits.queue},
+        }

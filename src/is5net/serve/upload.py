@@ -89,8 +89,11 @@ def _declared_length(request: Request) -> Optional[int]:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"the request body is over the server's limit of {limit / 2**20:.3g} MiB (--max-upload-mb)",
-                    headers={"Connection": "close"})
+    return ApiError(
+        413,
+        f"the request body is over the server's limit of {limit / 2**20:.3g} MiB (--max-upload-mb)",
+        headers={"Connection": "close"},
+    )
 
 
 def _drain_cap(limit: int) -> int:
@@ -107,8 +110,9 @@ async def _drain(chunks, received: int, limit: int) -> None:
                 break
 
 
-async def read_form(request: Request, limit: int, tmp_dir: Path, file_fields: frozenset[str],
-                    text_fields: frozenset[str]) -> Form:
+async def read_form(
+    request: Request, limit: int, tmp_dir: Path, file_fields: frozenset[str], text_fields: frozenset[str]
+) -> Form:
     """Parse a ``multipart/form-data`` body of at most ``limit`` bytes (else 413) into a :class:`Form`.
 
     Only ``file_fields`` may be files and only ``text_fields`` may be text; anything else is a 422. The
@@ -181,11 +185,18 @@ async def read_form(request: Request, limit: int, tmp_dir: Path, file_fields: fr
             except UnicodeDecodeError:
                 raise ApiError(422, f"field {part[1]!r} is not UTF-8 text") from None
 
-    parser = MultipartParser(params[b"boundary"], {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end,
-    })
+    parser = MultipartParser(
+        params[b"boundary"],
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     received = 0
     chunks = request.stream().__aiter__()  # one iterator: a body can be streamed once
     try:
@@ -231,5 +242,6 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return json.loads(bytes(body))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(422, f"the body is not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") \
-            from None
+        raise ApiError(
+            422, f"the body is not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+        ) from None

@@ -59,8 +59,10 @@ class Checkpoints:
         save_refiner(model, self.dir / f"{stem}.safetensors", config, {"phase": phase, "step": str(step)})
         with atomic_path(self.dir / f"{stem}.state.pt") as tmp:
             torch.save(state, tmp)
-        atomic_write_text(self.dir / "latest.json", json.dumps(
-            {"phase": phase, "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.state.pt"}))
+        atomic_write_text(
+            self.dir / "latest.json",
+            json.dumps({"phase": phase, "step": step, "weights": f"{stem}.safetensors", "state": f"{stem}.state.pt"}),
+        )
         self._prune(phase, f"{stem}.safetensors")
 
     def _prune(self, phase: str, latest: str) -> None:
@@ -135,8 +137,9 @@ class Checkpoints:
             m = _NUMBERED.match(p.name)
             if m:
                 stem = p.name[: -len(".safetensors")]
-                entries.append({"phase": m.group(1), "step": int(m.group(2)), "weights": p.name,
-                                "state": f"{stem}.state.pt"})
+                entries.append(
+                    {"phase": m.group(1), "step": int(m.group(2)), "weights": p.name, "state": f"{stem}.state.pt"}
+                )
         return sorted(entries, key=lambda e: _rank(e["phase"], e["step"]), reverse=True)
 
 

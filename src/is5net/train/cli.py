@@ -19,9 +19,18 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import load_config
     from ..train.loop import train
 
-    cli = {k: v for k, v in {
-        "data": args.data, "val": args.val, "coarse_dir": args.coarse_dir, "sam_checkpoint": args.sam_checkpoint,
-        "sam_type": args.sam_type, "cache": args.cache}.items() if v is not None}
+    cli = {
+        k: v
+        for k, v in {
+            "data": args.data,
+            "val": args.val,
+            "coarse_dir": args.coarse_dir,
+            "sam_checkpoint": args.sam_checkpoint,
+            "sam_type": args.sam_type,
+            "cache": args.cache,
+        }.items()
+        if v is not None
+    }
     if args.skip_bad:
         cli["skip_bad"] = True
     if args.resume is not None:

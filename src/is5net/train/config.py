@@ -38,11 +38,11 @@ class Range:
 
     low: Optional[float] = None
     high: Optional[float] = None
-    low_open: bool = False            # low itself excluded
-    high_open: bool = False           # high itself excluded
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False  # high itself excluded
     multiple_of: Optional[int] = None
     choices: tuple[str, ...] = ()
-    optional: bool = False            # None is accepted too (e.g. width: the model's own)
+    optional: bool = False  # None is accepted too (e.g. width: the model's own)
 
     def accepts(self, value: Any) -> bool:
         if value is None:
@@ -109,10 +109,10 @@ class TrainConfig:
     """Every training setting: its type (the default's), default and accepted values, in one table."""
 
     # model and input
-    model: str = setting("is5net", ANY)        # any refiner of the registry: is5net, isnet, is5net_tiny, ...
+    model: str = setting("is5net", ANY)  # any refiner of the registry: is5net, isnet, is5net_tiny, ...
     width: Optional[float] = setting(None, Range(low=0, low_open=True, optional=True))  # channel multiplier
     input_size: int = setting(1024, Range(low=32, multiple_of=32))
-    init: str = setting("scratch", ANY)        # scratch | path to IS-Net (.pth, converted 3->5) | DIS-SAM / ours
+    init: str = setting("scratch", ANY)  # scratch | path to IS-Net (.pth, converted 3->5) | DIS-SAM / ours
     # optimisation (phase 2: the refiner)
     optimizer: str = setting("adamw", one_of("adamw", "adam"))
     lr: float = setting(4e-5, above(0))
@@ -128,19 +128,19 @@ class TrainConfig:
     # losses
     bce_weight: float = setting(20.0, at_least(0))
     iou_weight: float = setting(0.5, at_least(0))
-    feature_loss: bool = setting(True, ANY)    # intermediate supervision by the frozen GT encoder
+    feature_loss: bool = setting(True, ANY)  # intermediate supervision by the frozen GT encoder
     feature_weight: float = setting(1.0, at_least(0))
     ortho_weight: float = setting(1e-8, at_least(0))  # parameter orthogonalisation, 1e-8 * sum |W W^T - I|
     # phase 1: the GT encoder
-    gt_encoder: bool = setting(True, ANY)      # train it first (needed by feature_loss)
+    gt_encoder: bool = setting(True, ANY)  # train it first (needed by feature_loss)
     gt_encoder_lr: float = setting(1e-4, above(0))
     gt_encoder_target_maxf: float = setting(0.99, fraction(low_open=True))  # stop once maxF exceeds it
     gt_encoder_max_steps: int = setting(0, at_least(0))  # phase 1's cap; 0 = min(20000, max_steps)
     gt_encoder_val_every: int = setting(0, at_least(0))  # 0 = val_every
     # data
     flips: bool = setting(True, ANY)
-    enrich: bool = setting(True, ANY)          # GT enrichment (each big component its own sample)
-    jitter: int = setting(0, at_least(0))      # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
+    enrich: bool = setting(True, ANY)  # GT enrichment (each big component its own sample)
+    jitter: int = setting(0, at_least(0))  # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
     jitter_fraction: float = setting(JITTER_FRACTION, fraction())
     min_fraction: float = setting(MIN_COMPONENT_FRACTION, fraction())
     # What each sample shows the refiner (docs/input-contract.md, "Regions"); recorded in the checkpoint, so
@@ -150,12 +150,12 @@ class TrainConfig:
     crop_margin: float = setting(DEFAULT_MARGIN, Range(low=0, high=10))
     max_side: int = setting(DEFAULT_MAX_SIDE, Range(low=64))
     val_fraction: float = setting(0.0, fraction(high_open=True))  # held out when there is no DIS-VD / --val
-    val_limit: int = setting(0, at_least(0))   # score at most this many validation images (0 = all)
+    val_limit: int = setting(0, at_least(0))  # score at most this many validation images (0 = all)
     mask_choice: str = setting("first", one_of("first", "best"))
     workers: int = setting(None, at_least(0), factory=default_workers)  # DataLoader processes per GPU process
     # runtime
     seed: int = setting(0, at_least(0))
-    device: str = setting("auto", ANY)         # checked by runtime.resolve_device
+    device: str = setting("auto", ANY)  # checked by runtime.resolve_device
     precision: str = setting("auto", one_of("auto", "fp32", "bf16", "fp16"))  # auto = bf16 on CUDA, fp32 on CPU
     channels_last: str = setting("auto", one_of("auto", "true", "false"))  # auto = on CUDA
     compile: bool = setting(False, ANY)
@@ -190,9 +190,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The DIS-SAM reference recipe is the default.
     "dis-sam": {},
     # The original IS-Net (3 channels, Adam lr 1e-3, batch 8, BCE only, no GT encoder).
-    "isnet": {"model": "isnet", "optimizer": "adam", "lr": 1e-3, "batch_size": 8, "bce_weight": 1.0,
-              "iou_weight": 0.0, "feature_loss": False, "gt_encoder": False, "ortho_weight": 0.0,
-              "enrich": False},
+    "isnet": {
+        "model": "isnet",
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "batch_size": 8,
+        "bce_weight": 1.0,
+        "iou_weight": 0.0,
+        "feature_loss": False,
+        "gt_encoder": False,
+        "ortho_weight": 0.0,
+        "enrich": False,
+    },
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -271,8 +280,9 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
-                base: Optional[dict[str, Any]] = None) -> TrainConfig:
+def load_config(
+    path: Optional[str | Path] = None, overrides: Optional[list[str]] = None, base: Optional[dict[str, Any]] = None
+) -> TrainConfig:
     """Defaults <- preset <- ``base`` (e.g. a saved config) <- YAML file <- ``key=value`` overrides."""
     layers: list[tuple[dict[str, Any], str]] = []
     if base:
@@ -318,8 +328,10 @@ def validate(c: TrainConfig) -> None:
             what = "each of the two betas" if f.name == "betas" else f.name
             raise IS5NetError(f"{what} must be {accepts}, got {value!r}")
     if c.model not in MODEL_REGISTRY or c.model.startswith("gt_encoder"):
-        raise IS5NetError(f"model {c.model!r}: choose a refiner of the registry "
-                          f"({', '.join(k for k in MODEL_REGISTRY if not k.startswith('gt_'))})")
+        raise IS5NetError(
+            f"model {c.model!r}: choose a refiner of the registry "
+            f"({', '.join(k for k in MODEL_REGISTRY if not k.startswith('gt_'))})"
+        )
     if c.feature_loss and not c.gt_encoder:
         raise IS5NetError("feature_loss needs the GT encoder (gt_encoder=true), or set feature_loss=false")
 

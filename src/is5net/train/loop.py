@@ -81,8 +81,10 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
     if problems:
         listing = "; ".join(str(p) for p in problems[:10]) + (" ..." if len(problems) > 10 else "")
         if not c.skip_bad:
-            raise IS5NetError(f"{len(problems)} problem(s) in {root} (run `is5net check-data {root}`; "
-                              f"--skip-bad trains on the rest): {listing}")
+            raise IS5NetError(
+                f"{len(problems)} problem(s) in {root} (run `is5net check-data {root}`; "
+                f"--skip-bad trains on the rest): {listing}"
+            )
         skipped = len(find_pairs(root, train_subsets)) - len(good)
         log.warning("skipping %d bad pair(s) (--skip-bad): %s", skipped, listing)
     val_pairs: list = []
@@ -106,8 +108,9 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
     if c.enrich and five and c.coarse_dir is not None:
         log.info("GT enrichment is off with --coarse-dir (one coarse mask per image)")
     jitter = c.jitter if five and c.coarse_dir is None else 0
-    samples = enumerate_samples(good, enrich=enrich, jitter=jitter, min_fraction=c.min_fraction,
-                                jitter_fraction=c.jitter_fraction, seed=c.seed)
+    samples = enumerate_samples(
+        good, enrich=enrich, jitter=jitter, min_fraction=c.min_fraction, jitter_fraction=c.jitter_fraction, seed=c.seed
+    )
     val_samples = enumerate_samples(val_pairs, enrich=False, jitter=0, seed=c.seed) if val_pairs else []
     if c.val_limit and len(val_samples) > c.val_limit:
         val_samples = val_samples[: c.val_limit]
@@ -124,18 +127,21 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
             from ..data.sam_cache import SamMaskCache, default_cache_dir
 
             if c.sam_checkpoint is None and c.sam_type != "tiny":
-                raise IS5NetError("IS5Net needs coarse masks: give --sam-checkpoint (after `is5net cache-sam`) "
-                                  "or --coarse-dir DIR")
+                raise IS5NetError(
+                    "IS5Net needs coarse masks: give --sam-checkpoint (after `is5net cache-sam`) or --coarse-dir DIR"
+                )
 
             def cache_for(data_root: Path):
                 cache_dir = Path(c.cache) if c.cache else default_cache_dir(data_root)
                 return CoarseCache(SamMaskCache.for_sam(cache_dir, c.sam_checkpoint, c.sam_type, c.mask_choice))
 
             def cache_sam_command(data_root: Path, sample_options: str) -> str:
-                return (f"run `is5net cache-sam --data {data_root} --sam-checkpoint {c.sam_checkpoint}"
-                        f"{' --sam-type ' + c.sam_type if c.sam_type else ''}"
-                        f"{' --mask-choice ' + c.mask_choice if c.mask_choice != 'first' else ''}"
-                        f"{' --cache ' + str(c.cache) if c.cache else ''}{sample_options}` first")
+                return (
+                    f"run `is5net cache-sam --data {data_root} --sam-checkpoint {c.sam_checkpoint}"
+                    f"{' --sam-type ' + c.sam_type if c.sam_type else ''}"
+                    f"{' --mask-choice ' + c.mask_choice if c.mask_choice != 'first' else ''}"
+                    f"{' --cache ' + str(c.cache) if c.cache else ''}{sample_options}` first"
+                )
 
             coarse = cache_for(root)
             # The options that change which boxes training asks for, so the cached entries are those boxes.
@@ -160,21 +166,45 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
     mean, std = default_mean(in_ch), [1.0] * in_ch
     input_cache = make_input_cache(c, root)
     regions = dict(region=c.region, margin=c.crop_margin, max_side=c.max_side)
-    train_ds = RefinerDataset(samples, coarse, c.input_size, mean, std, train=True, flips=c.flips, seed=c.seed,
-                              input_cache=input_cache, **regions)
-    val_ds = (RefinerDataset(val_samples, val_coarse, c.input_size, mean, std, train=False, seed=c.seed,
-                             input_cache=input_cache, **regions)
-              if val_samples else None)
+    train_ds = RefinerDataset(
+        samples,
+        coarse,
+        c.input_size,
+        mean,
+        std,
+        train=True,
+        flips=c.flips,
+        seed=c.seed,
+        input_cache=input_cache,
+        **regions,
+    )
+    val_ds = (
+        RefinerDataset(
+            val_samples,
+            val_coarse,
+            c.input_size,
+            mean,
+            std,
+            train=False,
+            seed=c.seed,
+            input_cache=input_cache,
+            **regions,
+        )
+        if val_samples
+        else None
+    )
     if input_cache is not None:
         t0 = time.perf_counter()
         for ds in (train_ds, val_ds):
             if ds is not None:
                 ds.prepare_input_cache()
         log.debug("input cache keys in %.1f s", time.perf_counter() - t0)
-    desc = (f"{len(train_ds)} training samples from {len(good)} images"
-            f"{f' ({skipped} bad skipped)' if skipped else ''}, {len(val_samples)} validation images, "
-            f"{coarse.describe() if coarse else 'no prompt (IS-Net)'}"
-            f"{', ' + input_cache.describe() if input_cache else ''}")
+    desc = (
+        f"{len(train_ds)} training samples from {len(good)} images"
+        f"{f' ({skipped} bad skipped)' if skipped else ''}, {len(val_samples)} validation images, "
+        f"{coarse.describe() if coarse else 'no prompt (IS-Net)'}"
+        f"{', ' + input_cache.describe() if input_cache else ''}"
+    )
     return Data(train_ds, val_ds, skipped, desc)
 
 
@@ -194,8 +224,11 @@ def make_input_cache(c: TrainConfig, root: Path):
         probe.unlink()
     except OSError as exc:
         if setting.lower() == "auto":
-            log.warning("no resized-input cache (%s is not writable: %s); set data_cache=DIR to have one",
-                        directory, exc.strerror or exc)
+            log.warning(
+                "no resized-input cache (%s is not writable: %s); set data_cache=DIR to have one",
+                directory,
+                exc.strerror or exc,
+            )
             return None
         raise IS5NetError(f"data_cache={setting}: cannot write there ({exc.strerror or exc})") from None
     return cache
@@ -203,8 +236,15 @@ def make_input_cache(c: TrainConfig, root: Path):
 
 # ----------------------------------------------------------------------------------- validation
 @torch.no_grad()
-def validate(model: nn.Module, ds, procs: ProcessGroup, precision: Optional[torch.dtype], channels_last: bool,
-             gt_input: bool, batch_size: int) -> dict[str, float]:
+def validate(
+    model: nn.Module,
+    ds,
+    procs: ProcessGroup,
+    precision: Optional[torch.dtype],
+    channels_last: bool,
+    gt_input: bool,
+    batch_size: int,
+) -> dict[str, float]:
     """maxF and MAE at the original size, scoring exactly what the predictor outputs (min-max normalised)."""
     from ..data.samples import sample_gt
     from ..eval.metrics import DISMetrics
@@ -227,7 +267,7 @@ def validate(model: nn.Module, ds, procs: ProcessGroup, precision: Optional[torc
             # A crop region's map goes back where predict pastes it (0 outside the crop).
             window = getattr(ds, "view_window", lambda _: None)(i)
             x0, y0, x1, y1 = window or (0, 0, gt.shape[1], gt.shape[0])
-            p = F.interpolate(prob[j:j + 1], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
+            p = F.interpolate(prob[j : j + 1], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
             lo, hi = p.min(), p.max()
             p = (p - lo) / (hi - lo) if hi > lo else torch.zeros_like(p)
             if window is not None:
@@ -242,13 +282,13 @@ def validate(model: nn.Module, ds, procs: ProcessGroup, precision: Optional[torc
 # ------------------------------------------------------------------------------------ one phase
 @dataclass
 class Phase:
-    name: str                      # "gt_encoder" or "refiner"
+    name: str  # "gt_encoder" or "refiner"
     model: nn.Module
     lr: float
     max_steps: int
     val_every: int
     loss_fn: LossFn
-    gt_input: bool                 # validation feeds the GT (phase 1) or the 5-channel input (phase 2)
+    gt_input: bool  # validation feeds the GT (phase 1) or the 5-channel input (phase 2)
     target_maxf: Optional[float] = None  # stop once validation maxF exceeds it (phase 1)
 
 
@@ -259,7 +299,7 @@ class PhaseState:
     step: int = 0
     best_maxF: float = -1.0
     best_MAE: float = float("inf")
-    bad_validations: int = 0       # validations in a row without improvement in maxF or MAE
+    bad_validations: int = 0  # validations in a row without improvement in maxF or MAE
     skipped_batches: int = 0
     last_val: Optional[dict] = None
     stopped_early: bool = False
@@ -327,14 +367,22 @@ def make_optimizer(c: TrainConfig, params, lr: float, device: torch.device, tota
         opt = cls(params, **kw)
     # A function of the step alone (its state is the step count), so a resumed run follows the same curve.
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, functools.partial(lr_factor, total_steps=total_steps, schedule=c.lr_schedule,
-                               warmup_steps=c.warmup_steps))
+        opt, functools.partial(lr_factor, total_steps=total_steps, schedule=c.lr_schedule, warmup_steps=c.warmup_steps)
+    )
     return opt, sched
 
 
-def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run_dir: Path,
-              refiner_config: RefinerConfig, resumed: Optional[Resumed], progress: bool,
-              logger: "RunLog") -> PhaseState:
+def run_phase(
+    phase: Phase,
+    c: TrainConfig,
+    data: Data,
+    procs: ProcessGroup,
+    run_dir: Path,
+    refiner_config: RefinerConfig,
+    resumed: Optional[Resumed],
+    progress: bool,
+    logger: "RunLog",
+) -> PhaseState:
     """Train ``phase.model`` until ``max_steps``, its maxF target or a plateau; returns where it stopped."""
     device = procs.device
     precision = resolve_precision(c, device)
@@ -361,8 +409,7 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if c.compile:
         net = torch.compile(net)
-    train_step = TrainStep(net, phase.loss_fn, opt, device, precision, scaler, sched, channels_last,
-                           agree=procs.all_ok)
+    train_step = TrainStep(net, phase.loss_fn, opt, device, precision, scaler, sched, channels_last, agree=procs.all_ok)
     ckpts = Checkpoints(run_dir, c.keep_checkpoints)
     weights_config = refiner_config if phase.name == "refiner" else RefinerConfig.for_model(model)
     save_every = c.save_every or phase.val_every  # by default a checkpoint follows each validation step
@@ -388,19 +435,33 @@ def run_phase(phase: Phase, c: TrainConfig, data: Data, procs: ProcessGroup, run
                 loss = float(result.loss)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}")
-                logger.write(phase.name, state.step, {"loss": loss, **result.parts, "lr": opt.param_groups[0]["lr"],
-                                                      "img_per_s": speed.rate()})
+                logger.write(
+                    phase.name,
+                    state.step,
+                    {"loss": loss, **result.parts, "lr": opt.param_groups[0]["lr"], "img_per_s": speed.rate()},
+                )
             # Also at the last step, so that the final weights compete for "best".
             if data.val is not None and (state.step % phase.val_every == 0 or last):
                 stop = _validate_phase(phase, model, state, c, data, procs, run_dir, refiner_config, logger, bar)
             if state.step % save_every == 0 or last or stop:
                 if procs.is_main:
-                    ckpts.save(phase.name, state.step, model, {
-                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict(), "step": state.step,
-                        "epoch": state.step // sampler.batches_per_epoch(),
-                        "tracker": state.tracker_json(), "rng": rng_state(), "phase": phase.name,
-                        "version": __version__}, weights_config)
+                    ckpts.save(
+                        phase.name,
+                        state.step,
+                        model,
+                        {
+                            "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(),
+                            "scaler": scaler.state_dict(),
+                            "step": state.step,
+                            "epoch": state.step // sampler.batches_per_epoch(),
+                            "tracker": state.tracker_json(),
+                            "rng": rng_state(),
+                            "phase": phase.name,
+                            "version": __version__,
+                        },
+                        weights_config,
+                    )
                 procs.barrier()
             stop = stop or last
     finally:
@@ -422,8 +483,9 @@ def _batches(ds, sampler, workers: int, device: torch.device, start_step: int):
     while True:
         ds.set_epoch(epoch)
         sampler.set_epoch(epoch, start_batch)
-        loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-                            persistent_workers=False)
+        loader = DataLoader(
+            ds, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False
+        )
         for batch in loader:
             yield batch["input"], batch["gt"]
         epoch, start_batch = epoch + 1, 0
@@ -432,24 +494,45 @@ def _batches(ds, sampler, workers: int, device: torch.device, start_step: int):
 def _non_finite(phase: Phase, state: PhaseState, nan_policy: str) -> None:
     """A batch whose loss is not finite (no update was made): stop the run, or count it as skipped."""
     if nan_policy == "stop":
-        raise IS5NetError(f"{phase.name}: the loss is not finite at step {state.step}; stopped without saving "
-                          f"(the last checkpoint is intact). Lower lr, or set nan_policy=skip")
+        raise IS5NetError(
+            f"{phase.name}: the loss is not finite at step {state.step}; stopped without saving "
+            f"(the last checkpoint is intact). Lower lr, or set nan_policy=skip"
+        )
     state.skipped_batches += 1
     log.warning("%s: non-finite loss at step %d: batch skipped", phase.name, state.step)
 
 
-def _validate_phase(phase: Phase, model: nn.Module, state: PhaseState, c: TrainConfig, data: Data,
-                    procs: ProcessGroup, run_dir: Path, refiner_config: RefinerConfig, logger: "RunLog",
-                    bar) -> bool:
+def _validate_phase(
+    phase: Phase,
+    model: nn.Module,
+    state: PhaseState,
+    c: TrainConfig,
+    data: Data,
+    procs: ProcessGroup,
+    run_dir: Path,
+    refiner_config: RefinerConfig,
+    logger: "RunLog",
+    bar,
+) -> bool:
     """Validate on rank 0: log, keep the best weights, decide whether the phase stops (every rank learns it)."""
     reason = ""
     if procs.is_main:
-        metrics = validate(model, data.val, procs, resolve_precision(c, procs.device),
-                           channels_last_for(c, procs.device), phase.gt_input, c.batch_size)
+        metrics = validate(
+            model,
+            data.val,
+            procs,
+            resolve_precision(c, procs.device),
+            channels_last_for(c, procs.device),
+            phase.gt_input,
+            c.batch_size,
+        )
         if state.record(metrics):
-            save_refiner(model, run_dir / "checkpoints" / f"{phase.name}-best.safetensors",
-                         refiner_config if phase.name == "refiner" else None,
-                         {"step": str(state.step), "val_maxF": f"{metrics['maxF']:.6f}"})
+            save_refiner(
+                model,
+                run_dir / "checkpoints" / f"{phase.name}-best.safetensors",
+                refiner_config if phase.name == "refiner" else None,
+                {"step": str(state.step), "val_maxF": f"{metrics['maxF']:.6f}"},
+            )
         logger.write(phase.name, state.step, {"val_maxF": metrics["maxF"], "val_MAE": metrics["MAE"]})
         if bar is not None:
             bar.write(f"{phase.name} step {state.step}: val maxF {metrics['maxF']:.4f} MAE {metrics['MAE']:.4f}")
@@ -620,8 +703,14 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
         save_config(c, run_dir / "config.yaml")
     procs.barrier()
     if procs.is_main:
-        log.info("%s; batch %d x %d process(es) = effective batch %d; device %s", data.description,
-                 c.batch_size, procs.world_size, c.batch_size * procs.world_size, procs.device)
+        log.info(
+            "%s; batch %d x %d process(es) = effective batch %d; device %s",
+            data.description,
+            c.batch_size,
+            procs.world_size,
+            c.batch_size * procs.world_size,
+            procs.device,
+        )
     logger = RunLog(run_dir, procs.is_main)
     if resume:
         logger.resume_at(resumed)
@@ -629,13 +718,13 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
     try:
         gt_encoder = None
         if c.gt_encoder:
-            gt_encoder = _gt_encoder_phase(c, data, procs, run_dir, refiner, refiner_config, resume, resumed,
-                                           progress, logger, summary)
+            gt_encoder = _gt_encoder_phase(
+                c, data, procs, run_dir, refiner, refiner_config, resume, resumed, progress, logger, summary
+            )
         # Phase 2: the refiner, 20*BCE + 0.5*IoU per side output + feature MSE + orthogonality.
         gt_features = gt_encoder.encode if c.feature_loss and gt_encoder is not None else None
         torch.manual_seed(c.seed)
-        phase2 = Phase("refiner", refiner, c.lr, c.max_steps, c.val_every, refiner_loss(c, gt_features),
-                       gt_input=False)
+        phase2 = Phase("refiner", refiner, c.lr, c.max_steps, c.val_every, refiner_loss(c, gt_features), gt_input=False)
         t2 = run_phase(phase2, c, data, procs, run_dir, refiner_config, resumed, progress, logger)
         summary["refiner"] = t2.summary()
         out = run_dir / "refiner.safetensors"
@@ -648,17 +737,35 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
         logger.close()
 
 
-def _gt_encoder_phase(c: TrainConfig, data: Data, procs: ProcessGroup, run_dir: Path, refiner: ISNet,
-                      refiner_config: RefinerConfig, resume: bool, resumed: Optional[Resumed], progress: bool,
-                      logger: RunLog, summary: dict) -> GTEncoder:
+def _gt_encoder_phase(
+    c: TrainConfig,
+    data: Data,
+    procs: ProcessGroup,
+    run_dir: Path,
+    refiner: ISNet,
+    refiner_config: RefinerConfig,
+    resume: bool,
+    resumed: Optional[Resumed],
+    progress: bool,
+    logger: RunLog,
+    summary: dict,
+) -> GTEncoder:
     """Phase 1 (or its result, when a resumed run is past it): the GT encoder learns to reproduce the GT from
     the GT; returned frozen, its features then supervise phase 2."""
     gt_path = run_dir / "gt_encoder.safetensors"
     if not (resume and gt_path.exists()):
         torch.manual_seed(c.seed)
         enc = GTEncoder(in_ch=1, width=refiner.width)
-        phase1 = Phase("gt_encoder", enc, c.gt_encoder_lr, c.gt_encoder_steps, c.gt_encoder_val_every or c.val_every,
-                       gt_encoder_loss(c), gt_input=True, target_maxf=c.gt_encoder_target_maxf)
+        phase1 = Phase(
+            "gt_encoder",
+            enc,
+            c.gt_encoder_lr,
+            c.gt_encoder_steps,
+            c.gt_encoder_val_every or c.val_every,
+            gt_encoder_loss(c),
+            gt_input=True,
+            target_maxf=c.gt_encoder_target_maxf,
+        )
         t1 = run_phase(phase1, c, data, procs, run_dir, refiner_config, resumed, progress, logger)
         summary["gt_encoder"] = t1.summary()
         if procs.is_main:
@@ -689,8 +796,9 @@ def _write_result(refiner: ISNet, refiner_config: RefinerConfig, run_dir: Path, 
         sd, meta = read_state_dict(best)
         final_best = build_refiner_like(refiner)
         final_best.load_state_dict(sd)
-        save_refiner(final_best, run_dir / "refiner.safetensors", refiner_config,
-                     {"val_maxF": meta.get("val_maxF", "")})
+        save_refiner(
+            final_best, run_dir / "refiner.safetensors", refiner_config, {"val_maxF": meta.get("val_maxF", "")}
+        )
     else:
         save_refiner(final, run_dir / "refiner.safetensors", refiner_config, {"step": str(steps)})
 

@@ -22,8 +22,9 @@ def iou_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) ->
     return (1.0 - (inter + smooth) / (union + smooth)).mean()
 
 
-def side_loss(side_logits: list[torch.Tensor], target: torch.Tensor, bce_weight: float = 20.0,
-              iou_weight: float = 0.5) -> torch.Tensor:
+def side_loss(
+    side_logits: list[torch.Tensor], target: torch.Tensor, bce_weight: float = 20.0, iou_weight: float = 0.5
+) -> torch.Tensor:
     """Sum over the side outputs of ``bce_weight * BCE + iou_weight * IoU`` (target ``B x 1 x H x W``)."""
     total = target.new_zeros(())
     for logits in side_logits:

@@ -36,8 +36,11 @@ def gt_encoder_loss(c: TrainConfig) -> LossFn:
     return loss_fn
 
 
-def refiner_loss(c: TrainConfig, gt_features: Optional[Callable[[torch.Tensor], list]] = None,
-                 feature_loss_fn: Callable = feature_loss) -> LossFn:
+def refiner_loss(
+    c: TrainConfig,
+    gt_features: Optional[Callable[[torch.Tensor], list]] = None,
+    feature_loss_fn: Callable = feature_loss,
+) -> LossFn:
     """Phase 2: side loss + (with ``gt_features``, the frozen GT encoder's maps of the GT) feature loss +
     orthogonality. ``feature_loss_fn`` lets the benchmark time an older form of the same feature loss."""
 
@@ -75,9 +78,9 @@ def grad_scaler(device: torch.device, enabled: bool):
 
 @dataclass
 class StepResult:
-    loss: torch.Tensor        # detached; reading it is a host sync, so the loop does it only when it logs
+    loss: torch.Tensor  # detached; reading it is a host sync, so the loop does it only when it logs
     parts: dict
-    finite: bool              # False: no update was made (the batch is skipped or the run stops)
+    finite: bool  # False: no update was made (the batch is skipped or the run stops)
 
 
 class TrainStep:
@@ -89,9 +92,19 @@ class TrainStep:
     that all skip or stop together.
     """
 
-    def __init__(self, net: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, device: torch.device,
-                 precision: Optional[torch.dtype] = None, scaler=None, scheduler=None, channels_last: bool = False,
-                 gt_channels_last: bool = False, agree: Callable[[bool], bool] = bool):
+    def __init__(
+        self,
+        net: nn.Module,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        precision: Optional[torch.dtype] = None,
+        scaler=None,
+        scheduler=None,
+        channels_last: bool = False,
+        gt_channels_last: bool = False,
+        agree: Callable[[bool], bool] = bool,
+    ):
         self.net, self.loss_fn, self.optimizer, self.device = net, loss_fn, optimizer, device
         self.precision = precision
         self.scaler = scaler if scaler is not None else grad_scaler(device, precision == torch.float16)
@@ -110,8 +123,9 @@ class TrainStep:
 
     def forward(self, x: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """The loss (and its logged parts) under the step's autocast, before any backward."""
-        with torch.autocast(self.device.type, dtype=self.precision or torch.float32,
-                            enabled=self.precision is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.precision or torch.float32, enabled=self.precision is not None
+        ):
             return self.loss_fn(self.net, x, gt)
 
     def __call__(self, x: torch.Tensor, gt: torch.Tensor) -> StepResult:
