@@ -1,9 +1,11 @@
 """The paper's result in miniature, on built-in data, on a CPU, in minutes.
 
-Generates DIS-like images (wires, twigs, lattices, rings, wheels over real textures, with distractors),
-trains a narrow 3-channel IS-Net and a narrow 5-channel IS5Net (with its GT-encoder phase) with the real
-``is5net train`` code on a fixed schedule, scores coarse mask / IS-Net / IS5Net on the held-out split with
-the real ``is5net eval`` code, and writes the comparison table, ``results.json`` and ``comparison.png``.
+Generates DIS-like images (wires, twigs, lattices, rings, wheels over real textures; the box's object is the
+photo's largest, with smaller distractors), trains a narrow 3-channel IS-Net and a narrow 5-channel IS5Net
+(with its GT-encoder phase) with the real ``is5net train`` code on a fixed schedule, scores coarse mask /
+IS-Net / IS5Net on the held-out split with the real ``is5net eval`` code, and writes the comparison table,
+``results.json`` and ``comparison.png`` (with zoomed insets on thin structures). ``--ablation`` trains the
+refiner with the input sets of the paper's ablation instead (:func:`run_ablation`).
 
 Stage 1 is SIMULATED by default (no SAM weights can ship): the coarse mask is made from the GT by a model
 of SAM's typical failures (low-resolution mask upsampled, thin parts lost, holes filled, boundary errors,
@@ -436,7 +438,8 @@ def _first_test_example(data: Path) -> tuple[str, list[int]]:
 
 
 def _thin_window(gt: np.ndarray, win: int) -> tuple[int, int]:
-    """Top-left ``(y, x)`` of the ``win x win`` window holding the most GT pixels of thin structures (<= 3 px).
+    """Top-left ``(y, x)`` of the ``win x win`` window holding the most GT pixels of thin structures (<= 3 px),
+    or, for a GT without any, the most GT boundary pixels.
 
     Chosen from the GT alone (never from any method's output), so the insets are not picked to flatter one.
     """
@@ -444,7 +447,10 @@ def _thin_window(gt: np.ndarray, win: int) -> tuple[int, int]:
 
     from .data.synthetic import thin_parts
 
-    thin = thin_parts(gt > 127, 3).astype(np.float32)
+    fg = gt > 127
+    thin = thin_parts(fg, 3).astype(np.float32)
+    if not thin.any():  # no thin part (a ring, a plate): the window with the most boundary, holes included
+        thin = (fg & ~(cv2.erode(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)).astype(np.float32)
     h, w = thin.shape
     win = min(win, h, w)
     counts = cv2.boxFilter(thin, -1, (win, win), normalize=False, anchor=(0, 0),
