@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "is5net"
 
 # Lowest first; a module may import its own layer or any layer below (docs/architecture.md).
 LAYERS = [
-    ("errors", "io", "runtime", "distributed", "modeling", "is5net"),  # is5net: __version__
+    ("errors", "interrupts", "io", "runtime", "distributed", "modeling", "is5net"),  # is5net: __version__
     (
         "checkpoint",
         "contract",

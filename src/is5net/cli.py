@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Callable, NamedTuple
 
-from . import __version__, cli_args
+from . import __version__, cli_args, interrupts
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -145,31 +145,19 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("is5net").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-_interrupted = False
-
-
-def _on_sigint(signum, frame) -> None:
-    # Python's own handler, plus a note: a library may swallow the KeyboardInterrupt (in a callback, a
-    # worker), and the run must still end as interrupted.
-    global _interrupted
-    _interrupted = True
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``is5net`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
     Ctrl-C is caught here, around everything (parser building, the command's imports, the work), so it
     reads as one line and 130 at any moment, never a traceback through whatever was importing.
     """
-    global _interrupted
-    _interrupted = False
+    interrupts.reset()
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, _on_sigint)
+        previous = signal.signal(signal.SIGINT, interrupts.on_sigint)
     try:
         code = _main(argv)
-        if _interrupted:
+        if interrupts.pending():
             raise KeyboardInterrupt  # swallowed somewhere below, but the user did press Ctrl-C
         return code
     except KeyboardInterrupt:

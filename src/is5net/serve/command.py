@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .. import interrupts
 from ..errors import IS5NetError
 
 log = logging.getLogger("is5net")
@@ -206,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
             access_log=not args.quiet,
             timeout_graceful_shutdown=5,
         )
+        interrupts.stopped_on_purpose()  # Ctrl-C is how a server stops: uvicorn has shut it down cleanly
+    except KeyboardInterrupt:
+        interrupts.stopped_on_purpose()
     finally:
         engine.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)
