@@ -319,7 +319,12 @@ def _ablation_chart(rows: dict[str, dict], path: Path) -> None:
     legend_h = 18 * len(names) + 10
     canvas = Image.new("RGB", (ncol * pw + pad, nrow * ph + pad + legend_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for i, (key, title) in enumerate(PAPER_COLUMNS):
+    # ASCII titles: Pillow's built-in font has no Greek letters or arrows.
+    ascii_titles = {"maxF": "max F-beta (higher is better)", "wF": "weighted F-beta (higher)", "MAE": "MAE (lower)",
+                    "Sm": "S-measure (higher)", "meanEm": "mean E-measure (higher)", "HCE": "HCE (lower)",
+                    "thin_recall": "thin recall (higher)"}
+    for i, (key, _) in enumerate(PAPER_COLUMNS):
+        title = ascii_titles[key]
         x0, y0 = pad + (i % ncol) * pw, pad + (i // ncol) * ph
         values = [rows[n][key] for n in names]
         ref = rows["coarse"][key] if "coarse" in rows else None
