@@ -31,8 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="start from the quick schedule")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a Schedule field")
-    ap.add_argument("--coarse", action="append", default=[], metavar="KEY=VALUE",
-                    help="a simulate_coarse_mask keyword")
+    ap.add_argument("--coarse", action="append", default=[], metavar="KEY=VALUE", help="a simulate_coarse_mask keyword")
     ap.add_argument("--methods", default="is5net", help="comma list of coarse, isnet, is5net (coarse always)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default /tmp/demo_sweep/NAME-sSEED)")
     ap.add_argument("--eval-only", action="store_true", help="score the checkpoints already in --out")
@@ -59,16 +58,24 @@ def main(argv=None) -> int:
     data = out / "data"
     started = time.perf_counter()
     if not args.eval_only:
-        make_synthetic_dataset(data, seed=args.seed, n_train=sched.n_train, n_val=sched.n_val, n_test=0,
-                               size=sched.size, coarse_options=coarse_opts or None)
+        make_synthetic_dataset(
+            data,
+            seed=args.seed,
+            n_train=sched.n_train,
+            n_val=sched.n_val,
+            n_test=0,
+            size=sched.size,
+            coarse_options=coarse_opts or None,
+        )
     methods = [m for m in args.methods.split(",") if m and m != "coarse"]
     ckpts = {}
     for m in methods:
         if args.eval_only:
             ckpts[m] = out / m / "refiner.safetensors"
             continue
-        ckpts[m] = demo._train(data, out / m, sched, args.seed, in_ch=3 if m == "isnet" else 5, device="cpu",
-                               progress=False)
+        ckpts[m] = demo._train(
+            data, out / m, sched, args.seed, in_ch=3 if m == "isnet" else 5, device="cpu", progress=False
+        )
     train_s = time.perf_counter() - started
     view = demo._coarse_view(data, out / "eval" / "coarse_masks", split="DIS-VD")
     runs = {"coarse": ("sam", None, view)}
@@ -77,9 +84,15 @@ def main(argv=None) -> int:
     res = demo._evaluate(data, out / "eval", runs, "cpu", False, split="DIS-VD")
     thin = demo._thin_recall(data, out / "eval", list(runs), split="DIS-VD")
     keys = ["maxF", "wF", "MAE", "Sm", "meanEm", "HCE"]
-    row = {"name": args.name, "seed": args.seed, "schedule": dataclasses.asdict(sched), "coarse": coarse_opts,
-           "train_seconds": round(train_s, 1), "seconds": round(time.perf_counter() - started, 1),
-           "results": {m: {**{k: res[m][k] for k in keys}, "thin_recall": thin[m]["thin_recall"]} for m in runs}}
+    row = {
+        "name": args.name,
+        "seed": args.seed,
+        "schedule": dataclasses.asdict(sched),
+        "coarse": coarse_opts,
+        "train_seconds": round(train_s, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": {m: {**{k: res[m][k] for k in keys}, "thin_recall": thin[m]["thin_recall"]} for m in runs},
+    }
     with open(args.log, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(f"{args.name} seed {args.seed}: {row['seconds']} s (training {row['train_seconds']} s)")

@@ -61,9 +61,9 @@ def test_insets_are_placed_on_the_thin_structures():
     from is5net.demo import _thin_window
 
     gt = np.zeros((64, 64), np.uint8)
-    gt[5:25, 5:25] = 255          # a thick block: no thin pixels
-    gt[40:60, 44] = 255           # a 1 px wire
-    gt[40:60, 50:52] = 255        # a 2 px wire
+    gt[5:25, 5:25] = 255  # a thick block: no thin pixels
+    gt[40:60, 44] = 255  # a 1 px wire
+    gt[40:60, 50:52] = 255  # a 2 px wire
     y, x = _thin_window(gt, 16)
     assert y <= 40 and y + 16 >= 56 and x <= 44 and x + 16 >= 52
 
@@ -75,8 +75,9 @@ def test_quick_ablation_writes_its_files_and_takes_the_channels_away(tmp_path, c
     from is5net.demo import ABLATIONS, run
 
     out = tmp_path / "abl"
-    args = argparse.Namespace(out=out, seed=0, quick=True, ablation=True, device="cpu", quiet=True,
-                              sam_checkpoint=None, sam_type=None)
+    args = argparse.Namespace(
+        out=out, seed=0, quick=True, ablation=True, device="cpu", quiet=True, sam_checkpoint=None, sam_type=None
+    )
     assert run(args) == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "ablation.json").read_text())
@@ -130,6 +131,6 @@ def test_full_demo_shows_the_paper_claim(tmp_path):
         for k in ("MAE", "HCE"):
             assert is5[k] < o[k], (other, k, is5[k], o[k])
     assert is5["thin_recall"] > res["coarse"]["thin_recall"]
-    assert res["thin_structures"]["coarse"]["thin_pixels"] > 0   # the data has thin structures to report on
+    assert res["thin_structures"]["coarse"]["thin_pixels"] > 0  # the data has thin structures to report on
     # a fair baseline: IS-Net finds the main object (within about 0.1 maxF of the coarse mask, as in the paper)
     assert abs(res["isnet"]["maxF"] - res["coarse"]["maxF"]) < 0.15

@@ -294,8 +294,9 @@ def test_dataset_layout_and_byte_determinism(tmp_path):
 
 
 def test_dataset_jpeg_and_no_coarse(tmp_path):
-    summary = make_synthetic_dataset(tmp_path, seed=0, n_train=1, n_val=0, n_test=1, size=64,
-                                     image_format="jpg", coarse=False)
+    summary = make_synthetic_dataset(
+        tmp_path, seed=0, n_train=1, n_val=0, n_test=1, size=64, image_format="jpg", coarse=False
+    )
     assert "label" not in summary
     assert (tmp_path / "DIS-TR" / "im" / "00000_wires.jpg").is_file()
     assert not (tmp_path / "DIS-TR" / "coarse").exists()

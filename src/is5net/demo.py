@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import IS5NetError
 from .io import atomic_write_text, load_image, load_mask, save_png
 
 log = logging.getLogger("is5net")
@@ -43,16 +41,16 @@ class Schedule:
     n_train: int
     n_val: int
     n_test: int
-    steps: int              # refiner steps, both IS-Net and IS5Net
+    steps: int  # refiner steps, both IS-Net and IS5Net
     gt_encoder_steps: int
     batch_size: int
     val_every: int
     width: float = 1 / 8
     lr: float = 1e-3
-    input_size: int = 0     # the refiners' input size; 0 = the image size
+    input_size: int = 0  # the refiners' input size; 0 = the image size
     lr_schedule: str = "constant"
     warmup_steps: int = 0
-    bce_weight: float = 20.0   # per side output: bce_weight * BCE + iou_weight * IoU (the reference: 20, 0.5)
+    bce_weight: float = 20.0  # per side output: bce_weight * BCE + iou_weight * IoU (the reference: 20, 0.5)
     iou_weight: float = 0.5
 
     @property
@@ -77,30 +75,48 @@ class Schedule:
 #    MAE .088 / .084 / .070, Em .802 / .833 / .876 (coarse mask .750 / .075 / .871); at step 900, IoU 5:
 #    .772 / .069 / .866 (IoU 0.5: .751 / .074 / .836).
 # Cosine decay (with a short warm-up) lets the last steps settle instead of ending at the peak lr.
-FULL = Schedule(size=64, n_train=300, n_val=40, n_test=100, steps=900, gt_encoder_steps=150, batch_size=8,
-                val_every=100, lr=2e-3, input_size=128, lr_schedule="cosine", warmup_steps=30, iou_weight=20.0)
-QUICK = Schedule(size=96, n_train=40, n_val=8, n_test=10, steps=16, gt_encoder_steps=6, batch_size=4,
-                 val_every=8, iou_weight=20.0)
+FULL = Schedule(
+    size=64,
+    n_train=300,
+    n_val=40,
+    n_test=100,
+    steps=900,
+    gt_encoder_steps=150,
+    batch_size=8,
+    val_every=100,
+    lr=2e-3,
+    input_size=128,
+    lr_schedule="cosine",
+    warmup_steps=30,
+    iou_weight=20.0,
+)
+QUICK = Schedule(
+    size=96, n_train=40, n_val=8, n_test=10, steps=16, gt_encoder_steps=6, batch_size=4, val_every=8, iou_weight=20.0
+)
 
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "highres", False):
         from .demo_highres import run_highres
 
-        result = run_highres(args.out, seed=args.seed, quick=args.quick, device=args.device,
-                             progress=not args.quiet)
+        result = run_highres(args.out, seed=args.seed, quick=args.quick, device=args.device, progress=not args.quiet)
         print(result["table"] + "\n\n" + result["robustness_table"])
         print(f"\nWrote {args.out}/results.json, table.md and highres.png.")
         return 0
     if getattr(args, "ablation", False):
-        result = run_ablation(args.out, seed=args.seed, quick=args.quick, device=args.device,
-                              progress=not args.quiet)
+        result = run_ablation(args.out, seed=args.seed, quick=args.quick, device=args.device, progress=not args.quiet)
         print(result["table"])
         print(f"\nWrote {args.out}/ablation.json, ablation.md and ablation.png.")
         return 0
-    result = run_demo(args.out, seed=args.seed, quick=args.quick, sam_checkpoint=args.sam_checkpoint,
-                      sam_type=args.sam_type, device=args.device,
-                      progress=not args.quiet)
+    result = run_demo(
+        args.out,
+        seed=args.seed,
+        quick=args.quick,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_type=args.sam_type,
+        device=args.device,
+        progress=not args.quiet,
+    )
     print(result["table"])
     print(f"\n{result['thin_table']}\n")
     print(f"Wrote {args.out}/results.json, table.md, comparison.png and the checkpoints.")
@@ -108,8 +124,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Optional[str] = None,
-             sam_type: Optional[str] = None, device: str = "cpu", progress: bool = True) -> dict:
+def run_demo(
+    out: Path,
+    seed: int = 0,
+    quick: bool = False,
+    sam_checkpoint: Optional[str] = None,
+    sam_type: Optional[str] = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     import torch
     from tqdm import tqdm
 
@@ -121,13 +144,27 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
     # make OpenMP threads wait on each other (which slows small convolutions down tenfold).
     torch.set_num_threads(1)
     started = time.perf_counter()
-    stages = tqdm(total=5, desc="demo", unit="stage", disable=not progress, position=0, leave=True,
-                  bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
+    stages = tqdm(
+        total=5,
+        desc="demo",
+        unit="stage",
+        disable=not progress,
+        position=0,
+        leave=True,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}",
+    )
     data = out / "data"
 
     stages.set_postfix_str("data")
-    make_synthetic_dataset(data, seed=seed, n_train=sched.n_train, n_val=sched.n_val, n_test=sched.n_test,
-                           size=sched.size, coarse=sam_checkpoint is None)
+    make_synthetic_dataset(
+        data,
+        seed=seed,
+        n_train=sched.n_train,
+        n_val=sched.n_val,
+        n_test=sched.n_test,
+        size=sched.size,
+        coarse=sam_checkpoint is None,
+    )
     coarse_label = SIMULATED_SAM_LABEL
     if sam_checkpoint is not None:
         coarse_label = _real_sam_coarse(data, sam_checkpoint, sam_type, device, progress)
@@ -153,8 +190,11 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
 
         shutil.rmtree(eval_dir)
     coarse_view = _coarse_view(data, eval_dir / "coarse_masks")
-    runs = {"coarse": ("sam", None, coarse_view), "isnet": ("isnet", isnet_ckpt, None),
-            "is5net": ("is5net", is5net_ckpt, coarse_view)}
+    runs = {
+        "coarse": ("sam", None, coarse_view),
+        "isnet": ("isnet", isnet_ckpt, None),
+        "is5net": ("is5net", is5net_ckpt, coarse_view),
+    }
     results = _evaluate(data, eval_dir, runs, device, progress)
     thin = _thin_recall(data, eval_dir, METHODS)
     stages.update(1)
@@ -167,16 +207,23 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
     for m in METHODS:
         results[m]["thin_recall"] = thin[m]["thin_recall"]
     rows = {LABELS[m]: results[m] for m in METHODS}
-    table = (f"Held-out split ({results['is5net']['n']} images), seed {seed}; coarse = {coarse_label}\n\n"
-             + _metric_table(rows))
-    thin_rows = {LABELS[m]: {"thin recall": thin[m]["thin_recall"], "thick recall": thin[m]["thick_recall"]}
-                 for m in METHODS}
-    thin_table = ("Recall of GT pixels in structures <= 3 px wide (thin) and wider (thick), masks at 0.5:\n\n"
-                  + _simple_table(thin_rows))
+    table = (
+        f"Held-out split ({results['is5net']['n']} images), seed {seed}; coarse = {coarse_label}\n\n"
+        + _metric_table(rows)
+    )
+    thin_rows = {
+        LABELS[m]: {"thin recall": thin[m]["thin_recall"], "thick recall": thin[m]["thick_recall"]} for m in METHODS
+    }
+    thin_table = (
+        "Recall of GT pixels in structures <= 3 px wide (thin) and wider (thick), masks at 0.5:\n\n"
+        + _simple_table(thin_rows)
+    )
     stem, box = _first_test_example(data)
-    predict_cmd = (f"is5net predict {data / 'DIS-TE1' / 'im' / (stem + '.png')} --box {','.join(map(str, box))} "
-                   f"--checkpoint {is5net_ckpt} --coarse-mask {data / 'DIS-TE1' / 'coarse' / (stem + '.png')} "
-                   f"-o {out / 'rerun'}")
+    predict_cmd = (
+        f"is5net predict {data / 'DIS-TE1' / 'im' / (stem + '.png')} --box {','.join(map(str, box))} "
+        f"--checkpoint {is5net_ckpt} --coarse-mask {data / 'DIS-TE1' / 'coarse' / (stem + '.png')} "
+        f"-o {out / 'rerun'}"
+    )
     payload = {m: results[m] for m in METHODS}
     payload["coarse_label"] = coarse_label
     payload["thin_structures"] = thin
@@ -184,9 +231,12 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, sam_checkpoint: Opti
     payload["schedule"] = sched.__dict__
     payload["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
-    atomic_write_text(out / "table.md", f"<!-- is5net demo, seed {seed}{', quick' if quick else ''}, "
-                      f"{payload['seconds']:.0f} s -->\n"
-                      f"{table}\n\n{thin_table}\n")
+    atomic_write_text(
+        out / "table.md",
+        f"<!-- is5net demo, seed {seed}{', quick' if quick else ''}, "
+        f"{payload['seconds']:.0f} s -->\n"
+        f"{table}\n\n{thin_table}\n",
+    )
     return {"results": payload, "table": table, "thin_table": thin_table, "predict_command": predict_cmd}
 
 
@@ -223,9 +273,9 @@ def _ablated_model(kept: tuple[str, ...]) -> str:
     from .modeling.isnet import ISNet
 
     off = [c for name, c in _PROMPT_CHANNELS.items() if name not in kept]
-    name = "is5net_tiny" if not off else "is5net_tiny_without_" + "_".join(
-        n for n in _PROMPT_CHANNELS if n not in kept)
+    name = "is5net_tiny" if not off else "is5net_tiny_without_" + "_".join(n for n in _PROMPT_CHANNELS if n not in kept)
     if off and name not in MODEL_REGISTRY:
+
         def build(**kw):
             model = ISNet(in_ch=kw.get("in_ch", 5), width=kw.get("width", TINY_WIDTH))
             weight = model.conv_in.weight
@@ -242,8 +292,17 @@ def _ablated_model(kept: tuple[str, ...]) -> str:
 
 def _train_ablation(data: Path, run_dir: Path, s: Schedule, seed: int, row: str, device: str) -> Path:
     kept, gt_encoder = ABLATIONS[row]
-    return _train(data, run_dir, s, seed, in_ch=5, device=device, progress=False, gt_encoder=gt_encoder,
-                  model=_ablated_model(kept))
+    return _train(
+        data,
+        run_dir,
+        s,
+        seed,
+        in_ch=5,
+        device=device,
+        progress=False,
+        gt_encoder=gt_encoder,
+        model=_ablated_model(kept),
+    )
 
 
 def run_ablation(out: Path, seed: int = 0, quick: bool = False, device: str = "cpu", progress: bool = True) -> dict:
@@ -262,13 +321,16 @@ def run_ablation(out: Path, seed: int = 0, quick: bool = False, device: str = "c
     torch.set_num_threads(1)
     started = time.perf_counter()
     data = out / "data"
-    make_synthetic_dataset(data, seed=seed, n_train=sched.n_train, n_val=sched.n_val, n_test=sched.n_test,
-                           size=sched.size)
+    make_synthetic_dataset(
+        data, seed=seed, n_train=sched.n_train, n_val=sched.n_val, n_test=sched.n_test, size=sched.size
+    )
     ckpts = {}
     ctx = mp.get_context("spawn")
     with ctx.Pool(2) as pool:
-        jobs = {row: pool.apply_async(_train_ablation, (data, out / "ablation" / row, sched, seed, row, device))
-                for row in ABLATIONS}
+        jobs = {
+            row: pool.apply_async(_train_ablation, (data, out / "ablation" / row, sched, seed, row, device))
+            for row in ABLATIONS
+        }
         for row, job in tqdm(jobs.items(), desc="ablation", unit="model", disable=not progress):
             ckpts[row] = job.get()
     eval_dir = out / "ablation" / "eval"
@@ -285,17 +347,28 @@ def run_ablation(out: Path, seed: int = 0, quick: bool = False, device: str = "c
     payload = {row: rows[row] for row in ABLATIONS}
     atomic_write_text(out / "ablation.json", json.dumps(payload, indent=2))
     labels = {"coarse": "coarse mask (reference)", **{row: row for row in ABLATIONS}}
-    table = (f"Input ablation, held-out split ({results['rgb']['n']} images), seed {seed}; "
-             f"coarse = {SIMULATED_SAM_LABEL}\n\n"
-             + _metric_table({labels[r]: rows[r] for r in runs}))
-    atomic_write_text(out / "ablation.md", f"<!-- is5net demo --ablation, seed {seed}{', quick' if quick else ''}, "
-                      f"{time.perf_counter() - started:.0f} s -->\n{table}\n")
+    table = (
+        f"Input ablation, held-out split ({results['rgb']['n']} images), seed {seed}; "
+        f"coarse = {SIMULATED_SAM_LABEL}\n\n" + _metric_table({labels[r]: rows[r] for r in runs})
+    )
+    atomic_write_text(
+        out / "ablation.md",
+        f"<!-- is5net demo --ablation, seed {seed}{', quick' if quick else ''}, "
+        f"{time.perf_counter() - started:.0f} s -->\n{table}\n",
+    )
     _ablation_chart(rows, out / "ablation.png")
     return {"results": payload, "table": table, "seconds": round(time.perf_counter() - started, 1)}
 
 
-PAPER_COLUMNS = [("maxF", "maxFβ ↑"), ("wF", "Fβw ↑"), ("MAE", "M ↓"), ("Sm", "Sα ↑"), ("meanEm", "Eφm ↑"),
-                 ("HCE", "HCEγ ↓"), ("thin_recall", "thin recall ↑")]
+PAPER_COLUMNS = [
+    ("maxF", "maxFβ ↑"),
+    ("wF", "Fβw ↑"),
+    ("MAE", "M ↓"),
+    ("Sm", "Sα ↑"),
+    ("meanEm", "Eφm ↑"),
+    ("HCE", "HCEγ ↓"),
+    ("thin_recall", "thin recall ↑"),
+]
 
 
 def _metric_table(rows: dict[str, dict]) -> str:
@@ -320,9 +393,15 @@ def _ablation_chart(rows: dict[str, dict], path: Path) -> None:
     canvas = Image.new("RGB", (ncol * pw + pad, nrow * ph + pad + legend_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     # ASCII titles: Pillow's built-in font has no Greek letters or arrows.
-    ascii_titles = {"maxF": "max F-beta (higher is better)", "wF": "weighted F-beta (higher)", "MAE": "MAE (lower)",
-                    "Sm": "S-measure (higher)", "meanEm": "mean E-measure (higher)", "HCE": "HCE (lower)",
-                    "thin_recall": "thin recall (higher)"}
+    ascii_titles = {
+        "maxF": "max F-beta (higher is better)",
+        "wF": "weighted F-beta (higher)",
+        "MAE": "MAE (lower)",
+        "Sm": "S-measure (higher)",
+        "meanEm": "mean E-measure (higher)",
+        "HCE": "HCE (lower)",
+        "thin_recall": "thin recall (higher)",
+    }
     for i, (key, _) in enumerate(PAPER_COLUMNS):
         title = ascii_titles[key]
         x0, y0 = pad + (i % ncol) * pw, pad + (i // ncol) * ph
@@ -334,7 +413,7 @@ def _ablation_chart(rows: dict[str, dict], path: Path) -> None:
         draw.text((x0, y0), title, fill=(0, 0, 0))
         draw.line([(x0, base), (x0 + pw - 2 * pad, base)], fill=(0, 0, 0))
         bw = (pw - 2 * pad) / len(names)
-        for j, (n, v) in enumerate(zip(names, values)):
+        for j, v in enumerate(values):
             bx = x0 + j * bw + 3
             draw.rectangle([bx, base - v / hi * plot_h, bx + bw - 6, base], fill=colours[j % len(colours)])
             label = f"{v:.0f}" if key == "HCE" else f"{v:.3f}".lstrip("0")
@@ -352,8 +431,18 @@ def _ablation_chart(rows: dict[str, dict], path: Path) -> None:
     save_png(path, np.asarray(canvas))
 
 
-def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device: str, progress: bool,
-           coarse_dir: str = "dataset", gt_encoder: bool = True, model: Optional[str] = None) -> Path:
+def _train(
+    data: Path,
+    run_dir: Path,
+    s: Schedule,
+    seed: int,
+    in_ch: int,
+    device: str,
+    progress: bool,
+    coarse_dir: str = "dataset",
+    gt_encoder: bool = True,
+    model: Optional[str] = None,
+) -> Path:
     import torch
 
     from .train import load_config, train
@@ -361,20 +450,40 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
     torch.set_num_threads(1)
 
     common = {
-        "data": str(data), "input_size": s.train_size, "batch_size": s.batch_size, "lr": s.lr,
-        "lr_schedule": s.lr_schedule, "warmup_steps": s.warmup_steps, "optimizer": "adamw",
-        "bce_weight": s.bce_weight, "iou_weight": s.iou_weight,
-        "max_steps": s.steps, "val_every": s.val_every, "early_stop": 0, "seed": seed, "workers": 0,
-        "device": device, "width": s.width, "log_every": 20, "enrich": False, "ortho_weight": 1e-8,
+        "data": str(data),
+        "input_size": s.train_size,
+        "batch_size": s.batch_size,
+        "lr": s.lr,
+        "lr_schedule": s.lr_schedule,
+        "warmup_steps": s.warmup_steps,
+        "optimizer": "adamw",
+        "bce_weight": s.bce_weight,
+        "iou_weight": s.iou_weight,
+        "max_steps": s.steps,
+        "val_every": s.val_every,
+        "early_stop": 0,
+        "seed": seed,
+        "workers": 0,
+        "device": device,
+        "width": s.width,
+        "log_every": 20,
+        "enrich": False,
+        "ortho_weight": 1e-8,
         "data_cache": "off",  # its images are already at the input size: nothing to save
     }
     if in_ch == 3:
         # The same optimiser, loss and schedule, without prompt channels or GT-encoder supervision.
         extra = {"model": "isnet_tiny", "gt_encoder": False, "feature_loss": False}
     else:
-        extra = {"model": model or "is5net_tiny", "coarse_dir": coarse_dir, "gt_encoder": gt_encoder,
-                 "feature_loss": gt_encoder, "gt_encoder_max_steps": s.gt_encoder_steps, "gt_encoder_lr": s.lr,
-                 "gt_encoder_val_every": max(1, s.gt_encoder_steps // 2)}
+        extra = {
+            "model": model or "is5net_tiny",
+            "coarse_dir": coarse_dir,
+            "gt_encoder": gt_encoder,
+            "feature_loss": gt_encoder,
+            "gt_encoder_max_steps": s.gt_encoder_steps,
+            "gt_encoder_lr": s.lr,
+            "gt_encoder_val_every": max(1, s.gt_encoder_steps // 2),
+        }
     config = load_config(None, None, base={**common, **extra})
     if run_dir.exists():
         import shutil
@@ -383,8 +492,7 @@ def _train(data: Path, run_dir: Path, s: Schedule, seed: int, in_ch: int, device
     return train(config, run_dir, progress=progress)
 
 
-def _evaluate(data: Path, eval_dir: Path, runs: dict, device: str, progress: bool,
-              split: str = "DIS-TE1") -> dict:
+def _evaluate(data: Path, eval_dir: Path, runs: dict, device: str, progress: bool, split: str = "DIS-TE1") -> dict:
     """Score each run of ``runs`` (name -> (eval method, checkpoint or None, coarse source or None)) on
     ``split`` with the real ``is5net eval`` code; a coarse source is a folder of ``<split>/<stem>.png``."""
     import shutil
@@ -395,8 +503,17 @@ def _evaluate(data: Path, eval_dir: Path, runs: dict, device: str, progress: boo
     for name, (method, ckpt, coarse_dir) in runs.items():
         if (eval_dir / name).exists():
             shutil.rmtree(eval_dir / name)
-        rows = evaluate_dataset(data, [split], method=method, checkpoint=ckpt, out_dir=eval_dir / name,
-                                coarse_dir=coarse_dir, device=device, metrics="all", progress=progress)
+        rows = evaluate_dataset(
+            data,
+            [split],
+            method=method,
+            checkpoint=ckpt,
+            out_dir=eval_dir / name,
+            coarse_dir=coarse_dir,
+            device=device,
+            metrics="all",
+            progress=progress,
+        )
         results[name] = rows[split]
     return results
 
@@ -423,8 +540,14 @@ def _thin_recall(data: Path, eval_dir: Path, methods, split: str = "DIS-TE1") ->
         for m in methods:
             pred = load_mask(eval_dir / m / "predictions" / split / gt_path.name) > 127
             sums[m] += [(pred & thin).sum(), thin.sum(), (pred & thick).sum(), thick.sum()]
-    return {m: {"thin_recall": float(s[0] / max(s[1], 1)), "thick_recall": float(s[2] / max(s[3], 1)),
-                "thin_pixels": int(s[1])} for m, s in sums.items()}
+    return {
+        m: {
+            "thin_recall": float(s[0] / max(s[1], 1)),
+            "thick_recall": float(s[2] / max(s[3], 1)),
+            "thin_pixels": int(s[1]),
+        }
+        for m, s in sums.items()
+    }
 
 
 def _simple_table(rows: dict[str, dict]) -> str:
@@ -458,14 +581,16 @@ def _thin_window(gt: np.ndarray, win: int) -> tuple[int, int]:
         thin = (fg & ~(cv2.erode(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)).astype(np.float32)
     h, w = thin.shape
     win = min(win, h, w)
-    counts = cv2.boxFilter(thin, -1, (win, win), normalize=False, anchor=(0, 0),
-                           borderType=cv2.BORDER_CONSTANT)[: h - win + 1, : w - win + 1]
+    counts = cv2.boxFilter(thin, -1, (win, win), normalize=False, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)[
+        : h - win + 1, : w - win + 1
+    ]
     y, x = np.unravel_index(int(np.argmax(counts)), counts.shape)
     return int(y), int(x)
 
 
-def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str, n_rows: int = 5,
-                       split: str = "DIS-TE1") -> None:
+def _comparison_figure(
+    data: Path, eval_dir: Path, path: Path, coarse_label: str, n_rows: int = 5, split: str = "DIS-TE1"
+) -> None:
     """Test images, one of each object kind: image with box | coarse | IS-Net | IS5Net | GT, and under each
     row the same columns zoomed on the window with the most thin GT structure (marked in yellow above)."""
     from PIL import Image, ImageDraw
@@ -480,8 +605,13 @@ def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str
             kinds.add(kind)
         if len(picked) == n_rows:
             break
-    cols = ["image + box", "coarse (simulated)" if "simulated" in coarse_label else "coarse (SAM)",
-            "IS-Net", "IS5Net", "GT"]
+    cols = [
+        "image + box",
+        "coarse (simulated)" if "simulated" in coarse_label else "coarse (SAM)",
+        "IS-Net",
+        "IS5Net",
+        "GT",
+    ]
     size = load_mask(picked[0]).shape[0]
     # Small synthetic images are shown enlarged (nearest neighbour, so 1-px wires stay sharp).
     scale = max(1, -(-160 // size))
@@ -492,18 +622,33 @@ def _comparison_figure(data: Path, eval_dir: Path, path: Path, coarse_label: str
         rgb = load_image(data / split / "im" / g.name)
         gt = load_mask(g)
         ys, xs = np.nonzero(gt > 127)
-        planes = [rgb] + [np.repeat(load_mask(eval_dir / m / "predictions" / split / g.name)[:, :, None], 3, axis=2)
-                          for m in METHODS] + [np.repeat(gt[:, :, None], 3, axis=2)]
+        planes = (
+            [rgb]
+            + [
+                np.repeat(load_mask(eval_dir / m / "predictions" / split / g.name)[:, :, None], 3, axis=2)
+                for m in METHODS
+            ]
+            + [np.repeat(gt[:, :, None], 3, axis=2)]
+        )
         wy, wx = _thin_window(gt, win)
         big, small = [], []
         for j, plane in enumerate(planes):
             tile = Image.fromarray(np.kron(plane, np.ones((scale, scale, 1), dtype=plane.dtype)).astype(np.uint8))
             d = ImageDraw.Draw(tile)
             if j == 0:
-                d.rectangle([int(xs.min()) * scale, int(ys.min()) * scale, (int(xs.max()) + 1) * scale - 1,
-                             (int(ys.max()) + 1) * scale - 1], outline=(255, 0, 0), width=2)
-            d.rectangle([wx * scale, wy * scale, (wx + win) * scale - 1, (wy + win) * scale - 1],
-                        outline=(255, 210, 0), width=2)
+                d.rectangle(
+                    [
+                        int(xs.min()) * scale,
+                        int(ys.min()) * scale,
+                        (int(xs.max()) + 1) * scale - 1,
+                        (int(ys.max()) + 1) * scale - 1,
+                    ],
+                    outline=(255, 0, 0),
+                    width=2,
+                )
+            d.rectangle(
+                [wx * scale, wy * scale, (wx + win) * scale - 1, (wy + win) * scale - 1], outline=(255, 210, 0), width=2
+            )
             big.append(np.asarray(tile))
             crop = plane[wy : wy + win, wx : wx + win]
             small.append(np.kron(crop, np.ones((zoom, zoom, 1), dtype=crop.dtype)).astype(np.uint8))

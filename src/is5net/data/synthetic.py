@@ -203,9 +203,7 @@ def _textures() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     from skimage import data
 
     grey = {name: getattr(data, name)().astype(np.float32) / 255.0 for name in ("brick", "grass", "gravel")}
-    photos = {
-        name: getattr(data, name)().astype(np.float32) for name in ("astronaut", "coffee", "chelsea", "rocket")
-    }
+    photos = {name: getattr(data, name)().astype(np.float32) for name in ("astronaut", "coffee", "chelsea", "rocket")}
     return grey, photos
 
 
@@ -251,9 +249,7 @@ def _contrasting_colour(rng: np.random.Generator, bg: np.ndarray, n_candidates: 
     return cands[int(np.argmax(score))]
 
 
-def _object_layer(
-    rng: np.random.Generator, h: int, w: int, colour: np.ndarray, exclude: str
-) -> np.ndarray:
+def _object_layer(rng: np.random.Generator, h: int, w: int, colour: np.ndarray, exclude: str) -> np.ndarray:
     """The appearance of objects: ``colour`` modulated by a texture (not the background's) and a gradient."""
     grey, _ = _textures()
     names = [n for n in sorted(grey) if n != exclude]
@@ -372,8 +368,12 @@ def _draw_twig(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     c = np.zeros((h, w), np.uint8)
     u = min(h, w)
     side = int(rng.integers(0, 4))  # the edge the twig grows from
-    base = [(rng.uniform(0.3, 0.7) * w, h - 1), (0, rng.uniform(0.3, 0.7) * h),
-            (rng.uniform(0.3, 0.7) * w, 0), (w - 1, rng.uniform(0.3, 0.7) * h)][side]
+    base = [
+        (rng.uniform(0.3, 0.7) * w, h - 1),
+        (0, rng.uniform(0.3, 0.7) * h),
+        (rng.uniform(0.3, 0.7) * w, 0),
+        (w - 1, rng.uniform(0.3, 0.7) * h),
+    ][side]
     angle = [-math.pi / 2, 0.0, math.pi / 2, math.pi][side] + rng.normal(0, 0.2)
     trunk = max(6.0, rng.uniform(0.07, 0.11) * u)
     max_depth = 4
@@ -594,9 +594,7 @@ _MAX_DISTRACTOR_RATIO = 0.6
 _MIN_CANVAS = 16  # px: the smallest object drawn (distractors in a 64 px image)
 
 
-def _place_objects(
-    rng: np.random.Generator, h: int, w: int, kinds: list[str]
-) -> list[Optional[np.ndarray]]:
+def _place_objects(rng: np.random.Generator, h: int, w: int, kinds: list[str]) -> list[Optional[np.ndarray]]:
     """Full-image bool masks for ``kinds``; ``None`` for a distractor that did not fit.
 
     ``kinds[0]`` (the target) is placed first, at a uniformly random position, and always fits: it is
@@ -625,8 +623,9 @@ def _place_objects(
             local = local[lb[1] : lb[3], lb[0] : lb[2]]
             lh, lw = local.shape
             n = int(local.sum())
-            if idx != 0 and (n > _MAX_DISTRACTOR_RATIO * target_pixels
-                             or lh * lw > _MAX_DISTRACTOR_RATIO * target_area):
+            if idx != 0 and (
+                n > _MAX_DISTRACTOR_RATIO * target_pixels or lh * lw > _MAX_DISTRACTOR_RATIO * target_area
+            ):
                 continue  # too big next to the target: smaller at the next draw
             grown = cv2.dilate(np.pad(local, _GAP).astype(np.uint8), grow) > 0  # offset by -_GAP
             for _pos in range(25):
@@ -871,7 +870,10 @@ def _stem_seed(seed: int, split_dir: str, stem: str) -> list[int]:
 
 
 def write_coarse_masks(
-    root: PathLike, seed: int = 0, splits: Optional[Sequence[str]] = None, progress: bool = False,
+    root: PathLike,
+    seed: int = 0,
+    splits: Optional[Sequence[str]] = None,
+    progress: bool = False,
     options: Optional[dict] = None,
 ) -> dict:
     """Write a simulated-SAM coarse mask for every GT: ``root/<split>/coarse/<stem>.png`` (uint8 0/255).
@@ -896,8 +898,7 @@ def write_coarse_masks(
             items = tqdm(items, desc=f"coarse masks {split}", unit="img")
         for stem, path in items:
             gt = load_mask(path)
-            coarse = simulate_coarse_mask(gt, np.random.default_rng(_stem_seed(seed, split, stem)),
-                                          **(options or {}))
+            coarse = simulate_coarse_mask(gt, np.random.default_rng(_stem_seed(seed, split, stem)), **(options or {}))
             save_png(out_dir / f"{stem}.png", coarse)
         summary["splits"][split] = {"dir": str(out_dir), "count": len(gts)}
     return summary
@@ -976,6 +977,7 @@ def make_synthetic_dataset(
         summary["splits"][SPLIT_DIRS[split]] = {"dir": str(d), "count": n, "stems": sorted(meta)}
     if coarse:
         summary["label"] = SIMULATED_SAM_LABEL
-        write_coarse_masks(root, seed, splits=[SPLIT_DIRS[s] for s in counts], progress=progress,
-                           options=coarse_options)
+        write_coarse_masks(
+            root, seed, splits=[SPLIT_DIRS[s] for s in counts], progress=progress, options=coarse_options
+        )
     return summary
