@@ -562,6 +562,7 @@ def export_onnx(parser: argparse.ArgumentParser) -> None:
         "weights (PATH or vit_b/vit_l/vit_h under IS5NET_HOME) to OUT.sam_decoder.onnx, "
         "checked the same way",
     )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the check's verdict")
 
 
 def weights(parser: argparse.ArgumentParser) -> None:
@@ -571,6 +572,8 @@ def weights(parser: argparse.ArgumentParser) -> None:
     partial file (HTTP Range), are checked against the size and checksums the publisher gives, and are moved
     into place only when they pass. Files published only on Google Drive get the steps to place them.
     """
+    # -q before or after the action (`weights -q download vit_b` or `weights download vit_b -q`).
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
     sub.add_parser("list", help="every known file: name, size, checksum, where it is published, whether present")
     verify = sub.add_parser("verify", help="check the files under IS5NET_HOME (size and checksums)")
@@ -583,7 +586,7 @@ def weights(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="fetch <URL>/<file name> instead of the publisher's address (checked the same way)",
     )
-    download.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    download.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
 
 
 def doctor(parser: argparse.ArgumentParser) -> None:

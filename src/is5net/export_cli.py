@@ -118,12 +118,13 @@ def _export(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with atomic_path(args.output) as tmp:
         export_refiner(refiner, tmp, opset=opset, dynamic_batch=args.dynamic_batch, fp16=args.fp16)
-        print(
-            f"is5net export-onnx: exported {args.output.name} ({tmp.stat().st_size / 2**20:.1f} MiB, opset {opset}, "
-            f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {'fp16' if args.fp16 else 'fp32'} weights) "
-            f"in {time.perf_counter() - started:.1f}s; checking it against torch ...",
-            file=sys.stderr,
-        )
+        if not getattr(args, "quiet", False):  # -q: only the check's verdict, which is the result
+            print(
+                f"is5net export-onnx: exported {args.output.name} ({tmp.stat().st_size / 2**20:.1f} MiB, opset {opset}, "
+                f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {'fp16' if args.fp16 else 'fp32'} weights) "
+                f"in {time.perf_counter() - started:.1f}s; checking it against torch ...",
+                file=sys.stderr,
+            )
         rgb, x = check_input(refiner, batch)
         with torch.inference_mode():
             reference = refiner.float().eval().forward_logits(x)
