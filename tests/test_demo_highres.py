@@ -30,3 +30,11 @@ def test_quick_highres_demo_writes_every_row_and_file(tmp_path, capsys):
 
     assert load_refiner(out / "is5net_tiles" / "refiner.safetensors").config.region == "tiles"
     assert load_refiner(out / "is5net_image" / "refiner.safetensors").config.region == "image"
+
+
+def test_demo_modes_are_options_of_the_command():
+    from is5net.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--ablation", "--quick", "--out", "x"])
+    assert args.ablation and args.quick and not args.highres
+    assert build_parser().parse_args(["demo", "--highres"]).highres

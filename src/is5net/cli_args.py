@@ -99,6 +99,12 @@ def demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="the paper's ablation: the refiner trained with inputs RGB, +box, +mask, +mask+box and the last "
+        "without the GT-encoder phase; writes ablation.json, ablation.md and ablation.png (about 15-25 minutes)",
+    )
+    parser.add_argument(
         "--highres",
         action="store_true",
         help="full-resolution regions in miniature: photos at 4x the model input, refiners for "
