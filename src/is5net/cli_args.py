@@ -331,6 +331,12 @@ def eval_(parser: argparse.ArgumentParser) -> None:
     ds.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     region_arguments(ds, max_side=False)
     ds.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default=None,
+        help="the refiner's runtime, as predict's --backend (default auto, so the masks scored are predict's)",
+    )
+    ds.add_argument(
         "--box-jitter",
         type=fraction_arg,
         default=0.0,

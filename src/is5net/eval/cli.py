@@ -40,6 +40,7 @@ _DATASET_OPTIONS = (
     "device",
     "region",
     "box_jitter",
+    "backend",
 )
 
 

@@ -108,6 +108,7 @@ def evaluate_dataset(
     margin: float = 0.1,
     box_jitter: float = 0.0,
     jitter_seed: int = 0,
+    backend: str = "torch",
 ) -> dict[str, dict]:
     """Run ``method`` over the subsets of a DIS5K root, score it, write Table I; return its rows.
 
@@ -135,6 +136,7 @@ def evaluate_dataset(
         box_jitter / jitter_seed: move each edge of the GT's tight box by up to ``box_jitter`` of the box's
             side (:func:`is5net.data.samples.jitter_box`, seeded per image by ``jitter_seed``), as a loose,
             hand-drawn or detected box would be; 0 = the tight box (the paper's protocol).
+        backend: the refiner's runtime (``torch``, ``onnxruntime``, ``openvino``, ``auto``: is5net.backends).
 
     Returns ``{row name: {metric: value, ..., "n": images}}``: the subsets in order, then ``DIS-TE``.
     Raises :class:`IS5NetError` for a missing root, an unknown subset, a checkpoint of the wrong kind, a
@@ -182,6 +184,7 @@ def evaluate_dataset(
     setup = _Setup.build(method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset)
     setup.region, setup.margin = region, float(margin)
     setup.box_jitter, setup.jitter_seed = float(box_jitter), int(jitter_seed)
+    setup.backend = backend
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -272,6 +275,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         margin=getattr(args, "margin", 0.1),
         box_jitter=getattr(args, "box_jitter", 0.0),
         jitter_seed=getattr(args, "jitter_seed", 0),
+        backend=getattr(args, "backend", None) or "auto",
     )
     if int(os.environ.get("RANK", "0")) == 0:
         keys = M.resolve_metrics("paper" if args.metrics is None else args.metrics)
@@ -336,6 +340,7 @@ class _Setup:
         self.margin = 0.1
         self.box_jitter = 0.0
         self.jitter_seed = 0
+        self.backend = "torch"
 
     @classmethod
     def build(cls, method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset) -> "_Setup":
@@ -395,6 +400,7 @@ class _Setup:
             if self.refiner is not None and self.method == "is5net"
             else None,
             "margin": self.margin if (self.region or "image") != "image" else None,
+            "backend": self.backend if self.refiner is not None else None,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "checkpoint_sha256": file_sha256(self.checkpoint) if self.checkpoint else None,
             "refiner": None,
@@ -454,6 +460,7 @@ class _Setup:
             sam_resize="pil",
             region=self.region,
             margin=self.margin,
+            backend=self.backend,
         )
         if self.method == "isnet":
 
