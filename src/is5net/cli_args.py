@@ -54,6 +54,21 @@ def fraction_arg(text: str) -> float:
     return value
 
 
+def runtime_arguments(parser) -> None:
+    """--device / --precision / --backend: where and how the models run (predict and serve alike, so a
+    server's masks are predict's)."""
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="the refiner's runtime: auto (default: on a CPU the fastest installed one that "
+        "matches the reference: openvino, then onnxruntime, then torch; torch on CUDA), "
+        "torch, onnxruntime, openvino (pip install 'is5net[onnx]')",
+    )
+
+
 def region_arguments(parser, max_side: bool = True) -> None:
     """--region / --margin / --max-side: what part of the image the refiner sees (docs/input-contract.md)."""
     parser.add_argument(
@@ -218,16 +233,7 @@ def predict(parser: argparse.ArgumentParser) -> None:
         metavar="OUTDIR",
         help="output directory (default: ./is5net-out)",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument(
-        "--backend",
-        choices=BACKEND_CHOICES,
-        default="auto",
-        help="the refiner's runtime: auto (default: on a CPU the fastest installed one that "
-        "matches the reference: openvino, then onnxruntime, then torch; torch on CUDA), "
-        "torch, onnxruntime, openvino (pip install 'is5net[onnx]')",
-    )
+    runtime_arguments(parser)
     parser.add_argument(
         "--save",
         choices=("mask", "cutout", "both"),
@@ -476,15 +482,7 @@ def serve(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="per-request limit in seconds, queueing included (503 after; default 120)",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument(
-        "--backend",
-        choices=BACKEND_CHOICES,
-        default="auto",
-        help="the refiner's runtime, as predict's --backend (default auto: the same as predict picks, "
-        "so the masks are predict's)",
-    )
+    runtime_arguments(parser)
     region_arguments(parser)  # the default region for requests that name none; the API's "region" overrides
     parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
     parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
