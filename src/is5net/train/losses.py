@@ -6,34 +6,73 @@ official sigmoid + ``BCELoss``. Losses are computed in fp32 whatever the autocas
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def iou_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+def iou_loss(
+    logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, weight: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Soft IoU loss ``1 - (sum(p*g) + 1) / (sum(p + g - p*g) + 1)`` per sample, averaged over the batch.
 
     The ``+ 1`` is the reference's (DIS-SAM ``iou_loss``): an empty GT predicted empty costs 0, not 1.
+    ``weight`` (``B x 1 x H x W``, see :func:`detail_weights`) weighs each pixel's share of the sums.
     """
     p = torch.sigmoid(logits)
-    inter = (p * target).flatten(1).sum(1)
-    union = (p + target - p * target).flatten(1).sum(1)
+    inter = p * target
+    union = p + target - inter
+    if weight is not None:
+        inter, union = inter * weight, union * weight
+    inter, union = inter.flatten(1).sum(1), union.flatten(1).sum(1)
     return (1.0 - (inter + smooth) / (union + smooth)).mean()
 
 
+def detail_window(size: int) -> int:
+    """The odd side of the window :func:`detail_weights` averages over: about 1/11 of the map's side
+    (F3Net's 31 px at 352), at least 3."""
+    return max(3, 2 * round(size / 22) + 1)
+
+
+def detail_weights(target: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-pixel loss weights ``1 + strength * |local mean of GT - GT|`` (docs/training.md, "Loss weights").
+
+    The local mean over a :func:`detail_window` differs from the pixel itself only near the GT's edges, and
+    most on thin parts: a 1-3 px wire's pixels have a local mean near 0, so they weigh about
+    ``1 + strength``, while the inside of a thick part and the far background weigh 1.
+    """
+    k = detail_window(min(target.shape[-2:]))
+    local = F.avg_pool2d(target.float(), k, stride=1, padding=k // 2, count_include_pad=False)
+    return 1.0 + strength * (local - target).abs()
+
+
 def side_loss(
-    side_logits: list[torch.Tensor], target: torch.Tensor, bce_weight: float = 20.0, iou_weight: float = 0.5
+    side_logits: list[torch.Tensor],
+    target: torch.Tensor,
+    bce_weight: float = 20.0,
+    iou_weight: float = 0.5,
+    weight: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Sum over the side outputs of ``bce_weight * BCE + iou_weight * IoU`` (target ``B x 1 x H x W``)."""
+    """Sum over the side outputs of ``bce_weight * BCE + iou_weight * IoU`` (target ``B x 1 x H x W``).
+
+    ``weight`` (``B x 1 x H x W``, e.g. :func:`detail_weights`): both terms weigh each pixel by it (the BCE
+    as a weighted mean per image); None is the reference's unweighted loss.
+    """
     total = target.new_zeros(())
     for logits in side_logits:
         logits = logits.float()
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        total = total + bce_weight * F.binary_cross_entropy_with_logits(logits, target)
+        if weight is None:
+            bce = F.binary_cross_entropy_with_logits(logits, target)
+        else:
+            per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            bce = ((per_pixel * weight).flatten(1).sum(1) / weight.flatten(1).sum(1)).mean()
+        total = total + bce_weight * bce
         if iou_weight:
-            total = total + iou_weight * iou_loss(logits, target)
+            total = total + iou_weight * iou_loss(logits, target, weight=weight)
     return total
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .losses import feature_loss, orthogonality_penalty, side_loss
+from .losses import detail_weights, feature_loss, orthogonality_penalty, side_loss
 
 # (network, input, GT) -> (loss, parts to log); the network may be wrapped (DDP, torch.compile).
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
@@ -28,12 +28,18 @@ def gt_encoder_loss(c: TrainConfig) -> LossFn:
 
     def loss_fn(net: nn.Module, x: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
         logits, _ = net(gt)
-        loss = side_loss(logits, gt, c.bce_weight, c.iou_weight)
+        loss = side_loss(logits, gt, c.bce_weight, c.iou_weight, loss_weights(c, gt))
         if c.ortho_weight:
             loss = loss + c.ortho_weight * orthogonality_penalty(unwrapped(net))
         return loss, {}
 
     return loss_fn
+
+
+def loss_weights(c: TrainConfig, gt: torch.Tensor) -> Optional[torch.Tensor]:
+    """The per-pixel weights of the side loss (docs/training.md, "Loss weights"), or None: the reference's
+    unweighted loss, when ``detail_weight`` is 0."""
+    return detail_weights(gt, c.detail_weight) if c.detail_weight else None
 
 
 def refiner_loss(
@@ -46,7 +52,7 @@ def refiner_loss(
 
     def loss_fn(net: nn.Module, x: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
         logits, feats = net(x)
-        loss = side_loss(logits, gt, c.bce_weight, c.iou_weight)
+        loss = side_loss(logits, gt, c.bce_weight, c.iou_weight, loss_weights(c, gt))
         parts = {"side": loss.detach()}
         if gt_features is not None:
             with torch.no_grad():
