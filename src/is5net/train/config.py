@@ -141,6 +141,7 @@ class TrainConfig:
     gt_encoder_val_every: int = setting(0, at_least(0))  # 0 = val_every
     # data
     flips: bool = setting(True, ANY)
+    coarse_cut: float = setting(0.0, fraction())  # chance a sample's coarse mask loses a part (docs/training.md)
     enrich: bool = setting(True, ANY)  # GT enrichment (each big component its own sample)
     jitter: int = setting(0, at_least(0))  # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
     jitter_fraction: float = setting(JITTER_FRACTION, fraction())

@@ -176,6 +176,7 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
         flips=c.flips,
         seed=c.seed,
         input_cache=input_cache,
+        coarse_cut=c.coarse_cut,
         **regions,
     )
     val_ds = (

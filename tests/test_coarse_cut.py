@@ -1,0 +1,98 @@
+"""The coarse-mask cut (docs/training.md, "Coarse-mask cut"): what it hides, and that only training sees it."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from is5net.data.dataset import CUT_FRACTION, CoarseDir, RefinerDataset, cut_coarse_part
+from is5net.data.pairs import find_pairs
+from is5net.data.samples import enumerate_samples
+from is5net.errors import IS5NetError
+from is5net.train.config import load_config
+
+MEAN, STD = [0.5, 0.5, 0.5, 0.0, 0.0], [1.0] * 5
+
+
+def _plane() -> torch.Tensor:
+    plane = torch.zeros(96, 96)
+    plane[20:80, 10:70] = 255.0  # a thick part
+    plane[45:48, 70:96] = 255.0  # and a bar sticking out
+    return plane
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cut_hides_a_share_of_the_mask_behind_one_straight_line(seed):
+    plane = _plane()
+    cut = plane.clone()
+    cut_coarse_part(cut, np.random.default_rng(seed))
+    before, after = plane > 127, cut > 127
+    assert torch.all(after <= before)  # only hides: nothing outside the mask appears
+    assert torch.equal(cut[after], plane[after])  # what is kept is untouched
+    hidden = 1.0 - after.sum().item() / before.sum().item()
+    assert CUT_FRACTION[0] - 0.02 <= hidden <= CUT_FRACTION[1] + 0.02
+    # one straight cut: some line puts every kept pixel on one side and every hidden one on the other (up to
+    # a pixel, as the line's angle is searched on a grid)
+    ys, xs = torch.nonzero(before, as_tuple=True)
+    kept = after[ys, xs]
+    separable = False
+    for angle in np.linspace(0, 2 * np.pi, 1440, endpoint=False):
+        along = np.cos(angle) * xs.float() + np.sin(angle) * ys.float()
+        if along[kept].max() <= along[~kept].min() + 1.0:
+            separable = True
+            break
+    assert separable
+
+
+def test_cut_is_seeded_and_leaves_an_empty_mask_alone():
+    a, b = _plane(), _plane()
+    cut_coarse_part(a, np.random.default_rng(3))
+    cut_coarse_part(b, np.random.default_rng(3))
+    assert torch.equal(a, b)
+    empty = torch.zeros(32, 32)
+    cut_coarse_part(empty, np.random.default_rng(0))
+    assert not empty.any()
+
+
+@pytest.fixture()
+def cup(tmp_path, coffee_rgb):
+    root = tmp_path / "data"
+    for sub in ("im", "gt", "coarse"):
+        (root / "DIS-TR" / sub).mkdir(parents=True)
+    gt = np.zeros(coffee_rgb.shape[:2], np.uint8)
+    gt[37:161, 58:223] = 255
+    coarse = np.zeros_like(gt)
+    coarse[45:150, 50:215] = 255
+    Image.fromarray(coffee_rgb).save(root / "DIS-TR" / "im" / "cup.png")
+    Image.fromarray(gt).save(root / "DIS-TR" / "gt" / "cup.png")
+    Image.fromarray(coarse).save(root / "DIS-TR" / "coarse" / "cup.png")
+    return enumerate_samples(find_pairs(root, ["DIS-TR"]), enrich=False)
+
+
+def test_only_training_items_lose_part_of_their_coarse_mask(cup):
+    def items(train, coarse_cut, epochs=4):
+        ds = RefinerDataset(cup, CoarseDir("dataset"), 96, MEAN, STD, train=train, flips=False, coarse_cut=coarse_cut)
+        out = []
+        for e in range(epochs):
+            ds.set_epoch(e)
+            out.append(ds[0])
+        return out
+
+    plain = items(True, 0.0)
+    cut = items(True, 1.0)
+    for p, c in zip(plain, cut):
+        assert torch.equal(p["gt"], c["gt"])  # the GT is never touched
+        assert torch.equal(p["input"][[0, 1, 2, 4]], c["input"][[0, 1, 2, 4]])  # nor the image or the box
+        mask_p, mask_c = p["input"][3] >= 0.5, c["input"][3] >= 0.5
+        assert torch.all(mask_c <= mask_p) and mask_c.sum() < 0.85 * mask_p.sum()
+    # a new cut each epoch
+    assert not torch.equal(cut[0]["input"][3], cut[1]["input"][3])
+    # validation items never change, whatever the setting
+    for v_plain, v_cut in zip(items(False, 0.0, 2), items(False, 1.0, 2)):
+        assert torch.equal(v_plain["input"], v_cut["input"])
+
+
+def test_coarse_cut_setting_is_a_probability():
+    assert load_config(None, ["coarse_cut=0.5"]).coarse_cut == 0.5
+    with pytest.raises(IS5NetError, match="coarse_cut"):
+        load_config(None, ["coarse_cut=1.5"])
