@@ -86,8 +86,10 @@ class Schedule:
 # 3. Capacity where the detail is. At 1/8 width the finest stage has 8 channels (IS5Net must fit RGB, mask
 #    and box into them) and the GT encoder's first convolution 2, so phase 1 stalled at validation maxF .94
 #    (.96 after 450 steps, .97 after 900) instead of the recipe's .99: its features, which phase 2 copies,
-#    carried no thin parts. At 1/4 width it reaches .99 in 450 steps; both networks get the width, and 600
-#    steps instead of 900 keep the wall time. (450 GT-encoder steps at 1/8 width: thin .758 -> .801.)
+#    carried no thin parts. At 1/4 width it reaches .99 in 450 steps and the finest stage has 16 channels;
+#    both networks get the width, and 600 steps instead of 900 keep the wall time. (450 GT-encoder steps at
+#    1/8 width: thin .758 -> .801. At 1/4 width the ablation, README, finds the refiner better still
+#    without phase 1: the width is what helps.)
 # 4. The loss's weight on detail: ``detail_weight`` 5 (docs/training.md, "Loss weights"), the same loss for
 #    both networks; thin pixels are under 3 % of the pixels, so of the BCE. (Alone, 1/8 width: .758 -> .797.)
 # 5. The lesson of the coarse mask. The simulated mask only ever lacks thin parts, a small share of any
@@ -96,6 +98,8 @@ class Schedule:
 #    coarse mask. (With 3 and 4 at 1/8 width: thin .819 -> .864.)
 # A weight on the pixels the coarse mask gets wrong was tried and made it worse (thin .624): most of those
 # pixels are the mask's spill, so it taught the refiner to erase.
+# Result on DIS-VD, seeds 0 / 1 / 2: IS5Net ahead of IS-Net on all six metrics; thin recall +.017 / +.039 /
+# -.077 (it loses on lattices and wheels, where IS-Net's over-inclusive maps cover more of each bar).
 FULL = Schedule(
     size=64,
     n_train=300,
