@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tiny import make_tiny_refiner
 
@@ -44,6 +45,23 @@ def image_file(tmp_path, coffee_rgb):
     path.parent.mkdir()
     Image.fromarray(coffee_rgb).save(path, quality=95)
     return path
+
+
+@pytest.fixture()
+def photo_dataset(tmp_path, coffee_rgb):
+    """One real photo (skimage's coffee, 200x300) with a GT and a coarse mask that differs from it."""
+    root = tmp_path / "data"
+    for sub in ("im", "gt", "coarse"):
+        (root / "DIS-TR" / sub).mkdir(parents=True)
+    gt = np.zeros(coffee_rgb.shape[:2], np.uint8)
+    gt[37:161, 58:223] = 255
+    gt[80:100, 100:140] = 0  # a hole
+    coarse = np.zeros_like(gt)
+    coarse[45:150, 50:215] = 255
+    Image.fromarray(coffee_rgb).save(root / "DIS-TR" / "im" / "cup.png")
+    Image.fromarray(gt).save(root / "DIS-TR" / "gt" / "cup.png")
+    Image.fromarray(coarse).save(root / "DIS-TR" / "coarse" / "cup.png")
+    return root, gt, coarse
 
 
 @pytest.fixture(scope="session")

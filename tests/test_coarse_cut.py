@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from is5net.data.dataset import CUT_FRACTION, CoarseDir, RefinerDataset, cut_coarse_part
 from is5net.data.pairs import find_pairs
@@ -55,18 +54,8 @@ def test_cut_is_seeded_and_leaves_an_empty_mask_alone():
 
 
 @pytest.fixture()
-def cup(tmp_path, coffee_rgb):
-    root = tmp_path / "data"
-    for sub in ("im", "gt", "coarse"):
-        (root / "DIS-TR" / sub).mkdir(parents=True)
-    gt = np.zeros(coffee_rgb.shape[:2], np.uint8)
-    gt[37:161, 58:223] = 255
-    coarse = np.zeros_like(gt)
-    coarse[45:150, 50:215] = 255
-    Image.fromarray(coffee_rgb).save(root / "DIS-TR" / "im" / "cup.png")
-    Image.fromarray(gt).save(root / "DIS-TR" / "gt" / "cup.png")
-    Image.fromarray(coarse).save(root / "DIS-TR" / "coarse" / "cup.png")
-    return enumerate_samples(find_pairs(root, ["DIS-TR"]), enrich=False)
+def cup(photo_dataset):
+    return enumerate_samples(find_pairs(photo_dataset[0], ["DIS-TR"]), enrich=False)
 
 
 def test_only_training_items_lose_part_of_their_coarse_mask(cup):

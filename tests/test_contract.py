@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from is5net import IS5NetPredictor
 from is5net.contract import binary_mask, box_pixel_bounds, build_input, require_tight_box, tight_box
@@ -16,23 +15,6 @@ MEAN, STD = [0.5, 0.5, 0.5, 0.0, 0.0], [1.0] * 5
 # The resized-input cache stores uint8 (the reference code's cache does too): each channel is rounded to
 # the nearest grey level, so a cached item is within half a level (0.5 / 255 after normalisation).
 HALF_LEVEL = 0.5 / 255 + 1e-6
-
-
-@pytest.fixture()
-def photo_dataset(tmp_path, coffee_rgb):
-    """One real photo (skimage's coffee, 200x300) with a GT and a coarse mask that differs from it."""
-    root = tmp_path / "data"
-    for sub in ("im", "gt", "coarse"):
-        (root / "DIS-TR" / sub).mkdir(parents=True)
-    gt = np.zeros(coffee_rgb.shape[:2], np.uint8)
-    gt[37:161, 58:223] = 255
-    gt[80:100, 100:140] = 0  # a hole
-    coarse = np.zeros_like(gt)
-    coarse[45:150, 50:215] = 255
-    Image.fromarray(coffee_rgb).save(root / "DIS-TR" / "im" / "cup.png")
-    Image.fromarray(gt).save(root / "DIS-TR" / "gt" / "cup.png")
-    Image.fromarray(coarse).save(root / "DIS-TR" / "coarse" / "cup.png")
-    return root, gt, coarse
 
 
 @pytest.mark.parametrize("size", [256, 96])
