@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--coarse", action="append", default=[], metavar="KEY=VALUE", help="a simulate_coarse_mask keyword")
     ap.add_argument("--methods", default="is5net", help="comma list of coarse, isnet, is5net (coarse always)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default /tmp/demo_sweep/NAME-sSEED)")
+    ap.add_argument("--no-gt-encoder", action="store_true", help="IS5Net without the GT-encoder phase")
+    ap.add_argument("--isnet-gt-encoder", action="store_true", help="IS-Net with the GT-encoder phase")
     ap.add_argument("--eval-only", action="store_true", help="score the checkpoints already in --out")
     ap.add_argument("--log", type=Path, default=Path(__file__).with_name("demo_sweep.jsonl"))
     args = ap.parse_args(argv)
@@ -74,7 +76,14 @@ def main(argv=None) -> int:
             ckpts[m] = out / m / "refiner.safetensors"
             continue
         ckpts[m] = demo._train(
-            data, out / m, sched, args.seed, in_ch=3 if m == "isnet" else 5, device="cpu", progress=False
+            data,
+            out / m,
+            sched,
+            args.seed,
+            in_ch=3 if m == "isnet" else 5,
+            device="cpu",
+            progress=False,
+            gt_encoder=args.isnet_gt_encoder if m == "isnet" else not args.no_gt_encoder,
         )
     train_s = time.perf_counter() - started
     view = demo._coarse_view(data, out / "eval" / "coarse_masks", split="DIS-VD")
@@ -89,6 +98,7 @@ def main(argv=None) -> int:
         "seed": args.seed,
         "schedule": dataclasses.asdict(sched),
         "coarse": coarse_opts,
+        "gt_encoder": not args.no_gt_encoder,
         "train_seconds": round(train_s, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "results": {m: {**{k: res[m][k] for k in keys}, "thin_recall": thin[m]["thin_recall"]} for m in runs},
