@@ -82,7 +82,7 @@ def test_losses_match_their_definitions():
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
     # W = [[1], [0]]: W W^T - I = [[0, 0], [0, -1]] -> 1
-    assert float(orthogonality_penalty(conv)) == pytest.approx(1.0)
+    assert float(orthogonality_penalty(conv).detach()) == pytest.approx(1.0)
     # Every parameter not named *bias, BatchNorm weights included (C x 1 columns), as the reference's loop.
     model = build_model("is5net_tiny")
     with torch.no_grad():
@@ -94,7 +94,7 @@ def test_losses_match_their_definitions():
         if "bias" not in name:
             w = param.detach().double().reshape(param.shape[0], -1)
             expected += float((w @ w.T - torch.eye(w.shape[0], dtype=torch.float64)).abs().sum())
-    assert float(orthogonality_penalty(model)) == pytest.approx(expected, rel=1e-5)
+    assert float(orthogonality_penalty(model).detach()) == pytest.approx(expected, rel=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under_autocast = orthogonality_penalty(model)
     assert under_autocast.dtype == torch.float32 and float(under_autocast) == pytest.approx(expected, rel=1e-5)
