@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         "seed": args.seed,
         "schedule": dataclasses.asdict(sched),
         "coarse": coarse_opts,
-        "gt_encoder": not args.no_gt_encoder,
+        "gt_encoder": {"is5net": not args.no_gt_encoder, "isnet": args.isnet_gt_encoder},
         "train_seconds": round(train_s, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "results": {m: {**{k: res[m][k] for k in keys}, "thin_recall": thin[m]["thin_recall"]} for m in runs},
