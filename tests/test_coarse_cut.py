@@ -1,10 +1,18 @@
-"""The coarse-mask cut (docs/training.md, "Coarse-mask cut"): what it hides, and that only training sees it."""
+"""The coarse-mask cut and hole (docs/training.md, "Coarse-mask cut", "Coarse-mask hole"): what each hides, and
+that only training sees them."""
 
 import numpy as np
 import pytest
 import torch
 
-from is5net.data.dataset import CUT_FRACTION, CoarseDir, RefinerDataset, cut_coarse_part
+from is5net.data.dataset import (
+    CUT_FRACTION,
+    HOLE_FRACTION,
+    CoarseDir,
+    RefinerDataset,
+    cut_coarse_part,
+    hole_coarse_part,
+)
 from is5net.data.pairs import find_pairs
 from is5net.data.samples import enumerate_samples
 from is5net.errors import IS5NetError
@@ -43,13 +51,32 @@ def test_cut_hides_a_share_of_the_mask_behind_one_straight_line(seed):
     assert separable
 
 
-def test_cut_is_seeded_and_leaves_an_empty_mask_alone():
+@pytest.mark.parametrize("seed", range(6))
+def test_hole_hides_a_share_of_the_mask_inside_one_disc(seed):
+    plane = _plane()
+    holed = plane.clone()
+    hole_coarse_part(holed, np.random.default_rng(seed))
+    before, after = plane > 127, holed > 127
+    assert torch.all(after <= before)
+    assert torch.equal(holed[after], plane[after])
+    hidden_share = 1.0 - after.sum().item() / before.sum().item()
+    assert HOLE_FRACTION[0] - 0.02 <= hidden_share <= HOLE_FRACTION[1] + 0.02
+    # one disc centred on a mask pixel: some such centre has every hidden pixel nearer than every kept one
+    ys, xs = torch.nonzero(before, as_tuple=True)
+    points = torch.stack([ys, xs], 1).float()
+    hidden = ~after[ys, xs]
+    dist = torch.cdist(points, points)  # row: a candidate centre
+    assert bool((dist[:, hidden].max(1).values <= dist[:, ~hidden].min(1).values).any())
+
+
+@pytest.mark.parametrize("hide", [cut_coarse_part, hole_coarse_part])
+def test_hiding_is_seeded_and_leaves_an_empty_mask_alone(hide):
     a, b = _plane(), _plane()
-    cut_coarse_part(a, np.random.default_rng(3))
-    cut_coarse_part(b, np.random.default_rng(3))
-    assert torch.equal(a, b)
+    hide(a, np.random.default_rng(3))
+    hide(b, np.random.default_rng(3))
+    assert torch.equal(a, b) and not torch.equal(a, _plane())
     empty = torch.zeros(32, 32)
-    cut_coarse_part(empty, np.random.default_rng(0))
+    hide(empty, np.random.default_rng(0))
     assert not empty.any()
 
 
@@ -58,9 +85,10 @@ def cup(photo_dataset):
     return enumerate_samples(find_pairs(photo_dataset[0], ["DIS-TR"]), enrich=False)
 
 
-def test_only_training_items_lose_part_of_their_coarse_mask(cup):
-    def items(train, coarse_cut, epochs=4):
-        ds = RefinerDataset(cup, CoarseDir("dataset"), 96, MEAN, STD, train=train, flips=False, coarse_cut=coarse_cut)
+@pytest.mark.parametrize("setting", ["coarse_cut", "coarse_hole"])
+def test_only_training_items_lose_part_of_their_coarse_mask(cup, setting):
+    def items(train, chance, epochs=4):
+        ds = RefinerDataset(cup, CoarseDir("dataset"), 96, MEAN, STD, train=train, flips=False, **{setting: chance})
         out = []
         for e in range(epochs):
             ds.set_epoch(e)
@@ -69,11 +97,12 @@ def test_only_training_items_lose_part_of_their_coarse_mask(cup):
 
     plain = items(True, 0.0)
     cut = items(True, 1.0)
+    most_kept = 1.0 - {"coarse_cut": CUT_FRACTION, "coarse_hole": HOLE_FRACTION}[setting][0] + 0.05
     for p, c in zip(plain, cut):
         assert torch.equal(p["gt"], c["gt"])  # the GT is never touched
         assert torch.equal(p["input"][[0, 1, 2, 4]], c["input"][[0, 1, 2, 4]])  # nor the image or the box
         mask_p, mask_c = p["input"][3] >= 0.5, c["input"][3] >= 0.5
-        assert torch.all(mask_c <= mask_p) and mask_c.sum() < 0.85 * mask_p.sum()
+        assert torch.all(mask_c <= mask_p) and mask_c.sum() < most_kept * mask_p.sum()
     # a new cut each epoch
     assert not torch.equal(cut[0]["input"][3], cut[1]["input"][3])
     # validation items never change, whatever the setting
@@ -81,7 +110,8 @@ def test_only_training_items_lose_part_of_their_coarse_mask(cup):
         assert torch.equal(v_plain["input"], v_cut["input"])
 
 
-def test_coarse_cut_setting_is_a_probability():
-    assert load_config(None, ["coarse_cut=0.5"]).coarse_cut == 0.5
-    with pytest.raises(IS5NetError, match="coarse_cut"):
-        load_config(None, ["coarse_cut=1.5"])
+@pytest.mark.parametrize("setting", ["coarse_cut", "coarse_hole"])
+def test_coarse_setting_is_a_probability(setting):
+    assert getattr(load_config(None, [f"{setting}=0.5"]), setting) == 0.5
+    with pytest.raises(IS5NetError, match=setting):
+        load_config(None, [f"{setting}=1.5"])

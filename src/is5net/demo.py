@@ -56,6 +56,7 @@ class Schedule:
     coarse_cut: float = 0.0  # TrainConfig.coarse_cut (IS5Net only: IS-Net has no coarse mask)
     feature_weight: float = 1.0  # TrainConfig.feature_weight (with the GT-encoder phase)
     region: str = "image"  # TrainConfig.region (IS5Net only: IS-Net has no box to crop to)
+    coarse_hole: float = 0.0  # TrainConfig.coarse_hole (IS5Net only)
 
     @property
     def train_size(self) -> int:
@@ -534,7 +535,13 @@ def _train(
         extra["model"] = "isnet_tiny"
     else:
         extra.update(
-            {"model": model or "is5net_tiny", "coarse_dir": coarse_dir, "coarse_cut": s.coarse_cut, "region": s.region}
+            {
+                "model": model or "is5net_tiny",
+                "coarse_dir": coarse_dir,
+                "coarse_cut": s.coarse_cut,
+                "region": s.region,
+                "coarse_hole": s.coarse_hole,
+            }
         )
     config = load_config(None, None, base={**common, **extra})
     if run_dir.exists():

@@ -223,6 +223,7 @@ class RefinerDataset(Dataset):
         margin: float = DEFAULT_MARGIN,
         max_side: int = DEFAULT_MAX_SIDE,
         coarse_cut: float = 0.0,
+        coarse_hole: float = 0.0,
     ):
         groups: "OrderedDict[tuple, list[Sample]]" = OrderedDict()
         for s in samples:
@@ -239,6 +240,7 @@ class RefinerDataset(Dataset):
         self.input_cache = input_cache if region == "image" else None
         self.region, self.margin, self.max_side = region, float(margin), int(max_side)
         self.coarse_cut = float(coarse_cut)
+        self.coarse_hole = float(coarse_hole)
         self._entry_keys: dict[str, tuple[str, str]] = {}
 
     def __len__(self) -> int:
@@ -367,6 +369,10 @@ class RefinerDataset(Dataset):
             rng = item_rng(self.seed + 3, self.epoch, index)
             if rng.random() < self.coarse_cut:
                 cut_coarse_part(x[3], rng)
+        if self.train and self.coarse_hole and x.shape[0] > 3:
+            rng = item_rng(self.seed + 5, self.epoch, index)
+            if rng.random() < self.coarse_hole:
+                hole_coarse_part(x[3], rng)
         x = normalize_input(x, self.mean, self.std, inplace=True)  # x is this item's own tensor
         if self.train and self.flips:
             hflip, vflip = item_rng(self.seed + 1, self.epoch, index).random(2) < 0.5
@@ -401,6 +407,33 @@ def cut_coarse_part(plane: torch.Tensor, rng: np.random.Generator, fraction: tup
     along = float(np.cos(angle)) * xs + float(np.sin(angle)) * ys
     limit = torch.quantile(along[inside], float(keep))
     plane[along > limit] = 0.0
+
+
+#: The share of the coarse mask :func:`hole_coarse_part` hides, drawn uniformly in this range.
+HOLE_FRACTION = (0.1, 0.3)
+
+
+def hole_coarse_part(plane: torch.Tensor, rng: np.random.Generator, fraction: tuple = HOLE_FRACTION) -> None:
+    """Punch a round hole into a coarse mask, in place (docs/training.md, "Coarse-mask hole").
+
+    ``plane``: the ``S x S`` coarse-mask channel in 0..255 (before normalisation). The ``U(*fraction)`` share
+    of the mask's pixels (> 127) nearest to a random mask pixel is set to 0: a disc inside the object, with
+    the mask all round it. The straight cut (:func:`cut_coarse_part`) teaches carrying the object on past
+    the mask's outer edge; this teaches the case inside it, the space between a wheel's hub and rim or a
+    lattice SAM filled, where the mask says nothing and the object's thin parts cross the gap.
+    """
+    inside = plane > 127
+    if not bool(inside.any()):
+        return
+    ys, xs = torch.nonzero(inside, as_tuple=True)
+    i = int(rng.integers(len(ys)))
+    share = rng.uniform(*fraction)
+    h, w = plane.shape
+    dy = torch.arange(h, dtype=torch.float32).view(-1, 1) - float(ys[i])
+    dx = torch.arange(w, dtype=torch.float32).view(1, -1) - float(xs[i])
+    dist = dy * dy + dx * dx
+    radius = torch.quantile(dist[inside], float(share))
+    plane[dist <= radius] = 0.0
 
 
 class ResumableBatchSampler(Sampler):

@@ -142,6 +142,7 @@ class TrainConfig:
     # data
     flips: bool = setting(True, ANY)
     coarse_cut: float = setting(0.0, fraction())  # chance a sample's coarse mask loses a part (docs/training.md)
+    coarse_hole: float = setting(0.0, fraction())  # chance it has a round hole punched in it (docs/training.md)
     enrich: bool = setting(True, ANY)  # GT enrichment (each big component its own sample)
     jitter: int = setting(0, at_least(0))  # jittered boxes per sample in the SAM cache (cache-sam --jitter K)
     jitter_fraction: float = setting(JITTER_FRACTION, fraction())

@@ -177,6 +177,7 @@ def prepare_data(c: TrainConfig, in_ch: int, procs: ProcessGroup) -> Data:
         seed=c.seed,
         input_cache=input_cache,
         coarse_cut=c.coarse_cut,
+        coarse_hole=c.coarse_hole,
         **regions,
     )
     val_ds = (
