@@ -98,13 +98,18 @@ class Schedule:
 # 5. The lesson of the coarse mask. The simulated mask only ever lacks thin parts, a small share of any
 #    loss; ``coarse_cut`` 0.5 hides a random part of half the training masks (SAM's missed-part failure),
 #    so completing the object from the image is learnt from thick parts too. IS5Net only: IS-Net has no
-#    coarse mask. (With 3 and 4 at 1/8 width: thin .819 -> .864.)
+#    coarse mask. (With 3 and 4 at 1/8 width: thin .819 -> .864.) The cut teaches the mask's outer edge
+#    only; inside it, where a wheel's ring or a filled lattice leaves a gap that thin parts cross, IS5Net
+#    still drew each spoke's ends and dropped its middle. ``coarse_hole`` 0.5 punches a round hole into half
+#    the training masks (docs/training.md, "Coarse-mask hole"): thin recall up on all four DIS-VD seeds
+#    (+.014 to +.028), the six metrics within the seed spread (fourth round of the notes).
 # A weight on the pixels the coarse mask gets wrong was tried and made it worse (thin .624): most of those
 # pixels are the mask's spill, so it taught the refiner to erase.
-# Result on DIS-VD, seeds 0 / 1 / 2 / 3: IS5Net ahead of IS-Net on all six metrics; thin recall +.017 / +.039 /
-# -.077 / +.101 (it loses on lattices and wheels, where IS-Net's over-inclusive maps cover more of each bar).
-# Nothing tried in the third round (benchmarks/demo_sweep.md) moved that gap by more than the seed spread;
-# 900 steps helped IS5Net on every seed but lifted IS-Net .17-.21 maxF above the coarse mask: not kept.
+# Result on DIS-VD, seeds 0 / 1 / 2 / 3: IS5Net ahead of IS-Net on all six metrics; thin recall +.045 / +.063 /
+# -.062 / +.115 (it loses on lattices and wheels, where IS-Net's over-inclusive maps cover more of each bar).
+# Nothing else tried in the third and fourth rounds (benchmarks/demo_sweep.md) moved that gap by more than
+# the seed spread; 900 steps helped IS5Net on every seed but lifted IS-Net .17-.21 maxF above the coarse
+# mask: not kept.
 FULL = Schedule(
     size=64,
     n_train=300,
@@ -122,6 +127,7 @@ FULL = Schedule(
     iou_weight=20.0,
     detail_weight=5.0,
     coarse_cut=0.5,
+    coarse_hole=0.5,
 )
 QUICK = Schedule(
     size=96,
@@ -135,6 +141,7 @@ QUICK = Schedule(
     iou_weight=20.0,
     detail_weight=5.0,
     coarse_cut=0.5,
+    coarse_hole=0.5,
 )
 
 
