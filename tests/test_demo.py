@@ -114,10 +114,8 @@ def test_demo_data_layout_is_read_like_dis5k(tmp_path):
 @pytest.mark.slow
 def test_full_demo_shows_the_paper_claim(tmp_path):
     """The default demo (minutes on 2 cores): IS5Net beats the coarse mask and IS-Net on all six metrics of the
-    paper, and the coarse mask on the recall of thin structures, on the held-out split.
-
-    Thin recall against IS-Net is not asserted: it is close and its sign changes with the seed (README, "Where
-    the miniature agrees with the paper"), so it is no property of this miniature yet.
+    paper and on the recall of thin structures, on the held-out split (README, "Where the miniature agrees with
+    the paper", says how far that holds on other seeds).
     """
     from is5net.demo import run_demo
 
@@ -129,7 +127,8 @@ def test_full_demo_shows_the_paper_claim(tmp_path):
             assert is5[k] > o[k], (other, k, is5[k], o[k])
         for k in ("MAE", "HCE"):
             assert is5[k] < o[k], (other, k, is5[k], o[k])
-    assert is5["thin_recall"] > res["coarse"]["thin_recall"]
+    for other in ("coarse", "isnet"):
+        assert is5["thin_recall"] > res[other]["thin_recall"], (other, is5["thin_recall"], res[other]["thin_recall"])
     assert res["thin_structures"]["coarse"]["thin_pixels"] > 0  # the data has thin structures to report on
     # a fair baseline: IS-Net finds the main object (within about 0.1 maxF of the coarse mask, as in the paper)
     assert abs(res["isnet"]["maxF"] - res["coarse"]["maxF"]) < 0.15
