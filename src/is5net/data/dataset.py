@@ -417,8 +417,8 @@ def hole_coarse_part(plane: torch.Tensor, rng: np.random.Generator, fraction: tu
     """Punch a round hole into a coarse mask, in place (docs/training.md, "Coarse-mask hole").
 
     ``plane``: the ``S x S`` coarse-mask channel in 0..255 (before normalisation). The ``U(*fraction)`` share
-    of the mask's pixels (> 127) nearest to a random mask pixel is set to 0: a disc inside the object, with
-    the mask all round it. The straight cut (:func:`cut_coarse_part`) teaches carrying the object on past
+    of the mask's pixels (> 127) nearest to a random mask pixel is set to 0: a disc inside the object (a bite
+    out of its edge where the centre lies near one). The straight cut (:func:`cut_coarse_part`) teaches carrying the object on past
     the mask's outer edge; this teaches the case inside it, the space between a wheel's hub and rim or a
     lattice SAM filled, where the mask says nothing and the object's thin parts cross the gap.
     """
