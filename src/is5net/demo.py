@@ -101,12 +101,13 @@ class Schedule:
 #    coarse mask. (With 3 and 4 at 1/8 width: thin .819 -> .864.) The cut teaches the mask's outer edge
 #    only; inside it, where a wheel's ring or a filled lattice leaves a gap that thin parts cross, IS5Net
 #    still drew each spoke's ends and dropped its middle. ``coarse_hole`` 0.5 punches a round hole into half
-#    the training masks (docs/training.md, "Coarse-mask hole"): thin recall up on all four DIS-VD seeds
-#    (+.014 to +.028), the six metrics within the seed spread (fourth round of the notes).
+#    the training masks (docs/training.md, "Coarse-mask hole"): thin recall up on five of six DIS-VD seeds
+#    (+.014 to +.147; -.008 on the sixth), the six metrics within the seed spread (notes, fourth round).
 # A weight on the pixels the coarse mask gets wrong was tried and made it worse (thin .624): most of those
 # pixels are the mask's spill, so it taught the refiner to erase.
-# Result on DIS-VD, seeds 0 / 1 / 2 / 3: IS5Net ahead of IS-Net on all six metrics; thin recall +.045 / +.063 /
-# -.062 / +.115 (it loses on lattices and wheels, where IS-Net's over-inclusive maps cover more of each bar).
+# Result on DIS-VD, seeds 0-5: IS5Net ahead of IS-Net on all six metrics; thin recall +.045 / +.063 / -.062 /
+# +.115 / -.043 / +.018 (seed 2: IS-Net's over-inclusive maps cover more of each lattice bar; seed 4: wheel
+# spokes in the ring the coarse mask leaves empty, still IS5Net's weak spot).
 # Nothing else tried in the third and fourth rounds (benchmarks/demo_sweep.md) moved that gap by more than
 # the seed spread; 900 steps helped IS5Net on every seed but lifted IS-Net .17-.21 maxF above the coarse
 # mask: not kept.
