@@ -28,16 +28,22 @@ def _plane() -> torch.Tensor:
     return plane
 
 
+def _hidden_by(hide, fraction: tuple, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask before, mask after)`` of ``hide`` on :func:`_plane`, checked to only hide, and the share hidden."""
+    plane = _plane()
+    changed = plane.clone()
+    hide(changed, np.random.default_rng(seed))
+    before, after = plane > 127, changed > 127
+    assert torch.all(after <= before)  # only hides: nothing outside the mask appears
+    assert torch.equal(changed[after], plane[after])  # what is kept is untouched
+    hidden = 1.0 - after.sum().item() / before.sum().item()
+    assert fraction[0] - 0.02 <= hidden <= fraction[1] + 0.02
+    return before, after
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_cut_hides_a_share_of_the_mask_behind_one_straight_line(seed):
-    plane = _plane()
-    cut = plane.clone()
-    cut_coarse_part(cut, np.random.default_rng(seed))
-    before, after = plane > 127, cut > 127
-    assert torch.all(after <= before)  # only hides: nothing outside the mask appears
-    assert torch.equal(cut[after], plane[after])  # what is kept is untouched
-    hidden = 1.0 - after.sum().item() / before.sum().item()
-    assert CUT_FRACTION[0] - 0.02 <= hidden <= CUT_FRACTION[1] + 0.02
+    before, after = _hidden_by(cut_coarse_part, CUT_FRACTION, seed)
     # one straight cut: some line puts every kept pixel on one side and every hidden one on the other (up to
     # a pixel, as the line's angle is searched on a grid)
     ys, xs = torch.nonzero(before, as_tuple=True)
@@ -53,14 +59,7 @@ def test_cut_hides_a_share_of_the_mask_behind_one_straight_line(seed):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_hole_hides_a_share_of_the_mask_inside_one_disc(seed):
-    plane = _plane()
-    holed = plane.clone()
-    hole_coarse_part(holed, np.random.default_rng(seed))
-    before, after = plane > 127, holed > 127
-    assert torch.all(after <= before)
-    assert torch.equal(holed[after], plane[after])
-    hidden_share = 1.0 - after.sum().item() / before.sum().item()
-    assert HOLE_FRACTION[0] - 0.02 <= hidden_share <= HOLE_FRACTION[1] + 0.02
+    before, after = _hidden_by(hole_coarse_part, HOLE_FRACTION, seed)
     # one disc centred on a mask pixel: some such centre has every hidden pixel nearer than every kept one
     ys, xs = torch.nonzero(before, as_tuple=True)
     points = torch.stack([ys, xs], 1).float()
