@@ -67,3 +67,78 @@ def test_detail_weight_setting_is_range_checked():
     with pytest.raises(IS5NetError, match=key):
         load_config(None, [f"{key}=-1"])
     assert getattr(load_config(None, [f"{key}=2.5"]), key) == 2.5
+
+
+def _coarse_over_block(gt: torch.Tensor) -> torch.Tensor:
+    """A coarse mask that covers the block (and 2 px around it) but misses the wire, as SAM does."""
+    coarse = torch.zeros_like(gt)
+    coarse[..., 28:56, 18:46] = 1.0
+    return coarse
+
+
+def test_detail_outside_the_coarse_mask_weighs_more_and_only_there():
+    gt = _wire_and_block()
+    coarse = _coarse_over_block(gt)
+    plain = detail_weights(gt, 5.0)
+    w = detail_weights(gt, 5.0, coarse, outside_mask=3.0)
+    # the wire lies outside the mask: its detail part is 1 + 3 times as large
+    assert float(w[0, 0, 10, 30] - 1) == pytest.approx(4.0 * float(plain[0, 0, 10, 30] - 1))
+    # the block's edge lies inside the mask: unchanged; far from any edge: 1 as before
+    assert float(w[0, 0, 30, 32]) == pytest.approx(float(plain[0, 0, 30, 32]))
+    assert float(w[0, 0, 42, 32]) == pytest.approx(1.0)
+    assert float(w[0, 0, 62, 2]) == pytest.approx(1.0)
+    # no coarse mask, or a factor of 0: the plain weights
+    assert torch.equal(detail_weights(gt, 5.0, None, 3.0), plain)
+    assert torch.equal(detail_weights(gt, 5.0, coarse, 0.0), plain)
+
+
+def test_loss_weights_read_the_coarse_channel_of_a_five_channel_input_only():
+    gt = _wire_and_block()
+    coarse = _coarse_over_block(gt)
+    rgb = torch.rand(1, 3, 64, 64)
+    five = torch.cat([rgb, coarse, torch.ones_like(coarse)], 1)
+    c = TrainConfig(detail_weight=5.0, detail_outside_mask=3.0)
+    assert torch.equal(loss_weights(c, gt, five), detail_weights(gt, 5.0, coarse, 3.0))
+    # an IS-Net's 3-channel input has no coarse mask: its loss is the plain detail weighting
+    assert torch.equal(loss_weights(c, gt, rgb), detail_weights(gt, 5.0))
+    # detail_weight 0 is the reference's unweighted loss, whatever the factor
+    assert loss_weights(TrainConfig(detail_outside_mask=3.0), gt, five) is None
+
+
+def test_weighted_loss_charges_a_wire_missed_outside_the_mask_more_than_inside_it():
+    gt = _wire_and_block()
+    missed_wire = torch.where(gt > 0, 8.0, -8.0)
+    missed_wire[..., 10:12, 4:52] = -8.0
+    outside = torch.zeros_like(gt)  # the wire is not in the coarse mask
+    inside = torch.ones_like(gt)  # a coarse mask over everything: the wire is in it
+    charged = [
+        float(side_loss([missed_wire], gt, 20.0, 0.5, detail_weights(gt, 5.0, coarse, 3.0)))
+        for coarse in (outside, inside)
+    ]
+    assert charged[0] > 1.2 * charged[1]
+
+
+def test_detail_outside_mask_setting_is_range_checked():
+    key = "detail_outside_mask"
+    with pytest.raises(IS5NetError, match=key):
+        load_config(None, [f"{key}=-1"])
+    assert getattr(load_config(None, [f"{key}=10"]), key) == 10.0
+
+
+def test_the_refiner_loss_weighs_by_the_coarse_channel_of_its_input():
+    from is5net.modeling import build_model
+    from is5net.train.step import refiner_loss
+
+    torch.manual_seed(0)
+    net = build_model("is5net_tiny").eval()
+    gt = _wire_and_block()
+    x = torch.cat([torch.rand(1, 3, 64, 64), _coarse_over_block(gt), torch.ones_like(gt)], 1)
+    losses = {}
+    for factor in (0.0, 3.0):
+        c = TrainConfig(detail_weight=5.0, detail_outside_mask=factor, ortho_weight=0.0)
+        with torch.no_grad():
+            losses[factor] = float(refiner_loss(c)(net, x, gt)[0])
+            sides = net(x)[0]
+            expected = sum(float(side_loss([s], gt, c.bce_weight, c.iou_weight, loss_weights(c, gt, x))) for s in sides)
+        assert losses[factor] == pytest.approx(expected, rel=1e-5)
+    assert losses[3.0] != pytest.approx(losses[0.0], rel=1e-4)

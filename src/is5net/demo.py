@@ -53,6 +53,7 @@ class Schedule:
     bce_weight: float = 20.0  # per side output: bce_weight * BCE + iou_weight * IoU (the reference: 20, 0.5)
     iou_weight: float = 0.5
     detail_weight: float = 0.0  # TrainConfig.detail_weight (docs/training.md, "Loss weights")
+    detail_outside_mask: float = 0.0  # TrainConfig.detail_outside_mask (IS5Net only: IS-Net has no coarse mask)
     coarse_cut: float = 0.0  # TrainConfig.coarse_cut (IS5Net only: IS-Net has no coarse mask)
     feature_weight: float = 1.0  # TrainConfig.feature_weight (with the GT-encoder phase)
     region: str = "image"  # TrainConfig.region (IS5Net only: IS-Net has no box to crop to)
@@ -549,6 +550,7 @@ def _train(
                 "coarse_cut": s.coarse_cut,
                 "region": s.region,
                 "coarse_hole": s.coarse_hole,
+                "detail_outside_mask": s.detail_outside_mask,
             }
         )
     config = load_config(None, None, base={**common, **extra})

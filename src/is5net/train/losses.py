@@ -36,16 +36,26 @@ def detail_window(size: int) -> int:
     return max(3, 2 * round(size / 22) + 1)
 
 
-def detail_weights(target: torch.Tensor, strength: float) -> torch.Tensor:
+def detail_weights(
+    target: torch.Tensor, strength: float, coarse: Optional[torch.Tensor] = None, outside_mask: float = 0.0
+) -> torch.Tensor:
     """Per-pixel loss weights ``1 + strength * |local mean of GT - GT|`` (docs/training.md, "Loss weights").
 
     The local mean over a :func:`detail_window` differs from the pixel itself only near the GT's edges, and
     most on thin parts: a 1-3 px wire's pixels have a local mean near 0, so they weigh about
     ``1 + strength``, while the inside of a thick part and the far background weigh 1.
+
+    ``coarse`` (``B x 1 x H x W`` in [0, 1], the coarse mask as the refiner sees it) with ``outside_mask``
+    > 0 multiplies that detail part by ``1 + outside_mask * (1 - coarse)``: detail the coarse mask does not
+    cover, where the refiner must decide from the image alone, weighs more (docs/training.md, "Detail
+    outside the coarse mask"). Far from any edge the weight stays 1 either way.
     """
     k = detail_window(min(target.shape[-2:]))
     local = F.avg_pool2d(target.float(), k, stride=1, padding=k // 2, count_include_pad=False)
-    return 1.0 + strength * (local - target).abs()
+    detail = strength * (local - target).abs()
+    if coarse is not None and outside_mask:
+        detail = detail * (1.0 + outside_mask * (1.0 - coarse.float().clamp(0.0, 1.0)))
+    return 1.0 + detail
 
 
 def side_loss(

@@ -36,10 +36,21 @@ def gt_encoder_loss(c: TrainConfig) -> LossFn:
     return loss_fn
 
 
-def loss_weights(c: TrainConfig, gt: torch.Tensor) -> Optional[torch.Tensor]:
+#: The coarse mask's input channel (R, G, B, coarse mask, box: DESIGN §1); its normalisation is mean 0, std 1
+#: (``checkpoint.default_mean``), so in the network's input it is the mask in [0, 1].
+COARSE_CHANNEL = 3
+
+
+def loss_weights(c: TrainConfig, gt: torch.Tensor, x: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """The per-pixel weights of the side loss (docs/training.md, "Loss weights"), or None: the reference's
-    unweighted loss, when ``detail_weight`` is 0."""
-    return detail_weights(gt, c.detail_weight) if c.detail_weight else None
+    unweighted loss, when ``detail_weight`` is 0. ``x``: the refiner's input batch; when it has a coarse-mask
+    channel, ``detail_outside_mask`` weighs the detail that mask leaves out more (an IS-Net has none)."""
+    if not c.detail_weight:
+        return None
+    coarse = None
+    if c.detail_outside_mask and x is not None and x.shape[1] > COARSE_CHANNEL:
+        coarse = x[:, COARSE_CHANNEL : COARSE_CHANNEL + 1]
+    return detail_weights(gt, c.detail_weight, coarse, c.detail_outside_mask)
 
 
 def refiner_loss(
@@ -52,7 +63,7 @@ def refiner_loss(
 
     def loss_fn(net: nn.Module, x: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
         logits, feats = net(x)
-        loss = side_loss(logits, gt, c.bce_weight, c.iou_weight, loss_weights(c, gt))
+        loss = side_loss(logits, gt, c.bce_weight, c.iou_weight, loss_weights(c, gt, x))
         parts = {"side": loss.detach()}
         if gt_features is not None:
             with torch.no_grad():
