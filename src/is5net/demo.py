@@ -104,14 +104,17 @@ class Schedule:
 #    still drew each spoke's ends and dropped its middle. ``coarse_hole`` 0.5 punches a round hole into half
 #    the training masks (docs/training.md, "Coarse-mask hole"): thin recall up on five of six DIS-VD seeds
 #    (+.014 to +.147; -.008 on the sixth), the six metrics within the seed spread (notes, fourth round).
+# 6. Where the loss goes. Even on its training images IS5Net found fewer of the spokes outside the coarse
+#    mask than IS-Net did (.71 vs .80, seed 4): most of what it corrects is the mask's spill and outline,
+#    many pixels each, so its gradient went there. ``detail_outside_mask`` 10 multiplies the detail weight by
+#    up to 11 where the coarse mask is 0 (docs/training.md, "Detail outside the coarse mask"). IS5Net only:
+#    IS-Net has no coarse mask. Thin recall up on every DIS-VD seed but one (notes, fifth round).
 # A weight on the pixels the coarse mask gets wrong was tried and made it worse (thin .624): most of those
 # pixels are the mask's spill, so it taught the refiner to erase.
-# Result on DIS-VD, seeds 0-5: IS5Net ahead of IS-Net on all six metrics; thin recall +.045 / +.063 / -.062 /
-# +.115 / -.043 / +.018 (seed 2: IS-Net's over-inclusive maps cover more of each lattice bar; seed 4: wheel
-# spokes in the ring the coarse mask leaves empty, still IS5Net's weak spot).
-# Nothing else tried in the third and fourth rounds (benchmarks/demo_sweep.md) moved that gap by more than
-# the seed spread; 900 steps helped IS5Net on every seed but lifted IS-Net .17-.21 maxF above the coarse
-# mask: not kept.
+# Result on DIS-VD, seeds 0-5: IS5Net ahead of IS-Net on all six metrics; thin recall +.056 / +.082 / +.001 /
+# +.114 / -.009 / +.106 (before 6: +.045 / +.063 / -.062 / +.115 / -.043 / +.018; seed 4: wheel spokes in
+# the ring the coarse mask leaves empty, still IS5Net's weak spot).
+# 900 steps helped IS5Net on every seed but lifted IS-Net .17-.21 maxF above the coarse mask: not kept.
 FULL = Schedule(
     size=64,
     n_train=300,
@@ -130,6 +133,7 @@ FULL = Schedule(
     detail_weight=5.0,
     coarse_cut=0.5,
     coarse_hole=0.5,
+    detail_outside_mask=10.0,
 )
 QUICK = Schedule(
     size=96,
@@ -144,6 +148,7 @@ QUICK = Schedule(
     detail_weight=5.0,
     coarse_cut=0.5,
     coarse_hole=0.5,
+    detail_outside_mask=10.0,
 )
 
 
