@@ -71,8 +71,10 @@ def test_insets_are_placed_on_the_thin_structures():
 def test_quick_ablation_writes_its_files_and_takes_the_channels_away(tmp_path, capsys):
     """``is5net demo --ablation --quick`` end to end: the five rows, the chart, and ablated inputs that are
     really gone (their first-layer weights stay exactly zero through training)."""
+    import yaml
+
     from is5net.checkpoint import read_state_dict
-    from is5net.demo import ABLATIONS, run
+    from is5net.demo import ABLATIONS, QUICK, run
 
     out = tmp_path / "abl"
     args = argparse.Namespace(
@@ -100,6 +102,10 @@ def test_quick_ablation_writes_its_files_and_takes_the_channels_away(tmp_path, c
             else:
                 assert (w[:, c] == 0).all(), (row, name)
         assert (out / "ablation" / row / "gt_encoder.safetensors").exists() == gt_encoder
+        # the extra weight outside the coarse mask only for rows that are given the mask (as IS-Net: none)
+        config = yaml.safe_load((out / "ablation" / row / "config.yaml").read_text())
+        expected = QUICK.detail_outside_mask if "mask" in kept else 0.0
+        assert config["detail_outside_mask"] == expected, row
 
 
 def test_demo_data_layout_is_read_like_dis5k(tmp_path):
