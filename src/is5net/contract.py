@@ -27,6 +27,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "FG_THRESHOLD",
+    "COARSE_CHANNEL",
+    "BOX_CHANNEL",
     "Box",
     "binary_mask",
     "tight_box",
@@ -47,6 +49,10 @@ __all__ = [
 #: An 8-bit mask pixel is foreground when its value is ``> FG_THRESHOLD`` (128..255), for GT and coarse
 #: masks alike (docs/input-contract.md, "Masks").
 FG_THRESHOLD = 127
+
+#: Where the prompts sit in the 5-channel input ``R, G, B, coarse mask, box mask`` (step 1 above). With the
+#: default normalisation (mean 0, std 1 for both) a prompt channel of the normalised input is in [0, 1].
+COARSE_CHANNEL, BOX_CHANNEL = 3, 4
 
 Box = tuple[int, int, int, int]
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]

@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 
+from .contract import BOX_CHANNEL, COARSE_CHANNEL
 from .io import atomic_write_text, load_image, load_mask, save_png
 
 log = logging.getLogger("is5net")
@@ -315,7 +316,7 @@ ABLATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "rgb+mask+box": (("mask", "box"), True),
     "rgb+mask+box-no-gt-encoder": (("mask", "box"), False),
 }
-_PROMPT_CHANNELS = {"mask": 3, "box": 4}  # input channels R, G, B, coarse mask, box (DESIGN §1)
+_PROMPT_CHANNELS = {"mask": COARSE_CHANNEL, "box": BOX_CHANNEL}
 
 
 def _ablated_model(kept: tuple[str, ...]) -> str:

@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..contract import (
+    COARSE_CHANNEL,
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
     crop_window,
@@ -365,14 +366,14 @@ class RefinerDataset(Dataset):
                 )
             x = resize_input(rgb, coarse, box, self.input_size)
             y = resize_gt(gt, self.input_size)
-        if self.train and self.coarse_cut and x.shape[0] > 3:
+        if self.train and self.coarse_cut and x.shape[0] > COARSE_CHANNEL:
             rng = item_rng(self.seed + 3, self.epoch, index)
             if rng.random() < self.coarse_cut:
-                cut_coarse_part(x[3], rng)
-        if self.train and self.coarse_hole and x.shape[0] > 3:
+                cut_coarse_part(x[COARSE_CHANNEL], rng)
+        if self.train and self.coarse_hole and x.shape[0] > COARSE_CHANNEL:
             rng = item_rng(self.seed + 5, self.epoch, index)
             if rng.random() < self.coarse_hole:
-                hole_coarse_part(x[3], rng)
+                hole_coarse_part(x[COARSE_CHANNEL], rng)
         x = normalize_input(x, self.mean, self.std, inplace=True)  # x is this item's own tensor
         if self.train and self.flips:
             hflip, vflip = item_rng(self.seed + 1, self.epoch, index).random(2) < 0.5
@@ -418,9 +419,10 @@ def hole_coarse_part(plane: torch.Tensor, rng: np.random.Generator, fraction: tu
 
     ``plane``: the ``S x S`` coarse-mask channel in 0..255 (before normalisation). The ``U(*fraction)`` share
     of the mask's pixels (> 127) nearest to a random mask pixel is set to 0: a disc inside the object (a bite
-    out of its edge where the centre lies near one). The straight cut (:func:`cut_coarse_part`) teaches carrying the object on past
-    the mask's outer edge; this teaches the case inside it, the space between a wheel's hub and rim or a
-    lattice SAM filled, where the mask says nothing and the object's thin parts cross the gap.
+    out of its edge where the centre lies near one). The straight cut (:func:`cut_coarse_part`) teaches
+    carrying the object on past the mask's outer edge; this teaches the case inside it, the space between a
+    wheel's hub and rim or a lattice SAM filled, where the mask says nothing and the object's thin parts
+    cross the gap.
     """
     inside = plane > 127
     if not bool(inside.any()):

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..contract import COARSE_CHANNEL
 from .config import TrainConfig
 from .losses import detail_weights, feature_loss, orthogonality_penalty, side_loss
 
@@ -34,11 +35,6 @@ def gt_encoder_loss(c: TrainConfig) -> LossFn:
         return loss, {}
 
     return loss_fn
-
-
-#: The coarse mask's input channel (R, G, B, coarse mask, box: DESIGN §1); its normalisation is mean 0, std 1
-#: (``checkpoint.default_mean``), so in the network's input it is the mask in [0, 1].
-COARSE_CHANNEL = 3
 
 
 def loss_weights(c: TrainConfig, gt: torch.Tensor, x: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
