@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import calibrate_batchnorm, calibrate_output, real_input, time_ms, torch_defaults  # noqa: E402
-from is5net.backends import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, installed  # noqa: E402
 from is5net.checkpoint import RefinerConfig  # noqa: E402
 from is5net.export import export_refiner  # noqa: E402
+from is5net.inference.backends import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, installed  # noqa: E402
 from is5net.modeling import build_model  # noqa: E402
 
 CPU = torch.device("cpu")

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import calibrate_batchnorm, time_ms, torch_defaults  # noqa: E402
 from is5net import IS5NetPredictor  # noqa: E402
 from is5net.checkpoint import RefinerConfig  # noqa: E402
+from is5net.inference.stage1 import build_sam  # noqa: E402
 from is5net.modeling import build_model  # noqa: E402
-from is5net.prompts import build_sam  # noqa: E402
 
 
 def photo(h: int, w: int) -> np.ndarray:

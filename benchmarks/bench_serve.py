@@ -46,10 +46,10 @@ import torch
 from PIL import Image
 
 from is5net.checkpoint import load_refiner, save_refiner
+from is5net.inference.outputs import mask_uint8
+from is5net.inference.predictor import IS5NetPredictor
+from is5net.inference.stage1 import load_sam, seeded_tiny_sam
 from is5net.io import encode_png, load_image
-from is5net.outputs import mask_uint8
-from is5net.predictor import IS5NetPredictor
-from is5net.prompts import load_sam, seeded_tiny_sam
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import calibrate_batchnorm  # noqa: E402

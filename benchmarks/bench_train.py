@@ -531,7 +531,7 @@ def run_data(
     from is5net.data.dataset import CoarseDir, InputCache, RefinerDataset
     from is5net.data.pairs import find_pairs
     from is5net.data.samples import enumerate_samples
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
 
     out: dict = {"data_size": args.data_size, "workers": args.workers}
     n_train = args.data_n or 4 * args.batch

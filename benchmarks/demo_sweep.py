@@ -42,8 +42,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from is5net import demo
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo import miniature as demo
+    from is5net.demo.synthetic import make_synthetic_dataset
 
     torch.set_num_threads(1)
     base = demo.QUICK if args.quick else demo.FULL

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from is5net import IS5NetPredictor  # noqa: E402
-from is5net.prompts import build_sam_tiny  # noqa: E402
+from is5net.inference.stage1 import build_sam_tiny  # noqa: E402
 from tiny import make_tiny_refiner  # noqa: E402
 
 failures = []
@@ -68,7 +68,7 @@ def main() -> int:
     check("cuda batched == one by one", float(d.mean()) < 2e-3, f"mean {d.mean():.2e} max {d.max():.2e}")
 
     from is5net.checkpoint import load_refiner
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
     from is5net.train import load_config, train
 
     with tempfile.TemporaryDirectory() as tmp:

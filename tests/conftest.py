@@ -66,7 +66,7 @@ def photo_dataset(tmp_path, coffee_rgb):
 
 @pytest.fixture(scope="session")
 def tiny_sam():
-    from is5net.prompts import build_sam_tiny
+    from is5net.inference.stage1 import build_sam_tiny
 
     torch.manual_seed(0)
     return build_sam_tiny().eval().requires_grad_(False)

@@ -9,29 +9,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "is5net"
 
 # Lowest first; a module may import its own layer or any layer below (docs/architecture.md).
 LAYERS = [
-    ("errors", "interrupts", "io", "runtime", "distributed", "modeling", "is5net"),  # is5net: __version__
-    (
-        "checkpoint",
-        "contract",
-        "weights",
-        "outputs",
-    ),  # outputs: saved masks (predict, serve)  # weights: files with no checksum are checked as state dicts
-    ("prompts", "export", "backends"),  # backends: the refiner's runtimes, export: ONNX (issue 17)
+    ("errors", "interrupts", "io", "runtime", "distributed", "defaults", "modeling", "is5net"),  # is5net: __version__
+    ("checkpoint", "contract", "weights", "export"),  # the one rulebook; weight files; the ONNX export
+    ("inference",),  # stage 1, boxes, the predictor, regions, runtimes, outputs
     ("data", "eval.metrics", "eval.folders", "eval.report", "eval.scoring", "eval"),
-    ("predictor", "regions"),
-    ("eval.dataset", "train"),
-    (
-        "predict_cli",
-        "batch",
-        "convert_cli",
-        "demo",
-        "demo_highres",
-        "eval.cli",
-        "export_cli",
-        "weights_cli",
-        "doctor",
-        "serve",
-    ),
+    ("eval.dis5k", "train", "batch"),
+    ("serve", "demo", "doctor"),
+    ("commands",),  # one file per subcommand: its arguments and a run() over the library
     ("cli", "cli_args", "__main__"),
 ]
 

@@ -423,7 +423,7 @@ def test_label_png_union_and_rle_round_trip(tmp_path, capsys, image_file, tiny_s
 
 
 def test_label_map_rule_and_sixteen_bits():
-    from is5net.outputs import label_map
+    from is5net.inference.outputs import label_map
 
     fg = [np.array([[1, 1, 0, 0]], bool), np.array([[0, 1, 1, 0]], bool), np.array([[0, 1, 1, 0]], bool)]
     conf = [np.array([[0.9, 0.6, 0.0, 0.0]]), np.array([[0.0, 0.7, 0.8, 0.0]]), np.array([[0.0, 0.7, 0.8, 0.0]])]
@@ -496,7 +496,7 @@ def _matte_scene():
 
 
 def test_cutout_colours_at_an_edge_lose_the_old_background():
-    from is5net.outputs import composite, cutout_rgba, foreground_colours
+    from is5net.inference.outputs import composite, cutout_rgba, foreground_colours
 
     image, alpha, fg, _ = _matte_scene()
     edge = (alpha > 30) & (alpha < 225)
@@ -537,7 +537,7 @@ def test_cutout_command_with_background_colour_and_image(
     ]
     rc, err = _run(capsys, "predict", *base, "-o", tmp_path / "raw", "--foreground", "raw")
     assert rc == 0, err
-    from is5net.outputs import cutout_rgba
+    from is5net.inference.outputs import cutout_rgba
 
     mask = np.asarray(Image.open(tmp_path / "raw" / "coffee.png"))
     raw = np.asarray(Image.open(tmp_path / "raw" / "coffee_cutout.png"))

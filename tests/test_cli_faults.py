@@ -222,7 +222,7 @@ def test_predict_with_only_failing_images_writes_nothing_and_exits_2(
 def test_predict_interrupted_keeps_and_lists_what_it_finished(
     tmp_path, capsys, coffee_rgb, monkeypatch, tiny_refiner_checkpoint, full_coarse
 ):
-    from is5net import predictor as predictor_module
+    from is5net.inference import predictor as predictor_module
 
     inp = tmp_path / "in"
     inp.mkdir()

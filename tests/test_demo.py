@@ -58,7 +58,7 @@ def test_quick_demo_writes_every_file_and_the_pasteable_command_works(tmp_path, 
 
 
 def test_insets_are_placed_on_the_thin_structures():
-    from is5net.demo import _thin_window
+    from is5net.demo.miniature import _thin_window
 
     gt = np.zeros((64, 64), np.uint8)
     gt[5:25, 5:25] = 255  # a thick block: no thin pixels
@@ -74,7 +74,7 @@ def test_quick_ablation_writes_its_files_and_takes_the_channels_away(tmp_path, c
     import yaml
 
     from is5net.checkpoint import read_state_dict
-    from is5net.demo import ABLATIONS, QUICK, run
+    from is5net.demo.miniature import ABLATIONS, QUICK, run
 
     out = tmp_path / "abl"
     args = argparse.Namespace(
@@ -110,7 +110,7 @@ def test_quick_ablation_writes_its_files_and_takes_the_channels_away(tmp_path, c
 
 def test_demo_data_layout_is_read_like_dis5k(tmp_path):
     from is5net.data.pairs import find_pairs, is_dis5k_root
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path, seed=1, n_train=3, n_val=2, n_test=2, size=64)
     assert is_dis5k_root(tmp_path)
@@ -123,7 +123,7 @@ def test_full_demo_shows_the_paper_claim(tmp_path):
     paper and on the recall of thin structures, on the held-out split (README, "Where the miniature agrees with
     the paper", says how far that holds on other seeds).
     """
-    from is5net.demo import run_demo
+    from is5net.demo.miniature import run_demo
 
     res = run_demo(tmp_path / "demo", progress=False)["results"]
     is5 = res["is5net"]

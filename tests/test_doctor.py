@@ -3,8 +3,8 @@
 import torch
 
 from is5net import cli
-from is5net.backends import BACKENDS, backend_versions
 from is5net.doctor import collect
+from is5net.inference.backends import BACKENDS, backend_versions
 
 
 def test_doctor_on_an_empty_home_reports_and_advises(tmp_path, capsys, monkeypatch):

@@ -19,7 +19,7 @@ from skimage import data, draw, filters, transform
 
 from is5net import cli
 from is5net.eval import evaluate_folders
-from is5net.eval.dataset import OVERALL, choose_subsets, evaluate_dataset
+from is5net.eval.dis5k import OVERALL, choose_subsets, evaluate_dataset
 from is5net.eval.metrics import PAPER_METRICS
 from tiny import make_tiny_refiner
 

@@ -290,9 +290,9 @@ def test_cli_corrupt_mask_is_one_line(folders, tmp_path, capsys, eval_only):
 
 def test_cli_dataset_mode_is_delegated(tmp_path, monkeypatch, eval_only):
     calls = []
-    fake = types.ModuleType("is5net.eval.dataset")
+    fake = types.ModuleType("is5net.eval.dis5k")
     fake.run_dataset = lambda args: calls.append(args) or 0
-    monkeypatch.setitem(sys.modules, "is5net.eval.dataset", fake)
+    monkeypatch.setitem(sys.modules, "is5net.eval.dis5k", fake)
     monkeypatch.setattr(is5net.eval, "dataset", fake, raising=False)
     rc = cli.main(
         [

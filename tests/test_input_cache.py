@@ -19,7 +19,7 @@ HALF_LEVEL = 0.5 / 255 + 1e-6
 
 @pytest.fixture()
 def dataset(tmp_path):
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
 
     root = tmp_path / "syn"
     make_synthetic_dataset(root, seed=5, n_train=6, n_val=0, n_test=0, size=96)

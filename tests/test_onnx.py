@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from is5net import cli, cli_args
-from is5net.backends import BACKENDS, create_backend, resolve_backend
 from is5net.checkpoint import convert_isnet_to_is5net
 from is5net.errors import IS5NetError
 from is5net.export import export_refiner, read_metadata
-from is5net.predictor import IS5NetPredictor
+from is5net.inference.backends import BACKENDS, create_backend, resolve_backend
+from is5net.inference.predictor import IS5NetPredictor
 from tiny import make_tiny_refiner
 
 ONNX_BACKENDS = ("onnxruntime", "openvino")
@@ -226,7 +226,7 @@ def test_export_onnx_with_sams_prompt_decoder(tmp_path, capsys):
     import onnxruntime as ort
 
     from is5net.export import sam_decoder_inputs
-    from is5net.prompts import load_sam
+    from is5net.inference.stage1 import load_sam
 
     ckpt = _official_isnet_pth(tmp_path / "isnet.pth")
     out = tmp_path / "refiner.onnx"

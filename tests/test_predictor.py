@@ -8,7 +8,8 @@ from PIL import Image
 
 from is5net import IS5NetPredictor, load_image
 from is5net.errors import BoxError, IS5NetError
-from is5net.prompts import SamStage, validate_box
+from is5net.inference.boxes import validate_box
+from is5net.inference.stage1 import SamStage
 from tiny import make_tiny_refiner
 
 BOX = [60, 40, 230, 170]

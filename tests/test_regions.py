@@ -7,7 +7,7 @@ import torch
 from is5net import IS5NetPredictor
 from is5net.contract import blend_weight, crop_window, tile_starts
 from is5net.errors import IS5NetError
-from is5net.regions import blend
+from is5net.inference.regions import blend
 from tiny import make_tiny_refiner
 
 
@@ -178,7 +178,7 @@ def test_eval_box_jitter_is_seeded_captioned_and_region_is_honoured(tmp_path, co
     from PIL import Image
 
     from is5net.checkpoint import save_refiner
-    from is5net.eval.dataset import evaluate_dataset
+    from is5net.eval.dis5k import evaluate_dataset
 
     root = tmp_path / "DIS5K"
     for sub in ("im", "gt"):
@@ -226,7 +226,7 @@ def test_eval_box_jitter_is_seeded_captioned_and_region_is_honoured(tmp_path, co
 @pytest.mark.parametrize("region", ["box", "tiles"])
 def test_training_for_a_region_records_it_and_predict_follows(tmp_path, region):
     from is5net.checkpoint import load_refiner
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
     from is5net.train import load_config, train
 
     root = tmp_path / "syn"
@@ -266,8 +266,8 @@ def test_region_settings_are_range_checked():
 
 def test_validation_of_a_box_refiner_scores_what_eval_scores(tmp_path):
     """Training's validation pastes a crop's map where predict does: its maxF and MAE are eval's."""
-    from is5net.data.synthetic import make_synthetic_dataset
-    from is5net.eval.dataset import evaluate_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
+    from is5net.eval.dis5k import evaluate_dataset
     from is5net.train import load_config, train
 
     root = tmp_path / "syn"

@@ -37,7 +37,7 @@ def dataset(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def other_sam_checkpoint(tmp_path_factory):
-    from is5net.prompts import build_sam_tiny
+    from is5net.inference.stage1 import build_sam_tiny
 
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("sam2") / "sam_tiny_other.pth"

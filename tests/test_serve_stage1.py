@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from is5net.cli import main
-from is5net.predictor import IS5NetPredictor
-from is5net.prompts import GrabCutStage
+from is5net.inference.predictor import IS5NetPredictor
+from is5net.inference.stage1 import GrabCutStage
 
 BOX = [60, 40, 230, 170]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from is5net.cli import build_parser
-from is5net.serve.command import build
+from is5net.commands.serve import build
 
 
 class RunningServer:

@@ -87,12 +87,13 @@ def test_every_command_module_has_a_run_and_its_arguments_parse():
 
 
 def test_the_light_copies_of_names_agree_with_their_owners():
-    from is5net import checkpoint, cli_args, io, prompts
+    from is5net import checkpoint, cli_args, io
     from is5net.data import sam_cache
     from is5net.eval import metrics
+    from is5net.inference import stage1
 
-    assert cli_args.SAM_TYPES == prompts.SAM_TYPES
-    assert cli_args.MASK_CHOICES == prompts.MASK_CHOICES
+    assert cli_args.SAM_TYPES == stage1.SAM_TYPES
+    assert cli_args.MASK_CHOICES == stage1.MASK_CHOICES
     assert cli_args.ALL_METRICS == metrics.ALL_METRICS
     assert cli_args.DEFAULT_INPUT_SIZE == checkpoint.DEFAULT_INPUT_SIZE
     assert cli_args.DEFAULT_CACHE_NAME == sam_cache.DEFAULT_CACHE_NAME

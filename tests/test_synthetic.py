@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from is5net.data import synthetic as syn
-from is5net.data.synthetic import (
+from is5net.demo import synthetic as syn
+from is5net.demo.synthetic import (
     OBJECT_KINDS,
     SIMULATED_SAM_LABEL,
     count_holes,

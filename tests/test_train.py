@@ -20,7 +20,7 @@ TINY = ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", "log_
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("syn")
     make_synthetic_dataset(root, seed=3, n_train=12, n_val=4, n_test=2, size=96)

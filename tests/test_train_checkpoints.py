@@ -25,7 +25,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from is5net.data.synthetic import make_synthetic_dataset
+    from is5net.demo.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("syn")
     make_synthetic_dataset(root, seed=4, n_train=8, n_val=3, n_test=1, size=64)

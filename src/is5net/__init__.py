@@ -17,17 +17,17 @@ __version__ = "0.1.0"
 # Public name -> defining module. Imported on first use (PEP 562), so light modules (metrics, io) and the
 # evaluation worker processes do not pay for importing torch and segment_anything.
 _EXPORTS = {
-    "IS5NetPredictor": "predictor",
-    "Prediction": "predictor",
+    "IS5NetPredictor": "inference.predictor",
+    "Prediction": "inference.predictor",
     "load_refiner": "checkpoint",
     "load_gt_encoder": "checkpoint",
     "save_refiner": "checkpoint",
     "RefinerConfig": "checkpoint",
     "convert_isnet_to_is5net": "checkpoint",
     "isnet_to_is5net_state_dict": "checkpoint",
-    "load_sam": "prompts",
-    "SamStage": "prompts",
-    "validate_box": "prompts",
+    "load_sam": "inference.stage1",
+    "SamStage": "inference.stage1",
+    "validate_box": "inference.boxes",
     "ISNet": "modeling",
     "GTEncoder": "modeling",
     "build_model": "modeling",

@@ -21,13 +21,13 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .defaults import DEFAULT_INPUT_SIZE
 from .errors import CheckpointError
 from .io import atomic_path
 from .modeling.build import model_name_for
 from .modeling.isnet import GTEncoder, ISNet
 
 FORMAT_TAG = "is5net"
-DEFAULT_INPUT_SIZE = 1024
 #: The refiner halves its input six times (a stride-2 stem, then five pools): a side that is a multiple of
 #: 32 keeps the coarsest maps whole and every skip connection the size of its upsampled partner, as the
 #: training configuration requires too (``input_size`` in ``is5net.train.config``).

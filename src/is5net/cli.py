@@ -33,18 +33,22 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "demo": Command(
-        "is5net.demo", cli_args.demo, "the paper's result in miniature: built-in data, train IS-Net and IS5Net, compare"
+        "is5net.demo.miniature",
+        cli_args.demo,
+        "the paper's result in miniature: built-in data, train IS-Net and IS5Net, compare",
     ),
     "predict": Command(
-        "is5net.predict_cli",
+        "is5net.commands.predict",
         cli_args.predict,
         "segment images with a box prompt (SAM + IS5Net, or a given coarse mask)",
     ),
     "convert-isnet": Command(
-        "is5net.convert_cli", cli_args.convert_isnet, "turn 3-channel IS-Net weights into 5-channel IS5Net weights"
+        "is5net.commands.convert_isnet",
+        cli_args.convert_isnet,
+        "turn 3-channel IS-Net weights into 5-channel IS5Net weights",
     ),
     "eval": Command(
-        "is5net.eval.cli", cli_args.eval_, "score predicted masks against ground truth with the six DIS metrics"
+        "is5net.commands.eval", cli_args.eval_, "score predicted masks against ground truth with the six DIS metrics"
     ),
     "check-data": Command(
         "is5net.data.check",
@@ -52,7 +56,7 @@ COMMANDS: dict[str, Command] = {
         "check a dataset: unreadable files, missing pairs, size mismatches, empty GTs",
     ),
     "train": Command(
-        "is5net.train.cli",
+        "is5net.commands.train",
         cli_args.train,
         "train IS5Net / IS-Net: GT-encoder phase, then the refiner (AMP, torchrun, exact resume)",
     ),
@@ -62,17 +66,17 @@ COMMANDS: dict[str, Command] = {
         "precompute the SAM masks of every training sample (resumable, torchrun)",
     ),
     "serve": Command(
-        "is5net.serve.command",
+        "is5net.commands.serve",
         cli_args.serve,
         "a web page and HTTP API: draw a box in the browser, get the mask (pip install 'is5net[serve]')",
     ),
     "export-onnx": Command(
-        "is5net.export_cli",
+        "is5net.commands.export_onnx",
         cli_args.export_onnx,
         "export the refiner to ONNX (metadata, checked against torch on a real image)",
     ),
     "weights": Command(
-        "is5net.weights_cli",
+        "is5net.commands.weights",
         cli_args.weights,
         "official weight files: list, verify, download one on request (resumable, checksummed)",
     ),

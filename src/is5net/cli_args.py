@@ -16,17 +16,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .data.defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
-
-# Kept equal to their owners' values by tests/test_startup.py (the owners import torch or py_sod_metrics).
-SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # is5net.prompts.SAM_TYPES
-MASK_CHOICES = ("first", "best")  # is5net.prompts.MASK_CHOICES
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")  # auto + is5net.backends.BACKENDS
-STAGE1_METHODS = ("sam", "grabcut")  # sam: is5net.prompts.SamStage; grabcut: is5net.prompts.GrabCutStage
-ALL_METRICS = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE", "meanF", "mIoU", "maxEm")  # is5net.eval.metrics.ALL_METRICS
-DEFAULT_INPUT_SIZE = 1024  # is5net.checkpoint.DEFAULT_INPUT_SIZE
-DEFAULT_CACHE_NAME = ".sam-cache"  # is5net.data.sam_cache.DEFAULT_CACHE_NAME
-MAX_PIXELS_ENV = "IS5NET_MAX_PIXELS"  # is5net.io.MAX_PIXELS_ENV
+from .defaults import (
+    ALL_METRICS,
+    BACKEND_CHOICES,
+    DEFAULT_CACHE_NAME,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_SIDE,
+    JITTER_FRACTION,
+    MASK_CHOICES,
+    MAX_PIXELS_ENV,
+    MIN_COMPONENT_FRACTION,
+    REGIONS,
+    SAM_TYPES,
+    STAGE1_METHODS,
+)
 
 
 def positive_int(text: str) -> int:
@@ -38,9 +42,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
-
-
-REGIONS = ("image", "box", "tiles")  # is5net.contract.REGIONS
 
 
 def fraction_arg(text: str) -> float:
@@ -82,17 +83,18 @@ def region_arguments(parser, max_side: bool = True) -> None:
     parser.add_argument(
         "--margin",
         type=fraction_arg,
-        default=0.1,
+        default=DEFAULT_MARGIN,
         metavar="F",
-        help="box and tiles: grow the box by F of its width and height on each side, at least 16 px (default 0.1)",
+        help="box and tiles: grow the box by F of its width and height on each side, at least 16 px "
+        f"(default {DEFAULT_MARGIN})",
     )
     if max_side:
         parser.add_argument(
             "--max-side",
             type=positive_int,
-            default=4096,
+            default=DEFAULT_MAX_SIDE,
             metavar="N",
-            help="tiles: refine at native resolution up to N pixels on the crop's longer side (default 4096)",
+            help=f"tiles: refine at native resolution up to N pixels on the crop's longer side (default {DEFAULT_MAX_SIDE})",
         )
 
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS  # noqa: F401  (the rules are here)
+
 __all__ = [
     "FG_THRESHOLD",
     "COARSE_CHANNEL",
@@ -265,10 +267,7 @@ def binarize(mask: np.ndarray, threshold: Union[float, str] = 0.5) -> np.ndarray
 #   box:   the box grown by a margin, cropped, resized to S x S, and the result pasted back;
 #   tiles: that crop at native resolution (up to a maximum side) in overlapping S x S tiles, blended, after a
 #          low-resolution pass over the whole crop that gives the tiles the object's context.
-REGIONS = ("image", "box", "tiles")
-DEFAULT_MARGIN = 0.1
 MIN_MARGIN_PX = 16
-DEFAULT_MAX_SIDE = 4096
 TILE_OVERLAP = 0.25
 
 
@@ -348,7 +347,7 @@ def training_view(
     ``image``: everything as is. ``box``: the crop of :func:`crop_window`, with the margin drawn at random
     scale (``margin * 2**u``, ``u`` uniform in [-1, 1]) when ``rng`` is given (training), exactly ``margin``
     otherwise (validation, as ``predict``). ``tiles``: half of the draws are that ``box`` view (the
-    low-resolution pass of :class:`~is5net.regions.RegionRefiner`), the other half one ``S x S`` tile of
+    low-resolution pass of :class:`~is5net.inference.regions.RegionRefiner`), the other half one ``S x S`` tile of
     the crop at native resolution (scaled down only past ``max_side``), centred on a GT pixel 3 times in 4
     so that tiles show the object's detail; without ``rng``, the ``box`` view.
     Arrays are ``HxWx3`` uint8, ``HxW`` bool GT, ``HxW`` coarse (any :func:`binary_mask` form) or None.

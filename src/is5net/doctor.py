@@ -59,7 +59,7 @@ def collect(verify: bool = True) -> dict:
     """Everything doctor reports, as plain data (the tests read it; ``run`` prints it)."""
     import torch
 
-    from .backends import BACKENDS, backend_versions, resolve_backend
+    from .inference.backends import BACKENDS, backend_versions, resolve_backend
     from .weights import OFFICIAL, find, verify_file, weights_home
 
     advice: list[str] = []

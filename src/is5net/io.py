@@ -19,6 +19,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .defaults import MAX_PIXELS_ENV
 from .errors import IS5NetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -29,7 +30,6 @@ PathLike = Union[str, os.PathLike]
 #: decodes to gigabytes). Pillow's own default, 1024**3 // 4 // 3 (about 9459 x 9459): the size above which
 #: Pillow starts warning. Raise it with the environment variable or ``predict --max-pixels``.
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
-MAX_PIXELS_ENV = "IS5NET_MAX_PIXELS"
 
 
 def max_pixels(override: Optional[int] = None) -> Optional[int]:

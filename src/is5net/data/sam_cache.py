@@ -33,7 +33,7 @@ atomically (a temporary file renamed over the target): an interrupted run leaves
 and a rerun computes just what is missing. The default ``CACHE_DIR`` is ``ROOT/.sam-cache``.
 
 The image is resized for SAM as ``SamPredictor.set_image`` does (Pillow, on the CPU, ``resize="pil"`` of
-:class:`~is5net.prompts.SamStage`) whatever the device, so that masks do not depend on where they were
+:class:`~is5net.inference.stage1.SamStage`) whatever the device, so that masks do not depend on where they were
 computed.
 """
 
@@ -53,11 +53,11 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from ..contract import binary_mask, tight_box
+from ..defaults import DEFAULT_CACHE_NAME, JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
+from ..inference.stage1 import MASK_CHOICES, SAM_TYPES, require_sam_checkpoint, seeded_tiny_sam
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
-from ..prompts import MASK_CHOICES, SAM_TYPES, TINY_SAM_SEED, require_sam_checkpoint, seeded_tiny_sam
-from .defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from .pairs import Pair, find_pairs, parse_subsets
 from .samples import Sample, pair_samples
 
@@ -66,7 +66,6 @@ log = logging.getLogger("is5net")
 PathLike = Union[str, os.PathLike]
 Box = tuple[int, int, int, int]
 
-DEFAULT_CACHE_NAME = ".sam-cache"
 HASH_LEN = 16
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 # Seed of the random tiny test SAM when no checkpoint is given (every process builds the same one).
@@ -324,7 +323,7 @@ def cache_sam(
     ``computed``, ``reused``, ``skipped`` (pairs), ``empty`` (pairs with an empty GT), summed over all
     processes; plus ``cache`` (the cache's folder), ``rank`` and ``world_size``.
     """
-    from ..prompts import SamStage, load_sam
+    from ..inference.stage1 import choose_stage1
     from ..runtime import resolve_device
 
     if mask_choice not in MASK_CHOICES:
@@ -342,18 +341,13 @@ def cache_sam(
     dist = _Dist(rank, world_size, resolve_device(device))
     try:
         dev = dist.device
-        require_sam_checkpoint(sam_checkpoint, sam_type)
-        if sam_checkpoint is None:
-            sam = seeded_tiny_sam()
-            s_hash, sam_desc = state_dict_hash(sam.state_dict()), f"random tiny SAM (seed {TINY_SAM_SEED})"
-            sam = sam.to(dev)
+        source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_option=None, offered=("sam",))
+        stage = source.build(dev, mask_choice, resize="pil")
+        sam = stage.sam
+        if source.checkpoint is None:
+            s_hash, sam_desc = state_dict_hash(sam.state_dict()), source.describe()
         else:
-            from ..weights import resolve_weights
-
-            ckpt = resolve_weights(sam_checkpoint)
-            s_hash, sam_desc = sam_checkpoint_hash(ckpt), ckpt.name
-            sam = load_sam(sam_type, ckpt, device=dev)
-        stage = SamStage(sam, mask_choice=mask_choice, resize="pil")
+            s_hash, sam_desc = sam_checkpoint_hash(source.checkpoint), source.checkpoint.name
         cache = SamMaskCache(cache_dir, s_hash, mask_choice)
         if dist.rank == 0:
             cache.write_info(sam=sam_desc, sam_type=getattr(sam, "sam_type", sam_type))

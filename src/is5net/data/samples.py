@@ -39,9 +39,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from ..contract import FG_THRESHOLD, binary_mask, tight_box
+from ..defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from ..errors import IS5NetError
 from ..io import load_mask
-from .defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from .pairs import Pair
 
 log = logging.getLogger("is5net")

@@ -4,8 +4,8 @@
 - :mod:`~is5net.eval.folders`: pairing prediction and GT folders by file stem;
 - :mod:`~is5net.eval.scoring`: scoring pairs in worker processes, folder evaluation;
 - :mod:`~is5net.eval.report`: the Markdown / CSV tables and the checks of their output paths;
-- :mod:`~is5net.eval.dataset`: running a method over DIS5K subsets (Table I), under torchrun too;
-- :mod:`~is5net.eval.cli`: the ``is5net eval`` command.
+- :mod:`~is5net.eval.dis5k`: running a method over DIS5K subsets (Table I), under torchrun too;
+- :mod:`~is5net.commands.eval`: the ``is5net eval`` command.
 
 ``metrics <- folders, report <- scoring <- dataset <- cli``: nothing imports upwards.
 """
@@ -30,7 +30,7 @@ __all__ = [
 def __getattr__(name: str):
     # Dataset mode loads the predictor (torch, SAM): only when asked for.
     if name == "evaluate_dataset":
-        from .dataset import evaluate_dataset
+        from .dis5k import evaluate_dataset
 
         return evaluate_dataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

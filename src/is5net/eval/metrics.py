@@ -50,15 +50,10 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 import py_sod_metrics as sod
 
+from ..defaults import ALL_METRICS, EXTRA_METRICS, PAPER_METRICS  # noqa: F401  (owned here, written there)
 from ..errors import IS5NetError
 from ..io import mask_to_uint8
 
-#: The paper's Table I columns, in its order.
-PAPER_METRICS: tuple[str, ...] = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE")
-#: Cheap extras computed off the same statistics.
-EXTRA_METRICS: tuple[str, ...] = ("meanF", "mIoU", "maxEm")
-#: Every metric key, in display order.
-ALL_METRICS: tuple[str, ...] = PAPER_METRICS + EXTRA_METRICS
 #: Which metrics are better when lower (the rest are better when higher).
 LOWER_IS_BETTER = frozenset({"MAE", "HCE"})
 

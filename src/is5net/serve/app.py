@@ -12,7 +12,7 @@ a timeout or a bug):
 - ``GET /api/health``: status, versions, device, models, cache use, queue length.
 - ``GET /``: the page (static files in this package; nothing from a CDN).
 
-Masks are :func:`is5net.outputs.mask_uint8` of the predictions, as ``is5net predict`` writes them; several
+Masks are :func:`is5net.inference.outputs.mask_uint8` of the predictions, as ``is5net predict`` writes them; several
 boxes give their union (``png``, ``cutout``) or one mask each (``json``).
 """
 
@@ -22,7 +22,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import platform
 import re
 import time
@@ -38,9 +37,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..contract import REGIONS
-from ..errors import IS5NetError
-from ..outputs import parse_threshold
-from ..prompts import parse_box
+from ..errors import BoxError, IS5NetError
+from ..inference.boxes import boxes_from_json, parse_box
+from ..inference.outputs import parse_threshold
 from .engine import FORMATS, MAX_BOXES, Engine
 from .errors import ApiError
 from .upload import read_form, read_json
@@ -119,20 +118,10 @@ def _timing_header(timings: dict) -> str:
 
 
 def _boxes_from_json(value: Any) -> list[list[float]]:
-    if not isinstance(value, list) or not value:
-        raise ApiError(422, "'boxes' must be a non-empty list of [x0, y0, x1, y1]")
-    if len(value) > MAX_BOXES:
-        raise ApiError(422, f"{len(value)} boxes: at most {MAX_BOXES} per request")
-    out = []
-    for k, b in enumerate(value):
-        if not (
-            isinstance(b, list)
-            and len(b) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b)
-        ):
-            raise ApiError(422, f"boxes[{k}] = {json.dumps(b)[:60]}: expected four finite numbers [x0, y0, x1, y1]")
-        out.append([float(v) for v in b])
-    return out
+    try:
+        return boxes_from_json(value, MAX_BOXES)
+    except BoxError as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 def _threshold(value: Any):

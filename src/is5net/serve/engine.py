@@ -35,10 +35,10 @@ from torch import nn
 
 from ..contract import binary_mask
 from ..errors import IS5NetError
+from ..inference.boxes import validate_box
+from ..inference.outputs import cutout_rgba, mask_uint8, union_uint8
+from ..inference.predictor import IS5NetPredictor, Prediction
 from ..io import encode_png, image_file_problem, load_image, load_mask
-from ..outputs import cutout_rgba, mask_uint8, union_uint8
-from ..predictor import IS5NetPredictor, Prediction
-from ..prompts import validate_box
 from .errors import ApiError
 
 log = logging.getLogger("is5net.serve")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from ..contract import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS
-from ..data.defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
+from ..defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from ..errors import IS5NetError
 
 

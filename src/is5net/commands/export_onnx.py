@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IS5NetError
+from ..errors import IS5NetError
 
 log = logging.getLogger("is5net")
 
@@ -35,7 +35,7 @@ def check_input(refiner, batch: int):
     elliptical coarse mask inside it (a stage-1 mask of about the right shape)."""
     from skimage import data
 
-    from .predictor import IS5NetPredictor
+    from ..inference.predictor import IS5NetPredictor
 
     rgb = data.astronaut()
     h, w = rgb.shape[:2]
@@ -55,7 +55,7 @@ def compare(reference, candidate, size) -> tuple[float, float]:
     the masks are the contract's soft masks at ``size`` thresholded at 0.5."""
     import torch
 
-    from .contract import soft_masks
+    from ..contract import soft_masks
 
     diff = float((torch.sigmoid(reference) - torch.sigmoid(candidate)).abs().max())
     a = soft_masks(reference, size) > 0.5
@@ -96,11 +96,11 @@ def _export(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .backends import OnnxRuntimeBackend
-    from .checkpoint import load_refiner
-    from .export import check_opset, export_refiner
-    from .io import atomic_path
-    from .weights import resolve_weights
+    from ..checkpoint import load_refiner
+    from ..export import check_opset, export_refiner
+    from ..inference.backends import OnnxRuntimeBackend
+    from ..io import atomic_path
+    from ..weights import resolve_weights
 
     for package in ("onnx", "onnxruntime"):
         if importlib.util.find_spec(package) is None:
@@ -160,10 +160,10 @@ def sam_decoder_path(output: Path) -> Path:
 
 
 def _export_sam_decoder(args: argparse.Namespace, opset: int) -> None:
-    from .export import check_sam_decoder, export_sam_decoder
-    from .io import atomic_path
-    from .prompts import load_sam
-    from .weights import resolve_weights
+    from ..export import check_sam_decoder, export_sam_decoder
+    from ..inference.stage1 import load_sam
+    from ..io import atomic_path
+    from ..weights import resolve_weights
 
     if args.sam_decoder == "tiny":
         sam = load_sam("tiny", None)  # a random test SAM: for trying the path without weights

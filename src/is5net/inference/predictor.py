@@ -7,16 +7,15 @@ resized once per image in :meth:`set_image`, the two prompt channels once per bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .backends import refiner_runner
-from .checkpoint import RefinerConfig
-from .contract import (
+from ..checkpoint import RefinerConfig
+from ..contract import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
     REGIONS,
@@ -28,11 +27,13 @@ from .contract import (
     soft_masks,
     tight_box,
 )
-from .errors import IS5NetError
-from .io import to_rgb_uint8
-from .prompts import SamStage, validate_box
+from ..errors import IS5NetError
+from ..io import to_rgb_uint8
+from ..runtime import autocast, check_precision, enable_fast_cuda, resolve_device
+from .backends import refiner_runner
+from .boxes import validate_box
 from .regions import RegionRefiner
-from .runtime import autocast, check_precision, enable_fast_cuda, resolve_device
+from .stage1 import SamStage, Stage1
 
 BOX_CHANNELS = ("user", "sam_mask")
 
@@ -79,7 +80,7 @@ class IS5NetPredictor:
             (resize on the device: faster for large photos on a GPU, masks may differ slightly).
         fast: fold BatchNorm into the convolutions, channels_last and cuDNN autotuning on CUDA (same math).
         backend: the refiner's runtime, ``"torch"`` (this class's path), ``"onnxruntime"``, ``"openvino"`` (CPU),
-            ``"auto"`` (the fastest installed one matching the reference: :mod:`is5net.backends`), or a ready
+            ``"auto"`` (the fastest installed one matching the reference: :mod:`is5net.inference.backends`), or a ready
             backend object; :attr:`backend` describes the one used (name, version, device, precision).
     """
 
@@ -315,3 +316,38 @@ def _check_region(region: str, margin: float, max_side: int) -> None:
         raise IS5NetError(f"margin {margin!r}: expected a number from 0 to 10 (a fraction of the box's side)")
     if not (isinstance(max_side, int) and 64 <= max_side <= 32768):
         raise IS5NetError(f"max_side {max_side!r}: expected a whole number of pixels from 64 to 32768")
+
+
+# ------------------------------------------------------------------------------- built from options
+@dataclass(frozen=True)
+class PredictorOptions:
+    """Every setting of :class:`IS5NetPredictor` besides its models, as data (see its docstring)."""
+
+    device: Optional[str] = None
+    precision: str = "fp32"
+    backend: str = "torch"
+    mask_choice: str = "first"
+    box_channel: str = "user"
+    batch_size: int = 8
+    sam_resize: str = "pil"
+    region: Optional[str] = None
+    margin: float = DEFAULT_MARGIN
+    max_side: int = DEFAULT_MAX_SIDE
+
+    @classmethod
+    def from_args(cls, args, **overrides) -> "PredictorOptions":
+        """The options a command's arguments give; those it does not declare (or leaves None) keep their defaults."""
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+        return cls(**{**given, **overrides})
+
+
+def build_predictor(refiner: nn.Module, stage1=None, options: PredictorOptions = PredictorOptions()) -> IS5NetPredictor:
+    """The one way a command builds a predictor: a refiner, a stage-1 choice or a ready stage, the options.
+
+    ``stage1``: a :class:`~is5net.inference.stage1.Stage1` (built here, on the predictor's device), a ready
+    stage or SAM model, or None (coarse masks given with each box, or a 3-channel IS-Net).
+    """
+    device = resolve_device(options.device)
+    if isinstance(stage1, Stage1):
+        stage1 = stage1.build(device, options.mask_choice, options.sam_resize)
+    return IS5NetPredictor(stage1, refiner, **{**asdict(options), "device": device})

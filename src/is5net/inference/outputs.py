@@ -13,9 +13,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .contract import binarize
-from .errors import IS5NetError
-from .io import mask_to_uint8
+from ..contract import binarize
+from ..errors import IS5NetError
+from ..io import mask_to_uint8
 
 Threshold = Union[float, str, None]
 

@@ -136,7 +136,7 @@ def evaluate_dataset(
         box_jitter / jitter_seed: move each edge of the GT's tight box by up to ``box_jitter`` of the box's
             side (:func:`is5net.data.samples.jitter_box`, seeded per image by ``jitter_seed``), as a loose,
             hand-drawn or detected box would be; 0 = the tight box (the paper's protocol).
-        backend: the refiner's runtime (``torch``, ``onnxruntime``, ``openvino``, ``auto``: is5net.backends).
+        backend: the refiner's runtime (``torch``, ``onnxruntime``, ``openvino``, ``auto``: is5net.inference.backends).
 
     Returns ``{row name: {metric: value, ..., "n": images}}``: the subsets in order, then ``DIS-TE``.
     Raises :class:`IS5NetError` for a missing root, an unknown subset, a checkpoint of the wrong kind, a
@@ -148,7 +148,7 @@ def evaluate_dataset(
     if method not in METHODS:
         raise IS5NetError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     keys = M.resolve_metrics("paper" if metrics is None else metrics)
-    from ..prompts import MASK_CHOICES, SAM_TYPES
+    from ..inference.stage1 import MASK_CHOICES, SAM_TYPES
 
     if sam_type is not None and sam_type not in SAM_TYPES:
         raise IS5NetError(f"unknown SAM type {sam_type!r}; choose one of {', '.join(SAM_TYPES)}")
@@ -372,10 +372,10 @@ class _Setup:
             if sam_checkpoint is not None or coarse_dir is not None or sam_type is not None:
                 log.warning("--method isnet uses no prompt: --sam-checkpoint / --sam-type / --coarse-dir are not used")
             return s
-        from ..prompts import stage1_source
+        from ..inference.stage1 import choose_stage1
 
-        source = stage1_source(sam_checkpoint, sam_type, coarse_dir, "--coarse-dir", check_type=True)
-        if source is None:
+        source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_dir, "--coarse-dir", True, offered=("sam",))
+        if source.method == "given":
             s.coarse_dir = Path(coarse_dir)
             s.coarse = _coarse_index(s.coarse_dir, pairs_by_subset)
             return s
@@ -420,7 +420,7 @@ class _Setup:
             prov["refiner"] = {"model": cfg.model, "in_ch": cfg.in_ch, "input_size": cfg.input_size}
         if self.use_sam and self.sam_checkpoint is None:
             from ..data.sam_cache import state_dict_hash
-            from ..prompts import seeded_tiny_sam
+            from ..inference.stage1 import seeded_tiny_sam
 
             prov["sam_state_hash"] = state_dict_hash(seeded_tiny_sam().state_dict())
             prov["sam_checkpoint"] = self.sam_source.describe()
@@ -428,15 +428,12 @@ class _Setup:
 
     def make_predictor(self, device, precision: str, mask_choice: str) -> Callable[[Pair], np.ndarray]:
         """A function ``pair -> HxW uint8`` prediction (GT size) for this run's method."""
-        sam = self.sam_source.load("cpu") if self.use_sam else None
-
         if self.method == "sam":
-            if sam is None:
+            if not self.use_sam:
                 return lambda pair: self._coarse_mask(pair, load_mask(pair.gt).shape)
-            from ..prompts import SamStage
             from ..runtime import autocast
 
-            stage = SamStage(sam.to(device), mask_choice=mask_choice, resize="pil")
+            stage = self.sam_source.build(device, mask_choice, resize="pil")
 
             def predict_sam(pair: Pair) -> np.ndarray:
                 rgb, box = self._image_and_box(pair)
@@ -447,21 +444,12 @@ class _Setup:
 
             return predict_sam
 
-        from ..predictor import IS5NetPredictor
+        from ..inference.predictor import PredictorOptions, build_predictor
 
-        predictor = IS5NetPredictor(
-            sam,
-            self.refiner,
-            device=device,
-            precision=precision,
-            mask_choice=mask_choice,
-            box_channel="user",
-            batch_size=1,
-            sam_resize="pil",
-            region=self.region,
-            margin=self.margin,
-            backend=self.backend,
+        options = PredictorOptions(
+            device, precision, self.backend, mask_choice, batch_size=1, region=self.region, margin=self.margin
         )
+        predictor = build_predictor(self.refiner, self.sam_source if self.use_sam else None, options)
         if self.method == "isnet":
 
             def predict_isnet(pair: Pair) -> np.ndarray:

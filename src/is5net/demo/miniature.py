@@ -9,7 +9,7 @@ refiner with the input sets of the paper's ablation instead (:func:`run_ablation
 
 Stage 1 is SIMULATED by default (no SAM weights can ship): the coarse mask is made from the GT by a model
 of SAM's typical failures (low-resolution mask upsampled, thin parts lost, holes filled, boundary errors,
-a stray blob; see ``is5net.data.synthetic.simulate_coarse_mask``). With ``--sam-checkpoint`` real SAM
+a stray blob; see ``is5net.demo.synthetic.simulate_coarse_mask``). With ``--sam-checkpoint`` real SAM
 makes it instead (far slower on a CPU: about 15 s per image for ViT-B).
 """
 
@@ -25,8 +25,8 @@ from typing import Optional
 
 import numpy as np
 
-from .contract import BOX_CHANNEL, COARSE_CHANNEL
-from .io import atomic_write_text, load_image, load_mask, save_png
+from ..contract import BOX_CHANNEL, COARSE_CHANNEL
+from ..io import atomic_write_text, load_image, load_mask, save_png
 
 log = logging.getLogger("is5net")
 
@@ -155,7 +155,7 @@ QUICK = Schedule(
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "highres", False):
-        from .demo_highres import run_highres
+        from .highres import run_highres
 
         result = run_highres(args.out, seed=args.seed, quick=args.quick, device=args.device, progress=not args.quiet)
         print(result["table"] + "\n\n" + result["robustness_table"])
@@ -194,7 +194,7 @@ def run_demo(
     import torch
     from tqdm import tqdm
 
-    from .data.synthetic import SIMULATED_SAM_LABEL, make_synthetic_dataset
+    from .synthetic import SIMULATED_SAM_LABEL, make_synthetic_dataset
 
     out = Path(out)
     sched = QUICK if quick else FULL
@@ -335,8 +335,8 @@ def _ablated_model(kept: tuple[str, ...]) -> str:
     """
     import torch
 
-    from .modeling.build import MODEL_REGISTRY, TINY_WIDTH
-    from .modeling.isnet import ISNet
+    from ..modeling.build import MODEL_REGISTRY, TINY_WIDTH
+    from ..modeling.isnet import ISNet
 
     off = [c for name, c in _PROMPT_CHANNELS.items() if name not in kept]
     name = "is5net_tiny" if not off else "is5net_tiny_without_" + "_".join(n for n in _PROMPT_CHANNELS if n not in kept)
@@ -385,7 +385,7 @@ def run_ablation(out: Path, seed: int = 0, quick: bool = False, device: str = "c
     import torch
     from tqdm import tqdm
 
-    from .data.synthetic import SIMULATED_SAM_LABEL, make_synthetic_dataset
+    from .synthetic import SIMULATED_SAM_LABEL, make_synthetic_dataset
 
     out = Path(out)
     sched = QUICK if quick else FULL
@@ -516,7 +516,7 @@ def _train(
 ) -> Path:
     import torch
 
-    from .train import load_config, train
+    from ..train import load_config, train
 
     torch.set_num_threads(1)
 
@@ -577,7 +577,7 @@ def _evaluate(data: Path, eval_dir: Path, runs: dict, device: str, progress: boo
     ``split`` with the real ``is5net eval`` code; a coarse source is a folder of ``<split>/<stem>.png``."""
     import shutil
 
-    from .eval.dataset import evaluate_dataset
+    from ..eval.dis5k import evaluate_dataset
 
     results = {}
     for name, (method, ckpt, coarse_dir) in runs.items():
@@ -612,7 +612,7 @@ def _thin_recall(data: Path, eval_dir: Path, methods, split: str = "DIS-TE1") ->
     """Recall of GT thin pixels (structures <= 3 px) and thick pixels, per method, binarised at 0.5, and the
     predicted pixels outside the GT as a share of the GT's pixels (``extra``): recall alone rewards a map
     that over-covers, so the table shows what each recall costs."""
-    from .data.synthetic import thin_parts
+    from .synthetic import thin_parts
 
     sums = {m: np.zeros(6) for m in methods}
     for gt_path in sorted((data / split / "gt").glob("*.png")):
@@ -663,7 +663,7 @@ def _thin_window(gt: np.ndarray, win: int) -> tuple[int, int]:
     """
     import cv2
 
-    from .data.synthetic import thin_parts
+    from .synthetic import thin_parts
 
     fg = gt > 127
     thin = thin_parts(fg, 3).astype(np.float32)
@@ -766,13 +766,10 @@ def _real_sam_coarse(data: Path, sam_checkpoint: str, sam_type: Optional[str], d
     """Coarse masks from real SAM (masks[0], tight GT box) into each split's ``coarse/`` folder."""
     from tqdm import tqdm
 
-    from .prompts import SamStage, load_sam
-    from .runtime import resolve_device
-    from .weights import resolve_weights
+    from ..inference.stage1 import build_stage1
+    from ..runtime import resolve_device
 
-    dev = resolve_device(device)
-    sam = load_sam(sam_type, resolve_weights(sam_checkpoint), device=dev)
-    stage = SamStage(sam)
+    stage = build_stage1("sam", sam_checkpoint, sam_type, device=resolve_device(device))
     ims = sorted(data.glob("DIS-*/im/*.png"))
     for im in tqdm(ims, desc="SAM", unit="image", disable=not progress):
         gt = load_mask(im.parent.parent / "gt" / im.name) > 127
@@ -780,4 +777,4 @@ def _real_sam_coarse(data: Path, sam_checkpoint: str, sam_type: Optional[str], d
         stage.set_image(load_image(im))
         masks, _ = stage.predict(np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float32))
         save_png(im.parent.parent / "coarse" / im.name, masks[0].cpu().numpy().astype(np.uint8) * 255)
-    return f"SAM {sam.sam_type} (real)"
+    return f"SAM {stage.sam.sam_type} (real)"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .contract import (
+from ..contract import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
     blend_weight,

@@ -6,7 +6,7 @@ numbers. A GT without a prediction, a prediction without a GT, or two masks of d
 (``--allow-missing`` scores the pairs there are and reports how many were missing).
 
 Dataset mode: ``is5net eval --data DIS5K [--subsets ...] --method ...`` runs a method over DIS5K subsets and
-writes the paper's Table I (implemented in :mod:`is5net.eval.dataset`).
+writes the paper's Table I (implemented in :mod:`is5net.eval.dis5k`).
 
 The metrics are defined in :mod:`is5net.eval.metrics`; dataset numbers are aggregated exactly as ``pysodmetrics``
 does over the same images (e.g. maxF is the max over thresholds of the image-averaged F curve).
@@ -20,10 +20,10 @@ import logging
 from pathlib import Path
 
 from ..errors import IS5NetError
+from ..eval import metrics as M
+from ..eval.report import check_output_files, per_image_csv, table_csv, table_markdown
+from ..eval.scoring import evaluate_folders
 from ..io import atomic_write_text
-from . import metrics as M
-from .report import check_output_files, per_image_csv, table_csv, table_markdown
-from .scoring import evaluate_folders
 
 logger = logging.getLogger("is5net")
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:
         if folder_mode:
             raise IS5NetError("--data (dataset mode) and --pred/--gt (folder mode) cannot be used together")
-        from . import dataset
+        from ..eval import dis5k as dataset
 
         return int(dataset.run_dataset(args) or 0)
 

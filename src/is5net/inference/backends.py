@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import IS5NetError
-from .runtime import autocast, check_precision
+from ..defaults import BACKENDS
+from ..errors import IS5NetError
+from ..runtime import autocast, check_precision
 
 log = logging.getLogger("is5net")
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
 #: ``auto`` on a CPU: the first of these that is installed (fastest first, as bench_backends.py measured).
 CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
 _MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
@@ -254,7 +254,7 @@ def create_backend(
             f"the onnxruntime backend computes in fp32 only (asked: {precision}); use openvino or torch for {precision}"
         )
     if isinstance(refiner, nn.Module):
-        from .export import cached_onnx
+        from ..export import cached_onnx
 
         onnx_path = cached_onnx(refiner, log=log.info)
     else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import IS5NetError
-from .weights import OFFICIAL, download, find, official, verify_file, weights_home
+from ..errors import IS5NetError
+from ..weights import OFFICIAL, download, find, official, verify_file, weights_home
 
 
 def _size(n) -> str:

@@ -9,7 +9,7 @@ is scored with the real ``is5net eval`` code at full resolution: the coarse mask
 ``box`` and IS5Net ``tiles``, with the six metrics and the thin-structure recall; then the robustness to
 loose boxes (``eval --box-jitter``) of the coarse mask and of IS5Net ``tiles``.
 
-Stage 1 is simulated (no SAM weights can ship; ``is5net.data.synthetic.simulate_coarse_mask``). A box prompt
+Stage 1 is simulated (no SAM weights can ship; ``is5net.demo.synthetic.simulate_coarse_mask``). A box prompt
 bounds what SAM can return, so for a jittered box the simulated coarse mask is clipped to that box.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_text, load_mask, save_png
+from ..io import atomic_write_text, load_mask, save_png
 
 ROWS = ("coarse", "is5net_image", "is5net_box", "is5net_tiles")
 LABELS = {
@@ -62,7 +62,7 @@ def run_highres(out: Path, seed: int = 0, quick: bool = False, device: str = "cp
 
     import torch
 
-    from .data.synthetic import make_synthetic_dataset
+    from .synthetic import make_synthetic_dataset
 
     s = QUICK if quick else FULL
     out = Path(out)
@@ -123,7 +123,7 @@ def run_highres(out: Path, seed: int = 0, quick: bool = False, device: str = "cp
 def _train(data: Path, run_dir: Path, s: HighresSchedule, seed: int, region: str, device: str, progress: bool) -> Path:
     import torch
 
-    from .train import load_config, train
+    from ..train import load_config, train
 
     torch.set_num_threads(1)
     config = load_config(
@@ -162,7 +162,7 @@ def _train(data: Path, run_dir: Path, s: HighresSchedule, seed: int, region: str
 
 
 def _score(data: Path, run_dir: Path, device: str, progress: bool, **kw) -> dict:
-    from .eval.dataset import evaluate_dataset
+    from ..eval.dis5k import evaluate_dataset
 
     rows = evaluate_dataset(data, ["DIS-TE1"], out_dir=run_dir, device=device, metrics="all", progress=progress, **kw)
     return dict(rows["DIS-TE1"])
@@ -171,8 +171,8 @@ def _score(data: Path, run_dir: Path, device: str, progress: bool, **kw) -> dict
 def _coarse_for_jitter(data: Path, view: Path, jitter: float, seed: int) -> Path:
     """``view/DIS-TE1/<stem>.png``: the simulated coarse masks, clipped to the box ``eval --box-jitter``
     prompts with (the same seeded draw), since SAM answers inside its box."""
-    from .contract import tight_box
-    from .data.samples import jitter_box
+    from ..contract import tight_box
+    from ..data.samples import jitter_box
 
     target = view / "DIS-TE1"
     target.mkdir(parents=True, exist_ok=True)
@@ -192,8 +192,8 @@ def _coarse_for_jitter(data: Path, view: Path, jitter: float, seed: int) -> Path
 
 def thin_recall(data: Path, run_dirs: dict[str, Path], split: str = "DIS-TE1") -> dict[str, float]:
     """Recall of the GT's thin pixels (structures <= 3 px wide) by each run's masks at 0.5, over the split."""
-    from .contract import binary_mask
-    from .data.synthetic import thin_parts
+    from ..contract import binary_mask
+    from .synthetic import thin_parts
 
     hit = {name: 0 for name in run_dirs}
     total = 0
@@ -207,7 +207,7 @@ def thin_recall(data: Path, run_dirs: dict[str, Path], split: str = "DIS-TE1") -
 
 
 def _tables(results: dict, robustness: dict, s: HighresSchedule) -> tuple[str, str]:
-    from .eval.report import format_value
+    from ..eval.report import format_value
 
     cols = [
         ("maxF", "maxFβ ↑"),
@@ -253,9 +253,9 @@ def _figure(data: Path, run_dirs: dict[str, Path], path: Path, n_rows: int = 3, 
     photo's densest thin structure (nearest-neighbour, so single pixels stay visible)."""
     from PIL import Image, ImageDraw
 
-    from .contract import binary_mask, tight_box
-    from .data.synthetic import thin_parts
-    from .io import load_image
+    from ..contract import binary_mask, tight_box
+    from ..io import load_image
+    from .synthetic import thin_parts
 
     gts = sorted((data / "DIS-TE1" / "gt").glob("*.png"))[:n_rows]
     cols = ["photo + box"] + [LABELS[n].replace("IS5Net, region ", "") for n in run_dirs] + ["GT"]

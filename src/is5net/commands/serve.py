@@ -87,10 +87,10 @@ def trained_on_synthetic(checkpoint: Path) -> bool:
 def load_models(args: argparse.Namespace):
     """The refiner and the stage-1 maker from the command line, loaded once (errors are one line)."""
     from ..checkpoint import load_refiner
-    from ..prompts import GrabCutStage, SamStage, stage1_source
+    from ..inference.stage1 import choose_stage1
     from ..runtime import check_precision, resolve_device
+    from ..serve.engine import Models
     from ..weights import resolve_weights
-    from .engine import Models
 
     device = resolve_device(args.device)
     check_precision(args.precision, device)
@@ -119,33 +119,14 @@ def load_models(args: argparse.Namespace):
             "note": SYNTHETIC_NOTE if synthetic else None,
         }
 
-    if args.stage1 == "grabcut":
-        if args.sam_checkpoint is not None:
-            raise IS5NetError("--stage1 grabcut needs no --sam-checkpoint; give one or the other")
-
-        def make_stage():
-            return GrabCutStage(device=device)
-
-        stage1 = {"name": "grabcut", "detail": "GrabCut (OpenCV, from the box; no weights)"}
+    source = choose_stage1(args.stage1, args.sam_checkpoint, args.sam_type, coarse_option=None, check_type=True)
+    make_stage = source.factory(device, args.mask_choice)
+    if source.method == "grabcut":
+        stage1 = {"name": "grabcut", "detail": source.describe()}
+    elif source.checkpoint is None:
+        stage1 = {"name": "sam", "detail": "random tiny SAM (tests only: meaningless masks)"}
     else:
-        if args.sam_checkpoint is None and args.sam_type != "tiny":
-            raise IS5NetError(
-                "stage 1 needs SAM weights: --sam-checkpoint PATH|NAME (e.g. vit_l under IS5NET_HOME), "
-                "or --stage1 grabcut, which needs none"
-            )
-        source = stage1_source(args.sam_checkpoint, args.sam_type, None, "--coarse-mask", check_type=True)
-        sam = source.load(device)
-        mask_choice = args.mask_choice
-
-        def make_stage():
-            return SamStage(sam, mask_choice)
-
-        name = (
-            "random tiny SAM (tests only: meaningless masks)"
-            if source.checkpoint is None
-            else f"SAM {source.sam_type} ({source.checkpoint.name})"
-        )
-        stage1 = {"name": "sam", "detail": name}
+        stage1 = {"name": "sam", "detail": f"SAM {source.sam_type} ({source.checkpoint.name})"}
     regions = {"region": args.region, "margin": args.margin, "max_side": args.max_side}
     return Models(refiner, make_stage, device, args.precision, args.backend, regions, stage1, refiner_info)
 
@@ -162,8 +143,8 @@ def require_extra() -> None:
 def build(args: argparse.Namespace):
     """``(app, engine, tmp_dir)`` for the parsed ``is5net serve`` arguments; nothing is listening yet."""
     require_extra()
-    from .app import Options, create_app
-    from .engine import Engine, Limits
+    from ..serve.app import Options, create_app
+    from ..serve.engine import Engine, Limits
 
     warning = check_bind(args)
     limits = Limits(

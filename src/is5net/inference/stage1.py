@@ -1,7 +1,9 @@
-"""Box prompts and the SAM stage (stage 1: a coarse mask from a box).
+"""Stage 1: a coarse mask from a box. SAM, GrabCut, or the user's own masks, chosen in one place.
 
-Boxes are ``[x0, y0, x1, y1]`` (XYXY) in pixels of the original image as displayed (after EXIF rotation).
-As a channel, a box covers rows ``y0 .. y1-1`` and columns ``x0 .. x1-1`` (exclusive end, as the reference).
+:func:`choose_stage1` is the one rule every command applies to what the user asked for (``--stage1``,
+``--sam-checkpoint``, ``--sam-type``, ``--coarse-mask``/``--coarse-dir``); it loads nothing, so a mistake is
+one line before any work. :meth:`Stage1.build` then gives the object the predictor runs: ``set_image`` once,
+``predict(boxes) -> (masks, scores or None)``. :func:`build_stage1` does both.
 
 SAM comes from Meta's ``segment-anything`` package (never a vendored copy): built with
 ``checkpoint=None`` and loaded with ``torch.load(map_location="cpu", weights_only=True)``, frozen, in eval
@@ -23,56 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import read_state_dict
-from .contract import box_pixel_bounds, tight_box  # noqa: F401  (boxes as channels: the contract's rule)
-from .errors import BoxError, CheckpointError, IS5NetError
+from ..checkpoint import read_state_dict
+from ..contract import box_pixel_bounds, tight_box  # noqa: F401  (boxes as channels: the contract's rule)
+from ..defaults import MASK_CHOICES, SAM_TYPES, STAGE1_METHODS
+from ..errors import CheckpointError, IS5NetError
+from .boxes import format_box
 
 log = logging.getLogger("is5net")
 
-SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
-MASK_CHOICES = ("first", "best")
 # image-encoder embedding width -> registry name; the tiny test architecture is width 32.
 _SAM_TYPE_BY_EMBED_DIM = {768: "vit_b", 1024: "vit_l", 1280: "vit_h", 32: "tiny"}
-
-
-# --------------------------------------------------------------------------------------------- boxes
-def validate_box(box: Sequence[float], width: int, height: int) -> np.ndarray:
-    """Check a box against an image of ``width`` x ``height`` and return it clipped, as float64 ``[4]``.
-
-    A box partly outside the image is clipped, with a warning; a box entirely outside, of zero or
-    negative area, or not four finite numbers is a :class:`BoxError`.
-    """
-    try:
-        b = np.asarray(box, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise BoxError(f"box {box!r}: expected four numbers x0,y0,x1,y1") from None
-    if b.size != 4 or not np.all(np.isfinite(b)):
-        raise BoxError(f"box {_fmt(b)}: expected four finite numbers x0,y0,x1,y1")
-    x0, y0, x1, y1 = b
-    if x1 <= x0 or y1 <= y0:
-        raise BoxError(f"box {_fmt(b)}: zero or negative area (need x1 > x0 and y1 > y0, XYXY pixels)")
-    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-        raise BoxError(f"box {_fmt(b)}: entirely outside the {width}x{height} image")
-    clipped = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))])
-    if not np.array_equal(clipped, b):
-        log.warning("box %s is partly outside the %dx%d image; clipped to %s", _fmt(b), width, height, _fmt(clipped))
-    return clipped
-
-
-def _fmt(b) -> str:
-    return "[" + ", ".join(f"{v:g}" for v in b) + "]"
-
-
-def parse_box(text: str) -> list[float]:
-    """Parse ``"x0,y0,x1,y1"`` (commas or spaces) into four floats; a :class:`BoxError` otherwise."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    try:
-        vals = [float(p) for p in parts]
-    except ValueError:
-        raise BoxError(f"box {text!r}: expected four numbers x0,y0,x1,y1") from None
-    if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
-        raise BoxError(f"box {text!r}: expected four numbers x0,y0,x1,y1")
-    return vals
 
 
 # ----------------------------------------------------------------------------------------------- SAM
@@ -171,71 +133,7 @@ def load_sam(
     return sam.to(device)
 
 
-# ----------------------------------------------------------------------------------- stage-1 decision
 TINY_SAM_SEED = 0
-
-
-def require_sam_checkpoint(sam_checkpoint, sam_type: Optional[str], alternative: Optional[str] = None) -> None:
-    """The one rule for running SAM: a checkpoint is needed, except for the random ``tiny`` test SAM.
-
-    ``alternative``: the option that gives coarse masks from files instead (``--coarse-mask FILE|DIR``,
-    ``--coarse-dir DIR``), named in the error so the user sees both ways out.
-    """
-    if sam_checkpoint is None and sam_type != "tiny":
-        other = f", or {alternative} for coarse masks from files" if alternative else ""
-        raise IS5NetError(
-            f"stage 1 needs SAM weights: --sam-checkpoint PATH (or a name under IS5NET_HOME, "
-            f"e.g. vit_l){other}; only --sam-type tiny (a random test SAM) goes without"
-        )
-
-
-@dataclass(frozen=True)
-class SamSource:
-    """Where stage 1's SAM comes from: a checkpoint file, or (no file) the seeded random tiny test SAM."""
-
-    sam_type: Optional[str]
-    checkpoint: Optional[Path]
-
-    def load(self, device: str | torch.device = "cpu") -> nn.Module:
-        if self.checkpoint is None:
-            return seeded_tiny_sam().to(device)
-        return load_sam(self.sam_type, self.checkpoint, device=device)
-
-    def describe(self) -> str:
-        return str(self.checkpoint) if self.checkpoint else f"random tiny SAM (seed {TINY_SAM_SEED})"
-
-
-def stage1_source(
-    sam_checkpoint, sam_type: Optional[str], coarse_files, coarse_option: str, check_type: bool = False
-) -> Optional[SamSource]:
-    """The stage-1 decision every command makes the same way: SAM, or coarse masks from files.
-
-    ``coarse_files``: what the user gave for ``coarse_option`` (``--coarse-mask``/``--coarse-dir``), or None.
-    Returns None when the coarse masks come from files (giving SAM too is an error), else the
-    :class:`SamSource` (a missing checkpoint is an error unless ``sam_type`` is ``tiny``). ``check_type``
-    reads the checkpoint's SAM type now (so a ``--sam-type`` that does not fit fails before any work).
-    """
-    if coarse_files is not None:
-        if sam_checkpoint is not None:
-            raise IS5NetError(f"give either --sam-checkpoint (run SAM) or {coarse_option} (masks from files), not both")
-        if sam_type is not None:
-            log.warning("--sam-type is not used with %s", coarse_option)
-        return None
-    require_sam_checkpoint(sam_checkpoint, sam_type, f"{coarse_option} {_METAVAR.get(coarse_option, 'PATH')}")
-    if sam_checkpoint is None:
-        return SamSource("tiny", None)
-    from .weights import resolve_weights
-
-    path = resolve_weights(sam_checkpoint)
-    if check_type:
-        found = infer_sam_type(read_state_dict(path)[0], path)
-        if sam_type is not None and sam_type != found:
-            raise IS5NetError(f"{path}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given")
-        sam_type = found
-    return SamSource(sam_type, path)
-
-
-_METAVAR = {"--coarse-mask": "FILE|DIR", "--coarse-dir": "DIR"}
 
 
 def seeded_tiny_sam() -> nn.Module:
@@ -391,7 +289,7 @@ class GrabCutStage:
                 cv2.GC_INIT_WITH_RECT,
             )
         except cv2.error as exc:  # e.g. a flat crop whose colour models cannot be fitted
-            log.debug("GrabCut failed on box %s (%s); using the box as the coarse mask", _fmt(box), exc)
+            log.debug("GrabCut failed on box %s (%s); using the box as the coarse mask", format_box(box), exc)
             out[y0:y1, x0:x1] = True
             return out
         fg = ((label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)).astype(np.uint8) * 255
@@ -401,3 +299,127 @@ class GrabCutStage:
         out[:, :x0] = out[:, x1:] = False  # GrabCut's background outside the box, exact at full resolution
         out[:y0] = out[y1:] = False
         return out
+
+
+# ------------------------------------------------------------------------------------ the one choice
+_METAVAR = {"--coarse-mask": "FILE|DIR", "--coarse-dir": "DIR"}
+
+
+@dataclass(frozen=True)
+class Stage1:
+    """A checked stage-1 choice; nothing is loaded until :meth:`build`.
+
+    ``method``: ``"sam"`` (``checkpoint`` a file, or None for the seeded random tiny test SAM), ``"grabcut"``
+    (no weights), or ``"given"`` (the user's coarse masks at ``masks``, a file or a folder: no stage runs).
+    """
+
+    method: str
+    sam_type: Optional[str] = None
+    checkpoint: Optional[Path] = None
+    masks: Optional[Path] = None
+
+    def load_sam(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The frozen SAM of a ``sam`` choice (the seeded tiny one when no checkpoint was given)."""
+        if self.checkpoint is None:
+            return seeded_tiny_sam().to(device)
+        return load_sam(self.sam_type, self.checkpoint, device=device)
+
+    def build(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil"):
+        """The stage the predictor runs (None for ``given``: the caller passes the masks)."""
+        return self.factory(device, mask_choice, resize)()
+
+    def factory(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil"):
+        """A function making fresh stages that share one loaded model (a server holds one per cached image)."""
+        if self.method == "grabcut":
+            return partial(GrabCutStage, device=device)
+        if self.method == "given":
+            return lambda: None
+        sam = self.load_sam(device)
+        if mask_choice not in MASK_CHOICES:  # before any image, not at the first one
+            raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
+        return partial(SamStage, sam, mask_choice, resize)
+
+    def describe(self) -> str:
+        if self.method == "grabcut":
+            return "GrabCut (OpenCV, from the box; no weights)"
+        if self.method == "given":
+            return f"coarse masks from {self.masks}"
+        return str(self.checkpoint) if self.checkpoint else f"random tiny SAM (seed {TINY_SAM_SEED})"
+
+
+def require_sam_checkpoint(sam_checkpoint, sam_type: Optional[str], alternative: Optional[str] = None) -> None:
+    """The one rule for running SAM: a checkpoint is needed, except for the random ``tiny`` test SAM.
+
+    ``alternative``: the other ways to a coarse mask the command offers, named in the error so the user
+    sees every way out.
+    """
+    if sam_checkpoint is None and sam_type != "tiny":
+        other = f", or {alternative}" if alternative else ""
+        raise IS5NetError(
+            f"stage 1 needs SAM weights: --sam-checkpoint PATH (or a name under IS5NET_HOME, "
+            f"e.g. vit_l){other}; only --sam-type tiny (a random test SAM) goes without"
+        )
+
+
+def choose_stage1(
+    method: str = "sam",
+    sam_checkpoint=None,
+    sam_type: Optional[str] = None,
+    coarse=None,
+    coarse_option: Optional[str] = "--coarse-mask",
+    check_type: bool = False,
+    offered: Sequence[str] = STAGE1_METHODS,
+) -> Stage1:
+    """The stage-1 decision every command makes the same way: SAM, GrabCut, or coarse masks from files.
+
+    ``coarse``: what the user gave for ``coarse_option`` (``--coarse-mask``/``--coarse-dir``; None when the
+    command has no such option or it was not given). ``offered``: the methods the command offers.
+    ``check_type`` reads the checkpoint's SAM type now, so a
+    ``--sam-type`` that does not fit fails before any work.
+    """
+    if method not in offered:
+        raise IS5NetError(f"--stage1 {method!r}: choose one of {', '.join(offered)}")
+    if method == "grabcut":
+        if sam_checkpoint is not None or coarse is not None:
+            given = "--sam-checkpoint" + (f" and {coarse_option}" if coarse_option else "")
+            raise IS5NetError(f"--stage1 grabcut makes the coarse mask itself: give it without {given}")
+        return Stage1("grabcut")
+    if coarse is not None:
+        if sam_checkpoint is not None:
+            raise IS5NetError(f"give either --sam-checkpoint (run SAM) or {coarse_option} (masks from files), not both")
+        if sam_type is not None:
+            log.warning("--sam-type is not used with %s", coarse_option)
+        return Stage1("given", masks=Path(coarse))
+    ways = (
+        [f"{coarse_option} {_METAVAR.get(coarse_option, 'PATH')} for coarse masks from files"] if coarse_option else []
+    )
+    if "grabcut" in offered:
+        ways.append("--stage1 grabcut, which needs none")
+    require_sam_checkpoint(sam_checkpoint, sam_type, " or ".join(ways))
+    if sam_checkpoint is None:
+        return Stage1("sam", "tiny")
+    return Stage1("sam", _checked_sam_type(sam_checkpoint, sam_type, check_type), _resolve(sam_checkpoint))
+
+
+def _resolve(sam_checkpoint) -> Path:
+    from ..weights import resolve_weights
+
+    return resolve_weights(sam_checkpoint)
+
+
+def _checked_sam_type(sam_checkpoint, sam_type: Optional[str], check_type: bool) -> Optional[str]:
+    if not check_type:
+        return sam_type
+    path = _resolve(sam_checkpoint)
+    found = infer_sam_type(read_state_dict(path)[0], path)
+    if sam_type is not None and sam_type != found:
+        raise IS5NetError(f"{path}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given")
+    return found
+
+
+def build_stage1(method: str = "sam", sam_checkpoint=None, sam_type: Optional[str] = None, device="cpu", **kw):
+    """:func:`choose_stage1` then :meth:`Stage1.build`: the stage for ``method`` (no coarse masks from files).
+
+    ``kw``: ``mask_choice`` and ``resize`` for SAM.
+    """
+    return choose_stage1(method, sam_checkpoint, sam_type, coarse_option=None).build(device, **kw)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoint import check_input_size, convert_isnet_to_is5net
-from .errors import IS5NetError
+from ..checkpoint import check_input_size, convert_isnet_to_is5net
+from ..errors import IS5NetError
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,14 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from .errors import IS5NetError
-from .io import (
+from ..errors import IS5NetError
+from ..inference.boxes import boxes_for, load_boxes_file, parse_box
+from ..inference.outputs import cutout_rgba, mask_uint8
+from ..inference.outputs import parse_threshold as _parse_threshold
+from ..io import (
     IMAGE_EXTENSIONS,
     atomic_write_bytes,
     atomic_write_text,
@@ -43,152 +45,11 @@ from .io import (
     load_mask,
     max_pixels,
 )
-from .outputs import cutout_rgba, mask_uint8
-from .outputs import parse_threshold as _parse_threshold
-from .prompts import parse_box
 
 log = logging.getLogger("is5net")
 
 EXIT_SOME_FAILED = 1  # some images failed; the others' outputs are written and listed
 EXIT_NOTHING_DONE = 2  # the CLI's user-error status: nothing was written
-
-
-def load_boxes_file(path: Path) -> dict[str, list[list[float]]]:
-    """Boxes per image from JSON: ``{"name.jpg": [[x0,y0,x1,y1], ...]}``, a COCO annotation file, or a CSV
-    (``.csv``) of rows ``file,x0,y0,x1,y1``.
-
-    Every entry is checked here, so a malformed file is one :class:`IS5NetError` naming the entry and what
-    is wrong with it (never a traceback from deep inside, nor a number printed as ``np.float64(...)``).
-    """
-    if not path.is_file():
-        raise IS5NetError(f"{path}: no such boxes file")
-    if path.suffix.lower() == ".csv":
-        return _csv_boxes(path)
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IS5NetError(f"{path}: not valid JSON ({exc})") from None
-    if isinstance(data, dict) and "annotations" in data and "images" in data:
-        return _coco_boxes(path, data)
-    if not isinstance(data, dict):
-        raise IS5NetError(f"{path}: expected an object mapping image names to box lists, or COCO annotations")
-    out: dict[str, list[list[float]]] = {}
-    for name, boxes in data.items():
-        where = f"{path}: boxes of {name!r}"
-        if isinstance(boxes, list) and len(boxes) == 4 and all(_is_number(v) for v in boxes):
-            boxes = [boxes]  # one box given bare
-        if not isinstance(boxes, list):
-            raise IS5NetError(f"{where}: expected a list of [x0, y0, x1, y1], got {_show(boxes)}")
-        out[name] = [_four_numbers(b, f"{where}, box {k}", "[x0, y0, x1, y1]") for k, b in enumerate(boxes)]
-    return out
-
-
-def _coco_boxes(path: Path, data: dict) -> dict[str, list[list[float]]]:
-    """COCO ``images`` + ``annotations`` -> boxes per file name (``bbox`` is ``[x, y, w, h]``)."""
-    images, annotations = data["images"], data["annotations"]
-    for key, value in (("images", images), ("annotations", annotations)):
-        if not isinstance(value, list):
-            raise IS5NetError(f"{path}: COCO '{key}' must be a list of objects, got {_show(value)}")
-    names: dict[Any, str] = {}
-    for i, img in enumerate(images):
-        where = f"{path}: images[{i}]"
-        if not isinstance(img, dict):
-            raise IS5NetError(f"{where}: expected an object with 'id' and 'file_name', got {_show(img)}")
-        if "id" not in img or not isinstance(img["id"], (int, str)) or isinstance(img["id"], bool):
-            raise IS5NetError(f"{where}: needs an 'id' (a number or a string), got {_show(img.get('id'))}")
-        where = f"{path}: images[{i}] (id {img['id']!r})"
-        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            raise IS5NetError(f"{where}: needs a 'file_name' (a string), got {_show(img.get('file_name'))}")
-        if img["id"] in names:
-            raise IS5NetError(f"{where}: the id is used twice ({names[img['id']]!r} and {img['file_name']!r})")
-        names[img["id"]] = img["file_name"]
-    out: dict[str, list[list[float]]] = {}
-    for i, ann in enumerate(annotations):
-        where = f"{path}: annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise IS5NetError(f"{where}: expected an object with 'image_id' and 'bbox', got {_show(ann)}")
-        if "id" in ann:
-            where += f" (id {ann['id']!r})"
-        if "image_id" not in ann:
-            raise IS5NetError(f"{where}: has no 'image_id'")
-        image_id = ann["image_id"]
-        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool) or image_id not in names:
-            raise IS5NetError(f"{where}: image_id {_show(image_id)} is not the id of any entry of 'images'")
-        if "bbox" not in ann:
-            raise IS5NetError(f"{where}: has no 'bbox'")
-        x, y, w, h = _four_numbers(ann["bbox"], f"{where}: bbox", "[x, y, width, height]")
-        if w <= 0 or h <= 0:
-            raise IS5NetError(f"{where}: bbox {_show(ann['bbox'])} has a width or height <= 0")
-        out.setdefault(names[image_id], []).append([x, y, x + w, y + h])
-    return out
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _four_numbers(value, where: str, form: str) -> list[float]:
-    """``value`` as four finite Python floats, or an error naming ``where`` and the expected ``form``."""
-    if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(_is_number(v) for v in value):
-        raise IS5NetError(f"{where}: expected four numbers {form}, got {_show(value)}")
-    numbers = [float(v) for v in value]
-    if not all(math.isfinite(v) for v in numbers):
-        raise IS5NetError(f"{where}: expected four finite numbers {form}, got {_show(value)}")
-    return numbers
-
-
-def _show(value, limit: int = 60) -> str:
-    """A JSON value as the user wrote it (JSON spelling: null, true, "text"), cut short if long."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _csv_boxes(path: Path) -> dict[str, list[list[float]]]:
-    """Boxes per image from a CSV of rows ``file,x0,y0,x1,y1`` (one row per box; a header row is allowed)."""
-    import csv
-
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IS5NetError(f"{path}: not a text file ({exc})") from None
-    out: dict[str, list[list[float]]] = {}
-    first = True
-    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
-        cells = [c.strip() for c in row]
-        if not any(cells) or cells[0].startswith("#"):
-            continue
-        where = f"{path}: line {lineno}"
-        if len(cells) != 5:
-            raise IS5NetError(f"{where}: expected 5 fields file,x0,y0,x1,y1, got {len(cells)}: {','.join(cells)}")
-        name, numbers = cells[0], cells[1:]
-        try:
-            box = [float(v) for v in numbers]
-        except ValueError:
-            if first:  # a header row (file,x0,y0,x1,y1 or the user's own words)
-                first = False
-                continue
-            raise IS5NetError(f"{where}: x0,y0,x1,y1 must be numbers, got {','.join(numbers)}") from None
-        first = False
-        if not all(math.isfinite(v) for v in box):
-            raise IS5NetError(f"{where}: x0,y0,x1,y1 must be finite numbers, got {','.join(numbers)}")
-        if not name:
-            raise IS5NetError(f"{where}: the file name is empty")
-        out.setdefault(name, []).append(box)
-    if not out:
-        raise IS5NetError(f"{path}: no rows file,x0,y0,x1,y1")
-    return out
-
-
-def _boxes_for(item, cli_boxes: list[list[float]], file_boxes: Optional[dict]) -> list[list[float]]:
-    """The command line's boxes plus the boxes file's for this image, found by its path as given, its path
-    under the folder it was found in, its name or its stem (first match)."""
-    boxes = list(cli_boxes)
-    if file_boxes is not None:
-        for key in (str(item.path), str(item.rel), str(item.out_stem), item.path.name, item.path.stem):
-            if key in file_boxes:
-                boxes += file_boxes[key]
-                break
-    return boxes
 
 
 def _coarse_mask_path(source: Path, folder, item, k: Optional[int]) -> Path:
@@ -295,16 +156,16 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from . import batch
-    from .checkpoint import load_refiner
-    from .contract import FG_THRESHOLD
-    from .data.coarse import CoarseMaskFolder
-    from .distributed import ProcessGroup
-    from .outputs import composite, foreground_colours, label_map, parse_background, rle_encode, union_uint8
-    from .predictor import IS5NetPredictor
-    from .prompts import stage1_source
-    from .runtime import resolve_device
-    from .weights import resolve_weights
+    from .. import batch
+    from ..checkpoint import load_refiner
+    from ..contract import FG_THRESHOLD
+    from ..data.coarse import CoarseMaskFolder
+    from ..distributed import ProcessGroup
+    from ..inference.outputs import composite, foreground_colours, label_map, parse_background, rle_encode, union_uint8
+    from ..inference.predictor import PredictorOptions, build_predictor
+    from ..inference.stage1 import choose_stage1
+    from ..runtime import resolve_device
+    from ..weights import resolve_weights
 
     started = time.perf_counter()
     threshold = _parse_threshold(args.threshold)
@@ -316,10 +177,6 @@ def run(args: argparse.Namespace) -> int:
         raise IS5NetError(f"--prefetch {args.prefetch}: expected 0 or more images")
     device = resolve_device(args.device)
     cli_boxes = [parse_box(b) for b in args.box]
-    if args.stage1 == "grabcut" and (args.sam_checkpoint is not None or args.coarse_mask is not None):
-        raise IS5NetError(
-            "--stage1 grabcut makes the coarse mask itself: give it without --sam-checkpoint and --coarse-mask"
-        )
     file_boxes = load_boxes_file(args.boxes) if args.boxes else None
     found = batch.discover(args.images, recursive=args.recursive, exclude=args.output)
     several_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -341,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         raise IS5NetError(f"{found.items[0].path}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
     jobs: list[_Job] = []
     for item in found.items:
-        boxes = _boxes_for(item, cli_boxes, file_boxes)
+        boxes = boxes_for(item, cli_boxes, file_boxes)
         if is5 and not boxes and not batch_mode:
             raise IS5NetError(f"{item.path}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
         n_outputs = max(1, len(boxes)) if args.combine == "separate" else 1
@@ -365,32 +222,13 @@ def run(args: argparse.Namespace) -> int:
         if (out_dir / name).resolve() in inputs:
             raise IS5NetError(f"{out_dir / name} is an input image; choose another -o")
 
-    sam = None
-    if is5 and args.stage1 == "grabcut":
-        from .prompts import GrabCutStage
-
-        sam = GrabCutStage(device=device)  # a classical stage 1: no weights at all
-    elif is5:
-        source = stage1_source(args.sam_checkpoint, args.sam_type, args.coarse_mask, "--coarse-mask")
-        sam = None if source is None else source.load()
+    stage1 = choose_stage1(args.stage1, args.sam_checkpoint, args.sam_type, args.coarse_mask) if is5 else None
     group = ProcessGroup(device) if several_processes else None
     try:
         if group is not None:
             device = group.device  # cuda:LOCAL_RANK under torchrun on GPUs (the predictor moves SAM there)
-        predictor = IS5NetPredictor(
-            sam,
-            refiner,
-            device=device,
-            precision=args.precision,
-            backend=getattr(args, "backend", "torch"),
-            mask_choice=args.mask_choice,
-            box_channel=args.box_channel,
-            batch_size=args.batch_size,
-            sam_resize=args.sam_resize,
-            region=args.region,
-            margin=args.margin,
-            max_side=args.max_side,
-        )
+        options = PredictorOptions.from_args(args, device=device, backend=getattr(args, "backend", "torch"))
+        predictor = build_predictor(refiner, stage1, options)
         log.info("refiner: %s", predictor.backend)
         coarse_listing = (
             CoarseMaskFolder(args.coarse_mask) if args.coarse_mask is not None and args.coarse_mask.is_dir() else None
