@@ -16,7 +16,7 @@ LAYERS = [
     ("eval.dis5k", "train", "batch"),
     ("serve", "demo", "doctor"),
     ("commands",),  # one file per subcommand: its arguments and a run() over the library
-    ("cli", "cli_args", "__main__"),
+    ("cli", "__main__"),
 ]
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from is5net import cli, cli_args
+from is5net import cli, defaults
 from is5net.checkpoint import convert_isnet_to_is5net
 from is5net.errors import IS5NetError
 from is5net.export import export_refiner, read_metadata
@@ -133,7 +133,7 @@ def test_predictor_honours_and_reports_the_backend(refiner, tmp_path, monkeypatc
 def test_auto_is_the_fastest_installed_on_a_cpu_and_torch_on_cuda():
     assert resolve_backend("auto", torch.device("cpu")) == "openvino"  # all three are installed here
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
-    assert cli_args.BACKEND_CHOICES == ("auto", *BACKENDS)  # the light copy agrees with its owner
+    assert defaults.BACKEND_CHOICES == ("auto", *BACKENDS)  # the light home agrees with its owner
 
 
 def test_onnx_backends_refuse_cuda_and_onnxruntime_refuses_bf16(refiner):

@@ -87,7 +87,8 @@ def test_every_command_module_has_a_run_and_its_arguments_parse():
 
 
 def test_the_light_copies_of_names_agree_with_their_owners():
-    from is5net import checkpoint, cli_args, io
+    from is5net import checkpoint, io
+    from is5net import defaults as cli_args  # the light home of the names --help shows
     from is5net.data import sam_cache
     from is5net.eval import metrics
     from is5net.inference import stage1

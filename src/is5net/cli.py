@@ -1,10 +1,11 @@
 """The ``is5net`` command line: one program, one subcommand per job (like rembg and SAM's scripts).
 
-A subcommand is a row of :data:`COMMANDS`: its arguments are declared in :mod:`is5net.cli_args` (a module that
-imports nothing heavy), and the module holding its ``run(args) -> int`` is imported only when the command
-runs. So ``is5net --help``, ``is5net <cmd> --help`` and ``--version`` cost a few dozen milliseconds, not the
-seconds and ~750 MB of importing torch. This file also turns user errors into one line on stderr and a
-non-zero exit, and Ctrl-C at any moment into one line and exit status 130.
+Each subcommand is one module of :mod:`is5net.commands`: its ``add_arguments(parser)`` declares the arguments
+(its docstring is the command's ``--help`` description) and its ``run(args) -> int`` turns them into calls of
+the library. Those modules import nothing heavy at module level (their ``run`` does), so ``is5net --help``,
+``is5net <cmd> --help`` and ``--version`` cost a few dozen milliseconds, not the seconds and ~750 MB of
+importing torch. This file also turns user errors into one line on stderr and a non-zero exit, and Ctrl-C at
+any moment into one line and exit status 130.
 """
 
 from __future__ import annotations
@@ -19,70 +20,87 @@ import sys
 import threading
 from typing import Callable, NamedTuple
 
-from . import __version__, cli_args, interrupts
+from . import __version__, interrupts
+from .commands import (
+    cache_sam,
+    check_data,
+    convert_isnet,
+    demo,
+    doctor,
+    export_onnx,
+    predict,
+    serve,
+    train,
+    weights,
+)
+from .commands import (
+    eval as eval_,
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 class Command(NamedTuple):
-    module: str  # imported when the command runs; holds run(args) -> int
+    module: str  # is5net.commands.<name>: holds run(args) -> int (its heavy imports happen inside run)
     arguments: Callable[[argparse.ArgumentParser], None]  # declares the arguments; its docstring describes
     help: str  # the one line shown by `is5net --help`
 
 
 COMMANDS: dict[str, Command] = {
     "demo": Command(
-        "is5net.demo.miniature",
-        cli_args.demo,
+        "is5net.commands.demo",
+        demo.add_arguments,
         "the paper's result in miniature: built-in data, train IS-Net and IS5Net, compare",
     ),
     "predict": Command(
         "is5net.commands.predict",
-        cli_args.predict,
+        predict.add_arguments,
         "segment images with a box prompt (SAM + IS5Net, or a given coarse mask)",
     ),
     "convert-isnet": Command(
         "is5net.commands.convert_isnet",
-        cli_args.convert_isnet,
+        convert_isnet.add_arguments,
         "turn 3-channel IS-Net weights into 5-channel IS5Net weights",
     ),
     "eval": Command(
-        "is5net.commands.eval", cli_args.eval_, "score predicted masks against ground truth with the six DIS metrics"
+        "is5net.commands.eval",
+        eval_.add_arguments,
+        "score predicted masks against ground truth with the six DIS metrics",
     ),
     "check-data": Command(
-        "is5net.data.check",
-        cli_args.check_data,
+        "is5net.commands.check_data",
+        check_data.add_arguments,
         "check a dataset: unreadable files, missing pairs, size mismatches, empty GTs",
     ),
     "train": Command(
         "is5net.commands.train",
-        cli_args.train,
+        train.add_arguments,
         "train IS5Net / IS-Net: GT-encoder phase, then the refiner (AMP, torchrun, exact resume)",
     ),
     "cache-sam": Command(
-        "is5net.data.sam_cache",
-        cli_args.cache_sam,
+        "is5net.commands.cache_sam",
+        cache_sam.add_arguments,
         "precompute the SAM masks of every training sample (resumable, torchrun)",
     ),
     "serve": Command(
         "is5net.commands.serve",
-        cli_args.serve,
+        serve.add_arguments,
         "a web page and HTTP API: draw a box in the browser, get the mask (pip install 'is5net[serve]')",
     ),
     "export-onnx": Command(
         "is5net.commands.export_onnx",
-        cli_args.export_onnx,
+        export_onnx.add_arguments,
         "export the refiner to ONNX (metadata, checked against torch on a real image)",
     ),
     "weights": Command(
         "is5net.commands.weights",
-        cli_args.weights,
+        weights.add_arguments,
         "official weight files: list, verify, download one on request (resumable, checksummed)",
     ),
     "doctor": Command(
-        "is5net.doctor",
-        cli_args.doctor,
+        "is5net.commands.doctor",
+        doctor.add_arguments,
         "versions, device, backends, extras and weight files: what works and what to fix",
     ),
 }

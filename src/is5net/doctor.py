@@ -8,10 +8,8 @@ missing optional one is only advice), else 0.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -154,70 +152,75 @@ def _openvino_cpu() -> dict:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def run(args: argparse.Namespace) -> int:
-    report = collect(verify=not args.no_verify)
-    out = sys.stdout
-    p = report["packages"]
-    print(f"is5net {report['is5net']}, Python {report['python']}, {report['platform']}", file=out)
-    print("packages: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in p.items()), file=out)
-    d = report["device"]
-    cuda = (
-        ", ".join(d["cuda"])
-        if d["cuda"]
-        else (
-            f"not available (torch is built for CUDA {d['torch_cuda_build']}, but sees no GPU)"
-            if d["torch_cuda_build"]
-            else "not available (a CPU-only torch build)"
-        )
+# ---------------------------------------------------------------------------------------- the report
+def format_report(report: dict) -> str:
+    """The report of :func:`collect` as the lines ``is5net doctor`` prints."""
+    return "\n".join(
+        [
+            f"is5net {report['is5net']}, Python {report['python']}, {report['platform']}",
+            "packages: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in report["packages"].items()),
+            _device_line(report["device"]),
+            _backends_line(report),
+            *_openvino_lines(report["openvino_cpu"]),
+            _extras_line(report["extras"]),
+            *_weights_lines(report),
+            *_advice_lines(report["advice"]),
+        ]
     )
-    print(
+
+
+def _device_line(d: dict) -> str:
+    if d["cuda"]:
+        cuda = ", ".join(d["cuda"])
+    elif d["torch_cuda_build"]:
+        cuda = f"not available (torch is built for CUDA {d['torch_cuda_build']}, but sees no GPU)"
+    else:
+        cuda = "not available (a CPU-only torch build)"
+    return (
         f"device: CUDA {cuda}; CPU {d['cpu']}, "
         f"{d['usable_cpus']} usable of {d['cpu_count']} cores, torch uses {d['torch_threads']} threads; "
-        f"features: {', '.join(d['cpu_flags']) or 'unknown'}",
-        file=out,
+        f"features: {', '.join(d['cpu_flags']) or 'unknown'}"
     )
-    print(
+
+
+def _backends_line(report: dict) -> str:
+    return (
         "refiner backends: "
         + ", ".join(f"{k} {v or 'not installed'}" for k, v in report["backends"].items())
         + f"; --backend auto picks {report['auto_backend']['cpu']} on the CPU"
-        + (f", {report['auto_backend']['default_device']} on CUDA" if d["cuda"] else ""),
-        file=out,
+        + (f", {report['auto_backend']['default_device']} on CUDA" if report["device"]["cuda"] else "")
     )
-    ov_cpu = report["openvino_cpu"]
-    if ov_cpu:
-        if "error" in ov_cpu:
-            print(f"openvino: cannot use the CPU plug-in: {ov_cpu['error']}", file=out)
-        else:
-            print(
-                f"openvino on this CPU: {', '.join(ov_cpu['capabilities'])}; by default it computes in "
-                f"{ov_cpu['default_precision']} (is5net asks for f32 unless --precision bf16)",
-                file=out,
-            )
-    print(
-        "extras: "
-        + "; ".join(
-            f"{name} "
-            + (
-                "ok"
-                if all(report["extras"][name].values())
-                else "missing " + ", ".join(k for k, v in report["extras"][name].items() if v is None)
-            )
-            for name in report["extras"]
-        ),
-        file=out,
-    )
-    print(f"IS5NET_HOME = {report['home']}" + ("" if report["home_exists"] else " (does not exist yet)"), file=out)
+
+
+def _openvino_lines(ov_cpu: dict) -> list[str]:
+    if not ov_cpu:
+        return []
+    if "error" in ov_cpu:
+        return [f"openvino: cannot use the CPU plug-in: {ov_cpu['error']}"]
+    return [
+        f"openvino on this CPU: {', '.join(ov_cpu['capabilities'])}; by default it computes in "
+        f"{ov_cpu['default_precision']} (is5net asks for f32 unless --precision bf16)"
+    ]
+
+
+def _extras_line(extras: dict) -> str:
+    def state(name: str) -> str:
+        missing = [k for k, v in extras[name].items() if v is None]
+        return "ok" if not missing else "missing " + ", ".join(missing)
+
+    return "extras: " + "; ".join(f"{name} {state(name)}" for name in extras)
+
+
+def _weights_lines(report: dict) -> list[str]:
+    lines = [f"IS5NET_HOME = {report['home']}" + ("" if report["home_exists"] else " (does not exist yet)")]
     for f in report["weights"]:
-        line = f"  {f['name']:<18} " + (
-            f"{f['status']}: {Path(f['file']).name}: {f['detail']}" if f["file"] else "missing"
-        )
-        print(line, file=out)
-    for other in report["other_files"]:
-        print(f"  (other file) {other}", file=out)
-    if report["advice"]:
-        print("to do:", file=out)
-        for line in report["advice"]:
-            print(f"  - {line}", file=out)
-    else:
-        print("nothing to do: everything is installed and verified", file=out)
-    return 1 if report["problems"] else 0
+        shown = f"{f['status']}: {Path(f['file']).name}: {f['detail']}" if f["file"] else "missing"
+        lines.append(f"  {f['name']:<18} " + shown)
+    lines += [f"  (other file) {other}" for other in report["other_files"]]
+    return lines
+
+
+def _advice_lines(advice: list[str]) -> list[str]:
+    if not advice:
+        return ["nothing to do: everything is installed and verified"]
+    return ["to do:", *[f"  - {line}" for line in advice]]

@@ -19,11 +19,9 @@ import json
 import logging
 from pathlib import Path
 
+from ..defaults import ALL_METRICS, BACKEND_CHOICES
 from ..errors import IS5NetError
-from ..eval import metrics as M
-from ..eval.report import check_output_files, per_image_csv, table_csv, table_markdown
-from ..eval.scoring import evaluate_folders
-from ..io import atomic_write_text
+from .options import fraction_arg, region_arguments
 
 logger = logging.getLogger("is5net")
 
@@ -44,7 +42,74 @@ _DATASET_OPTIONS = (
 )
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Score predicted masks against ground truth with the six DIS metrics (maxFβ, Fβw, M, Sα, Eφm, HCEγ)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    folder = parser.add_argument_group("folder mode (score existing masks)")
+    folder.add_argument("--pred", metavar="DIR", help="folder of predicted masks (8-bit grayscale, 0..255)")
+    folder.add_argument("--gt", metavar="DIR", help="folder of ground-truth masks, paired with --pred by file stem")
+    folder.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score the pairs that exist instead of failing when a GT has no prediction or a prediction no GT",
+    )
+    folder.add_argument("--per-image", metavar="CSV", help="write every image's own numbers to this CSV file")
+
+    common = parser.add_argument_group("output and speed (both modes)")
+    common.add_argument("--json", metavar="FILE", help="write the numbers as one JSON object")
+    common.add_argument("--csv", metavar="FILE", help="write the table as CSV (one row per folder or subset)")
+    common.add_argument(
+        "--metrics",
+        metavar="LIST",
+        default=None,
+        help="comma-separated subset of " + ",".join(ALL_METRICS) + " (or 'paper' for the first six); "
+        "default: all in folder mode, the paper's six in dataset mode. HCE is the slow one",
+    )
+    common.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes for scoring (0 = one per CPU core; default 1)",
+    )
+
+    ds = parser.add_argument_group("dataset mode (run a method on DIS5K and write Table I)")
+    ds.add_argument("--data", metavar="DIR", help="DIS5K root holding DIS-VD, DIS-TE1..4 (each with im/ and gt/)")
+    ds.add_argument("--subsets", metavar="LIST", help="comma-separated subsets to run (default: DIS-TE1..4 and DIS-TE)")
+    ds.add_argument("--method", metavar="NAME", help="what to evaluate (e.g. is5net, sam, isnet); names the table row")
+    ds.add_argument("--checkpoint", metavar="PATH", help="refiner checkpoint (official .pth or ours .safetensors)")
+    ds.add_argument("--sam-checkpoint", metavar="PATH", help="SAM checkpoint for the stage-1 mask")
+    ds.add_argument(
+        "--sam-type", metavar="TYPE", help="SAM architecture (vit_b, vit_l, vit_h; default: read off the checkpoint)"
+    )
+    ds.add_argument("--coarse-dir", metavar="DIR", help="take stage-1 masks from this folder instead of running SAM")
+    ds.add_argument("--out", metavar="DIR", help="where predicted masks and tables are written")
+    ds.add_argument("--resume", action="store_true", help="reuse predictions already in --out")
+    ds.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    region_arguments(ds, max_side=False)
+    ds.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default=None,
+        help="the refiner's runtime, as predict's --backend (default auto, so the masks scored are predict's)",
+    )
+    ds.add_argument(
+        "--box-jitter",
+        type=fraction_arg,
+        default=0.0,
+        metavar="F",
+        help="move each edge of the GT's tight box by up to F of the box's side, as a hand-drawn or "
+        "detected box would be (seeded; written in the table's caption; default 0: tight boxes)",
+    )
+    ds.add_argument("--jitter-seed", type=int, default=0, metavar="N", help="seed of --box-jitter (default 0)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..eval import metrics as M
+    from ..eval.report import check_output_files, per_image_csv, table_csv, table_markdown
+    from ..eval.scoring import evaluate_folders
+    from ..io import atomic_write_text
+
     folder_mode = args.pred is not None or args.gt is not None
     if args.data is not None:
         if folder_mode:

@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import IS5NetError
 
 log = logging.getLogger("is5net")
@@ -30,9 +28,42 @@ TOLERANCE = {False: (1e-2, 0.999), True: (5e-2, 0.99)}  # fp16 -> (max |diff| of
 CHECK_BOXES = [[140, 15, 380, 300], [40, 160, 470, 512]]  # the astronaut's head; her upper body
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Export the refiner to ONNX, with its input contract in the model's metadata, and check it.
+
+    The graph takes the normalised N x C x S x S input and gives side output 1's logits (before sigmoid);
+    input size, channels, mean, std and region are in the model's metadata_props. After writing, ONNX
+    Runtime and torch run on a real image (skimage's astronaut) and max |diff| and mask IoU are printed; over
+    the tolerance the file is not kept and the exit status is 1.
+    """
+    parser.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="refiner: official .pth, our .safetensors, or a name "
+        "under IS5NET_HOME (dis-sam, isnet, isnet-general-use)",
+    )
+    parser.add_argument("output", type=Path, metavar="OUT.onnx", help="where to write the ONNX model")
+    parser.add_argument("--dynamic-batch", action="store_true", help="a free batch dimension (default: batch 1)")
+    parser.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset, 11..21 (default 17)")
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="store the weights in float16 (half the file); runtimes still compute in float32",
+    )
+    parser.add_argument(
+        "--sam-decoder",
+        metavar="SAM",
+        help="also export SAM's prompt decoder (segment_anything's SamOnnxModel) from these SAM "
+        "weights (PATH or vit_b/vit_l/vit_h under IS5NET_HOME) to OUT.sam_decoder.onnx, "
+        "checked the same way",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the check's verdict")
+
+
 def check_input(refiner, batch: int):
     """``(rgb, x)``: the astronaut and the refiner input for ``batch`` of :data:`CHECK_BOXES`, each box with an
     elliptical coarse mask inside it (a stage-1 mask of about the right shape)."""
+    import numpy as np
     from skimage import data
 
     from ..inference.predictor import IS5NetPredictor

@@ -31,25 +31,138 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..defaults import MAX_PIXELS_ENV
 from ..errors import IS5NetError
-from ..inference.boxes import boxes_for, load_boxes_file, parse_box
-from ..inference.outputs import cutout_rgba, mask_uint8
-from ..inference.outputs import parse_threshold as _parse_threshold
-from ..io import (
-    IMAGE_EXTENSIONS,
-    atomic_write_bytes,
-    atomic_write_text,
-    encode_png,
-    image_file_problem,
-    load_image,
-    load_mask,
-    max_pixels,
-)
+from .options import positive_int, region_arguments, runtime_arguments, stage1_arguments
 
 log = logging.getLogger("is5net")
 
 EXIT_SOME_FAILED = 1  # some images failed; the others' outputs are written and listed
 EXIT_NOTHING_DONE = 2  # the CLI's user-error status: nothing was written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Segment the objects in boxes: SAM gives a coarse mask, IS5Net refines it.
+
+    Each image's outputs are written as soon as it is done; an image that cannot be read or segmented is
+    reported in one line and the others still run (the exit status is then 1). A box with a negative
+    coordinate is passed with '=': --box=-5,0,10,10 (argparse would read '-5,...' as an option).
+    """
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="image files (any Pillow format), folders, or quoted glob patterns ('photos/*.jpg'); "
+        "a folder or a pattern mirrors its tree under OUTDIR and keeps OUTDIR/index.jsonl, so "
+        "a second run skips what is done",
+    )
+    parser.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also the images in the folders' subfolders (and '**' in patterns)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo images that OUTDIR/index.jsonl lists as done (default: skip them)",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=("separate", "union", "labels"),
+        default="separate",
+        help="several boxes: separate (one mask per box, <stem>_<k>.png), union (one mask), "
+        "labels (one label PNG: 0 background, k+1 for box k; an overlap goes to the box "
+        "whose soft mask is higher there)",
+    )
+    parser.add_argument(
+        "--background",
+        metavar="COLOR|IMAGE",
+        help="cut-outs composited over this colour (name, #rrggbb, r,g,b) or image: RGB, no alpha",
+    )
+    parser.add_argument(
+        "--foreground",
+        choices=("estimate", "raw"),
+        default="estimate",
+        help="cut-out colours at soft edges: estimate (pymatting's foreground estimation, so hair "
+        "does not carry the old background) or raw (the photo's pixels, as is5net serve)",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=2,
+        metavar="N",
+        help="images decoded ahead in a background thread while the model runs (0: none)",
+    )
+    parser.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        metavar="x0,y0,x1,y1",
+        help="a box in pixels of the image as displayed (XYXY, exclusive end); repeat for several; "
+        "applies to every IMAGE. A box starting with a negative number needs '=': "
+        "--box=-5,0,10,10",
+    )
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="FILE",
+        help="JSON mapping image file names (or stems) to lists of boxes, a COCO annotation "
+        "file (its bbox fields, [x, y, w, h]), or a CSV with rows file,x0,y0,x1,y1",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH|NAME",
+        help="refiner: DIS-SAM/IS-Net .pth or our .safetensors, or a name under IS5NET_HOME "
+        "(dis-sam, isnet, isnet-general-use)",
+    )
+    stage1_arguments(parser, coarse_mask=True)
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("is5net-out"),
+        metavar="OUTDIR",
+        help="output directory (default: ./is5net-out)",
+    )
+    runtime_arguments(parser)
+    parser.add_argument(
+        "--save",
+        choices=("mask", "cutout", "both"),
+        default="mask",
+        help="mask: grayscale PNG; cutout: RGBA PNG of the object; both: <name>.png and <name>_cutout.png",
+    )
+    parser.add_argument(
+        "--threshold",
+        metavar="T|otsu",
+        help="binarise the mask at T in [0, 1] or at Otsu's threshold (default: keep the soft map)",
+    )
+    parser.add_argument(
+        "--box-channel",
+        choices=("user", "sam_mask"),
+        default="user",
+        help="box channel: the given box (paper) or the tight box of the SAM mask (reference notebook)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="boxes refined per forward pass")
+    parser.add_argument(
+        "--sam-resize",
+        choices=("pil", "torch"),
+        default="pil",
+        help="pil: SAM's own resize (reference masks); torch: on the device (faster on a GPU for "
+        "large photos, masks may differ slightly)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"refuse images with more than N pixels, a guard against decompression bombs "
+        f"(default: ${MAX_PIXELS_ENV}, else about 89 million, Pillow's own limit)",
+    )
+    region_arguments(parser)
 
 
 def _coarse_mask_path(source: Path, folder, item, k: Optional[int]) -> Path:
@@ -77,6 +190,11 @@ def _output_names(stem, n_outputs: int, save: str) -> list[dict[str, str]]:
 def _check_inputs(args: argparse.Namespace, named: list[Path], n_images: int) -> None:
     """The cheap checks of the files named one by one, before any model loads: a typo costs a second, not
     a run. (Images found in folders are read in the run; a bad one there is a failed image, not a mistake.)"""
+    from ..io import (
+        IMAGE_EXTENSIONS,
+        image_file_problem,
+    )
+
     problems = [(image, image_file_problem(image)) for image in named]
     problems = [(image, why) for image, why in problems if why is not None]
     if problems:
@@ -161,9 +279,27 @@ def run(args: argparse.Namespace) -> int:
     from ..contract import FG_THRESHOLD
     from ..data.coarse import CoarseMaskFolder
     from ..distributed import ProcessGroup
-    from ..inference.outputs import composite, foreground_colours, label_map, parse_background, rle_encode, union_uint8
+    from ..inference.boxes import boxes_for, load_boxes_file, parse_box
+    from ..inference.outputs import (
+        composite,
+        cutout_rgba,
+        foreground_colours,
+        label_map,
+        mask_uint8,
+        parse_background,
+        rle_encode,
+        union_uint8,
+    )
+    from ..inference.outputs import parse_threshold as _parse_threshold
     from ..inference.predictor import PredictorOptions, build_predictor
     from ..inference.stage1 import choose_stage1
+    from ..io import (
+        atomic_write_text,
+        encode_png,
+        load_image,
+        load_mask,
+        max_pixels,
+    )
     from ..runtime import resolve_device
     from ..weights import resolve_weights
 
@@ -440,6 +576,10 @@ def run(args: argparse.Namespace) -> int:
 def _commit(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
     """Write one image's files, each atomically; if one cannot be written, the image's others are removed
     too, so an image has all of its outputs or none."""
+    from ..io import (
+        atomic_write_bytes,
+    )
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:

@@ -19,6 +19,7 @@ from typing import Optional
 
 from .. import interrupts
 from ..errors import IS5NetError
+from .options import positive_int, region_arguments, runtime_arguments, stage1_arguments
 
 log = logging.getLogger("is5net")
 
@@ -27,6 +28,80 @@ SYNTHETIC_NOTE = (
     "this refiner has only seen synthetic images (is5net demo): on photos expect rough masks; "
     "load the DIS-SAM weights for real use"
 )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A local web page and HTTP API: draw a box in the browser, get the mask (FastAPI + uvicorn).
+
+    The models load once; inference runs in one worker, a bounded queue answers 429 when full. Binds
+    127.0.0.1 by default: another --host needs --token (or $IS5NET_SERVE_TOKEN) or --insecure. Without SAM
+    weights, --stage1 grabcut makes the coarse mask (and is5net demo's refiner.safetensors can be served).
+    Needs the serve extra: pip install 'is5net[serve]'.
+    """
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH|NAME",
+        help="refiner: DIS-SAM .pth or our .safetensors, or a name under IS5NET_HOME (dis-sam)",
+    )
+    parser.add_argument(
+        "--refiner", choices=("none",), default=None, help="none: serve the stage-1 mask alone (no --checkpoint)"
+    )
+    stage1_arguments(parser, coarse_mask=False)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        metavar="T",
+        help="require 'Authorization: Bearer T' on /api/ (default: $IS5NET_SERVE_TOKEN, else none)",
+    )
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
+    parser.add_argument(
+        "--cors",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages of ORIGIN (e.g. https://example.org) call the API; repeatable (default: off)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=25.0,
+        metavar="MB",
+        help="largest request body, refused while it streams in (413; default 25)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=50_000_000,
+        metavar="N",
+        help="largest image in pixels (413; default 50000000)",
+    )
+    parser.add_argument(
+        "--cache-mb",
+        type=float,
+        default=1024.0,
+        metavar="MB",
+        help="memory for cached image embeddings, least recently used dropped first (default 1024)",
+    )
+    parser.add_argument(
+        "--queue",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="requests waiting or running at once; more get 429 with Retry-After (default 8)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="per-request limit in seconds, queueing included (503 after; default 120)",
+    )
+    runtime_arguments(parser)
+    region_arguments(parser)  # the default region for requests that name none; the API's "region" overrides
+    parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
 
 
 def is_loopback(host: str) -> bool:

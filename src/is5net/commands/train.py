@@ -15,6 +15,40 @@ from pathlib import Path
 from ..errors import IS5NetError
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Train IS5Net (or IS-Net) the paper's way: GT encoder first, then the refiner with feature supervision.
+
+    Which caps govern which phase: phase 1 (GT encoder) stops when its validation maxF exceeds
+    gt_encoder_target_maxf (0.99), after early_stop validations without progress, or at gt_encoder_max_steps
+    (default min(20000, max_steps)); phase 2 (refiner) stops after early_stop validations without progress in
+    maxF or MAE, or at max_steps. early_stop=0: no plateau stop. region=image|box|tiles (crop_margin,
+    max_side): what each sample shows the refiner, recorded in the checkpoint for predict.
+    """
+    parser.add_argument(
+        "--data", help="DIS5K root (trains on DIS-TR, validates on DIS-VD) or a folder with im/ and gt/"
+    )
+    parser.add_argument("--out", type=Path, help="run directory (config, log, checkpoints, refiner.safetensors)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    parser.add_argument("--config", type=Path, help="YAML file of settings")
+    parser.add_argument("--val", help="validation folder (im/ + gt/) when --data is not a DIS5K root")
+    stage1 = parser.add_mutually_exclusive_group()
+    stage1.add_argument(
+        "--coarse-dir",
+        help="coarse masks from any stage-1 method: DIR/<subset>/<stem>.png or "
+        "DIR/<stem>.png ('dataset' = each subset's coarse/ folder)",
+    )
+    stage1.add_argument("--sam-checkpoint", help="SAM weights whose masks `is5net cache-sam` cached")
+    parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
+    parser.add_argument("--cache", help="SAM-mask cache directory (default: DATA/.sam-cache)")
+    parser.add_argument("--skip-bad", action="store_true", help="train on the good pairs of a dataset with problems")
+    parser.add_argument(
+        "-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bars"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="setting overrides, e.g. lr=1e-4 max_steps=1000"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train.config import load_config
     from ..train.loop import train

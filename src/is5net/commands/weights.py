@@ -4,9 +4,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import IS5NetError
-from ..weights import OFFICIAL, download, find, official, verify_file, weights_home
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The official weight files: list them, verify the ones under IS5NET_HOME, download one on request.
+
+    Nothing is downloaded except by `is5net weights download NAME`. Downloads show a progress bar, resume a
+    partial file (HTTP Range), are checked against the size and checksums the publisher gives, and are moved
+    into place only when they pass. Files published only on Google Drive get the steps to place them.
+    """
+    # -q before or after the action (`weights -q download vit_b` or `weights download vit_b -q`).
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    sub.add_parser("list", help="every known file: name, size, checksum, where it is published, whether present")
+    verify = sub.add_parser("verify", help="check the files under IS5NET_HOME (size and checksums)")
+    verify.add_argument("names", nargs="*", metavar="NAME", help="only these (default: every file present)")
+    download = sub.add_parser("download", help="download NAME into IS5NET_HOME (or --to DIR)")
+    download.add_argument("name", metavar="NAME", help="vit_b, vit_l, vit_h (the others are on Google Drive)")
+    download.add_argument("--to", type=Path, metavar="DIR", help="folder to put the file in (default: IS5NET_HOME)")
+    download.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="fetch <URL>/<file name> instead of the publisher's address (checked the same way)",
+    )
+    download.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
 
 
 def _size(n) -> str:
@@ -14,6 +38,8 @@ def _size(n) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..weights import OFFICIAL, download, find, official, verify_file, weights_home
+
     home = weights_home()
     if args.weights_command == "list":
         print(f"IS5NET_HOME = {home}")

@@ -58,7 +58,7 @@ from ..distributed import ProcessGroup
 from ..errors import IS5NetError
 from ..inference.stage1 import MASK_CHOICES, SAM_TYPES, require_sam_checkpoint, seeded_tiny_sam
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
-from .pairs import Pair, find_pairs, parse_subsets
+from .pairs import Pair, find_pairs
 from .samples import Sample, pair_samples
 
 log = logging.getLogger("is5net")
@@ -442,31 +442,3 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def run(args) -> int:
-    require_sam_checkpoint(args.sam_checkpoint, args.sam_type)
-    stats = cache_sam(
-        args.data,
-        sam_checkpoint=args.sam_checkpoint,
-        sam_type=args.sam_type,
-        cache_dir=args.cache,
-        subsets=parse_subsets(args.subsets),
-        mask_choice=args.mask_choice,
-        jitter=args.jitter,
-        enrich=args.enrich,
-        device=args.device,
-        batch_boxes=args.batch_boxes,
-        progress=not args.quiet,
-        min_fraction=args.min_fraction,
-        jitter_fraction=args.jitter_fraction,
-        seed=args.seed,
-    )
-    if stats["rank"] == 0:
-        extra = ""
-        if stats["skipped"] or stats["empty"]:
-            extra = f"; {stats['skipped']} pair(s) skipped, {stats['empty']} empty GT(s) (see is5net check-data)"
-        print(
-            f"cache-sam: {stats['entries']} masks for {stats['samples']} samples of {stats['pairs']} pairs: "
-            f"{stats['computed']} computed, {stats['reused']} reused{extra} -> {stats['cache']}"
-            + (f" ({stats['world_size']} processes)" if stats["world_size"] > 1 else "")
-        )
-    return 0

@@ -15,7 +15,6 @@ makes it instead (far slower on a CPU: about 15 s per image for ViT-B).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -151,35 +150,6 @@ QUICK = Schedule(
     coarse_hole=0.5,
     detail_outside_mask=10.0,
 )
-
-
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "highres", False):
-        from .highres import run_highres
-
-        result = run_highres(args.out, seed=args.seed, quick=args.quick, device=args.device, progress=not args.quiet)
-        print(result["table"] + "\n\n" + result["robustness_table"])
-        print(f"\nWrote {args.out}/results.json, table.md and highres.png.")
-        return 0
-    if getattr(args, "ablation", False):
-        result = run_ablation(args.out, seed=args.seed, quick=args.quick, device=args.device, progress=not args.quiet)
-        print(result["table"])
-        print(f"\nWrote {args.out}/ablation.json, ablation.md and ablation.png.")
-        return 0
-    result = run_demo(
-        args.out,
-        seed=args.seed,
-        quick=args.quick,
-        sam_checkpoint=args.sam_checkpoint,
-        sam_type=args.sam_type,
-        device=args.device,
-        progress=not args.quiet,
-    )
-    print(result["table"])
-    print(f"\n{result['thin_table']}\n")
-    print(f"Wrote {args.out}/results.json, table.md, comparison.png and the checkpoints.")
-    print("Rerun one test image with the trained IS5Net:\n  " + result["predict_command"])
-    return 0
 
 
 def run_demo(

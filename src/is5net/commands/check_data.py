@@ -9,14 +9,25 @@ a clean dataset prints one ``OK`` line with its counts and exits 0. Kinds: ``mis
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
-
-from .pairs import PROBLEM_KINDS, parse_subsets, split_good_pairs, subset_names
 
 EXIT_PROBLEMS = 1
 
 
-def run(args) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Check a dataset before training: every file decoded, every image paired with a GT of its size."""
+    parser.add_argument(
+        "root", metavar="ROOT", help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/"
+    )
+    parser.add_argument("--subsets", metavar="A,B", help="subsets to check, e.g. DIS-TR,DIS-VD (default: all found)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="decoding threads (default: up to 8)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.pairs import PROBLEM_KINDS, parse_subsets, split_good_pairs, subset_names
+
     subsets = parse_subsets(args.subsets)
     names = subsets if subsets else subset_names(args.root)
     good, problems = split_good_pairs(args.root, subsets, workers=args.workers, progress=not args.quiet)

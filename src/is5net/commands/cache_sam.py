@@ -1,0 +1,96 @@
+"""``is5net cache-sam``: fill the on-disk cache of stage-1 SAM masks for training (is5net.data.sam_cache)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..defaults import DEFAULT_CACHE_NAME, JITTER_FRACTION, MASK_CHOICES, MIN_COMPONENT_FRACTION, SAM_TYPES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The on-disk cache of stage-1 SAM masks for training, and ``is5net cache-sam`` to fill it."""
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="ROOT",
+        help="a DIS5K root (DIS-TR/im, DIS-TR/gt, ...) or a folder with im/ and gt/",
+    )
+    parser.add_argument(
+        "--sam-checkpoint",
+        metavar="PATH|NAME",
+        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h); "
+        "may be left out only with --sam-type tiny (a random test SAM)",
+    )
+    parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
+    parser.add_argument("--cache", metavar="DIR", help=f"cache folder (default: ROOT/{DEFAULT_CACHE_NAME})")
+    parser.add_argument("--subsets", metavar="A,B", help="subsets to cache, e.g. DIS-TR,DIS-VD (default: all found)")
+    parser.add_argument(
+        "--mask-choice",
+        choices=MASK_CHOICES,
+        default="first",
+        help="SAM mask kept: first = masks[0] (the reference, default) or best = highest predicted IoU",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also cache K jittered boxes per sample (as training with --jitter K uses; default 0)",
+    )
+    parser.add_argument(
+        "--jitter-fraction",
+        type=float,
+        default=JITTER_FRACTION,
+        metavar="F",
+        help=f"largest move of a box side, as a fraction of the box side (default {JITTER_FRACTION})",
+    )
+    parser.add_argument(
+        "--min-fraction",
+        type=float,
+        default=MIN_COMPONENT_FRACTION,
+        metavar="F",
+        help=f"GT enrichment: smallest component, as a fraction of the image (default {MIN_COMPONENT_FRACTION})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the box jitter (default 0)")
+    parser.add_argument(
+        "--no-enrich", dest="enrich", action="store_false", help="whole GT masks only, no per-component samples"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    parser.add_argument(
+        "--batch-boxes", type=int, default=16, metavar="N", help="boxes per SAM decoder call (default 16)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.pairs import parse_subsets
+    from ..data.sam_cache import cache_sam
+    from ..inference.stage1 import require_sam_checkpoint
+
+    require_sam_checkpoint(args.sam_checkpoint, args.sam_type)
+    stats = cache_sam(
+        args.data,
+        sam_checkpoint=args.sam_checkpoint,
+        sam_type=args.sam_type,
+        cache_dir=args.cache,
+        subsets=parse_subsets(args.subsets),
+        mask_choice=args.mask_choice,
+        jitter=args.jitter,
+        enrich=args.enrich,
+        device=args.device,
+        batch_boxes=args.batch_boxes,
+        progress=not args.quiet,
+        min_fraction=args.min_fraction,
+        jitter_fraction=args.jitter_fraction,
+        seed=args.seed,
+    )
+    if stats["rank"] == 0:
+        extra = ""
+        if stats["skipped"] or stats["empty"]:
+            extra = f"; {stats['skipped']} pair(s) skipped, {stats['empty']} empty GT(s) (see is5net check-data)"
+        print(
+            f"cache-sam: {stats['entries']} masks for {stats['samples']} samples of {stats['pairs']} pairs: "
+            f"{stats['computed']} computed, {stats['reused']} reused{extra} -> {stats['cache']}"
+            + (f" ({stats['world_size']} processes)" if stats["world_size"] > 1 else "")
+        )
+    return 0
