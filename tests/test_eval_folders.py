@@ -293,7 +293,7 @@ def test_cli_dataset_mode_is_delegated(tmp_path, monkeypatch, eval_only):
     fake = types.ModuleType("is5net.eval.dis5k")
     fake.run_dataset = lambda args: calls.append(args) or 0
     monkeypatch.setitem(sys.modules, "is5net.eval.dis5k", fake)
-    monkeypatch.setattr(is5net.eval, "dataset", fake, raising=False)
+    monkeypatch.setattr(is5net.eval, "dis5k", fake, raising=False)
     rc = cli.main(
         [
             "eval",

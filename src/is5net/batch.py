@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import queue
 import re
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import IS5NetError
-from .io import IMAGE_EXTENSIONS, atomic_write_text
+from .io import IMAGE_EXTENSIONS, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("is5net")
 
 INDEX_JSONL = "index.jsonl"
 INDEX_JSON = "index.json"
@@ -349,3 +354,181 @@ def gather(group, values: list) -> list:
     every: list = [None] * group.world_size
     dist.all_gather_object(every, list(values))
     return [v for part in every for v in part]
+
+
+# --- a run over many images, as one object -----------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One image of a run: where it is, its boxes, and per output the files it writes (kind -> path)."""
+
+    item: Item
+    boxes: list
+    names: list[dict[str, str]]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [n for per_output in self.names for n in per_output.values()]
+
+
+@dataclass
+class Outcome:
+    """What a run did, summed over its processes (``failed`` names every process's failed images)."""
+
+    total: int  # images in the run
+    skipped: int  # already done by an earlier run (the journal said so)
+    images: int  # images whose files were written by this run
+    boxes: int  # boxes segmented in them
+    failed: list[str]
+    journaled: bool  # a batch: index.jsonl was kept
+    rank: int = 0
+    world_size: int = 1
+
+
+def commit_files(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
+    """Write one image's files, each atomically; if one cannot be written, the image's others are removed
+    too, so an image has all of its outputs or none."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for fname, data in files:
+            atomic_write_bytes(out_dir / fname, data)
+            written.append(out_dir / fname)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def per_box_entries(entry: dict) -> list[dict]:
+    """An image's ``index.jsonl`` line as ``index.json`` entries: one per box (file, image, box, SAM score,
+    stage 1, COCO RLE; ``label`` with ``--combine labels``)."""
+    out = []
+    files, boxes = entry.get("files") or [], entry.get("boxes") or []
+    scores, rles = entry.get("scores") or [None] * len(boxes), entry.get("rle") or [None] * len(boxes)
+    for k, (names, box, score, rle) in enumerate(zip(files, boxes, scores, rles)):
+        e = {
+            "file": next(iter(names.values())),
+            "image": entry.get("image"),
+            "box": box,
+            "sam_score": score,
+            "coarse": entry.get("coarse"),
+            "rle": rle,
+        }
+        if entry.get("combine") == "labels":
+            e["label"] = k + 1
+        out.append(e)
+    return out
+
+
+class BatchRun:
+    """Many images through one ``work(job, payload) -> (files, journal entry)``, nothing lost on a failure or a kill.
+
+    Each image's files are committed as it finishes (:func:`commit_files`). With ``journaled`` (a folder, a
+    pattern, or several processes) each finished image is also a line of ``index.jsonl`` (:class:`Journal`), a
+    rerun skips what is done (``overwrite`` redoes it; ``same``: entry fields that must match, see
+    :func:`is_done`) and under torchrun (``group``) the images are sharded over the processes. Otherwise the
+    entries go to ``index.json``. ``read(job)`` runs ``prefetch`` images ahead in a thread
+    (:func:`decode_ahead`). A failing image (an :class:`IS5NetError` or an ``OSError``) is one line on stderr
+    and the run goes on; :meth:`run` returns the :class:`Outcome`.
+    """
+
+    def __init__(self, out_dir: Path, jobs: list[Job], journaled: bool, group=None, overwrite: bool = False,
+                 prefetch: int = 2, progress: bool = True, same: Optional[dict] = None, name: str = "predict"):  # fmt: skip
+        self.out_dir, self.jobs, self.group = Path(out_dir), jobs, group
+        self.rank, self.world = (group.rank, group.world_size) if group is not None else (0, 1)
+        self.journal = Journal(self.out_dir, self.rank, self.world) if journaled else None
+        self.overwrite, self.prefetch, self.progress, self.same, self.name = overwrite, prefetch, progress, same, name
+        self.index: list[dict] = []  # without a journal: the index.json entries
+
+    def run(self, read: Callable[[Job], Any], work: Callable[[Job, Any], tuple[list, dict]]) -> Outcome:
+        mine, skipped = self._todo()
+        outcome = Outcome(len(self.jobs), skipped, 0, 0, [], self.journal is not None, self.rank, self.world)
+        created = not self.out_dir.exists()
+        try:
+            self._loop(mine, read, work, outcome)
+        finally:
+            if self.journal is None:  # also on Ctrl-C or an unexpected error: what was written is listed
+                self._write_index(created)
+        if self.group is not None:
+            outcome.failed = gather(self.group, outcome.failed)
+            outcome.boxes, outcome.images = self.group.sum([outcome.boxes, outcome.images])
+            self.group.barrier()  # every part is complete before rank 0 merges them
+        if self.journal is not None and self.rank == 0:
+            entries = self.journal.compact([str(job.item.rel) for job in self.jobs])
+            if entries:
+                listed = [e for entry in entries for e in per_box_entries(entry)]
+                atomic_write_text(self.out_dir / INDEX_JSON, json.dumps(listed, indent=2))
+        if self.group is not None:
+            self.group.barrier()
+        return outcome
+
+    def _todo(self) -> tuple[list[Job], int]:
+        """This process's jobs (what the journal does not list as done, sharded) and how many were skipped."""
+        if self.journal is None:
+            return self.jobs, 0
+        todo = self._not_done() if self.rank == 0 else None
+        todo = self.group.broadcast(todo) if self.group is not None else todo
+        skipped = len(self.jobs) - len(todo)
+        if skipped and self.rank == 0:
+            log.info(
+                "%d of %d image(s) already done (listed in %s); --overwrite redoes them",
+                skipped,
+                len(self.jobs),
+                self.journal.path,
+            )
+        return [self.jobs[i] for i in todo[self.rank :: self.world]], skipped
+
+    def _not_done(self) -> list[int]:
+        """Rank 0, before anyone writes: clear what a killed run left, merge the journal, list what is to do."""
+        stale = remove_stale_temporaries(self.out_dir)
+        if stale:
+            log.info("%s: removed %d unfinished temporary file(s) a killed run left", self.out_dir, stale)
+        latest, dropped = self.journal.entries()
+        if dropped:
+            log.info(
+                "%s: dropped %d torn line(s) a killed run left; their images are redone", self.journal.path, dropped
+            )
+        if latest or self.journal.parts():
+            self.journal.compact([str(job.item.rel) for job in self.jobs])
+        same = self.same or {}
+        return [
+            i
+            for i, job in enumerate(self.jobs)
+            if self.overwrite or not is_done(latest.get(str(job.item.rel)), job.outputs, self.out_dir, **same)
+        ]
+
+    def _loop(self, mine: list[Job], read, work, outcome: Outcome) -> None:
+        from tqdm import tqdm
+
+        desc = self.name if self.world == 1 else f"{self.name} (rank 0 of {self.world})"
+        quiet = not self.progress or self.rank != 0
+        with tqdm(total=len(mine), desc=desc, unit="image", file=sys.stderr, disable=True if quiet else None) as bar:
+            for job, payload, error in decode_ahead(mine, read, depth=self.prefetch):
+                try:
+                    if error is not None:
+                        raise error
+                    files, entry = work(job, payload)
+                except (IS5NetError, OSError) as exc:
+                    image = str(job.item.path)
+                    message = str(exc) if image in str(exc) else f"{image}: {exc}"
+                    tqdm.write(f"is5net {self.name}: error: {message}", file=sys.stderr)
+                    outcome.failed.append(image)
+                    bar.update(1)
+                    continue
+                commit_files(self.out_dir, files)
+                entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                if self.journal is not None:
+                    self.journal.append(entry)
+                else:
+                    self.index.extend(per_box_entries(entry))
+                outcome.boxes += len(entry["boxes"])
+                outcome.images += 1
+                bar.update(1)
+
+    def _write_index(self, created: bool) -> None:
+        if self.index:
+            atomic_write_text(self.out_dir / INDEX_JSON, json.dumps(self.index, indent=2))
+        elif created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()  # made for this run, and nothing came of it

@@ -23,6 +23,10 @@ REGIONS = ("image", "box", "tiles")
 DEFAULT_MARGIN = 0.1
 DEFAULT_MAX_SIDE = 4096
 
+# What `is5net predict` writes (is5net.inference.outputs): kinds of file, several boxes combined.
+SAVE_KINDS = ("mask", "cutout", "both")
+COMBINE_MODES = ("separate", "union", "labels")
+
 # Metric keys (is5net.eval.metrics): the paper's Table I columns in its order, then cheap extras.
 PAPER_METRICS: tuple[str, ...] = ("maxF", "wF", "MAE", "Sm", "meanEm", "HCE")
 EXTRA_METRICS: tuple[str, ...] = ("meanF", "mIoU", "maxEm")

@@ -24,14 +24,15 @@ are named at the end), 2 a usage mistake (or, for files named one by one, nothin
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..defaults import MAX_PIXELS_ENV
+from ..defaults import COMBINE_MODES, MAX_PIXELS_ENV, SAVE_KINDS
 from ..errors import IS5NetError
 from .options import positive_int, region_arguments, runtime_arguments, stage1_arguments
 
@@ -48,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     reported in one line and the others still run (the exit status is then 1). A box with a negative
     coordinate is passed with '=': --box=-5,0,10,10 (argparse would read '-5,...' as an option).
     """
+    _file_arguments(parser)
+    _prompt_arguments(parser)
+    _output_arguments(parser)
+
+
+def _file_arguments(parser: argparse.ArgumentParser) -> None:
+    """Inputs, resume and how cut-outs are made."""
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "images",
@@ -71,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--combine",
-        choices=("separate", "union", "labels"),
+        choices=COMBINE_MODES,
         default="separate",
         help="several boxes: separate (one mask per box, <stem>_<k>.png), union (one mask), "
         "labels (one label PNG: 0 background, k+1 for box k; an overlap goes to the box "
@@ -96,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="images decoded ahead in a background thread while the model runs (0: none)",
     )
+
+
+def _prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    """Boxes, the refiner and stage 1."""
     parser.add_argument(
         "--box",
         action="append",
@@ -120,6 +132,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(dis-sam, isnet, isnet-general-use)",
     )
     stage1_arguments(parser, coarse_mask=True)
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and what to write, and how the models run."""
     parser.add_argument(
         "-o",
         "--output",
@@ -131,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runtime_arguments(parser)
     parser.add_argument(
         "--save",
-        choices=("mask", "cutout", "both"),
+        choices=SAVE_KINDS,
         default="mask",
         help="mask: grayscale PNG; cutout: RGBA PNG of the object; both: <name>.png and <name>_cutout.png",
     )
@@ -165,185 +181,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     region_arguments(parser)
 
 
-def _coarse_mask_path(source: Path, folder, item, k: Optional[int]) -> Path:
-    """The stage-1 mask of ``item`` (box ``k`` of several): the one file ``source``, or found in the
-    directory ``source`` by the rule of :mod:`is5net.data.coarse` (``folder``, its finder), in the
-    subfolder that mirrors the image's first."""
-    if folder is None:
-        return source
-    subset = str(item.rel.parent) if str(item.rel.parent) != "." else None
-    found = folder.find(item.path.stem, subset=subset, box_index=k)
-    if found is None:
-        raise IS5NetError(f"--coarse-mask {source}: no mask for {item.path.name} (expected {item.path.stem}.png)")
-    return found
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    prepared = _prepare(args)  # every check that needs no model: a mistake costs nothing and writes nothing
+    refiner, checkpoint = _load_refiner(args)
+    jobs = _plan(args, prepared, refiner, checkpoint)
+    outcome = _segment(args, prepared, jobs, refiner)
+    return _report(args, outcome, time.perf_counter() - started)
 
 
-def _output_names(stem, n_outputs: int, save: str) -> list[dict[str, str]]:
-    """Paths under OUTDIR per output of an image whose outputs are ``stem`` (its path under OUTDIR, no
-    suffix): kind (``mask``, ``cutout``) -> path, for the kinds ``--save`` asks for."""
-    stems = [str(stem)] if n_outputs == 1 else [f"{stem}_{k}" for k in range(n_outputs)]
-    if save == "both":
-        return [{"mask": f"{s}.png", "cutout": f"{s}_cutout.png"} for s in stems]
-    return [{save: f"{s}.png"} for s in stems]
-
-
-def _check_inputs(args: argparse.Namespace, named: list[Path], n_images: int) -> None:
-    """The cheap checks of the files named one by one, before any model loads: a typo costs a second, not
-    a run. (Images found in folders are read in the run; a bad one there is a failed image, not a mistake.)"""
-    from ..io import (
-        IMAGE_EXTENSIONS,
-        image_file_problem,
-    )
-
-    problems = [(image, image_file_problem(image)) for image in named]
-    problems = [(image, why) for image, why in problems if why is not None]
-    if problems:
-        image, why = problems[0]
-        more = (
-            f" (and {len(problems) - 1} more: {', '.join(str(p) for p, _ in problems[1:4])})"
-            if len(problems) > 1
-            else ""
-        )
-        raise IS5NetError(f"{image}: {why}{more}")
-    for image in named:
-        if image.suffix.lower() not in IMAGE_EXTENSIONS:
-            log.debug("%s: unusual extension; reading it anyway", image)
-    if args.coarse_mask is not None:
-        if args.coarse_mask.is_file():
-            if n_images > 1:
-                raise IS5NetError(
-                    f"--coarse-mask {args.coarse_mask} is one file but {n_images} images were given; pass a directory"
-                )
-        elif not args.coarse_mask.is_dir():
-            raise IS5NetError(f"--coarse-mask {args.coarse_mask}: no such file or directory")
-    if args.output.exists() and not args.output.is_dir():
-        raise IS5NetError(f"-o {args.output}: exists and is not a directory")
-
-
-def per_box_entries(entry: dict) -> list[dict]:
-    """An image's ``index.jsonl`` line as ``index.json`` entries: one per box (file, image, box, SAM score,
-    stage 1, COCO RLE; ``label`` with ``--combine labels``)."""
-    out = []
-    files, boxes = entry.get("files") or [], entry.get("boxes") or []
-    scores, rles = entry.get("scores") or [None] * len(boxes), entry.get("rle") or [None] * len(boxes)
-    for k, (names, box, score, rle) in enumerate(zip(files, boxes, scores, rles)):
-        e = {
-            "file": next(iter(names.values())),
-            "image": entry.get("image"),
-            "box": box,
-            "sam_score": score,
-            "coarse": entry.get("coarse"),
-            "rle": rle,
-        }
-        if entry.get("combine") == "labels":
-            e["label"] = k + 1
-        out.append(e)
-    return out
-
-
-def _need(module: str, why: str) -> None:
-    """Import ``module`` now (not in the middle of the run), or one line saying what to install."""
-    import importlib
-    import importlib.util
-
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        raise IS5NetError(f"{why} needs the package {module} (pip install {module})")
-    if module == "pymatting" and spec.submodule_search_locations:
-        # pymatting compiles its numba kernels on its first import (about a minute on a laptop, then cached
-        # beside the package): say so, rather than look stuck.
-        root = Path(next(iter(spec.submodule_search_locations)))
-        if not any(root.glob("*/__pycache__/*.nbi")):
-            log.info("pymatting: compiling its kernels on first use (a minute or so, once)")
-    importlib.import_module(module)
-
-
-class _Job:
-    __slots__ = ("item", "boxes", "names")
-
-    def __init__(self, item, boxes, names):
-        self.item, self.boxes, self.names = item, boxes, names
+@dataclass
+class _Prepared:
+    found: object  # is5net.batch.Discovery
+    cli_boxes: list
+    file_boxes: Optional[dict]
+    coarse: object  # is5net.segment_files.GivenCoarseMasks or None
+    outputs: object  # is5net.inference.outputs.OutputOptions
+    max_pixels: Optional[int]
+    several_processes: bool  # under torchrun
 
     @property
-    def outputs(self) -> list[str]:
-        return [n for per_output in self.names for n in per_output.values()]
+    def batch_mode(self) -> bool:  # journal, resume, mirrored tree
+        return self.found.batch or self.several_processes
 
 
-def run(args: argparse.Namespace) -> int:
-    import os
-
-    from tqdm import tqdm
-
+def _prepare(args: argparse.Namespace) -> _Prepared:
+    """Options, boxes, images and output names checked before any model loads (exit 2 on a mistake)."""
     from .. import batch
-    from ..checkpoint import load_refiner
-    from ..contract import FG_THRESHOLD
-    from ..data.coarse import CoarseMaskFolder
-    from ..distributed import ProcessGroup
-    from ..inference.boxes import boxes_for, load_boxes_file, parse_box
-    from ..inference.outputs import (
-        composite,
-        cutout_rgba,
-        foreground_colours,
-        label_map,
-        mask_uint8,
-        parse_background,
-        rle_encode,
-        union_uint8,
-    )
-    from ..inference.outputs import parse_threshold as _parse_threshold
-    from ..inference.predictor import PredictorOptions, build_predictor
-    from ..inference.stage1 import choose_stage1
-    from ..io import (
-        atomic_write_text,
-        encode_png,
-        load_image,
-        load_mask,
-        max_pixels,
-    )
-    from ..runtime import resolve_device
-    from ..weights import resolve_weights
+    from ..inference.boxes import load_boxes_file, parse_box
+    from ..inference.outputs import OutputOptions, parse_background, parse_threshold
+    from ..io import load_image, max_pixels
+    from ..segment_files import GivenCoarseMasks, check_named_images, require_module
 
-    started = time.perf_counter()
-    threshold = _parse_threshold(args.threshold)
+    threshold = parse_threshold(args.threshold)
     pixel_limit = max_pixels(args.max_pixels)  # a bad $IS5NET_MAX_PIXELS is refused here, before any work
     background = parse_background(args.background)
     if args.background is not None and args.save == "mask":
         raise IS5NetError("--background composites cut-outs: give it with --save cutout or --save both")
     if args.prefetch < 0:
         raise IS5NetError(f"--prefetch {args.prefetch}: expected 0 or more images")
-    device = resolve_device(args.device)
     cli_boxes = [parse_box(b) for b in args.box]
     file_boxes = load_boxes_file(args.boxes) if args.boxes else None
     found = batch.discover(args.images, recursive=args.recursive, exclude=args.output)
-    several_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    batch_mode = found.batch or several_processes
-    _check_inputs(args, found.named, len(found.items))
+    check_named_images(found.named)
+    coarse = GivenCoarseMasks(args.coarse_mask) if args.coarse_mask is not None else None
+    if coarse is not None:
+        coarse.check(len(found.items))
+    if args.output.exists() and not args.output.is_dir():
+        raise IS5NetError(f"-o {args.output}: exists and is not a directory")
     collision = batch.output_collisions(found.items)
     if collision is not None:
         raise IS5NetError(collision)
     if isinstance(background, Path):
         background = load_image(background, max_pixels=pixel_limit)
-    _need("pycocotools", "the COCO RLE of the index")
+    require_module("pycocotools", "the COCO RLE of the index")
     if args.save != "mask" and args.foreground == "estimate":
-        _need("pymatting", "--foreground estimate (the default for cut-outs; --foreground raw needs nothing)")
+        require_module("pymatting", "--foreground estimate (the default for cut-outs; --foreground raw needs nothing)")
+    estimate = args.foreground == "estimate"
+    outputs = OutputOptions(args.save, args.combine, threshold, estimate, background)
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _Prepared(found, cli_boxes, file_boxes, coarse, outputs, pixel_limit, several)
+
+
+def _load_refiner(args: argparse.Namespace):
+    from ..checkpoint import load_refiner
+    from ..weights import resolve_weights
 
     checkpoint = resolve_weights(args.checkpoint)
-    refiner = load_refiner(checkpoint)
+    return load_refiner(checkpoint), checkpoint
+
+
+def _plan(args: argparse.Namespace, p: _Prepared, refiner, checkpoint: Path):
+    """The jobs (boxes and output names per image), once the refiner says whether it takes prompts."""
+    from ..segment_files import check_outputs_are_not_inputs, plan_jobs
+
     is5 = refiner.in_ch == 5
-    if is5 and not cli_boxes and not file_boxes:
-        raise IS5NetError(f"{found.items[0].path}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
-    jobs: list[_Job] = []
-    for item in found.items:
-        boxes = boxes_for(item, cli_boxes, file_boxes)
-        if is5 and not boxes and not batch_mode:
-            raise IS5NetError(f"{item.path}: no box given (use --box x0,y0,x1,y1 or --boxes FILE)")
-        n_outputs = max(1, len(boxes)) if args.combine == "separate" else 1
-        jobs.append(_Job(item, boxes, _output_names(item.out_stem, n_outputs, args.save)))
-    ignored = [
-        name
-        for name, given in (("--box/--boxes", cli_boxes or file_boxes), ("--coarse-mask", args.coarse_mask is not None))
-        if given
-    ]
+    jobs = plan_jobs(p.found.items, p.cli_boxes, p.file_boxes, p.outputs, is5, p.batch_mode)
+    given = [("--box/--boxes", p.cli_boxes or p.file_boxes), ("--coarse-mask", p.coarse is not None)]
+    ignored = [name for name, was_given in given if was_given]
     if not is5 and ignored:
         log.warning(
             "%s is a 3-channel IS-Net: it takes no prompt, so %s are ignored (each box only names an "
@@ -352,241 +267,68 @@ def run(args: argparse.Namespace) -> int:
             checkpoint.name,
             " and ".join(ignored),
         )
-    out_dir: Path = args.output
-    inputs = {item.path.resolve() for item in found.items}
-    for name in [n for job in jobs for n in job.outputs] + [batch.INDEX_JSON, batch.INDEX_JSONL]:
-        if (out_dir / name).resolve() in inputs:
-            raise IS5NetError(f"{out_dir / name} is an input image; choose another -o")
+    check_outputs_are_not_inputs(args.output, jobs)
+    return jobs
 
+
+def _segment(args: argparse.Namespace, p: _Prepared, jobs: list, refiner):
+    """Build the predictor (on this process's device under torchrun) and run the jobs."""
+    from ..batch import BatchRun
+    from ..distributed import ProcessGroup
+    from ..inference.predictor import PredictorOptions, build_predictor
+    from ..inference.stage1 import choose_stage1
+    from ..runtime import resolve_device
+    from ..segment_files import ImageSegmenter
+
+    is5 = refiner.in_ch == 5
     stage1 = choose_stage1(args.stage1, args.sam_checkpoint, args.sam_type, args.coarse_mask) if is5 else None
-    group = ProcessGroup(device) if several_processes else None
+    device = resolve_device(args.device)
+    group = ProcessGroup(device) if p.several_processes else None
     try:
         if group is not None:
             device = group.device  # cuda:LOCAL_RANK under torchrun on GPUs (the predictor moves SAM there)
         options = PredictorOptions.from_args(args, device=device, backend=getattr(args, "backend", "torch"))
         predictor = build_predictor(refiner, stage1, options)
         log.info("refiner: %s", predictor.backend)
-        coarse_listing = (
-            CoarseMaskFolder(args.coarse_mask) if args.coarse_mask is not None and args.coarse_mask.is_dir() else None
-        )
-        estimate = args.foreground == "estimate"
-
-        def read(job: _Job):
-            """Decode the image (and its coarse masks): runs ahead, in the decoding thread."""
-            rgb = load_image(job.item.path, max_pixels=pixel_limit)
-            if is5 and not job.boxes:
-                raise IS5NetError(f"{job.item.path}: no box given for it (--box, or an entry in --boxes FILE)")
-            coarse = None
-            if is5 and args.coarse_mask is not None:
-                multi = len(job.boxes) > 1
-                paths = [
-                    _coarse_mask_path(args.coarse_mask, coarse_listing, job.item, k if multi else None)
-                    for k in range(len(job.boxes))
-                ]
-                if multi and len(set(paths)) == 1:
-                    log.warning(
-                        "%s: one coarse mask (%s) for all %d boxes; name them %s_0.png, %s_1.png, ... for one each",
-                        job.item.path.name,
-                        paths[0].name,
-                        len(job.boxes),
-                        job.item.path.stem,
-                        job.item.path.stem,
-                    )
-                coarse = []
-                for path in paths:
-                    m = load_mask(path, max_pixels=pixel_limit)
-                    if m.shape != rgb.shape[:2]:
-                        raise IS5NetError(
-                            f"coarse mask {path.name} is {m.shape[1]}x{m.shape[0]}, "
-                            f"the image is {rgb.shape[1]}x{rgb.shape[0]}"
-                        )
-                    coarse.append(m)
-            return rgb, coarse
-
-        def cutout(rgb, alpha):
-            fg = foreground_colours(rgb, alpha) if estimate else rgb
-            return composite(fg, alpha, background) if background is not None else cutout_rgba(fg, alpha)
-
-        def segment(job: _Job, rgb, coarse) -> tuple[list[tuple[str, bytes]], dict]:
-            """One image's output files (path under OUTDIR, PNG bytes) and journal line; nothing written here."""
-            t0 = time.perf_counter()
-            predictor.set_image(rgb)
-            if is5:
-                preds = predictor.predict_batch(job.boxes, coarse)
-            else:
-                preds = predictor.predict_batch(job.boxes) if job.boxes else [predictor.predict()]
-            masks = [mask_uint8(p.mask, threshold) for p in preds]  # the same bytes as `is5net serve` answers
-            foreground = [m > FG_THRESHOLD for m in masks]
-            if args.combine == "separate":
-                alphas, saved = masks, masks
-            else:
-                union = union_uint8(masks)
-                alphas = [union]
-                saved = [union if args.combine == "union" else label_map(foreground, [p.mask for p in preds])]
-            files = []
-            for file_names, alpha, mask in zip(job.names, alphas, saved, strict=True):
-                for kind, name in file_names.items():
-                    files.append((name, encode_png(mask if kind == "mask" else cutout(rgb, alpha))))
-            per_box = job.names if args.combine == "separate" else job.names * len(preds)
-            entry = {
-                "input": str(job.item.rel),
-                "image": str(job.item.path),
-                "width": int(rgb.shape[1]),
-                "height": int(rgb.shape[0]),
-                "boxes": [p.box for p in preds],
-                "scores": [p.sam_score for p in preds],
-                "coarse": "given" if args.coarse_mask is not None else (args.stage1 if is5 else None),
-                "combine": args.combine,
-                "outputs": job.outputs,
-                "files": per_box,
-                "rle": [rle_encode(f) for f in foreground],
-                "seconds": round(time.perf_counter() - t0, 4),
-            }
-            return files, entry
-
-        rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
-        journal = batch.Journal(out_dir, rank, world) if batch_mode else None
-        skipped = 0
-        mine = jobs
-        if journal is not None:
-            todo = None
-            if rank == 0:
-                order = [str(job.item.rel) for job in jobs]
-                stale = batch.remove_stale_temporaries(out_dir)
-                if stale:
-                    log.info("%s: removed %d unfinished temporary file(s) a killed run left", out_dir, stale)
-                latest, dropped = journal.entries()
-                if dropped:
-                    log.info(
-                        "%s: dropped %d torn line(s) a killed run left; their images are redone", journal.path, dropped
-                    )
-                if latest or journal.parts():
-                    journal.compact(order)
-                todo = [
-                    i
-                    for i, job in enumerate(jobs)
-                    if args.overwrite
-                    or not batch.is_done(latest.get(str(job.item.rel)), job.outputs, out_dir, combine=args.combine)
-                ]
-            todo = group.broadcast(todo) if group is not None else todo
-            skipped = len(jobs) - len(todo)
-            if skipped and rank == 0:
-                log.info(
-                    "%d of %d image(s) already done (listed in %s); --overwrite redoes them",
-                    skipped,
-                    len(jobs),
-                    journal.path,
-                )
-            mine = [jobs[i] for i in todo[rank::world]]
-
-        index: list[dict] = []  # files named one by one: index.json as before
-        failed: list[str] = []
-        n_files = n_written = 0
-        created = not out_dir.exists()
-        desc = "predict" if world == 1 else f"predict (rank 0 of {world})"
-        bar = tqdm(
-            total=len(mine),
-            desc=desc,
-            unit="image",
-            file=sys.stderr,
-            disable=True if (args.quiet or rank != 0) else None,
-        )
-        try:
-            for job, payload, error in batch.decode_ahead(mine, read, depth=args.prefetch):
-                try:
-                    if error is not None:
-                        raise error
-                    files, entry = segment(job, *payload)
-                except (IS5NetError, OSError) as exc:
-                    image = str(job.item.path)
-                    message = str(exc) if image in str(exc) else f"{image}: {exc}"
-                    tqdm.write(f"is5net predict: error: {message}", file=sys.stderr)
-                    failed.append(image)
-                    bar.update(1)
-                    continue
-                _commit(out_dir, files)
-                entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                if journal is not None:
-                    journal.append(entry)
-                else:
-                    index.extend(per_box_entries(entry))
-                n_written += len(entry["boxes"])
-                n_files += 1
-                bar.update(1)
-        finally:
-            bar.close()
-            # Also on Ctrl-C or an unexpected error: the outputs written so far are listed.
-            if journal is None:
-                if index:
-                    atomic_write_text(out_dir / batch.INDEX_JSON, json.dumps(index, indent=2))
-                elif created and out_dir.is_dir() and not any(out_dir.iterdir()):
-                    out_dir.rmdir()  # made for this run, and nothing came of it
-
-        total_images = len(jobs)
-        if group is not None:
-            failed = batch.gather(group, failed)
-            n_written, n_files = group.sum([n_written, n_files])
-            group.barrier()  # every part is complete before rank 0 merges them
-        if journal is not None and rank == 0:
-            entries = journal.compact([str(job.item.rel) for job in jobs])
-            if entries:
-                atomic_write_text(
-                    out_dir / batch.INDEX_JSON,
-                    json.dumps([e for entry in entries for e in per_box_entries(entry)], indent=2),
-                )
-        if group is not None:
-            group.barrier()
+        segmenter = ImageSegmenter(predictor, p.outputs, p.coarse, args.stage1, p.max_pixels)
+        run = BatchRun(args.output, jobs, p.batch_mode, group, args.overwrite, args.prefetch, not args.quiet,
+                       same={"combine": args.combine})  # fmt: skip
+        return run.run(segmenter.read, segmenter.segment)
     finally:
         if group is not None:
             group.close()
 
-    if rank != 0:
-        return EXIT_SOME_FAILED if failed else 0
-    elapsed = time.perf_counter() - started
+
+def _report(args: argparse.Namespace, outcome, elapsed: float) -> int:
+    """The closing line (rank 0 only) and the exit status: 0 all done, 1 some images failed, 2 nothing done."""
+    o = outcome
+    if o.rank != 0:
+        return EXIT_SOME_FAILED if o.failed else 0
     what = "masks" if args.save == "mask" else "cutouts" if args.save == "cutout" else "masks and cutouts"
     if args.combine != "separate":
         what = f"{what} ({args.combine})"
-    done_note = f" ({skipped} already done, skipped)" if skipped else ""
-    procs = f" by {world} processes" if world > 1 else ""
-    if not failed:
-        outputs = n_written if args.combine == "separate" else n_files
+    done_note = f" ({o.skipped} already done, skipped)" if o.skipped else ""
+    outputs = o.boxes if args.combine == "separate" else o.images
+    if not o.failed:
+        procs = f" by {o.world_size} processes" if o.world_size > 1 else ""
         print(
-            f"is5net predict: {outputs} {what} for {n_files} image(s) in {elapsed:.1f}s{procs} -> {out_dir}{done_note}",
+            f"is5net predict: {outputs} {what} for {o.images} image(s) in {elapsed:.1f}s{procs} -> {args.output}"
+            f"{done_note}",
             file=sys.stderr,
         )
         return 0
-    if total_images > 1:
-        shown = ", ".join(failed[:10]) + (f", ... ({len(failed) - 10} more)" if len(failed) > 10 else "")
-        listed = "index.jsonl" if journal is not None else "index.json"
-        outputs = n_written if args.combine == "separate" else n_files
+    if o.total > 1:
+        shown = ", ".join(o.failed[:10]) + (f", ... ({len(o.failed) - 10} more)" if len(o.failed) > 10 else "")
+        listed = "index.jsonl" if o.journaled else "index.json"
         written = (
-            f"{outputs} {what} for {n_files} image(s) written -> {out_dir} (listed in {listed})"
-            if n_files
+            f"{outputs} {what} for {o.images} image(s) written -> {args.output} (listed in {listed})"
+            if o.images
             else "nothing written"
         )
         print(
-            f"is5net predict: {len(failed)} of {total_images - skipped} image(s) failed: {shown}; {written}{done_note}",
+            f"is5net predict: {len(o.failed)} of {o.total - o.skipped} image(s) failed: {shown}; {written}{done_note}",
             file=sys.stderr,
         )
-    if journal is not None:
+    if o.journaled:
         return EXIT_SOME_FAILED  # a batch: the images done before are there; 2 is for usage mistakes
-    return EXIT_SOME_FAILED if index else EXIT_NOTHING_DONE
-
-
-def _commit(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
-    """Write one image's files, each atomically; if one cannot be written, the image's others are removed
-    too, so an image has all of its outputs or none."""
-    from ..io import (
-        atomic_write_bytes,
-    )
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    try:
-        for fname, data in files:
-            atomic_write_bytes(out_dir / fname, data)
-            written.append(out_dir / fname)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    return EXIT_SOME_FAILED if o.images else EXIT_NOTHING_DONE

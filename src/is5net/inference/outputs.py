@@ -9,13 +9,14 @@ unless a threshold is given).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..contract import binarize
+from ..contract import FG_THRESHOLD, binarize
 from ..errors import IS5NetError
-from ..io import mask_to_uint8
+from ..io import encode_png, mask_to_uint8
 
 Threshold = Union[float, str, None]
 
@@ -166,3 +167,51 @@ def rle_encode(foreground: np.ndarray) -> dict:
 
     rle = coco_mask.encode(np.asfortranarray(np.asarray(foreground, np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+# ------------------------------------------------------------------------------- an image's output files
+@dataclass(frozen=True)
+class OutputOptions:
+    """What an image's predictions become on disk (``is5net predict``'s --save, --combine, --threshold, ...).
+
+    ``background``: None (RGBA cut-outs), an RGB colour or an ``HxWx3`` image (cut-outs composited over it).
+    ``estimate_foreground``: cut-out colours at soft edges by pymatting's estimation, not the photo's pixels.
+    """
+
+    save: str = "mask"
+    combine: str = "separate"
+    threshold: Threshold = None
+    estimate_foreground: bool = False
+    background: Any = None
+
+    def names(self, stem, n_boxes: int) -> list[dict[str, str]]:
+        """Per output of an image whose outputs are ``stem`` (its path under OUTDIR, no suffix): kind
+        (``mask``, ``cutout``) -> path, for the kinds ``save`` asks for. One output per box, or one in all."""
+        n_outputs = max(1, n_boxes) if self.combine == "separate" else 1
+        stems = [str(stem)] if n_outputs == 1 else [f"{stem}_{k}" for k in range(n_outputs)]
+        if self.save == "both":
+            return [{"mask": f"{s}.png", "cutout": f"{s}_cutout.png"} for s in stems]
+        return [{self.save: f"{s}.png"} for s in stems]
+
+    def render(self, rgb: np.ndarray, soft_masks: Sequence[np.ndarray], names: list[dict[str, str]]):
+        """The files (name, PNG bytes) for one image's soft masks, and each box's foreground (for the RLE).
+
+        The masks are the same bytes as ``is5net serve`` answers (:func:`mask_uint8`).
+        """
+        masks = [mask_uint8(m, self.threshold) for m in soft_masks]
+        foreground = [m > FG_THRESHOLD for m in masks]
+        if self.combine == "separate":
+            alphas, saved = masks, masks
+        else:
+            union = union_uint8(masks)
+            alphas = [union]
+            saved = [union if self.combine == "union" else label_map(foreground, list(soft_masks))]
+        files = []
+        for file_names, alpha, mask in zip(names, alphas, saved, strict=True):
+            for kind, name in file_names.items():
+                files.append((name, encode_png(mask if kind == "mask" else self.cutout(rgb, alpha))))
+        return files, foreground
+
+    def cutout(self, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        fg = foreground_colours(rgb, alpha) if self.estimate_foreground else rgb
+        return composite(fg, alpha, self.background) if self.background is not None else cutout_rgba(fg, alpha)
