@@ -13,7 +13,7 @@ LAYERS = [
     ("checkpoint", "contract", "weights", "export"),  # the one rulebook; weight files; the ONNX export
     ("inference",),  # stage 1, boxes, the predictor, regions, runtimes, outputs
     ("data", "eval.metrics", "eval.folders", "eval.report", "eval.scoring", "eval"),
-    ("eval.dis5k", "train", "batch"),
+    ("eval.dis5k", "train", "batch", "segment_files"),
     ("serve", "demo", "doctor"),
     ("commands",),  # one file per subcommand: its arguments and a run() over the library
     ("cli", "__main__"),
