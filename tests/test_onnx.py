@@ -98,7 +98,7 @@ def test_export_onnx_fp16_weights_halve_the_file(tmp_path, capsys):
 
 
 def test_export_onnx_over_the_tolerance_keeps_nothing(tmp_path, capsys, monkeypatch):
-    from is5net import export_cli
+    from is5net.inference import export_check as export_cli
 
     ckpt = _official_isnet_pth(tmp_path / "isnet.pth")
     monkeypatch.setitem(export_cli.TOLERANCE, False, (-1.0, 2.0))  # a tolerance nothing can meet
@@ -256,7 +256,7 @@ def test_the_export_cache_keeps_the_most_recently_used(tmp_path, monkeypatch):
 def test_export_check_measures_both_against_float64_when_float32_noise_is_large(tmp_path, capsys, monkeypatch):
     import re
 
-    from is5net import export_cli
+    from is5net.inference import export_check as export_cli
 
     ckpt = _official_isnet_pth(tmp_path / "isnet.pth")
     monkeypatch.setitem(export_cli.TOLERANCE, False, (0.0, 0.0))  # every difference is "large" here
