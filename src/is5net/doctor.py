@@ -54,16 +54,57 @@ def cpu_flags() -> list[str]:
 
 
 def collect(verify: bool = True) -> dict:
-    """Everything doctor reports, as plain data (the tests read it; ``run`` prints it)."""
+    """Everything doctor reports, as plain data (the tests read it; ``is5net doctor`` prints it)."""
     import torch
 
     from .inference.backends import BACKENDS, backend_versions, resolve_backend
-    from .weights import OFFICIAL, find, verify_file, weights_home
+    from .weights import weights_home
 
     advice: list[str] = []
     problems: list[str] = []
     cuda = torch.cuda.is_available()
-    device = {
+    backends = backend_versions()
+    if backends.get("openvino") is None:
+        advice.append("the refiner runs several times faster on a CPU with OpenVINO: pip install 'is5net[onnx]'")
+    extras = {name: {p: _version(p) for p in pkgs} for name, pkgs in EXTRAS.items()}
+    advice += _extras_advice(extras)
+    home = weights_home()
+    files = _weight_files(home, verify, advice, problems)
+    known = {f["file"] for f in files if f["file"]}
+    others = (
+        sorted(str(p) for p in home.glob("*") if p.is_file() and str(p) not in known and not p.name.endswith(".part"))
+        if home.is_dir()
+        else []
+    )
+    partial = sorted(str(p) for p in home.glob("*.part")) if home.is_dir() else []
+    for p in partial:
+        advice.append(f"{p}: an interrupted download; run the same `is5net weights download` again to resume it")
+    return {
+        "is5net": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: (torch.__version__ if p == "torch" else _version(p)) for p in CORE},  # +cu/+cpu: the build
+        "device": _device(torch, cuda),
+        "backends": backends,
+        "backend_names": list(BACKENDS),
+        "auto_backend": {
+            "cpu": resolve_backend("auto", torch.device("cpu")),
+            "default_device": resolve_backend("auto", torch.device("cuda" if cuda else "cpu")),
+        },
+        "openvino_cpu": _openvino_cpu() if backends.get("openvino") else None,
+        "extras": extras,
+        "home": str(home),
+        "home_exists": home.is_dir(),
+        "weights": files,
+        "other_files": others,
+        "partial": partial,
+        "problems": problems,
+        "advice": advice,
+    }
+
+
+def _device(torch, cuda: bool) -> dict:
+    return {
         "torch_cuda_build": torch.version.cuda,
         "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
         "cpu": platform.processor() or platform.machine(),
@@ -72,18 +113,21 @@ def collect(verify: bool = True) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_flags": cpu_flags(),
     }
-    backends = backend_versions()
-    auto_cpu = resolve_backend("auto", torch.device("cpu"))
-    auto_default = resolve_backend("auto", torch.device("cuda" if cuda else "cpu"))
-    if backends.get("openvino") is None:
-        advice.append("the refiner runs several times faster on a CPU with OpenVINO: pip install 'is5net[onnx]'")
-    extras = {name: {p: _version(p) for p in pkgs} for name, pkgs in EXTRAS.items()}
+
+
+def _extras_advice(extras: dict) -> list[str]:
+    advice = []
     for name, pkgs in extras.items():
         missing = [p for p, v in pkgs.items() if v is None]
         if missing and name != "dev":
             advice.append(f"extra '{name}' incomplete (missing {', '.join(missing)}): pip install 'is5net[{name}]'")
+    return advice
 
-    home = weights_home()
+
+def _weight_files(home: Path, verify: bool, advice: list[str], problems: list[str]) -> list[dict]:
+    """Each official file: found and checked, or missing; what to do about it goes to ``advice``."""
+    from .weights import OFFICIAL, find, verify_file
+
     files = []
     for entry in OFFICIAL.values():
         path = find(entry, home)
@@ -109,34 +153,7 @@ def collect(verify: bool = True) -> dict:
             problems.append(f"{path}: {verdict.detail}")
             fix = f"`is5net weights download {entry.name}`" if entry.url else f"download it again from {entry.page}"
             advice.append(f"{path.name} fails its check: delete it and {fix}")
-    known = {f["file"] for f in files if f["file"]}
-    others = (
-        sorted(str(p) for p in home.glob("*") if p.is_file() and str(p) not in known and not p.name.endswith(".part"))
-        if home.is_dir()
-        else []
-    )
-    partial = sorted(str(p) for p in home.glob("*.part")) if home.is_dir() else []
-    for p in partial:
-        advice.append(f"{p}: an interrupted download; run the same `is5net weights download` again to resume it")
-    return {
-        "is5net": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": {p: (torch.__version__ if p == "torch" else _version(p)) for p in CORE},  # +cu/+cpu: the build
-        "device": device,
-        "backends": backends,
-        "backend_names": list(BACKENDS),
-        "auto_backend": {"cpu": auto_cpu, "default_device": auto_default},
-        "openvino_cpu": _openvino_cpu() if backends.get("openvino") else None,
-        "extras": extras,
-        "home": str(home),
-        "home_exists": home.is_dir(),
-        "weights": files,
-        "other_files": others,
-        "partial": partial,
-        "problems": problems,
-        "advice": advice,
-    }
+    return files
 
 
 def _openvino_cpu() -> dict:
