@@ -17,7 +17,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -125,103 +125,137 @@ async def read_form(
     if declared is not None and declared > _drain_cap(limit):
         raise _too_large(limit)  # refused before a byte of it is read
 
-    form = Form()
-    state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "part": None}
+    builder = _FormBuilder(tmp_dir, file_fields, text_fields)
+    parser = MultipartParser(params[b"boundary"], builder.callbacks())
+    try:
+        await _parse(request, parser, builder.form, limit)
+    except BaseException:
+        builder.abort()
+        raise
+    return builder.form
 
-    def on_part_begin() -> None:
-        state["headers"], state["part"] = {}, None
 
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
-        state["field"], state["value"] = b"", b""
-
-    def on_headers_finished() -> None:
-        _, disp = parse_options_header(state["headers"].get("content-disposition", b""))
-        name = disp.get(b"name", b"").decode("utf-8", "replace")
-        if sum(len(v) for v in form.fields.values()) + sum(len(v) for v in form.files.values()) >= MAX_PARTS:
-            raise ApiError(422, f"more than {MAX_PARTS} form fields")
-        if b"filename" in disp or name in file_fields:
-            if name not in file_fields:
-                raise ApiError(422, f"unexpected file field {name!r}; files go in {', '.join(sorted(file_fields))}")
-            fd, path = tempfile.mkstemp(prefix="upload-", dir=tmp_dir)
-            # The client's file name is only ever shown in messages (never used as a path).
-            filename = os.path.basename(disp.get(b"filename", b"").decode("utf-8", "replace")) or name
-            state["part"] = ("file", name, os.fdopen(fd, "wb"), Path(path), hashlib.sha256(), [0], filename)
-            form.files.setdefault(name, []).append(UploadedFile(name, filename, Path(path), 0, ""))
-        else:
-            if name not in text_fields:
-                raise ApiError(422, f"unknown field {name!r}; expected {', '.join(sorted(text_fields | file_fields))}")
-            state["part"] = ("text", name, bytearray())
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = state["part"]
-        chunk = data[start:end]
-        if part[0] == "file":
-            part[2].write(chunk)
-            part[4].update(chunk)
-            part[5][0] += len(chunk)
-        else:
-            part[2].extend(chunk)
-            if len(part[2]) > MAX_FIELD_BYTES:
-                raise ApiError(422, f"field {part[1]!r} is over {MAX_FIELD_BYTES // 1024} KiB")
-
-    def on_part_end() -> None:
-        part, state["part"] = state["part"], None
-        if part is None:
-            return
-        if part[0] == "file":
-            part[2].close()
-            entry = form.files[part[1]][-1]
-            entry.size, entry.sha256 = part[5][0], part[4].hexdigest()
-        else:
-            try:
-                form.fields.setdefault(part[1], []).append(bytes(part[2]).decode("utf-8"))
-            except UnicodeDecodeError:
-                raise ApiError(422, f"field {part[1]!r} is not UTF-8 text") from None
-
-    parser = MultipartParser(
-        params[b"boundary"],
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+async def _parse(request: Request, parser: MultipartParser, form: Form, limit: int) -> None:
+    """Push the body through ``parser`` as it streams in; every failure is an :class:`ApiError`."""
     received = 0
     chunks = request.stream().__aiter__()  # one iterator: a body can be streamed once
     try:
-        try:
-            async for chunk in chunks:
-                received += len(chunk)
-                if received > limit:
-                    form.close()
-                    await _drain(chunks, received, limit)
-                    raise _too_large(limit)
-                parser.write(chunk)
-            parser.finalize()
-        except ClientDisconnect:
-            raise ApiError(400, "the client went away before the upload ended") from None
-        except ApiError:
-            raise
-        except Exception as exc:  # python-multipart's own parse errors
-            raise ApiError(422, f"malformed multipart body ({exc.__class__.__name__})") from None
-    except BaseException:
-        part = state["part"]
-        if part is not None and part[0] == "file":
-            part[2].close()
-        form.close()
+        async for chunk in chunks:
+            received += len(chunk)
+            if received > limit:
+                form.close()
+                await _drain(chunks, received, limit)
+                raise _too_large(limit)
+            parser.write(chunk)
+        parser.finalize()
+    except ClientDisconnect:
+        raise ApiError(400, "the client went away before the upload ended") from None
+    except ApiError:
         raise
-    return form
+    except Exception as exc:  # python-multipart's own parse errors
+        raise ApiError(422, f"malformed multipart body ({exc.__class__.__name__})") from None
+
+
+@dataclass
+class _FilePart:
+    entry: UploadedFile  # in the form already; its size and hash are set when the part ends
+    handle: BinaryIO
+    sha256: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+
+@dataclass
+class _TextPart:
+    name: str
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _FormBuilder:
+    """python-multipart's callbacks: the parts of one body, checked and stored as they arrive, into ``form``."""
+
+    def __init__(self, tmp_dir: Path, file_fields: frozenset[str], text_fields: frozenset[str]):
+        self.tmp_dir, self.file_fields, self.text_fields = tmp_dir, file_fields, text_fields
+        self.form = Form()
+        self._headers: dict[str, bytes] = {}
+        self._field = self._value = b""
+        self._part: Optional[_FilePart | _TextPart] = None
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def abort(self) -> None:
+        """Close the part being written, if any, and delete every file part."""
+        if isinstance(self._part, _FilePart):
+            self._part.handle.close()
+        self.form.close()
+
+    def _part_begin(self) -> None:
+        self._headers, self._part = {}, None
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").lower()] = self._value
+        self._field, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, disp = parse_options_header(self._headers.get("content-disposition", b""))
+        name = disp.get(b"name", b"").decode("utf-8", "replace")
+        form = self.form
+        if sum(len(v) for v in form.fields.values()) + sum(len(v) for v in form.files.values()) >= MAX_PARTS:
+            raise ApiError(422, f"more than {MAX_PARTS} form fields")
+        if b"filename" in disp or name in self.file_fields:
+            self._part = self._open_file(name, disp)
+        else:
+            if name not in self.text_fields:
+                fields = ", ".join(sorted(self.text_fields | self.file_fields))
+                raise ApiError(422, f"unknown field {name!r}; expected {fields}")
+            self._part = _TextPart(name)
+
+    def _open_file(self, name: str, disp: dict) -> _FilePart:
+        if name not in self.file_fields:
+            raise ApiError(422, f"unexpected file field {name!r}; files go in {', '.join(sorted(self.file_fields))}")
+        fd, path = tempfile.mkstemp(prefix="upload-", dir=self.tmp_dir)
+        # The client's file name is only ever shown in messages (never used as a path).
+        filename = os.path.basename(disp.get(b"filename", b"").decode("utf-8", "replace")) or name
+        entry = UploadedFile(name, filename, Path(path), 0, "")
+        part = _FilePart(entry, os.fdopen(fd, "wb"))
+        self.form.files.setdefault(name, []).append(entry)
+        return part
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        part, chunk = self._part, data[start:end]
+        if isinstance(part, _FilePart):
+            part.handle.write(chunk)
+            part.sha256.update(chunk)
+            part.size += len(chunk)
+        else:
+            part.data.extend(chunk)
+            if len(part.data) > MAX_FIELD_BYTES:
+                raise ApiError(422, f"field {part.name!r} is over {MAX_FIELD_BYTES // 1024} KiB")
+
+    def _part_end(self) -> None:
+        part, self._part = self._part, None
+        if isinstance(part, _FilePart):
+            part.handle.close()
+            part.entry.size, part.entry.sha256 = part.size, part.sha256.hexdigest()
+        elif part is not None:
+            try:
+                self.form.fields.setdefault(part.name, []).append(bytes(part.data).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ApiError(422, f"field {part.name!r} is not UTF-8 text") from None
 
 
 async def read_json(request: Request, limit: int) -> Any:
