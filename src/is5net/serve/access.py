@@ -1,0 +1,97 @@
+"""Who may talk to the server: the bind rule of ``is5net serve``, the Host check and the token (:class:`Guard`).
+
+A server on the loopback answers only to loopback Host names; one reachable from other machines needs a
+token, or the user's explicit ``--insecure``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Optional
+
+from ..errors import IS5NetError
+from .errors import error_response
+
+TOKEN_ENV = "IS5NET_SERVE_TOKEN"
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address (``--host``) is this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_warning(host: str, token: Optional[str], insecure: bool) -> Optional[str]:
+    """The warning to print for serving on ``host``, if any; a non-loopback one without a token (or
+    ``insecure``), or a token too short to guess hard, is refused (:class:`IS5NetError`)."""
+    if token is not None and len(token) < 8:
+        raise IS5NetError(
+            '--token: use at least 8 characters (a random one: python -c "import secrets; '
+            'print(secrets.token_urlsafe())")'
+        )
+    if is_loopback(host):
+        return None
+    if token is None and not insecure:
+        raise IS5NetError(
+            f"--host {host} lets other machines reach the server: give --token T (or "
+            f"${TOKEN_ENV}) so that requests must carry it, or --insecure to serve without one"
+        )
+    if token is None:
+        return f"serving on {host} WITHOUT a token (--insecure): anyone who can reach this port can use it"
+    return f"serving on {host}: reachable from other machines; API requests need the token"
+
+
+def loopback_host(host: str) -> bool:
+    """Whether a request's Host header (a name, maybe with a port) names the loopback."""
+    name = host.strip()
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class Guard:
+    """ASGI middleware: the Host check (loopback binds) and the token (``/api/``), before any body is read."""
+
+    def __init__(self, app, options):
+        self.app, self.options = app, options
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refusal = self.refusal(scope)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope):
+        """The answer that turns the request away, or None to let it through."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.options.loopback_only and not loopback_host(headers.get("host", "")):
+            # A page on another site can make a browser send requests to 127.0.0.1 under its own host name
+            # (DNS rebinding); a server on the loopback answers only to its loopback names.
+            return error_response(400, "Host header is not a loopback name (this server listens on the loopback only)")
+        path = scope.get("path", "")
+        if self.options.token and path.startswith("/api/") and scope.get("method") != "OPTIONS":
+            given = headers.get("authorization", "")
+            expected = f"Bearer {self.options.token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return error_response(
+                    401,
+                    "missing or wrong token: send 'Authorization: Bearer <token>' (the "
+                    "token given to is5net serve --token)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+        return None
