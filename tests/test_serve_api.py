@@ -22,10 +22,11 @@ import pytest
 from PIL import Image
 
 from is5net.cli import main
-from is5net.commands.serve import check_bind, trained_on_synthetic
+from is5net.commands.serve import check_bind
 from is5net.errors import IS5NetError
 from is5net.inference.outputs import mask_uint8
 from is5net.inference.stage1 import GrabCutStage
+from is5net.serve.models import trained_on_synthetic
 from test_serve_support import RunningServer, temp_files
 
 BOX = [60, 40, 230, 170]

@@ -8,7 +8,6 @@ uploads in a private temporary folder, each removed when its request ends (the f
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import shutil
@@ -22,12 +21,6 @@ from ..errors import IS5NetError
 from .options import positive_int, region_arguments, runtime_arguments, stage1_arguments
 
 log = logging.getLogger("is5net")
-
-TOKEN_ENV = "IS5NET_SERVE_TOKEN"
-SYNTHETIC_NOTE = (
-    "this refiner has only seen synthetic images (is5net demo): on photos expect rough masks; "
-    "load the DIS-SAM weights for real use"
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,106 +97,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(args: argparse.Namespace) -> Optional[str]:
-    """Refuse a non-loopback ``--host`` without ``--token`` or ``--insecure``; the warning to print, if any."""
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    args.token = token
-    if args.token is not None and len(args.token) < 8:
-        raise IS5NetError(
-            '--token: use at least 8 characters (a random one: python -c "import secrets; '
-            'print(secrets.token_urlsafe())")'
-        )
-    if is_loopback(args.host):
-        return None
-    if token is None and not args.insecure:
-        raise IS5NetError(
-            f"--host {args.host} lets other machines reach the server: give --token T (or "
-            f"${TOKEN_ENV}) so that requests must carry it, or --insecure to serve without one"
-        )
-    if token is None:
-        return f"serving on {args.host} WITHOUT a token (--insecure): anyone who can reach this port can use it"
-    return f"serving on {args.host}: reachable from other machines; API requests need the token"
+    """Refuse a non-loopback ``--host`` without ``--token`` or ``--insecure``; the warning to print, if any.
 
-
-def trained_on_synthetic(checkpoint: Path) -> bool:
-    """Whether a refiner was trained by ``is5net train`` on the synthetic data of ``is5net demo``.
-
-    ``train`` writes ``config.yaml`` in its run folder (the checkpoint's folder or the one above it); its
-    ``data`` holds ``synthetic.json`` in each split when ``make_synthetic_dataset`` made it.
+    ``args.token`` becomes the token in force: ``--token``, else ``$IS5NET_SERVE_TOKEN``, else None.
     """
-    import yaml
+    from ..serve.access import TOKEN_ENV, bind_warning
 
-    for run_dir in (checkpoint.parent, checkpoint.parent.parent):
-        config = run_dir / "config.yaml"
-        if not config.is_file():
-            continue
-        try:
-            data = (yaml.safe_load(config.read_text()) or {}).get("data")
-        except (yaml.YAMLError, OSError, AttributeError):
-            return False
-        if not data:
-            return False
-        root = Path(str(data))
-        if not root.is_absolute():
-            root = run_dir / root
-        return (root / "synthetic.json").is_file() or any(root.glob("*/synthetic.json"))
-    return False
-
-
-def load_models(args: argparse.Namespace):
-    """The refiner and the stage-1 maker from the command line, loaded once (errors are one line)."""
-    from ..checkpoint import load_refiner
-    from ..inference.stage1 import choose_stage1
-    from ..runtime import check_precision, resolve_device
-    from ..serve.engine import Models
-    from ..weights import resolve_weights
-
-    device = resolve_device(args.device)
-    check_precision(args.precision, device)
-    refiner, refiner_info = (
-        None,
-        {"name": "none", "detail": "none: the stage-1 mask is served as it is", "synthetic_only": False, "note": None},
-    )
-    if args.refiner == "none":
-        if args.checkpoint is not None:
-            raise IS5NetError("give either --checkpoint (a refiner) or --refiner none, not both")
-    else:
-        if args.checkpoint is None:
-            raise IS5NetError(
-                "give --checkpoint PATH|NAME (the refiner; e.g. dis-sam, or is5net demo's "
-                "refiner.safetensors) or --refiner none to serve the stage-1 mask alone"
-            )
-        path = resolve_weights(args.checkpoint)
-        refiner = load_refiner(path)
-        if refiner.in_ch != 5:
-            raise IS5NetError(f"{path.name} is a 3-channel IS-Net: it takes no box; serve an IS5Net checkpoint")
-        synthetic = trained_on_synthetic(path)
-        refiner_info = {
-            "name": getattr(refiner, "model_name", "is5net"),
-            "detail": f"{path.name} (input {refiner.config.input_size}²)",
-            "synthetic_only": synthetic,
-            "note": SYNTHETIC_NOTE if synthetic else None,
-        }
-
-    source = choose_stage1(args.stage1, args.sam_checkpoint, args.sam_type, coarse_option=None, check_type=True)
-    make_stage = source.factory(device, args.mask_choice)
-    if source.method == "grabcut":
-        stage1 = {"name": "grabcut", "detail": source.describe()}
-    elif source.checkpoint is None:
-        stage1 = {"name": "sam", "detail": "random tiny SAM (tests only: meaningless masks)"}
-    else:
-        stage1 = {"name": "sam", "detail": f"SAM {source.sam_type} ({source.checkpoint.name})"}
-    regions = {"region": args.region, "margin": args.margin, "max_side": args.max_side}
-    return Models(refiner, make_stage, device, args.precision, args.backend, regions, stage1, refiner_info)
+    args.token = args.token or os.environ.get(TOKEN_ENV) or None
+    return bind_warning(args.host, args.token, args.insecure)
 
 
 def require_extra() -> None:
@@ -218,8 +120,11 @@ def require_extra() -> None:
 def build(args: argparse.Namespace):
     """``(app, engine, tmp_dir)`` for the parsed ``is5net serve`` arguments; nothing is listening yet."""
     require_extra()
+    from ..inference.predictor import PredictorOptions
+    from ..serve.access import is_loopback
     from ..serve.app import Options, create_app
     from ..serve.engine import Engine, Limits
+    from ..serve.models import load_models
 
     warning = check_bind(args)
     limits = Limits(
@@ -229,7 +134,8 @@ def build(args: argparse.Namespace):
         queue=args.queue,
         timeout_s=args.timeout,
     )
-    models = load_models(args)
+    predictor = PredictorOptions.from_args(args)
+    models = load_models(args.checkpoint, args.refiner, args.stage1, args.sam_checkpoint, args.sam_type, predictor)
     tmp_dir = Path(tempfile.mkdtemp(prefix="is5net-serve-"))
     engine = Engine(models, limits, tmp_dir)
     options = Options(token=args.token, cors=list(args.cors), ui=not args.no_ui, loopback_only=is_loopback(args.host))

@@ -37,7 +37,7 @@ from ..contract import binary_mask
 from ..errors import IS5NetError
 from ..inference.boxes import validate_box
 from ..inference.outputs import cutout_rgba, mask_uint8, union_uint8
-from ..inference.predictor import IS5NetPredictor, Prediction
+from ..inference.predictor import IS5NetPredictor, Prediction, PredictorOptions, build_predictor
 from ..io import encode_png, image_file_problem, load_image, load_mask
 from .errors import ApiError
 
@@ -98,14 +98,10 @@ class Segmenter:
         if models.refiner is not None:
             # Built once (BatchNorm folded, moved to the device); each image gets a shallow copy of it with its
             # own stage 1, so an image's state (embedding, resized RGB) lives in its copy, in the cache.
-            self._base = IS5NetPredictor(
-                models.make_stage(),
-                models.refiner,
-                device=models.device,
-                precision=models.precision,
-                backend=models.backend,
-                **models.regions,
+            options = PredictorOptions(
+                device=models.device, precision=models.precision, backend=models.backend, **models.regions
             )
+            self._base = build_predictor(models.refiner, models.make_stage(), options)
             models.refiner_info["region"] = self._base.region
             models.refiner_info["runtime"] = str(self._base.backend)
         self.encoder_runs = 0  # stage-1 image embeddings computed (what the cache saves)
