@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS  # noqa: F401  (the rules are here)
+from .errors import IS5NetError
 
 __all__ = [
     "FG_THRESHOLD",
@@ -80,6 +81,13 @@ def binary_mask(mask: ArrayOrTensor) -> np.ndarray:
     if m.dtype == np.uint16:
         return m > 32767
     return m > FG_THRESHOLD
+
+
+def check_mask_size(shape: Sequence[int], expected: Sequence[int], what: str, of: str = "the image") -> None:
+    """A coarse mask must have its image's size, ``H x W`` (docs/input-contract.md, "Masks"): it is never
+    resized to fit, since a mask of another size belongs to another image. ``what`` and ``of`` name both."""
+    if tuple(shape[:2]) != tuple(expected[:2]):
+        raise IS5NetError(f"{what} is {shape[1]}x{shape[0]}, {of} is {expected[1]}x{expected[0]}")
 
 
 def tight_box(mask: ArrayOrTensor) -> Optional[Box]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from .batch import INDEX_JSON, INDEX_JSONL, Item, Job
+from .contract import check_mask_size
 from .data.coarse import CoarseMaskFolder
 from .errors import IS5NetError
 from .inference.boxes import boxes_for
@@ -130,10 +131,7 @@ class GivenCoarseMasks:
         masks = []
         for path in paths:
             m = load_mask(path, max_pixels=max_pixels)
-            if m.shape != shape:
-                raise IS5NetError(
-                    f"coarse mask {path.name} is {m.shape[1]}x{m.shape[0]}, the image is {shape[1]}x{shape[0]}"
-                )
+            check_mask_size(m.shape, shape, f"coarse mask {path.name}")
             masks.append(m)
         return masks
 

@@ -21,6 +21,7 @@ from ..contract import (
     REGIONS,
     binarize,
     binary_mask,
+    check_mask_size,
     normalize_input,
     resize_prompt,
     resize_rgb,
@@ -280,11 +281,7 @@ class IS5NetPredictor:
 
     def _coarse_to_tensor(self, mask) -> torch.Tensor:
         m = binary_mask(mask)
-        if m.shape != tuple(self.original_size):
-            raise IS5NetError(
-                f"the coarse mask is {m.shape[1]}x{m.shape[0]} but the image is "
-                f"{self.original_size[1]}x{self.original_size[0]}: it must have the image's size"
-            )
+        check_mask_size(m.shape, self.original_size, "the coarse mask")
         return torch.from_numpy(np.ascontiguousarray(m)).to(self.device)
 
     def _five_channel_input(self, masks: torch.Tensor, boxes: list[np.ndarray]) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..contract import binary_mask
+from ..contract import binary_mask, check_mask_size
 from ..errors import IS5NetError
 from ..inference.boxes import validate_box
 from ..inference.outputs import cutout_rgba, mask_uint8, union_uint8
@@ -340,12 +340,10 @@ class Engine:
                 m = load_mask(path, max_pixels=self.limits.max_pixels)
             except IS5NetError as exc:
                 raise ApiError(422, str(exc).replace(str(path), filename)) from None
-            if m.shape != entry.rgb.shape[:2]:
-                raise ApiError(
-                    422,
-                    f"{filename}: the coarse mask is {m.shape[1]}x{m.shape[0]}, "
-                    f"the image is {entry.width}x{entry.height}",
-                )
+            try:
+                check_mask_size(m.shape, entry.rgb.shape, f"{filename}: the coarse mask")
+            except IS5NetError as exc:
+                raise ApiError(422, str(exc)) from None
             coarse_masks = [m] * len(boxes)
         t0 = time.perf_counter()
         try:
