@@ -58,7 +58,7 @@ def test_quick_demo_writes_every_file_and_the_pasteable_command_works(tmp_path, 
 
 
 def test_insets_are_placed_on_the_thin_structures():
-    from is5net.demo.miniature import _thin_window
+    from is5net.demo.figures import thin_window as _thin_window
 
     gt = np.zeros((64, 64), np.uint8)
     gt[5:25, 5:25] = 255  # a thick block: no thin pixels
@@ -74,7 +74,9 @@ def test_quick_ablation_writes_its_files_and_takes_the_channels_away(tmp_path, c
     import yaml
 
     from is5net.checkpoint import read_state_dict
-    from is5net.demo.miniature import ABLATIONS, QUICK, run
+    from is5net.commands.demo import run
+    from is5net.demo.ablation import ABLATIONS
+    from is5net.demo.miniature import QUICK
 
     out = tmp_path / "abl"
     args = argparse.Namespace(
@@ -104,7 +106,7 @@ def test_quick_ablation_writes_its_files_and_takes_the_channels_away(tmp_path, c
         assert (out / "ablation" / row / "gt_encoder.safetensors").exists() == gt_encoder
         # the extra weight outside the coarse mask only for rows that are given the mask (as IS-Net: none)
         config = yaml.safe_load((out / "ablation" / row / "config.yaml").read_text())
-        expected = QUICK.detail_outside_mask if "mask" in kept else 0.0
+        expected = QUICK.settings("is5net")["detail_outside_mask"] if "mask" in kept else 0.0
         assert config["detail_outside_mask"] == expected, row
 
 

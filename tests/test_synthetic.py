@@ -18,10 +18,10 @@ from is5net.demo.synthetic import (
     mask_iou,
     simulate_coarse_mask,
     thin_fraction,
-    thin_parts,
     tight_box,
     write_coarse_masks,
 )
+from is5net.eval.thin import thin_parts
 from is5net.io import list_images, load_image, load_mask
 
 SIZE = 128

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nWrote {args.out}/results.json, table.md and highres.png.")
         return 0
     if getattr(args, "ablation", False):
-        from ..demo.miniature import run_ablation
+        from ..demo.ablation import run_ablation
 
         result = run_ablation(args.out, seed=args.seed, quick=args.quick, device=args.device, progress=not args.quiet)
         print(result["table"])

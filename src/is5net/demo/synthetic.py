@@ -66,6 +66,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..contract import tight_box  # re-exported: the one rule (None for an empty mask)
+from ..eval.thin import thin_parts
 from ..io import PathLike, atomic_write_bytes, atomic_write_text, list_images, load_mask, save_png
 
 __all__ = [
@@ -80,7 +81,6 @@ __all__ = [
     "simulate_coarse_mask",
     "write_coarse_masks",
     "tight_box",
-    "thin_parts",
     "thin_fraction",
     "count_holes",
     "mask_iou",
@@ -122,32 +122,9 @@ def _hw(size: Union[int, Sequence[int]]) -> tuple[int, int]:
 # measurements
 
 
-def thin_parts(mask: np.ndarray, width: int = 3) -> np.ndarray:
-    """Foreground pixels that belong to structures at most ``width`` px wide (``HxW`` bool).
-
-    These are the pixels a morphological opening with a Euclidean disk of diameter ``width + 1`` removes: a
-    pixel survives when some disk of that diameter inside the mask covers it. The opening is computed exactly
-    with distance transforms on a 2x nearest-neighbour upsampling (so the diameter may be even). A straight
-    bar ``w`` px wide is entirely thin for ``w <= width`` and not thin (except near its corners) otherwise.
-    """
-    m = np.asarray(mask) > 0
-    if not m.any():
-        return np.zeros_like(m)
-    up = np.pad(np.repeat(np.repeat(m, 2, axis=0), 2, axis=1), 2)
-    radius = float(width) + 0.5  # in half pixels: the disk of diameter width + 1 (original pixels)
-    inside = ndimage.distance_transform_edt(up)
-    centres = inside > radius
-    if not centres.any():
-        opened = np.zeros_like(up)
-    else:
-        opened = ndimage.distance_transform_edt(~centres) <= radius
-    opened &= up
-    kept = opened[2:-2, 2:-2].reshape(m.shape[0], 2, m.shape[1], 2).any(axis=(1, 3))
-    return m & ~kept
-
-
 def thin_fraction(mask: np.ndarray, width: int = 3) -> float:
-    """Fraction of the foreground in structures at most ``width`` px wide (see :func:`thin_parts`); 0 if empty."""
+    """Fraction of the foreground in structures at most ``width`` px wide (``is5net.eval.thin.thin_parts``); 0
+    if empty."""
     m = np.asarray(mask) > 0
     n = int(m.sum())
     if n == 0:
@@ -605,7 +582,6 @@ def _place_objects(rng: np.random.Generator, h: int, w: int, kinds: list[str]) -
     out: list[Optional[np.ndarray]] = [None] * len(kinds)
     placed: list[tuple[np.ndarray, Box]] = []  # (full mask, tight box)
     occupied = np.zeros((h, w), bool)
-    grow = np.ones((2 * _GAP + 1, 2 * _GAP + 1), np.uint8)
     order = [0] + [int(i) for i in rng.permutation(np.arange(1, len(kinds)))]
     target_pixels = target_area = 0
     for idx in order:
@@ -613,54 +589,94 @@ def _place_objects(rng: np.random.Generator, h: int, w: int, kinds: list[str]) -
         aspect = math.exp(rng.uniform(-0.3, 0.3))
         n_draws = 6 if idx == 0 else 4
         for draw in range(n_draws):
-            s = scale * (0.8**draw) * min(h, w)
-            oh = max(_MIN_CANVAS, min(h - 2, int(round(s / math.sqrt(aspect)))))
-            ow = max(_MIN_CANVAS, min(w - 2, int(round(s * math.sqrt(aspect)))))
-            local = draw_object(kinds[idx], rng, oh, ow)
-            lb = tight_box(local)
-            if lb is None:
+            local = _draw_trimmed(kinds[idx], rng, scale * (0.8**draw) * min(h, w), aspect, h, w)
+            if local is None:
                 continue
-            local = local[lb[1] : lb[3], lb[0] : lb[2]]
             lh, lw = local.shape
             n = int(local.sum())
             if idx != 0 and (
                 n > _MAX_DISTRACTOR_RATIO * target_pixels or lh * lw > _MAX_DISTRACTOR_RATIO * target_area
             ):
                 continue  # too big next to the target: smaller at the next draw
-            grown = cv2.dilate(np.pad(local, _GAP).astype(np.uint8), grow) > 0  # offset by -_GAP
-            for _pos in range(25):
-                y = int(rng.integers(0, h - lh + 1))
-                x = int(rng.integers(0, w - lw + 1))
-                gy0, gx0 = y - _GAP, x - _GAP
-                cy0, cx0 = max(0, gy0), max(0, gx0)
-                cy1, cx1 = min(h, gy0 + grown.shape[0]), min(w, gx0 + grown.shape[1])
-                if (grown[cy0 - gy0 : cy1 - gy0, cx0 - gx0 : cx1 - gx0] & occupied[cy0:cy1, cx0:cx1]).any():
-                    continue
-                ok = True
-                for other, (ox0, oy0, ox1, oy1) in placed:
-                    # this object's pixels inside the other's box
-                    ix0, iy0, ix1, iy1 = max(x, ox0), max(y, oy0), min(x + lw, ox1), min(y + lh, oy1)
-                    if ix0 < ix1 and iy0 < iy1:
-                        if local[iy0 - y : iy1 - y, ix0 - x : ix1 - x].sum() > _MAX_BOX_OVERLAP * n:
-                            ok = False
-                            break
-                        # the other's pixels inside this object's box
-                        if other[iy0:iy1, ix0:ix1].sum() > _MAX_BOX_OVERLAP * other.sum():
-                            ok = False
-                            break
-                if not ok:
-                    continue
-                full = np.zeros((h, w), bool)
-                full[y : y + lh, x : x + lw] = local
-                out[idx] = full
-                placed.append((full, (x, y, x + lw, y + lh)))
-                occupied |= full
-                if idx == 0:
-                    target_pixels, target_area = n, lh * lw
-                break
-            if out[idx] is not None:
-                break
+            at = _free_position(rng, local, occupied, placed)
+            if at is None:
+                continue
+            y, x = at
+            full = np.zeros((h, w), bool)
+            full[y : y + lh, x : x + lw] = local
+            out[idx] = full
+            placed.append((full, (x, y, x + lw, y + lh)))
+            occupied |= full
+            if idx == 0:
+                target_pixels, target_area = n, lh * lw
+            break
     return out
+
+
+def _draw_trimmed(
+    kind: str, rng: np.random.Generator, side: float, aspect: float, h: int, w: int
+) -> Optional[np.ndarray]:
+    """An object of ``kind`` drawn in a canvas of about ``side`` px at ``aspect``, cut to its tight box."""
+    oh = max(_MIN_CANVAS, min(h - 2, int(round(side / math.sqrt(aspect)))))
+    ow = max(_MIN_CANVAS, min(w - 2, int(round(side * math.sqrt(aspect)))))
+    local = draw_object(kind, rng, oh, ow)
+    lb = tight_box(local)
+    return None if lb is None else local[lb[1] : lb[3], lb[0] : lb[2]]
+
+
+def _free_position(
+    rng: np.random.Generator, local: np.ndarray, occupied: np.ndarray, placed: list[tuple[np.ndarray, Box]]
+) -> Optional[tuple[int, int]]:
+    """Top-left ``(y, x)`` of a random position (25 tries) where ``local`` keeps ``_GAP`` px from what is
+    ``occupied`` and overlaps no ``placed`` object's box, nor they its, by more than ``_MAX_BOX_OVERLAP``."""
+    h, w = occupied.shape
+    lh, lw = local.shape
+    grow = np.ones((2 * _GAP + 1, 2 * _GAP + 1), np.uint8)
+    grown = cv2.dilate(np.pad(local, _GAP).astype(np.uint8), grow) > 0  # offset by -_GAP
+    for _pos in range(25):
+        y = int(rng.integers(0, h - lh + 1))
+        x = int(rng.integers(0, w - lw + 1))
+        gy0, gx0 = y - _GAP, x - _GAP
+        cy0, cx0 = max(0, gy0), max(0, gx0)
+        cy1, cx1 = min(h, gy0 + grown.shape[0]), min(w, gx0 + grown.shape[1])
+        if (grown[cy0 - gy0 : cy1 - gy0, cx0 - gx0 : cx1 - gx0] & occupied[cy0:cy1, cx0:cx1]).any():
+            continue
+        if not _boxes_overlap(local, y, x, placed):
+            return y, x
+    return None
+
+
+def _boxes_overlap(local: np.ndarray, y: int, x: int, placed: list[tuple[np.ndarray, Box]]) -> bool:
+    """Whether ``local`` at ``(y, x)`` has more than ``_MAX_BOX_OVERLAP`` of its pixels in a placed object's
+    tight box, or a placed object as much of its pixels in ``local``'s."""
+    lh, lw = local.shape
+    n = int(local.sum())
+    for other, (ox0, oy0, ox1, oy1) in placed:
+        ix0, iy0, ix1, iy1 = max(x, ox0), max(y, oy0), min(x + lw, ox1), min(y + lh, oy1)
+        if ix0 < ix1 and iy0 < iy1:
+            if local[iy0 - y : iy1 - y, ix0 - x : ix1 - x].sum() > _MAX_BOX_OVERLAP * n:
+                return True
+            if other[iy0:iy1, ix0:ix1].sum() > _MAX_BOX_OVERLAP * other.sum():
+                return True
+    return False
+
+
+def _paint(rng: np.random.Generator, target: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The photo: a background texture, the target in a colour chosen for contrast with it and the distractors
+    in a similar colour (another one, one time in five), then pixel noise."""
+    h, w = target.shape
+    bg, bg_name = _background(rng, h, w)
+    colour = _contrasting_colour(rng, bg)
+    layer = _object_layer(rng, h, w, colour, exclude=bg_name)
+    img = bg.copy()
+    img[target] = layer[target]
+    if rng.random() < 0.2:
+        colour2 = _contrasting_colour(rng, bg)
+    else:
+        colour2 = np.clip(colour + rng.normal(0, 10, 3), 0, 255)
+    img[others] = (layer + (colour2 - colour)[None, None, :])[others]
+    img += rng.normal(0, rng.uniform(0.5, 4.0), img.shape).astype(np.float32)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
 def generate_sample(
@@ -702,19 +718,7 @@ def generate_sample(
     others = np.zeros((h, w), bool)
     for m in distractors:
         others |= m
-
-    bg, bg_name = _background(rng, h, w)
-    colour = _contrasting_colour(rng, bg)
-    layer = _object_layer(rng, h, w, colour, exclude=bg_name)
-    img = bg.copy()
-    img[target] = layer[target]
-    if rng.random() < 0.2:
-        colour2 = _contrasting_colour(rng, bg)
-    else:
-        colour2 = np.clip(colour + rng.normal(0, 10, 3), 0, 255)
-    img[others] = (layer + (colour2 - colour)[None, None, :])[others]
-    img += rng.normal(0, rng.uniform(0.5, 4.0), img.shape).astype(np.float32)
-    image = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    image = _paint(rng, target, others)
     gt = target.astype(np.uint8) * 255
     box = tight_box(gt)
     assert box is not None
@@ -751,42 +755,26 @@ def simulate_coarse_mask(
     erode_px: int = 1,
     blob_prob: float = 0.35,
 ) -> np.ndarray:
-    """A coarse mask as SAM typically makes it for a DIS object, simulated from the GT (not a real SAM).
+    """A coarse mask as SAM typically makes it for a DIS object, simulated from the GT (not a real SAM):
+    ``HxW`` uint8, 0 or 255, from ``gt`` (``HxW``, foreground = value > 0), a seed or generator ``rng``, and
+    ``box`` (``x0, y0, x1, y1``, exclusive end; default the GT's tight box, as in training).
 
     Outputs must be labelled :data:`SIMULATED_SAM_LABEL`. The steps, in order, each a documented failure of
-    SAM on thin, holed objects:
+    SAM on thin, holed objects (each helper says how, with these keywords):
 
-    1. **Low resolution.** SAM predicts 256x256 logits for a 1024x1024 input (1/4 of the input) and upsamples
-       them. Here the GT is area-averaged down by ``downsample`` (4), a smooth random field is added
-       (Gaussian noise blurred with sigma 1.5 low-res px, scaled by ``U(0, jitter)``: wobbly boundaries),
-       the result is upsampled bilinearly and thresholded at ``U(*threshold)`` (0.35-0.55). Blobby boundaries;
-       1 px wires vanish (their coverage of a 4x4 cell is at most 1/4), 2 px ones mostly; 3 px ones
-       come out as blurred bands up to about 4 px wide.
+    1. **Low resolution** (:func:`_low_resolution`): blobby boundaries, 1-2 px wires gone, 3 px ones blurred.
     2. **Thin parts lost.** A morphological opening with a disk of radius ``open_radius`` (2: 5 px across)
        removes what is left of wires, spokes and bars (bands under about 5 px wide after step 1).
-    3. **Holes filled.** Holes (background components not connected to the image border) with an area up to
-       ``U(0.5, 1) * hole_fraction`` of the box area (5%) are filled: mesh cells, small rings, perforations.
-    4. **Boundary error.** A dilation (``k > 0``) or erosion (``k < 0``) by ``|k|`` px with a disk, ``k``
-       uniform in ``-erode_px..dilate_px`` (-1..2): SAM's masks spill over more often than they shrink.
-    5. **Stray blob.** With probability ``blob_prob`` (0.35), an ellipse of background (or of a neighbouring
-       object) is attached at a random boundary point: radii ``U(0.04, 0.12)`` of the box's shorter side
-       (at least 2 px), centred up to one radius outside the boundary, random orientation.
+    3. **Holes filled** (:func:`_fill_small_holes`): mesh cells, small rings, perforations.
+    4. **Boundary error** (:func:`_boundary_error`): SAM's masks spill over more often than they shrink.
+    5. **Stray blob** (:func:`_stray_blob`): a piece of background or of a neighbour attached.
     6. **Box.** Everything outside ``box`` is cut (SAM rarely leaves its box prompt).
 
     On the synthetic data (128-256 px) this gives a mean IoU with the GT of about 0.6 (0.45 for twigs, 0.8
     for rings), keeps about 90% of the GT's thick parts, and lowers the thin fraction (structures <= 3 px)
-    from about 0.3 of the GT foreground to about 0.02.
-
-    If that leaves nothing (a GT made only of thin parts), the step-1 map thresholded at 0.2 is used
-    instead, and failing that the GT inside the box eroded by ``open_radius`` (SAM rarely answers nothing).
-
-    Args:
-        gt: ``HxW`` mask, bool or uint8 (foreground = value > 0).
-        rng: seed or ``numpy.random.Generator``.
-        box: ``(x0, y0, x1, y1)`` pixels, exclusive end; default the GT's tight box (as in training).
-
-    Returns:
-        ``HxW`` uint8 mask, 0 or 255.
+    from about 0.3 of the GT foreground to about 0.02. If that leaves nothing (a GT made only of thin parts),
+    the step-1 map thresholded at 0.2 is used instead, and failing that the GT inside the box eroded by
+    ``open_radius`` (SAM rarely answers nothing).
     """
     g = np.asarray(gt)
     if g.ndim != 2:
@@ -794,71 +782,91 @@ def simulate_coarse_mask(
     g = g > 0
     rng = _rng(rng)
     h, w = g.shape
-    if box is None:
-        box = tight_box(g)
-        if box is None:
-            return np.zeros((h, w), np.uint8)
+    box = tight_box(g) if box is None else box
+    if box is None:  # an empty GT
+        return np.zeros((h, w), np.uint8)
     x0, y0, x1, y1 = (int(v) for v in box)
-    x0, y0 = max(0, x0), max(0, y0)
-    x1, y1 = min(w, x1), min(h, y1)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    up, m = _low_resolution(g, rng, downsample, jitter, threshold)
+    if open_radius > 0:
+        m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, _disk(open_radius)) > 0
+    m = _fill_small_holes(m, rng, hole_fraction, (x1 - x0) * (y1 - y0))
+    m = _boundary_error(m, rng, erode_px, dilate_px)
+    m = _stray_blob(m, rng, blob_prob, min(x1 - x0, y1 - y0))
     in_box = np.zeros((h, w), bool)
     in_box[y0:y1, x0:x1] = True
+    for fallback in (m, up > 0.2, cv2.erode(g.astype(np.uint8), _disk(open_radius)) > 0, g):
+        m = fallback & in_box
+        if m.any():
+            break
+    return m.astype(np.uint8) * 255
 
-    # 1. low resolution logits, upsampled bilinearly
+
+def _low_resolution(
+    g: np.ndarray, rng: np.random.Generator, downsample: int, jitter: float, threshold: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the upsampled map, the mask): SAM predicts 256x256 logits for a 1024x1024 input (1/4 of the input) and
+    upsamples them.
+
+    Here the GT is area-averaged down by ``downsample`` (4), a smooth random field is added (Gaussian noise
+    blurred with sigma 1.5 low-res px, scaled by ``U(0, jitter)``: wobbly boundaries), the result is upsampled
+    bilinearly and thresholded at ``U(*threshold)`` (0.35-0.55). Blobby boundaries; 1 px wires vanish (their
+    coverage of a 4x4 cell is at most 1/4), 2 px ones mostly; 3 px ones come out as blurred bands up to about
+    4 px wide.
+    """
+    h, w = g.shape
     lh, lw = max(1, round(h / downsample)), max(1, round(w / downsample))
     low = cv2.resize(g.astype(np.float32), (lw, lh), interpolation=cv2.INTER_AREA)
     noise = ndimage.gaussian_filter(rng.normal(0, 1, (lh, lw)), 1.5)
     noise /= max(1e-6, float(noise.std()))
     low = low + noise.astype(np.float32) * rng.uniform(0, jitter)
     up = cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
-    m = up > rng.uniform(*threshold)
+    return up, up > rng.uniform(*threshold)
 
-    # 2. thin parts lost
-    if open_radius > 0:
-        m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, _disk(open_radius)) > 0
 
-    # 3. small holes filled
+def _fill_small_holes(m: np.ndarray, rng: np.random.Generator, hole_fraction: float, box_area: int) -> np.ndarray:
+    """Holes (background components not connected to the image border) with an area up to
+    ``U(0.5, 1) * hole_fraction`` of the box area (5%) filled."""
     bg_labels, n = ndimage.label(~m)
     if n:
         sizes = np.bincount(bg_labels.ravel(), minlength=n + 1)
         border = np.unique(np.concatenate([bg_labels[0], bg_labels[-1], bg_labels[:, 0], bg_labels[:, -1]]))
-        limit = rng.uniform(0.5, 1.0) * hole_fraction * max(1, (x1 - x0) * (y1 - y0))
+        limit = rng.uniform(0.5, 1.0) * hole_fraction * max(1, box_area)
         small = sizes <= limit
         small[0] = False
         small[border] = False
         m |= small[bg_labels]
+    return m
 
-    # 4. boundary error
+
+def _boundary_error(m: np.ndarray, rng: np.random.Generator, erode_px: int, dilate_px: int) -> np.ndarray:
+    """A dilation (``k > 0``) or erosion (``k < 0``) by ``|k|`` px with a disk, ``k`` uniform in
+    ``-erode_px..dilate_px`` (-1..2)."""
     k = int(rng.integers(-erode_px, dilate_px + 1))
     if k > 0:
-        m = cv2.dilate(m.astype(np.uint8), _disk(k)) > 0
-    elif k < 0:
-        m = cv2.erode(m.astype(np.uint8), _disk(-k)) > 0
+        return cv2.dilate(m.astype(np.uint8), _disk(k)) > 0
+    if k < 0:
+        return cv2.erode(m.astype(np.uint8), _disk(-k)) > 0
+    return m
 
-    # 5. stray blob
+
+def _stray_blob(m: np.ndarray, rng: np.random.Generator, blob_prob: float, short: int) -> np.ndarray:
+    """With probability ``blob_prob`` (0.35), an ellipse of background (or of a neighbouring object) attached
+    at a random boundary point: radii ``U(0.04, 0.12)`` of the box's shorter side ``short`` (at least 2 px),
+    centred up to one radius outside the boundary, random orientation."""
     if rng.random() < blob_prob and m.any():
         edge = m & ~(cv2.erode(m.astype(np.uint8), _disk(1)) > 0)
         ys, xs = np.nonzero(edge)
         i = int(rng.integers(0, len(xs)))
-        short = min(x1 - x0, y1 - y0)
         ra = max(2.0, rng.uniform(0.04, 0.12) * short)
         rb = max(2.0, rng.uniform(0.04, 0.12) * short)
         phi = rng.uniform(0, 2 * math.pi)
         off = rng.uniform(0, 1) * max(ra, rb)
         cen = (xs[i] + off * math.cos(phi), ys[i] + off * math.sin(phi))
-        blob = np.zeros((h, w), np.uint8)
+        blob = np.zeros(m.shape, np.uint8)
         cv2.ellipse(blob, _pt(cen), (int(round(ra)), int(round(rb))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
         m |= blob > 0
-
-    # 6. inside the box
-    m &= in_box
-    if not m.any():
-        m = (up > 0.2) & in_box
-    if not m.any():
-        m = (cv2.erode(g.astype(np.uint8), _disk(open_radius)) > 0) & in_box
-        if not m.any():
-            m = g & in_box
-    return m.astype(np.uint8) * 255
+    return m
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -917,6 +925,32 @@ def _save_image(path: Path, image: np.ndarray, fmt: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _write_split(
+    d: Path, split: str, n: int, seed: int, hw: tuple[int, int], image_format: str, progress: bool
+) -> list[str]:
+    """``n`` samples of ``split`` into ``d/im``, ``d/gt`` and ``d/synthetic.json``; returns their stems, sorted."""
+    (d / "im").mkdir(parents=True, exist_ok=True)
+    (d / "gt").mkdir(parents=True, exist_ok=True)
+    meta: dict = {}
+    indices = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc=f"synthetic {d.name}", unit="img")
+    for i in indices:
+        kind = OBJECT_KINDS[i % len(OBJECT_KINDS)]
+        s = generate_sample(np.random.default_rng([seed, _SPLIT_SALT[split], i]), hw, kind=kind)
+        stem = f"{i:05d}_{kind}"
+        _save_image(d / "im" / f"{stem}.{image_format}", s.image, image_format)
+        save_png(d / "gt" / f"{stem}.png", s.gt)
+        meta[stem] = {"kind": s.kind, "box": list(s.box), "distractor_kinds": list(s.distractor_kinds)}
+    atomic_write_text(
+        d / "synthetic.json",
+        json.dumps({"seed": seed, "split": split, "size": list(hw), "items": meta}, indent=1, sort_keys=True) + "\n",
+    )
+    return sorted(meta)
+
+
 def make_synthetic_dataset(
     root: PathLike,
     seed: int = 0,
@@ -953,28 +987,8 @@ def make_synthetic_dataset(
         if n < 0:
             raise ValueError(f"n_{split} must be >= 0")
         d = root / SPLIT_DIRS[split]
-        (d / "im").mkdir(parents=True, exist_ok=True)
-        (d / "gt").mkdir(parents=True, exist_ok=True)
-        meta: dict = {}
-        rng_iter = range(n)
-        if progress:
-            from tqdm import tqdm
-
-            rng_iter = tqdm(rng_iter, desc=f"synthetic {SPLIT_DIRS[split]}", unit="img")
-        for i in rng_iter:
-            kind = OBJECT_KINDS[i % len(OBJECT_KINDS)]
-            rng = np.random.default_rng([int(seed), _SPLIT_SALT[split], i])
-            s = generate_sample(rng, (h, w), kind=kind)
-            stem = f"{i:05d}_{kind}"
-            _save_image(d / "im" / f"{stem}.{image_format}", s.image, image_format)
-            save_png(d / "gt" / f"{stem}.png", s.gt)
-            meta[stem] = {"kind": s.kind, "box": list(s.box), "distractor_kinds": list(s.distractor_kinds)}
-        atomic_write_text(
-            d / "synthetic.json",
-            json.dumps({"seed": int(seed), "split": split, "size": [h, w], "items": meta}, indent=1, sort_keys=True)
-            + "\n",
-        )
-        summary["splits"][SPLIT_DIRS[split]] = {"dir": str(d), "count": n, "stems": sorted(meta)}
+        stems = _write_split(d, split, n, int(seed), (h, w), image_format, progress)
+        summary["splits"][SPLIT_DIRS[split]] = {"dir": str(d), "count": n, "stems": stems}
     if coarse:
         summary["label"] = SIMULATED_SAM_LABEL
         write_coarse_masks(
