@@ -2,8 +2,8 @@
 most thin recall whose ``extra`` (predicted pixels outside the GT per GT pixel) is no more than the other
 network's at 0.5.
 
-Thin recall at 0.5 rewards a map that over-covers (``is5net.demo.miniature._thin_recall``); this asks how much thin
-structure IS5Net finds when it may cover as much outside the GT as IS-Net does. It reads the predictions
+Thin recall at 0.5 rewards a map that over-covers (``is5net.eval.thin``); this asks how much thin structure
+IS5Net finds when it may cover as much outside the GT as IS-Net does. It reads the predictions
 ``benchmarks/demo_sweep.py`` wrote and trains nothing:
 
     python benchmarks/demo_thin_matched.py /tmp/demo_sweep/A-s0 is5net /tmp/demo_sweep/B-s0 isnet
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("isnet_method")
     args = ap.parse_args(argv)
 
-    from is5net.demo.synthetic import thin_parts
+    from is5net.eval.thin import thin_parts
     from is5net.io import load_mask
 
     gt_paths = sorted((args.is5net_run / "data" / "DIS-VD" / "gt").glob("*.png"))

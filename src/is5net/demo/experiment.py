@@ -110,13 +110,21 @@ class Experiment:
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 1)
 
-    def make_data(self, coarse: bool = True) -> None:
-        """The synthetic DIS5K-like data at the schedule's sizes; ``coarse``: with simulated-SAM coarse masks."""
+    def make_data(self, coarse: bool = True, coarse_options: Optional[dict] = None) -> None:
+        """The synthetic DIS5K-like data at the schedule's sizes; ``coarse``: with simulated-SAM coarse masks
+        (``coarse_options``: ``simulate_coarse_mask``'s keywords other than its defaults)."""
         from .synthetic import make_synthetic_dataset
 
         s = self.schedule
         make_synthetic_dataset(
-            self.data, seed=self.seed, n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, size=s.size, coarse=coarse
+            self.data,
+            seed=self.seed,
+            n_train=s.n_train,
+            n_val=s.n_val,
+            n_test=s.n_test,
+            size=s.size,
+            coarse=coarse,
+            coarse_options=coarse_options,
         )
 
     def row(self, entry: str, run_dir: str, setup: Optional[Callable[[], Any]] = None, **more: Any) -> Row:
