@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from is5net.demo import synthetic as syn
+from is5net.demo.shapes import _segment
 from is5net.demo.synthetic import (
     OBJECT_KINDS,
     SIMULATED_SAM_LABEL,
@@ -52,7 +53,7 @@ def test_thin_fraction_separates_bar_widths(angle):
     def bar(width):
         c = np.zeros((80, 80), np.uint8)
         d = 30 * np.array([np.cos(angle), np.sin(angle)])
-        syn._segment(c, np.array([40.3, 39.7]) - d, np.array([40.3, 39.7]) + d, width)
+        _segment(c, np.array([40.3, 39.7]) - d, np.array([40.3, 39.7]) + d, width)
         return c
 
     for w in (1, 2, 3):
