@@ -258,7 +258,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_last_checkpoint(dataset
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["refiner"]["skipped_batches"] == 1 and summary["refiner"]["steps"] == 6
     # The skipped batch still advances the schedule: the lr follows the step count (0 after the last step).
-    from is5net.train.loop import lr_factor
+    from is5net.train.optim import lr_factor
 
     rows = [r.split(",") for r in (tmp_path / "s" / "log.csv").read_text().splitlines()]
     logged = {int(step): float(value) for _, phase, step, name, value in rows if name == "lr"}
@@ -321,7 +321,7 @@ def test_missing_coarse_masks_are_named(dataset, tmp_path, capsys):
 
 
 def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
-    from is5net.train.loop import lr_factor
+    from is5net.train.optim import lr_factor
 
     assert [lr_factor(s, 10, "constant", 0) for s in (0, 5, 9, 10)] == [1.0] * 4
     assert [lr_factor(s, 10, "constant", 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
@@ -332,7 +332,7 @@ def test_lr_schedule_warms_up_then_follows_a_cosine_to_zero():
 
 
 def test_trained_lr_follows_the_schedule(dataset, tmp_path):
-    from is5net.train.loop import lr_factor
+    from is5net.train.optim import lr_factor
 
     c = load_config(
         None,
@@ -470,7 +470,7 @@ def test_commands_with_bars_take_quiet_and_quiet_training_draws_none(dataset, tm
 
 
 def test_optimizer_fused_on_cpu_and_plain_where_torch_has_no_fused_cpu_kernel(monkeypatch):
-    from is5net.train.loop import make_optimizer
+    from is5net.train.optim import make_optimizer
 
     c = load_config(None, [])
     params = [torch.nn.Parameter(torch.randn(3, 3))]

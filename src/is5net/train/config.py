@@ -320,6 +320,22 @@ def load_config(
     return config
 
 
+def resumed_config(
+    run_dir: Path,
+    path: Optional[str | Path] = None,
+    overrides: Optional[list[str]] = None,
+    given: Optional[dict] = None,
+) -> TrainConfig:
+    """The config a resumed run goes on with: its saved ``config.yaml`` with ``given`` (settings named again,
+    such as the data's folders) over it, then the YAML file at ``path`` and the overrides."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise IS5NetError(f"--resume {run_dir}: no config.yaml there (not a run directory)")
+    base = yaml.safe_load(saved.read_text()) or {}
+    base.update(given or {})
+    return load_config(path, overrides, base=base)
+
+
 def validate(c: TrainConfig) -> None:
     """Every setting within its declared range (one line naming the key and the range), then the rules that
     tie settings together."""

@@ -5,11 +5,13 @@ forward + loss under autocast -> a finiteness check every process agrees on -> b
 
 The losses of the two phases (the reference recipe) are built here too: phase 1 trains the GT encoder to
 reproduce the GT from the GT, phase 2 the refiner with ``20*BCE + 0.5*IoU`` per side output, the feature MSE
-to the frozen GT encoder's maps and the orthogonality penalty.
+to the frozen GT encoder's maps and the orthogonality penalty. So are the step's settings on a device: its
+autocast dtype (:func:`resolve_precision`: bf16 on CUDA, fp32 on the CPU by default) and memory format.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from ..contract import COARSE_CHANNEL
+from ..errors import IS5NetError
 from .config import TrainConfig
 from .losses import detail_weights, feature_loss, orthogonality_penalty, side_loss
 
@@ -79,6 +82,39 @@ def unwrapped(net: nn.Module) -> nn.Module:
     module = getattr(net, "_orig_mod", net)
     module = getattr(module, "module", module)
     return getattr(module, "_orig_mod", module)
+
+
+def resolve_precision(c: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``c.precision`` on ``device`` (None = fp32); refuses fp16 where it would not be."""
+    if c.precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if c.precision == "fp16" and device.type == "cpu":
+        problem = _cpu_fp16_problem()
+        if problem:
+            raise IS5NetError(f"precision=fp16 on the CPU: {problem}; use fp32 or bf16 there")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.precision]
+
+
+def _cpu_fp16_problem() -> str:
+    """Why this torch would not really train in fp16 on the CPU ("" when it would).
+
+    Without a CPU ``GradScaler`` (torch < 2.3) fp16 gradients underflow unscaled, and where CPU autocast has
+    no fp16 it quietly runs fp32: either way the run would not be what ``precision=fp16`` asked for.
+    """
+    try:
+        torch.amp.GradScaler("cpu")
+    except (AttributeError, TypeError, RuntimeError):
+        return "this torch has no loss scaling (GradScaler) on the CPU"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning of an autocast that disables itself
+        with torch.autocast("cpu", dtype=torch.float16):
+            if (torch.ones(1, 1) @ torch.ones(1, 1)).dtype != torch.float16:
+                return "this torch's CPU autocast has no fp16"
+    return ""
+
+
+def channels_last_for(c: TrainConfig, device: torch.device) -> bool:
+    return c.channels_last == "true" or (c.channels_last == "auto" and device.type == "cuda")
 
 
 def grad_scaler(device: torch.device, enabled: bool):
