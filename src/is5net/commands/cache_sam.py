@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.pairs import parse_subsets
-    from ..data.sam_cache import cache_sam
+    from ..data.sam_cache import cache_sam, cache_summary
     from ..inference.stage1 import require_sam_checkpoint
 
     require_sam_checkpoint(args.sam_checkpoint, args.sam_type)
@@ -85,12 +85,5 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if stats["rank"] == 0:
-        extra = ""
-        if stats["skipped"] or stats["empty"]:
-            extra = f"; {stats['skipped']} pair(s) skipped, {stats['empty']} empty GT(s) (see is5net check-data)"
-        print(
-            f"cache-sam: {stats['entries']} masks for {stats['samples']} samples of {stats['pairs']} pairs: "
-            f"{stats['computed']} computed, {stats['reused']} reused{extra} -> {stats['cache']}"
-            + (f" ({stats['world_size']} processes)" if stats["world_size"] > 1 else "")
-        )
+        print(cache_summary(stats))
     return 0

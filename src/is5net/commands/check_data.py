@@ -10,7 +10,6 @@ a clean dataset prints one ``OK`` line with its counts and exits 0. Kinds: ``mis
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 EXIT_PROBLEMS = 1
 
@@ -26,19 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.pairs import PROBLEM_KINDS, parse_subsets, split_good_pairs, subset_names
+    from ..data.pairs import check_data, parse_subsets
 
-    subsets = parse_subsets(args.subsets)
-    names = subsets if subsets else subset_names(args.root)
-    good, problems = split_good_pairs(args.root, subsets, workers=args.workers, progress=not args.quiet)
-    per_subset = Counter(p.subset for p in good)
-    counts = ", ".join(f"{name} {per_subset.get(name, 0)}" for name in sorted(names))
-    if not problems:
-        print(f"OK: {len(good)} pairs ({counts}), no problems")
-        return 0
-    for problem in problems:
-        print(problem)
-    kinds = Counter(p.kind for p in problems)
-    by_kind = ", ".join(f"{kinds[k]} {k}" for k in PROBLEM_KINDS if kinds[k])
-    print(f"{len(problems)} problem(s) in {args.root}: {by_kind}; {len(good)} good pairs ({counts})")
-    return EXIT_PROBLEMS
+    found = check_data(args.root, parse_subsets(args.subsets), workers=args.workers, progress=not args.quiet)
+    print(found.report())
+    return 0 if found.ok else EXIT_PROBLEMS

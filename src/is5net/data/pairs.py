@@ -23,6 +23,7 @@ components everywhere in :mod:`is5net.data`, i.e. a pixel is foreground when it 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,3 +271,37 @@ def find_problems(
 ) -> list[Problem]:
     """Every problem under ``root`` (see the module docstring for the kinds), sorted by path then kind."""
     return split_good_pairs(root, subsets, workers=workers, progress=progress)[1]
+
+
+@dataclass
+class DataCheck:
+    """What ``is5net check-data`` found in the subsets it checked: the good pairs and every problem."""
+
+    root: PathLike
+    subsets: list[str]
+    good: list[Pair]
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def report(self) -> str:
+        """One line per problem, sorted by path, then a summary; or one ``OK`` line with the counts."""
+        per_subset = Counter(p.subset for p in self.good)
+        counts = ", ".join(f"{name} {per_subset.get(name, 0)}" for name in sorted(self.subsets))
+        if not self.problems:
+            return f"OK: {len(self.good)} pairs ({counts}), no problems"
+        kinds = Counter(p.kind for p in self.problems)
+        by_kind = ", ".join(f"{kinds[k]} {k}" for k in PROBLEM_KINDS if kinds[k])
+        summary = f"{len(self.problems)} problem(s) in {self.root}: {by_kind}; {len(self.good)} good pairs ({counts})"
+        return "\n".join([*(str(p) for p in self.problems), summary])
+
+
+def check_data(
+    root: PathLike, subsets: Optional[Sequence[str]] = None, workers: Optional[int] = None, progress: bool = False
+) -> DataCheck:
+    """Decode every file of ``subsets`` (default: all) under ``root`` and pair it: :class:`DataCheck`."""
+    names = list(subsets) if subsets else subset_names(root)
+    good, problems = split_good_pairs(root, subsets, workers=workers, progress=progress)
+    return DataCheck(root, names, good, problems)

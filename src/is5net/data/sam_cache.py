@@ -323,9 +323,29 @@ def cache_sam(
     ``computed``, ``reused``, ``skipped`` (pairs), ``empty`` (pairs with an empty GT), summed over all
     processes; plus ``cache`` (the cache's folder), ``rank`` and ``world_size``.
     """
-    from ..inference.stage1 import choose_stage1
     from ..runtime import resolve_device
 
+    _check_options(mask_choice, sam_type, batch_boxes, jitter)
+    root = Path(root)
+    pairs = find_pairs(root, subsets)  # checks the layout before any process group is made
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
+    dist = _Dist(rank, world_size, resolve_device(device))
+    try:
+        stage, cache = _open_cache(dist, sam_checkpoint, sam_type, cache_dir, mask_choice)
+        mine = pairs[dist.rank :: dist.world_size]
+        options = dict(
+            enrich=enrich, jitter=jitter, min_fraction=min_fraction, jitter_fraction=jitter_fraction, seed=seed
+        )
+        counts = _cache_pairs(mine, stage, cache, batch_boxes, options, progress and dist.rank == 0, dist.world_size)
+        totals = dict(zip(_COUNTS, dist.sum([counts[k] for k in _COUNTS])))
+        dist.barrier()
+        totals.update(cache=str(cache.root), rank=dist.rank, world_size=dist.world_size)
+        return totals
+    finally:
+        dist.close()
+
+
+def _check_options(mask_choice: str, sam_type: Optional[str], batch_boxes: int, jitter: int) -> None:
     if mask_choice not in MASK_CHOICES:
         raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
     if sam_type is not None and sam_type not in SAM_TYPES:
@@ -334,59 +354,58 @@ def cache_sam(
         raise IS5NetError(f"batch_boxes must be >= 1, got {batch_boxes}")
     if jitter < 0:
         raise IS5NetError(f"jitter must be >= 0, got {jitter}")
-    root = Path(root)
-    pairs = find_pairs(root, subsets)  # checks the layout before any process group is made
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
 
-    dist = _Dist(rank, world_size, resolve_device(device))
-    try:
-        dev = dist.device
-        source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_option=None, offered=("sam",))
-        stage = source.build(dev, mask_choice, resize="pil")
-        sam = stage.sam
-        if source.checkpoint is None:
-            s_hash, sam_desc = state_dict_hash(sam.state_dict()), source.describe()
-        else:
-            s_hash, sam_desc = sam_checkpoint_hash(source.checkpoint), source.checkpoint.name
-        cache = SamMaskCache(cache_dir, s_hash, mask_choice)
-        if dist.rank == 0:
-            cache.write_info(sam=sam_desc, sam_type=getattr(sam, "sam_type", sam_type))
 
-        counts = dict.fromkeys(_COUNTS, 0)
-        mine = pairs[dist.rank :: dist.world_size]
-        counts["pairs"] = len(mine)
-        bar = None
-        if progress and dist.rank == 0:
-            from tqdm import tqdm
+def _open_cache(dist: ProcessGroup, sam_checkpoint, sam_type, cache_dir: Path, mask_choice: str):
+    """``(SAM stage, cache)``: SAM on this process's device, and the cache of its masks (``info.json`` written
+    by rank 0)."""
+    from ..inference.stage1 import choose_stage1
 
-            bar = tqdm(
-                total=len(mine),
-                desc=f"cache-sam{' (rank 0)' if dist.world_size > 1 else ''}",
-                unit="img",
-                dynamic_ncols=True,
-            )
-        for pair in mine:
-            _cache_pair(
-                pair,
-                stage,
-                cache,
-                counts,
-                batch_boxes,
-                dict(
-                    enrich=enrich, jitter=jitter, min_fraction=min_fraction, jitter_fraction=jitter_fraction, seed=seed
-                ),
-            )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(computed=counts["computed"], reused=counts["reused"], refresh=False)
+    source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_option=None, offered=("sam",))
+    stage = source.build(dist.device, mask_choice, resize="pil")
+    sam = stage.sam
+    if source.checkpoint is None:
+        s_hash, sam_desc = state_dict_hash(sam.state_dict()), source.describe()
+    else:
+        s_hash, sam_desc = sam_checkpoint_hash(source.checkpoint), source.checkpoint.name
+    cache = SamMaskCache(cache_dir, s_hash, mask_choice)
+    if dist.rank == 0:
+        cache.write_info(sam=sam_desc, sam_type=getattr(sam, "sam_type", sam_type))
+    return stage, cache
+
+
+def _cache_pairs(
+    pairs: list[Pair], stage, cache: SamMaskCache, batch_boxes: int, options: dict, progress: bool, world_size: int
+) -> dict:
+    """Cache the masks of ``pairs`` (this process's share); their counts."""
+    counts = dict.fromkeys(_COUNTS, 0)
+    counts["pairs"] = len(pairs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        desc = f"cache-sam{' (rank 0)' if world_size > 1 else ''}"
+        bar = tqdm(total=len(pairs), desc=desc, unit="img", dynamic_ncols=True)
+    for pair in pairs:
+        _cache_pair(pair, stage, cache, counts, batch_boxes, options)
         if bar is not None:
-            bar.close()
-        totals = dict(zip(_COUNTS, dist.sum([counts[k] for k in _COUNTS])))
-        dist.barrier()
-        totals.update(cache=str(cache.root), rank=dist.rank, world_size=dist.world_size)
-        return totals
-    finally:
-        dist.close()
+            bar.update(1)
+            bar.set_postfix(computed=counts["computed"], reused=counts["reused"], refresh=False)
+    if bar is not None:
+        bar.close()
+    return counts
+
+
+def cache_summary(stats: dict) -> str:
+    """The one line ``is5net cache-sam`` ends on: what :func:`cache_sam` cached, computed and reused, and where."""
+    extra = ""
+    if stats["skipped"] or stats["empty"]:
+        extra = f"; {stats['skipped']} pair(s) skipped, {stats['empty']} empty GT(s) (see is5net check-data)"
+    return (
+        f"cache-sam: {stats['entries']} masks for {stats['samples']} samples of {stats['pairs']} pairs: "
+        f"{stats['computed']} computed, {stats['reused']} reused{extra} -> {stats['cache']}"
+        + (f" ({stats['world_size']} processes)" if stats["world_size"] > 1 else "")
+    )
 
 
 def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxes: int, options: dict) -> None:
@@ -439,6 +458,3 @@ def _cache_pair(pair: Pair, stage, cache: SamMaskCache, counts: dict, batch_boxe
         for box, m, s in zip(chunk, masks_np, scores.tolist()):
             cache.put(ihash, box, m, s)
             counts["computed"] += 1
-
-
-# ---------------------------------------------------------------------------------------------- CLI
