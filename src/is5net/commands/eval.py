@@ -3,7 +3,8 @@
 Folder mode: ``is5net eval --pred DIR --gt DIR`` pairs the masks of the two folders by file stem (``a.png`` with
 ``a.jpg`` is a pair), scores every pair and prints a table; ``--json`` / ``--csv`` / ``--per-image`` write the
 numbers. A GT without a prediction, a prediction without a GT, or two masks of different sizes is an error
-(``--allow-missing`` scores the pairs there are and reports how many were missing).
+(``--allow-missing`` scores the pairs there are and reports how many were missing); implemented in
+:mod:`is5net.eval.folder_mode`.
 
 Dataset mode: ``is5net eval --data DIS5K [--subsets ...] --method ...`` runs a method over DIS5K subsets and
 writes the paper's Table I (implemented in :mod:`is5net.eval.dis5k`).
@@ -15,15 +16,10 @@ does over the same images (e.g. maxF is the max over thresholds of the image-ave
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-from pathlib import Path
 
 from ..defaults import ALL_METRICS, BACKEND_CHOICES
 from ..errors import IS5NetError
 from .options import fraction_arg, region_arguments
-
-logger = logging.getLogger("is5net")
 
 #: Options that belong to dataset mode only.
 _DATASET_OPTIONS = (
@@ -105,11 +101,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval import metrics as M
-    from ..eval.report import check_output_files, per_image_csv, table_csv, table_markdown
-    from ..eval.scoring import evaluate_folders
-    from ..io import atomic_write_text
-
     folder_mode = args.pred is not None or args.gt is not None
     if args.data is not None:
         if folder_mode:
@@ -127,37 +118,17 @@ def run(args: argparse.Namespace) -> int:
     ]
     if given:
         raise IS5NetError(f"{', '.join(given)} only apply to dataset mode (--data)")
+    from ..eval.folder_mode import run_folders
 
-    metrics = M.resolve_metrics(args.metrics)
-    check_output_files({"--json": args.json, "--csv": args.csv, "--per-image": args.per_image})
-
-    summary, rows = evaluate_folders(
+    run_folders(
         args.pred,
         args.gt,
-        metrics=metrics,
+        metrics=args.metrics,
         workers=args.workers,
         allow_missing=args.allow_missing,
         progress=not args.quiet,
+        json_path=args.json,
+        csv_path=args.csv,
+        per_image_path=args.per_image,
     )
-
-    name = Path(args.pred).resolve().name or str(args.pred)
-    print(table_markdown({name: summary}, metrics=metrics, show_n=True))
-    missing = summary.get("missing_pred", 0) + summary.get("missing_gt", 0)
-    if missing:
-        logger.warning(
-            "scored %d pairs; skipped %d GT mask(s) without a prediction and %d prediction(s) without a GT",
-            summary["n"],
-            summary.get("missing_pred", 0),
-            summary.get("missing_gt", 0),
-        )
-
-    if args.json:
-        doc = dict(summary)
-        doc["pred_dir"] = str(args.pred)
-        doc["gt_dir"] = str(args.gt)
-        atomic_write_text(args.json, json.dumps(doc, indent=2) + "\n")
-    if args.csv:
-        atomic_write_text(args.csv, table_csv({name: summary}, metrics=metrics))
-    if args.per_image:
-        atomic_write_text(args.per_image, per_image_csv(rows, metrics=metrics))
     return 0

@@ -47,9 +47,10 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -88,31 +89,11 @@ _LIST_MAX = 5
 
 
 # ------------------------------------------------------------------------------------------- public
-def evaluate_dataset(
-    root: PathLike,
-    subsets: Union[None, str, Sequence[str]],
-    method: str,
-    checkpoint: Optional[PathLike],
-    out_dir: PathLike,
-    sam_checkpoint: Optional[PathLike] = None,
-    sam_type: Optional[str] = None,
-    coarse_dir: Optional[PathLike] = None,
-    device=None,
-    resume: bool = False,
-    workers: int = 1,
-    metrics: M.MetricsArg = None,
-    progress: bool = True,
-    precision: str = "fp32",
-    mask_choice: str = "first",
-    region: Optional[str] = None,
-    margin: float = 0.1,
-    box_jitter: float = 0.0,
-    jitter_seed: int = 0,
-    backend: str = "torch",
-) -> dict[str, dict]:
-    """Run ``method`` over the subsets of a DIS5K root, score it, write Table I; return its rows.
+@dataclass
+class DatasetEval:
+    """One run of :func:`evaluate_dataset`: what runs, on which data, where it writes, and how.
 
-    Args:
+    Fields:
         root: a DIS5K root (``DIS-VD/{im,gt}``, ``DIS-TE1/{im,gt}``, ...) or one folder with ``im/`` + ``gt/``.
         subsets: names (list or ``"A,B"``); None = those of DIS-TE1..4 present (else every subset but DIS-TR).
             ``DIS-TE`` alone stands for DIS-TE1..4 (it is the mean row, always added when a TE subset is run).
@@ -137,78 +118,116 @@ def evaluate_dataset(
             side (:func:`is5net.data.samples.jitter_box`, seeded per image by ``jitter_seed``), as a loose,
             hand-drawn or detected box would be; 0 = the tight box (the paper's protocol).
         backend: the refiner's runtime (``torch``, ``onnxruntime``, ``openvino``, ``auto``: is5net.inference.backends).
-
-    Returns ``{row name: {metric: value, ..., "n": images}}``: the subsets in order, then ``DIS-TE``.
-    Raises :class:`IS5NetError` for a missing root, an unknown subset, a checkpoint of the wrong kind, a
-    missing coarse mask, an existing run without ``resume``, or an unreadable / mismatched file.
     """
-    from ..runtime import check_precision, resolve_device
 
-    method = (method or "is5net").lower()
-    if method not in METHODS:
-        raise IS5NetError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    keys = M.resolve_metrics("paper" if metrics is None else metrics)
-    from ..inference.stage1 import MASK_CHOICES, SAM_TYPES
+    root: PathLike
+    subsets: Union[None, str, Sequence[str]]
+    method: str
+    checkpoint: Optional[PathLike]
+    out_dir: PathLike
+    sam_checkpoint: Optional[PathLike] = None
+    sam_type: Optional[str] = None
+    coarse_dir: Optional[PathLike] = None
+    device: Any = None
+    resume: bool = False
+    workers: int = 1
+    metrics: M.MetricsArg = None
+    progress: bool = True
+    precision: str = "fp32"
+    mask_choice: str = "first"
+    region: Optional[str] = None
+    margin: float = 0.1
+    box_jitter: float = 0.0
+    jitter_seed: int = 0
+    backend: str = "torch"
 
-    if sam_type is not None and sam_type not in SAM_TYPES:
-        raise IS5NetError(f"unknown SAM type {sam_type!r}; choose one of {', '.join(SAM_TYPES)}")
-    if mask_choice not in MASK_CHOICES:
-        raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
-    dev = resolve_device(device)
-    check_precision(precision, dev)
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DatasetEval":
+        """What ``is5net eval --data ...`` asks for (its runtime by default ``auto``, as predict's)."""
+        return cls(
+            args.data,
+            parse_subsets(args.subsets),
+            args.method or "is5net",
+            args.checkpoint,
+            args.out,
+            sam_checkpoint=args.sam_checkpoint,
+            sam_type=getattr(args, "sam_type", None),
+            coarse_dir=args.coarse_dir,
+            device=args.device,
+            resume=args.resume,
+            workers=args.workers,
+            metrics=args.metrics,
+            progress=not getattr(args, "quiet", False),
+            region=getattr(args, "region", None),
+            margin=getattr(args, "margin", 0.1),
+            box_jitter=getattr(args, "box_jitter", 0.0),
+            jitter_seed=getattr(args, "jitter_seed", 0),
+            backend=getattr(args, "backend", None) or "auto",
+        )
 
-    root = Path(root)
-    if not root.is_dir():
-        raise IS5NetError(f"--data {root}: no such directory")
-    names = choose_subsets(root, subsets)
-    pairs_by_subset: dict[str, list[Pair]] = {}
-    for name in names:
-        pairs = find_pairs(root, [name])
-        if not pairs:
-            raise IS5NetError(f"{root}: subset {name} has no image/GT pair (im/ and gt/ share no file stem)")
-        no_gt, no_image = unpaired_stems(root, name)
-        if no_gt or no_image:
-            # A table over fewer images than the subset holds must not pass unnoticed.
-            log.warning(
-                "%s: %d image(s) without GT and %d GT(s) without image left out (e.g. %s); "
-                "is5net check-data lists them",
-                name,
-                len(no_gt),
-                len(no_image),
-                (no_gt + no_image)[0],
-            )
-        pairs_by_subset[name] = pairs
+    def run(self) -> dict[str, dict]:
+        """Check everything, predict (each rank its share), score and write Table I on rank 0; return its rows."""
+        method, keys, device = self._checked()
+        root = Path(self.root)
+        if not root.is_dir():
+            raise IS5NetError(f"--data {root}: no such directory")
+        names = choose_subsets(root, self.subsets)
+        pairs_by_subset = {name: _subset_pairs(root, name) for name in names}
+        setup = self._setup(method, pairs_by_subset)
+        out_dir = Path(self.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise IS5NetError(f"--out {out_dir}: exists and is not a directory")
+        provenance = setup.provenance(root, names, keys, self.precision, self.mask_choice)
+        _check_run_dir(out_dir, out_dir / PREDICTIONS, provenance, self.resume)
+        group = ProcessGroup(device)
+        try:
+            _start_run_dir(group, out_dir, provenance)
+            counts = self._predict(group, setup, pairs_by_subset, out_dir / PREDICTIONS)
+            return self._score_and_write(group, pairs_by_subset, out_dir, keys, provenance, counts)
+        finally:
+            group.close()
 
-    if not 0.0 <= float(box_jitter) <= 1.0:
-        raise IS5NetError(f"--box-jitter {box_jitter}: expected a fraction from 0 to 1")
-    setup = _Setup.build(method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset)
-    setup.region, setup.margin = region, float(margin)
-    setup.box_jitter, setup.jitter_seed = float(box_jitter), int(jitter_seed)
-    setup.backend = backend
+    def _checked(self):
+        """``(method, metric keys, device)``, each option checked before any file is read."""
+        from ..inference.stage1 import MASK_CHOICES, SAM_TYPES
+        from ..runtime import check_precision, resolve_device
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise IS5NetError(f"--out {out_dir}: exists and is not a directory")
-    pred_root = out_dir / PREDICTIONS
-    provenance = setup.provenance(root, names, keys, precision, mask_choice)
-    _check_run_dir(out_dir, pred_root, provenance, resume)
+        method = (self.method or "is5net").lower()
+        if method not in METHODS:
+            raise IS5NetError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        keys = M.resolve_metrics("paper" if self.metrics is None else self.metrics)
+        if self.sam_type is not None and self.sam_type not in SAM_TYPES:
+            raise IS5NetError(f"unknown SAM type {self.sam_type!r}; choose one of {', '.join(SAM_TYPES)}")
+        if self.mask_choice not in MASK_CHOICES:
+            raise IS5NetError(f"mask choice {self.mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
+        device = resolve_device(self.device)
+        check_precision(self.precision, device)
+        return method, keys, device
 
-    group = ProcessGroup(dev)
-    try:
-        provenance["device"] = str(group.device)
-        provenance["world_size"] = group.world_size
-        group.barrier()  # every rank has checked the run directory before anyone writes into it
-        if group.rank == 0:
-            pred_root.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")
+    def _setup(self, method: str, pairs_by_subset: dict[str, list[Pair]]) -> "_Setup":
+        if not 0.0 <= float(self.box_jitter) <= 1.0:
+            raise IS5NetError(f"--box-jitter {self.box_jitter}: expected a fraction from 0 to 1")
+        setup = _Setup.build(
+            method, self.checkpoint, self.sam_checkpoint, self.sam_type, self.coarse_dir, pairs_by_subset
+        )
+        setup.region, setup.margin = self.region, float(self.margin)
+        setup.box_jitter, setup.jitter_seed = float(self.box_jitter), int(self.jitter_seed)
+        setup.backend = self.backend
+        return setup
+
+    def _predict(
+        self, group: ProcessGroup, setup: "_Setup", pairs_by_subset: dict[str, list[Pair]], pred_root: Path
+    ) -> list[int]:
+        """This rank's share of every subset predicted: ``[computed, reused]`` summed over the ranks."""
         counts = [0, 0]
         error: Optional[BaseException] = None
         try:
-            predict_one = setup.make_predictor(group.device, precision, mask_choice)
-            for name in names:
-                mine = pairs_by_subset[name][group.rank :: group.world_size]
+            predict_one = setup.make_predictor(group.device, self.precision, self.mask_choice)
+            for name, pairs in pairs_by_subset.items():
+                mine = pairs[group.rank :: group.world_size]
+                show = self.progress and group.rank == 0
                 done, reused = _predict_subset(
-                    name, mine, pred_root / name, predict_one, resume, progress and group.rank == 0, method
+                    name, mine, pred_root / name, predict_one, self.resume, show, setup.method
                 )
                 counts[0] += done
                 counts[1] += reused
@@ -218,15 +237,22 @@ def evaluate_dataset(
             if error is not None:
                 raise error
             raise IS5NetError("another process of this torchrun job failed (see its error above)")
-        counts = group.sum(counts)
+        return group.sum(counts)
 
+    def _score_and_write(
+        self, group: ProcessGroup, pairs_by_subset: dict, out_dir: Path, keys, provenance: dict, counts: list[int]
+    ) -> dict[str, dict]:
+        """Rank 0 scores and writes the tables; every rank returns the rows, or raises rank 0's error."""
         payload: tuple = ("ok", None)
+        error: Optional[BaseException] = None
         if group.rank == 0:
             try:
-                rows, per_image = _score(names, pairs_by_subset, pred_root, keys, workers, progress)
-                provenance.update(
-                    computed=counts[0], reused=counts[1], date=datetime.now(timezone.utc).isoformat(timespec="seconds")
+                names = list(pairs_by_subset)
+                rows, per_image = _score(
+                    names, pairs_by_subset, out_dir / PREDICTIONS, keys, self.workers, self.progress
                 )
+                date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                provenance.update(computed=counts[0], reused=counts[1], date=date)
                 _write_tables(out_dir, rows, keys, provenance, per_image)
                 payload = ("ok", rows)
             except IS5NetError as exc:
@@ -241,8 +267,25 @@ def evaluate_dataset(
         if payload[0] != "ok":
             raise IS5NetError(f"rank 0 failed while scoring: {payload[1]}")
         return payload[1]
-    finally:
-        group.close()
+
+
+def evaluate_dataset(
+    root: PathLike,
+    subsets: Union[None, str, Sequence[str]],
+    method: str,
+    checkpoint: Optional[PathLike],
+    out_dir: PathLike,
+    **options,
+) -> dict[str, dict]:
+    """Run ``method`` over the subsets of a DIS5K root, score it, write Table I; return its rows.
+
+    The arguments are the fields of :class:`DatasetEval`, ``options`` the optional ones by name (same defaults).
+
+    Returns ``{row name: {metric: value, ..., "n": images}}``: the subsets in order, then ``DIS-TE``.
+    Raises :class:`IS5NetError` for a missing root, an unknown subset, a checkpoint of the wrong kind, a
+    missing coarse mask, an existing run without ``resume``, or an unreadable / mismatched file.
+    """
+    return DatasetEval(root, subsets, method, checkpoint, out_dir, **options).run()
 
 
 def run_dataset(args: argparse.Namespace) -> int:
@@ -256,30 +299,11 @@ def run_dataset(args: argparse.Namespace) -> int:
     # Every output location is checked before minutes of predicting and scoring.
     check_output_dir(Path(args.out), "--out")
     check_output_files({"--json": getattr(args, "json", None), "--csv": getattr(args, "csv", None)})
-    method = args.method or "is5net"
-    rows = evaluate_dataset(
-        args.data,
-        parse_subsets(args.subsets),
-        method,
-        args.checkpoint,
-        args.out,
-        sam_checkpoint=args.sam_checkpoint,
-        sam_type=getattr(args, "sam_type", None),
-        coarse_dir=args.coarse_dir,
-        device=args.device,
-        resume=args.resume,
-        workers=args.workers,
-        metrics=args.metrics,
-        progress=not getattr(args, "quiet", False),
-        region=getattr(args, "region", None),
-        margin=getattr(args, "margin", 0.1),
-        box_jitter=getattr(args, "box_jitter", 0.0),
-        jitter_seed=getattr(args, "jitter_seed", 0),
-        backend=getattr(args, "backend", None) or "auto",
-    )
+    evaluation = DatasetEval.from_args(args)
+    rows = evaluation.run()
     if int(os.environ.get("RANK", "0")) == 0:
         keys = M.resolve_metrics("paper" if args.metrics is None else args.metrics)
-        print(table_markdown(rows, metrics=keys, index_name=method, show_n=True), end="")
+        print(table_markdown(rows, metrics=keys, index_name=evaluation.method, show_n=True), end="")
         if getattr(args, "json", None):
             atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
         if getattr(args, "csv", None):
@@ -320,6 +344,24 @@ def table_rows(subset_rows: dict[str, dict], metrics: M.MetricsArg = None) -> di
     if te and OVERALL not in rows:
         rows[OVERALL] = mean_row(te, metrics)
     return rows
+
+
+def _subset_pairs(root: Path, name: str) -> list[Pair]:
+    """The pairs of subset ``name``; files left unpaired are named in a warning."""
+    pairs = find_pairs(root, [name])
+    if not pairs:
+        raise IS5NetError(f"{root}: subset {name} has no image/GT pair (im/ and gt/ share no file stem)")
+    no_gt, no_image = unpaired_stems(root, name)
+    if no_gt or no_image:
+        # A table over fewer images than the subset holds must not pass unnoticed.
+        log.warning(
+            "%s: %d image(s) without GT and %d GT(s) without image left out (e.g. %s); is5net check-data lists them",
+            name,
+            len(no_gt),
+            len(no_image),
+            (no_gt + no_image)[0],
+        )
+    return pairs
 
 
 # -------------------------------------------------------------------------------------------- setup
@@ -572,6 +614,16 @@ def _check_run_dir(out_dir: Path, pred_root: Path, provenance: dict, resume: boo
     if differ:
         detail = "; ".join(f"{k}: {previous.get(k)!r} there, {provenance.get(k)!r} now" for k in differ)
         raise IS5NetError(f"--resume: {out_dir} was made by another run ({detail}); choose another --out")
+
+
+def _start_run_dir(group: ProcessGroup, out_dir: Path, provenance: dict) -> None:
+    """Once every rank has checked the run directory, rank 0 makes it and writes what the run is."""
+    provenance["device"] = str(group.device)
+    provenance["world_size"] = group.world_size
+    group.barrier()  # every rank has checked the run directory before anyone writes into it
+    if group.rank == 0:
+        (out_dir / PREDICTIONS).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")
 
 
 def _reusable(pred: Path, gt: Path) -> bool:
