@@ -26,6 +26,7 @@ from ..contract import (
     COARSE_CHANNEL,
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
+    check_mask_size,
     crop_window,
     normalize_input,
     resize_gt,
@@ -317,11 +318,7 @@ class RefinerDataset(Dataset):
             coarse = self.coarse.get(sample)
             if coarse is None:
                 raise IS5NetError(f"no coarse mask for {sample.key} in {self.coarse.describe()}")
-            if coarse.shape != gt.shape:
-                raise IS5NetError(
-                    f"coarse mask of {sample.key} is {coarse.shape[1]}x{coarse.shape[0]}, "
-                    f"image is {gt.shape[1]}x{gt.shape[0]}"
-                )
+            check_mask_size(coarse.shape, gt.shape, f"coarse mask of {sample.key}", of="image")
         return rgb, gt, coarse
 
     def _cached(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..contract import FG_THRESHOLD, tight_box
+from ..contract import FG_THRESHOLD, check_mask_size, tight_box
 from ..data.pairs import Pair, find_pairs, parse_subsets, subset_names, unpaired_stems
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
@@ -546,11 +546,7 @@ class _Setup:
     def _coarse_mask(self, pair: Pair, shape: tuple[int, int]) -> np.ndarray:
         path = self.coarse[(pair.subset, pair.stem)]
         m = load_mask(path)
-        if m.shape != tuple(shape):
-            raise IS5NetError(
-                f"{path}: the coarse mask is {m.shape[1]}x{m.shape[0]} but {pair.gt.name} is "
-                f"{shape[1]}x{shape[0]} (WxH)"
-            )
+        check_mask_size(m.shape, shape, f"{path}: the coarse mask", of=pair.gt.name)
         return m
 
 
