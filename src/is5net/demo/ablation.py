@@ -87,7 +87,7 @@ def _ablation_row(exp: Experiment, row: str) -> Row:
 def run_ablation(out: Path, seed: int = 0, quick: bool = False, device: str = "cpu", progress: bool = True) -> dict:
     """Train the refiner with each input set of :data:`ABLATIONS` on the demo's data and schedule, score them
     on the held-out split, write ``ablation.json``, ``ablation.md`` and the bar chart ``ablation.png``."""
-    from .synthetic import SIMULATED_SAM_LABEL
+    from .simulated_sam import SIMULATED_SAM_LABEL
 
     exp = Experiment(Path(out), QUICK if quick else FULL, seed, device, progress)
     exp.make_data()

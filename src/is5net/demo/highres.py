@@ -9,7 +9,7 @@ is scored with the real ``is5net eval`` code at full resolution: the coarse mask
 ``box`` and IS5Net ``tiles``, with the six metrics and the thin-structure recall; then the robustness to
 loose boxes (``eval --box-jitter``) of the coarse mask and of IS5Net ``tiles``.
 
-Stage 1 is simulated (no SAM weights can ship; ``is5net.demo.synthetic.simulate_coarse_mask``). A box prompt
+Stage 1 is simulated (no SAM weights can ship; ``is5net.demo.simulated_sam``). A box prompt
 bounds what SAM can return, so for a jittered box the simulated coarse mask is clipped to that box.
 """
 

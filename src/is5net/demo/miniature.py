@@ -9,7 +9,7 @@ trains the refiner with the input sets of the paper's ablation on the same sched
 
 Stage 1 is SIMULATED by default (no SAM weights can ship): the coarse mask is made from the GT by a model
 of SAM's typical failures (low-resolution mask upsampled, thin parts lost, holes filled, boundary errors,
-a stray blob; see ``is5net.demo.synthetic.simulate_coarse_mask``). With ``--sam-checkpoint`` real SAM
+a stray blob; see ``is5net.demo.simulated_sam``). With ``--sam-checkpoint`` real SAM
 makes it instead (far slower on a CPU: about 15 s per image for ViT-B).
 """
 
@@ -113,7 +113,7 @@ def run_demo(
     """Generate, train IS-Net and IS5Net (in parallel processes), score them and the coarse mask, and write
     ``results.json``, ``table.md`` and ``comparison.png`` under ``out``; returns the results, the printed
     tables and a command that reruns one test image."""
-    from .synthetic import SIMULATED_SAM_LABEL
+    from .simulated_sam import SIMULATED_SAM_LABEL
 
     exp = Experiment(Path(out), QUICK if quick else FULL, seed, device, progress)
     stages = _stage_bar(progress)
