@@ -65,9 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.pairs import parse_subsets
     from ..data.sam_cache import cache_sam, cache_summary
-    from ..inference.stage1 import require_sam_checkpoint
+    from ..inference.stage1 import choose_stage1
 
-    require_sam_checkpoint(args.sam_checkpoint, args.sam_type)
+    # The stage-1 rule before the dataset is read: a missing checkpoint is the first thing said.
+    choose_stage1("sam", args.sam_checkpoint, args.sam_type, coarse_option=None, offered=("sam",))
     stats = cache_sam(
         args.data,
         sam_checkpoint=args.sam_checkpoint,

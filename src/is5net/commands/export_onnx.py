@@ -111,14 +111,12 @@ def sam_decoder_path(output: Path) -> Path:
 def _export_sam_decoder(args: argparse.Namespace, opset: int) -> None:
     from ..export import export_sam_decoder
     from ..inference.export_check import check_sam_decoder_onnx
-    from ..inference.stage1 import load_sam
+    from ..inference.stage1 import choose_stage1
     from ..io import atomic_path
-    from ..weights import resolve_weights
 
-    if args.sam_decoder == "tiny":
-        sam = load_sam("tiny", None)  # a random test SAM: for trying the path without weights
-    else:
-        sam = load_sam(None, resolve_weights(args.sam_decoder))
+    tiny = args.sam_decoder == "tiny"  # the random test SAM: for trying the path without weights
+    source = choose_stage1("sam", None if tiny else args.sam_decoder, "tiny" if tiny else None, coarse_option=None)
+    sam = source.load_sam()
     out = sam_decoder_path(args.output)
     with atomic_path(out) as tmp:
         export_sam_decoder(sam, tmp, opset=opset)

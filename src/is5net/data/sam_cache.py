@@ -56,7 +56,7 @@ from ..contract import binary_mask, tight_box
 from ..defaults import DEFAULT_CACHE_NAME, JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
-from ..inference.stage1 import MASK_CHOICES, SAM_TYPES, require_sam_checkpoint, seeded_tiny_sam
+from ..inference.stage1 import MASK_CHOICES, SAM_TYPES, choose_stage1
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
 from .pairs import Pair, find_pairs
 from .samples import Sample, pair_samples
@@ -130,12 +130,10 @@ def state_dict_hash(state_dict: dict) -> str:
 def sam_hash(sam_checkpoint: Optional[PathLike] = None, sam_type: Optional[str] = None) -> str:
     """The SAM part of the cache key: the checkpoint file's hash, or for ``tiny`` with no checkpoint the
     hash of the seeded random tiny SAM's state dict. ``sam_checkpoint`` may be a name under IS5NET_HOME."""
-    require_sam_checkpoint(sam_checkpoint, sam_type)
-    if sam_checkpoint is None:
-        return state_dict_hash(seeded_tiny_sam().state_dict())
-    from ..weights import resolve_weights
-
-    return sam_checkpoint_hash(resolve_weights(sam_checkpoint))
+    source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_option=None, offered=("sam",))
+    if source.checkpoint is None:
+        return state_dict_hash(source.load_sam().state_dict())
+    return sam_checkpoint_hash(source.checkpoint)
 
 
 def default_cache_dir(root: PathLike) -> Path:
@@ -359,8 +357,6 @@ def _check_options(mask_choice: str, sam_type: Optional[str], batch_boxes: int, 
 def _open_cache(dist: ProcessGroup, sam_checkpoint, sam_type, cache_dir: Path, mask_choice: str):
     """``(SAM stage, cache)``: SAM on this process's device, and the cache of its masks (``info.json`` written
     by rank 0)."""
-    from ..inference.stage1 import choose_stage1
-
     source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_option=None, offered=("sam",))
     stage = source.build(dist.device, mask_choice, resize="pil")
     sam = stage.sam

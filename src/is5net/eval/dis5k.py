@@ -462,9 +462,8 @@ class _Setup:
             prov["refiner"] = {"model": cfg.model, "in_ch": cfg.in_ch, "input_size": cfg.input_size}
         if self.use_sam and self.sam_checkpoint is None:
             from ..data.sam_cache import state_dict_hash
-            from ..inference.stage1 import seeded_tiny_sam
 
-            prov["sam_state_hash"] = state_dict_hash(seeded_tiny_sam().state_dict())
+            prov["sam_state_hash"] = state_dict_hash(self.sam_source.load_sam().state_dict())
             prov["sam_checkpoint"] = self.sam_source.describe()
         return prov
 

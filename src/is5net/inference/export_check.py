@@ -25,7 +25,7 @@ def check_input(refiner, batch: int):
     import numpy as np
     from skimage import data
 
-    from .predictor import IS5NetPredictor
+    from .predictor import PredictorOptions, build_predictor
 
     rgb = data.astronaut()
     h, w = rgb.shape[:2]
@@ -35,7 +35,7 @@ def check_input(refiner, batch: int):
     for x0, y0, x1, y1 in boxes:
         cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2.4, (y1 - y0) / 2.4
         masks.append(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0)
-    predictor = IS5NetPredictor(None, refiner, device="cpu", fast=False)
+    predictor = build_predictor(refiner, None, PredictorOptions(device="cpu", fast=False))
     predictor.set_image(rgb)
     return rgb, predictor.refiner_input(boxes, masks)
 

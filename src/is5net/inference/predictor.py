@@ -330,6 +330,7 @@ class PredictorOptions:
     region: Optional[str] = None
     margin: float = DEFAULT_MARGIN
     max_side: int = DEFAULT_MAX_SIDE
+    fast: bool = True
 
     @classmethod
     def from_args(cls, args, **overrides) -> "PredictorOptions":
