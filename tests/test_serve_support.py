@@ -52,3 +52,42 @@ class RunningServer:
 
 def temp_files(server: RunningServer) -> list[Path]:
     return sorted(Path(server.tmp_dir).iterdir())
+
+
+# ------------------------------------------------------------------------ hostile clients, real sockets
+def stalled_upload(
+    port: int, path: str = "/api/images", announce: int = 2**20, send: int = 900_000, json: bool = False
+) -> socket.socket:
+    """A raw client that announces ``announce`` bytes of body (multipart, or JSON), sends ``send`` and stalls."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if json:
+        ctype, head = b"application/json", b'{"boxes": [[1, 2, 3, 4]], "format": "'
+    else:
+        ctype = b"multipart/form-data; boundary=B"
+        head = b'--B\r\nContent-Disposition: form-data; name="image"; filename="slow.png"\r\n\r\n'
+    sock.sendall(
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
+        b"Content-Length: %d\r\n\r\n" % (path.encode(), ctype, announce)
+    )
+    sock.sendall(head + b"\0" * max(0, send - len(head)))
+    return sock
+
+
+def read_answer(sock: socket.socket, timeout: float = 30) -> str:
+    """Everything the server sends until it closes the connection (or ``timeout`` passes), as text."""
+    sock.settimeout(timeout)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return answer.decode("latin-1")
+
+
+def wait_until(predicate, timeout: float = 30, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.02)

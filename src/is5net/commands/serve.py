@@ -23,6 +23,17 @@ from .options import positive_int, region_arguments, runtime_arguments, stage1_a
 log = logging.getLogger("is5net")
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """A local web page and HTTP API: draw a box in the browser, get the mask (FastAPI + uvicorn).
 
@@ -56,12 +67,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="let pages of ORIGIN (e.g. https://example.org) call the API; repeatable (default: off)",
     )
+    limit_arguments(parser)
+    runtime_arguments(parser)
+    region_arguments(parser)  # the default region for requests that name none; the API's "region" overrides
+    parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
+
+
+def limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """What one request, and all of them together, may take: bytes, pixels, memory, time."""
     parser.add_argument(
         "--max-upload-mb",
         type=float,
         default=25.0,
         metavar="MB",
         help="largest request body, refused while it streams in (413; default 25)",
+    )
+    parser.add_argument(
+        "--max-uploads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="request bodies received at once, so at most N x --max-upload-mb on disk; more get 429 "
+        "(default: twice --queue)",
+    )
+    parser.add_argument(
+        "--upload-timeout",
+        type=positive_float,
+        default=120.0,
+        metavar="S",
+        help="seconds a request body may take to arrive; a slower one gets 408 and is closed (default 120)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -91,10 +126,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="per-request limit in seconds, queueing included (503 after; default 120)",
     )
-    runtime_arguments(parser)
-    region_arguments(parser)  # the default region for requests that name none; the API's "region" overrides
-    parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
 
 
 def check_bind(args: argparse.Namespace) -> Optional[str]:
@@ -133,6 +164,8 @@ def build(args: argparse.Namespace):
         cache_bytes=int(args.cache_mb * 2**20),
         queue=args.queue,
         timeout_s=args.timeout,
+        max_uploads=args.max_uploads or 2 * args.queue,
+        upload_timeout_s=args.upload_timeout,
     )
     predictor = PredictorOptions.from_args(args)
     models = load_models(args.checkpoint, args.refiner, args.stage1, args.sam_checkpoint, args.sam_type, predictor)
@@ -145,7 +178,7 @@ def build(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from ..serve.app import serve_forever
 
     app, engine, tmp_dir = build(args)
     if app.state.bind_warning:
@@ -161,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if models.refiner_info.get("note"):
         log.warning("%s", models.refiner_info["note"])
     try:
-        uvicorn.run(
+        started = serve_forever(
             app,
             host=args.host,
             port=args.port,
@@ -169,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
             access_log=not args.quiet,
             timeout_graceful_shutdown=5,
         )
+        if not started:
+            sys.exit(3)  # uvicorn's own exit status when it cannot start (a port in use), as uvicorn.run gives
         interrupts.stopped_on_purpose()  # Ctrl-C is how a server stops: uvicorn has shut it down cleanly
     except KeyboardInterrupt:
         interrupts.stopped_on_purpose()

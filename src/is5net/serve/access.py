@@ -30,11 +30,8 @@ def is_loopback(host: str) -> bool:
 def bind_warning(host: str, token: Optional[str], insecure: bool) -> Optional[str]:
     """The warning to print for serving on ``host``, if any; a non-loopback one without a token (or
     ``insecure``), or a token too short to guess hard, is refused (:class:`IS5NetError`)."""
-    if token is not None and len(token) < 8:
-        raise IS5NetError(
-            '--token: use at least 8 characters (a random one: python -c "import secrets; '
-            'print(secrets.token_urlsafe())")'
-        )
+    if token is not None:
+        check_token(token)
     if is_loopback(host):
         return None
     if token is None and not insecure:
@@ -45,6 +42,29 @@ def bind_warning(host: str, token: Optional[str], insecure: bool) -> Optional[st
     if token is None:
         return f"serving on {host} WITHOUT a token (--insecure): anyone who can reach this port can use it"
     return f"serving on {host}: reachable from other machines; API requests need the token"
+
+
+def check_token(token: str) -> None:
+    """Refuse a token too short to guess hard, or one no request could ever carry (:class:`IS5NetError`).
+
+    An HTTP header arrives as latin-1 bytes with the spaces around its value stripped, so a token with
+    characters outside printable ASCII, or with spaces at either end, never matches: every request would
+    get 401 from a server that started without a word.
+    """
+    how = 'a random one: python -c "import secrets; print(secrets.token_urlsafe())"'
+    if len(token) < 8:
+        raise IS5NetError(f"--token: use at least 8 characters ({how})")
+    bad = next((c for c in token if not " " <= c <= "~"), None)
+    if bad is not None:
+        raise IS5NetError(
+            f"--token: {ascii(bad)} is not a printable ASCII character, and a request header could never "
+            f"carry it; use letters, digits and -._~+/ ({how})"
+        )
+    if token != token.strip():
+        raise IS5NetError(
+            "--token: it begins or ends with a space, which a request header loses on the way, so no "
+            f"request could match it ({how})"
+        )
 
 
 def loopback_host(host: str) -> bool:

@@ -35,6 +35,7 @@ from .access import Guard
 from .engine import Engine
 from .errors import ApiError, error_response
 from .routes import STATIC, api, page_router
+from .upload import Uploads
 
 log = logging.getLogger("is5net.serve")
 
@@ -55,6 +56,10 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
         description="Box-prompted segmentation: SAM (or GrabCut) gives a coarse mask, IS5Net refines it.",
     )
     app.state.engine, app.state.info = engine, dict(info or {})
+    limits = engine.limits
+    app.state.uploads = Uploads(
+        limits.max_upload_bytes, limits.max_uploads, limits.upload_timeout_s, engine.tmp_dir, engine.stopping
+    )
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -97,3 +102,26 @@ async def _validation_error(_request: Request, exc: RequestValidationError):
 async def _bug(_request: Request, exc: Exception):
     log.exception("unexpected error while answering a request")
     return error_response(500, f"internal error ({exc.__class__.__name__}); the server's log has the details")
+
+
+# ------------------------------------------------------------------------------------ stopping in time
+def serve_forever(app: FastAPI, **config) -> bool:
+    """Run uvicorn on ``app`` until Ctrl-C (``config``: :class:`uvicorn.Config`'s); whether it ever started.
+
+    As ``uvicorn.run``, but the server first tells the engine it is stopping (:mod:`.stopping`), with a grace
+    one second shorter than uvicorn's own, so that every request in flight is answered before uvicorn would
+    cancel it.
+    """
+    import uvicorn
+
+    class StoppableServer(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            app.state.engine.stopping.begin(self.config.timeout_graceful_shutdown - 1.0)
+            await super().shutdown(sockets)
+
+    server = StoppableServer(uvicorn.Config(app, **config))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C while stopping, as uvicorn.run takes it
+    return server.started

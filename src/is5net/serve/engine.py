@@ -40,6 +40,7 @@ from ..inference.outputs import cutout_rgba, mask_uint8, union_uint8
 from ..inference.predictor import IS5NetPredictor, Prediction, PredictorOptions, build_predictor
 from ..io import encode_png, image_file_problem, load_image, load_mask
 from .errors import ApiError
+from .stopping import ServerStopping, Stopping
 
 log = logging.getLogger("is5net.serve")
 
@@ -211,6 +212,8 @@ class Limits:
     cache_bytes: int
     queue: int
     timeout_s: float
+    max_uploads: int = 16  # request bodies being received at once (each may hold max_upload_bytes on disk)
+    upload_timeout_s: float = 120.0  # the longest a request body may take to arrive
 
 
 class Engine:
@@ -226,6 +229,7 @@ class Engine:
         self._lock = threading.Lock()
         self._pending = 0  # requests waiting for or holding the worker
         self._job_seconds = 1.0  # running mean of a job's time, for Retry-After
+        self.stopping = Stopping()
         # Pillow refuses images over twice its own limit before any size check of ours could answer; let it
         # go up to ours (only ever raised, as io.py does), so the limit the user set is the one that counts.
         if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limits.max_pixels:
@@ -253,7 +257,7 @@ class Engine:
         future: Future = self._executor.submit(self._timed, fn, args, submitted)
         future.add_done_callback(self._done)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=self.limits.timeout_s)
+            return await asyncio.wait_for(self._wait(future), timeout=self.limits.timeout_s)
         except asyncio.TimeoutError:
             future.cancel()  # a job not started yet never runs; a running one finishes, unanswered
             retry = max(1, math.ceil(self._job_seconds * max(1, self._pending)))
@@ -262,6 +266,16 @@ class Engine:
                 f"the request took longer than the server's timeout of {self.limits.timeout_s:g} s (--timeout)",
                 headers={"Retry-After": str(retry)},
             ) from None
+
+    async def _wait(self, future: Future) -> Any:
+        """The job's result; if the server stops meanwhile, a job not started is dropped (503 at once) and a
+        running one has until the end of the grace (:mod:`.stopping`)."""
+        try:
+            return await self.stopping.race(asyncio.wrap_future(future), drop_at_stop=True)
+        except ServerStopping:
+            if future.cancel() or future.cancelled():
+                raise
+        return await self.stopping.race(asyncio.wrap_future(future))
 
     def _timed(self, fn: Callable, args: tuple, submitted: float) -> Any:
         started = time.perf_counter()

@@ -26,10 +26,9 @@ from ..inference.outputs import parse_threshold
 from .engine import FORMATS, MAX_BOXES, Engine
 from .errors import ApiError
 from .openapi import JSON_SEGMENT, MULTIPART_IMAGE, MULTIPART_SEGMENT
-from .upload import Form, read_form, read_json
+from .upload import Form, Uploads, read_form, read_json
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_JSON_BYTES = 1 << 20
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 # The page's own policy: its scripts, styles and images come from this server only (no CDN, works offline).
 PAGE_CSP = (
@@ -47,8 +46,13 @@ async def _info(request: Request) -> dict:
     return request.app.state.info
 
 
+async def _uploads(request: Request) -> Uploads:
+    return request.app.state.uploads
+
+
 EngineDep = Annotated[Engine, Depends(_engine)]
 InfoDep = Annotated[dict, Depends(_info)]
+UploadsDep = Annotated[Uploads, Depends(_uploads)]
 
 api = APIRouter()
 page_router = APIRouter()
@@ -82,6 +86,8 @@ async def health(engine: EngineDep, info: InfoDep) -> dict:
             "max_pixels": limits.max_pixels,
             "timeout_s": limits.timeout_s,
             "max_boxes": MAX_BOXES,
+            "max_uploads": limits.max_uploads,
+            "upload_timeout_s": limits.upload_timeout_s,
         },
         **info,
     }
@@ -92,9 +98,9 @@ async def health(engine: EngineDep, info: InfoDep) -> dict:
     summary="upload an image: its embedding is computed once and cached",
     openapi_extra=MULTIPART_IMAGE,
 )
-async def upload_image(request: Request, engine: EngineDep):
+async def upload_image(request: Request, engine: EngineDep, uploads: UploadsDep):
     started = time.perf_counter()
-    form = await read_form(request, engine.limits.max_upload_bytes, engine.tmp_dir, frozenset({"image"}), frozenset())
+    form = await read_form(request, uploads, frozenset({"image"}), frozenset())
     try:
         upload = form.file("image")
         entry = engine.cache.get(upload.sha256)
@@ -123,9 +129,9 @@ async def upload_image(request: Request, engine: EngineDep):
     summary="segment boxes of an uploaded image (from the cache)",
     openapi_extra=JSON_SEGMENT,
 )
-async def segment_cached(image_id: str, request: Request, engine: EngineDep):
+async def segment_cached(image_id: str, request: Request, engine: EngineDep, uploads: UploadsDep):
     started = time.perf_counter()
-    body = await read_json(request, MAX_JSON_BYTES)
+    body = await read_json(request, uploads)
     if not isinstance(body, dict):
         raise ApiError(422, 'expected a JSON object {"boxes": [[x0, y0, x1, y1], ...], ...}')
     unknown = sorted(set(body) - {"boxes", "threshold", "format", "region"})
@@ -147,12 +153,11 @@ async def segment_cached(image_id: str, request: Request, engine: EngineDep):
 
 
 @api.post("/api/segment", summary="segment boxes of an image in one request", openapi_extra=MULTIPART_SEGMENT)
-async def segment(request: Request, engine: EngineDep):
+async def segment(request: Request, engine: EngineDep, uploads: UploadsDep):
     started = time.perf_counter()
     form = await read_form(
         request,
-        engine.limits.max_upload_bytes,
-        engine.tmp_dir,
+        uploads,
         frozenset({"image", "coarse_mask"}),
         frozenset({"box", "threshold", "format", "region"}),
     )

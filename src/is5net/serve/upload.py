@@ -6,10 +6,16 @@ received (and spooled) in full before it could be refused. Here the body is pars
 (SHA-256) on the way, and the moment the byte count passes the limit the parts are deleted and a 413
 answers. The rest of an over-limit body is read and thrown away (up to a cap) before answering, because an
 HTTP/1.1 client that is still sending when the server closes sees a reset, not the 413.
+
+Bodies are bounded in number and time too (:class:`Uploads`): at most ``--max-uploads`` are received at once
+(429 past that), so the disk they hold is at most that many times ``--max-upload-mb``; each must arrive
+within ``--upload-timeout`` seconds (408 after, and the connection closed), so a client that stalls
+mid-body holds nothing for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -17,16 +23,21 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from .errors import ApiError
+from .stopping import Stopping
 
 MAX_FIELD_BYTES = 64 * 1024  # a text field (a box, a threshold) is a few bytes; a 64 KiB one is a mistake
 MAX_PARTS = 256
 DRAIN_EXTRA = 100 * 2**20  # read and discard an over-limit body up to this much past the limit, then stop reading
+# The JSON body of /api/images/{id}/segment holds boxes and a few options: 64 boxes are a few KiB. Its limit is
+# fixed (the images, and so --max-upload-mb, go to the multipart routes).
+MAX_JSON_BYTES = 1 << 20
+JSON_LIMIT = "the JSON body limit of 1 MiB (fixed: it holds boxes only; --max-upload-mb is for images)"
 
 
 @dataclass
@@ -44,6 +55,7 @@ class UploadedFile:
 class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[UploadedFile]] = field(default_factory=dict)
+    release: Optional[Callable[[], None]] = None  # frees the form's upload slot (its files are on disk till close)
 
     def text(self, name: str) -> Optional[str]:
         values = self.fields.get(name)
@@ -76,6 +88,9 @@ class Form:
                 with contextlib.suppress(FileNotFoundError):
                     f.path.unlink()
         self.files.clear()
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
 
 def _declared_length(request: Request) -> Optional[int]:
@@ -110,10 +125,58 @@ async def _drain(chunks, received: int, limit: int) -> None:
                 break
 
 
+class Uploads:
+    """The request bodies being received: at most ``max_uploads`` at once, each within ``timeout_s``.
+
+    One event loop runs every request, so the count needs no lock. A multipart body holds its slot until
+    its form is closed (its files are on disk till then), a JSON body while it is read.
+    """
+
+    def __init__(
+        self, max_bytes: int, max_uploads: int, timeout_s: float, tmp_dir: Path, stopping: Optional[Stopping] = None
+    ):
+        self.max_bytes, self.max_uploads, self.timeout_s, self.tmp_dir = max_bytes, max_uploads, timeout_s, tmp_dir
+        self.stopping = stopping or Stopping()
+        self.active = 0
+
+    async def slot(self, request: Request) -> Callable[[], None]:
+        """A slot for one body (call the result to free it), or 429 when ``max_uploads`` are being received."""
+        if self.active >= self.max_uploads:
+            busy = ApiError(
+                429,
+                f"busy: {self.active} uploads are being received (--max-uploads {self.max_uploads}); retry in 1 s",
+                headers={"Retry-After": "1", "Connection": "close"},
+            )
+            # Read (and drop) the body first, as for a 413, so that the client reads the answer, not a reset.
+            await self.within(_drain(request.stream().__aiter__(), 0, self.max_bytes))
+            raise busy
+        self.active += 1
+        freed = False
+
+        def release() -> None:
+            nonlocal freed
+            if not freed:
+                freed, self.active = True, self.active - 1
+
+        return release
+
+    async def within(self, receiving) -> Any:
+        """``receiving`` (a body being read) within the upload timeout (408) and the server's stop (503)."""
+        try:
+            return await asyncio.wait_for(self.stopping.race(receiving), timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408,
+                f"the request body took longer than the server's limit of {self.timeout_s:g} s to arrive "
+                "(--upload-timeout)",
+                headers={"Connection": "close"},
+            ) from None
+
+
 async def read_form(
-    request: Request, limit: int, tmp_dir: Path, file_fields: frozenset[str], text_fields: frozenset[str]
+    request: Request, uploads: Uploads, file_fields: frozenset[str], text_fields: frozenset[str]
 ) -> Form:
-    """Parse a ``multipart/form-data`` body of at most ``limit`` bytes (else 413) into a :class:`Form`.
+    """Parse a ``multipart/form-data`` body of at most ``uploads.max_bytes`` bytes (else 413) into a :class:`Form`.
 
     Only ``file_fields`` may be files and only ``text_fields`` may be text; anything else is a 422. The
     caller owns the result and must :meth:`Form.close` it (which deletes the temporary files).
@@ -121,23 +184,32 @@ async def read_form(
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "expected a multipart/form-data body (an 'image' file and form fields)")
+    limit = uploads.max_bytes
     declared = _declared_length(request)
     if declared is not None and declared > _drain_cap(limit):
         raise _too_large(limit)  # refused before a byte of it is read
 
-    builder = _FormBuilder(tmp_dir, file_fields, text_fields)
-    parser = MultipartParser(params[b"boundary"], builder.callbacks())
+    builder = _FormBuilder(uploads.tmp_dir, file_fields, text_fields)
+    builder.form.release = await uploads.slot(request)
     try:
-        await _parse(request, parser, builder.form, limit)
+        parser = _parser(params[b"boundary"], builder)
+        await uploads.within(_parse(request, parser, builder, limit))
     except BaseException:
         builder.abort()
         raise
     return builder.form
 
 
-async def _parse(request: Request, parser: MultipartParser, form: Form, limit: int) -> None:
+def _parser(boundary: bytes, builder: "_FormBuilder") -> MultipartParser:
+    try:
+        return MultipartParser(boundary, builder.callbacks())
+    except Exception as exc:  # a boundary python-multipart refuses (over 256 bytes)
+        raise ApiError(422, f"malformed multipart body ({exc.__class__.__name__}: {exc})") from None
+
+
+async def _parse(request: Request, parser: MultipartParser, builder: "_FormBuilder", limit: int) -> None:
     """Push the body through ``parser`` as it streams in; every failure is an :class:`ApiError`."""
-    received = 0
+    received, form = 0, builder.form
     chunks = request.stream().__aiter__()  # one iterator: a body can be streamed once
     try:
         async for chunk in chunks:
@@ -154,6 +226,8 @@ async def _parse(request: Request, parser: MultipartParser, form: Form, limit: i
         raise
     except Exception as exc:  # python-multipart's own parse errors
         raise ApiError(422, f"malformed multipart body ({exc.__class__.__name__})") from None
+    if builder.in_part:
+        raise ApiError(422, "malformed multipart body (it ends inside a part: the upload was cut short)")
 
 
 @dataclass
@@ -179,6 +253,7 @@ class _FormBuilder:
         self._headers: dict[str, bytes] = {}
         self._field = self._value = b""
         self._part: Optional[_FilePart | _TextPart] = None
+        self._open = False
 
     def callbacks(self) -> dict:
         return {
@@ -191,6 +266,11 @@ class _FormBuilder:
             "on_part_end": self._part_end,
         }
 
+    @property
+    def in_part(self) -> bool:
+        """Whether a part has begun and not ended (a body cut short leaves one open)."""
+        return self._open
+
     def abort(self) -> None:
         """Close the part being written, if any, and delete every file part."""
         if isinstance(self._part, _FilePart):
@@ -198,7 +278,7 @@ class _FormBuilder:
         self.form.close()
 
     def _part_begin(self) -> None:
-        self._headers, self._part = {}, None
+        self._headers, self._part, self._open = {}, None, True
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._field += data[start:end]
@@ -247,7 +327,7 @@ class _FormBuilder:
                 raise ApiError(422, f"field {part.name!r} is over {MAX_FIELD_BYTES // 1024} KiB")
 
     def _part_end(self) -> None:
-        part, self._part = self._part, None
+        part, self._part, self._open = self._part, None, False
         if isinstance(part, _FilePart):
             part.handle.close()
             part.entry.size, part.entry.sha256 = part.size, part.sha256.hexdigest()
@@ -258,24 +338,42 @@ class _FormBuilder:
                 raise ApiError(422, f"field {part.name!r} is not UTF-8 text") from None
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """A JSON body of at most ``limit`` bytes (else 413); 415 if it is not ``application/json``."""
+async def read_json(request: Request, uploads: Uploads) -> Any:
+    """A JSON body of at most :data:`MAX_JSON_BYTES` (else 413); 415 if it is not ``application/json``."""
     ctype, _ = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"application/json":
         raise ApiError(415, "expected an application/json body")
     declared = _declared_length(request)
-    if declared is not None and declared > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    chunks = request.stream().__aiter__()
-    async for chunk in chunks:
-        body.extend(chunk)
-        if len(body) > limit:
-            await _drain(chunks, len(body), limit)
-            raise _too_large(limit)
+    if declared is not None and declared > MAX_JSON_BYTES:
+        raise _json_too_large()
+    release = await uploads.slot(request)
     try:
-        return json.loads(bytes(body))
+        body = await uploads.within(_read_small(request))
+    finally:
+        release()
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ApiError(422, "the body is not valid JSON here: it is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(
             422, f"the body is not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
         ) from None
+
+
+def _json_too_large() -> ApiError:
+    return ApiError(413, f"the request body is over {JSON_LIMIT}", headers={"Connection": "close"})
+
+
+async def _read_small(request: Request) -> bytes:
+    body = bytearray()
+    chunks = request.stream().__aiter__()
+    try:
+        async for chunk in chunks:
+            body.extend(chunk)
+            if len(body) > MAX_JSON_BYTES:
+                await _drain(chunks, len(body), MAX_JSON_BYTES)
+                raise _json_too_large()
+    except ClientDisconnect:
+        raise ApiError(400, "the client went away before the body ended") from None
+    return bytes(body)
