@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import helpers
 from tiny import make_tiny_refiner
 
 # Two shared cores: one intra-op thread per process keeps parallel test workers from thrashing.
@@ -25,6 +27,35 @@ def _private_is5net_home(tmp_path_factory):
         os.environ.pop("IS5NET_HOME", None)
     else:
         os.environ["IS5NET_HOME"] = saved
+
+
+@pytest.fixture()
+def run_cli(capsys):
+    """``run_cli(*argv, stdout=False)``: ``is5net *argv`` in this process -> ``(exit status, stderr)``, or
+    ``(status, stdout, stderr)`` with ``stdout=True``."""
+    return functools.partial(helpers.run_cli, capsys)
+
+
+@pytest.fixture(scope="session")
+def training_dataset(tmp_path_factory):
+    """``training_dataset(seed=, n_train=, n_val=, n_test=, size=)``: a new synthetic DIS-layout dataset with
+    coarse masks (``--coarse-dir dataset``), in a folder of its own, for the tiny training runs."""
+    from is5net.demo.synthetic import make_synthetic_dataset
+
+    def make(**sizes):
+        root = tmp_path_factory.mktemp("syn")
+        make_synthetic_dataset(root, **sizes)
+        return root
+
+    return make
+
+
+@pytest.fixture()
+def pairs_dataset(tmp_path):
+    """``tmp_path/DIS5K``: four photo/GT pairs in DIS-TR and DIS-VD (see ``helpers.make_dataset``)."""
+    root = tmp_path / "DIS5K"
+    helpers.make_dataset(root)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -90,4 +121,15 @@ def tiny_refiner_checkpoint(tmp_path_factory, tiny_refiner):
 
     path = tmp_path_factory.mktemp("ref") / "is5net_tiny.safetensors"
     save_refiner(tiny_refiner, path)
+    return path
+
+
+@pytest.fixture()
+def isnet_weights(tmp_path):
+    """A 3-channel IS-Net as safetensors: a file convert-isnet accepts as input and could name as output."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w" / "isnet.safetensors"
+    path.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in make_tiny_refiner(3).state_dict().items()}, str(path))
     return path

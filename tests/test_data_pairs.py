@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import photo, save
 from is5net.cli import main
 from is5net.contract import require_tight_box
 from is5net.data.pairs import Pair, find_pairs, find_problems, is_dis5k_root, split_good_pairs, subset_names
@@ -21,69 +22,15 @@ from is5net.io import load_image
 
 
 # ------------------------------------------------------------------------------------------ builders
-def _photo(name: str, height: int, width: int) -> np.ndarray:
-    from skimage import data
-    from skimage.transform import resize
-
-    img = getattr(data, name)()
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=2)
-    return (resize(img[..., :3], (height, width), anti_aliasing=True) * 255).round().astype(np.uint8)
-
-
-def disc(h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
-    yy, xx = np.mgrid[:h, :w]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-
-
-def save(path: Path, array: np.ndarray, **kw) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = array.astype(np.uint8) * 255 if array.dtype == bool else array
-    Image.fromarray(arr).save(path, **kw)
-    return path
-
-
-def make_dataset(root: Path) -> dict[str, int]:
-    """A clean DIS-layout dataset; returns stem -> expected number of samples (enrich on, no jitter).
-
-    DIS-TR: coffee (one disc: 1 sample), astronaut (two big discs + a 3x3 speck: whole + 2 = 3 samples),
-    chelsea (a rectangle, PNG image: 1). DIS-VD: camera (grayscale photo; a rectangle + a speck below
-    0.4 %: 1 sample, the rectangle alone).
-    """
-    tr, vd = root / "DIS-TR", root / "DIS-VD"
-    save(tr / "im" / "coffee.jpg", _photo("coffee", 96, 128), quality=95)
-    save(tr / "gt" / "coffee.png", disc(96, 128, 48, 64, 25))
-
-    save(tr / "im" / "astronaut.jpg", _photo("astronaut", 112, 112), quality=95)
-    gt = disc(112, 112, 30, 30, 15) | disc(112, 112, 75, 80, 20)
-    gt[100:103, 5:8] = True  # 9 px < 0.4 % of 12544 (50 px): part of the whole mask, not its own sample
-    save(tr / "gt" / "astronaut.png", gt)
-
-    save(tr / "im" / "chelsea.png", _photo("chelsea", 80, 120))
-    rect = np.zeros((80, 120), bool)
-    rect[10:60, 20:100] = True
-    save(tr / "gt" / "chelsea.png", rect)
-
-    cam = _photo("camera", 64, 64)[:, :, 0]
-    save(vd / "im" / "camera.png", cam)
-    gt = np.zeros((64, 64), bool)
-    gt[8:40, 10:50] = True
-    gt[60, 60] = True
-    save(vd / "gt" / "camera.png", gt)
-    return {"coffee": 1, "astronaut": 3, "chelsea": 1, "camera": 1}
-
-
 @pytest.fixture
-def dataset(tmp_path) -> Path:
-    root = tmp_path / "DIS5K"
-    make_dataset(root)
-    return root
+def dataset(pairs_dataset) -> Path:
+    return pairs_dataset
 
 
 def plant_problems(root: Path) -> dict[str, str]:
     """Add one file of each problem kind to ``root/DIS-TR``; returns file name -> expected kind."""
     tr = root / "DIS-TR"
-    img = _photo("chelsea", 64, 96)
+    img = photo("chelsea", 64, 96)
     mask = np.zeros((64, 96), bool)
     mask[10:50, 10:80] = True
 
@@ -180,7 +127,7 @@ def test_check_data_finds_every_planted_problem(dataset, capsys):
 
 def test_duplicate_stems_and_exif_orientation(tmp_path):
     root = tmp_path / "pairs"
-    img = _photo("coffee", 40, 60)  # stored 60 wide, 40 high
+    img = photo("coffee", 40, 60)  # stored 60 wide, 40 high
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90: displayed 40 wide, 60 high
     save(root / "im" / "rot.jpg", img, exif=exif)

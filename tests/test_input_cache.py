@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from helpers import REFINER_ONLY, tiny_training
 from is5net.contract import resize_input
 from is5net.data.dataset import CoarseDir, InputCache, RefinerDataset
 from is5net.data.pairs import find_pairs
@@ -18,12 +19,8 @@ HALF_LEVEL = 0.5 / 255 + 1e-6
 
 
 @pytest.fixture()
-def dataset(tmp_path):
-    from is5net.demo.synthetic import make_synthetic_dataset
-
-    root = tmp_path / "syn"
-    make_synthetic_dataset(root, seed=5, n_train=6, n_val=0, n_test=0, size=96)
-    return root
+def dataset(training_dataset):
+    return training_dataset(seed=5, n_train=6, n_val=0, n_test=0, size=96)
 
 
 def _datasets(root, cache_dir, size=64):
@@ -111,18 +108,9 @@ def test_training_uses_the_cache_and_refuses_an_unwritable_one(dataset, tmp_path
     cache_dir = tmp_path / "inputs"
     c = load_config(
         None,
-        [
-            "model=is5net_tiny",
-            "input_size=64",
-            "batch_size=2",
-            "workers=0",
-            "max_steps=2",
-            "val_every=2",
-            "gt_encoder=false",
-            "feature_loss=false",
-            "val_fraction=0.34",
-            f"data_cache={cache_dir}",
-        ],
+        tiny_training(
+            "max_steps=2", "val_every=2", *REFINER_ONLY, "val_fraction=0.34", f"data_cache={cache_dir}", batch_size=2
+        ),
         base={"data": str(dataset), "coarse_dir": "dataset"},
     )
     train(c, tmp_path / "run", progress=False)
@@ -139,14 +127,7 @@ def test_training_uses_the_cache_and_refuses_an_unwritable_one(dataset, tmp_path
             "dataset",
             "--out",
             str(tmp_path / "run2"),
-            "model=is5net_tiny",
-            "input_size=64",
-            "batch_size=2",
-            "workers=0",
-            "max_steps=1",
-            "gt_encoder=false",
-            "feature_loss=false",
-            f"data_cache={blocker / 'sub'}",
+            *tiny_training("max_steps=1", *REFINER_ONLY, f"data_cache={blocker / 'sub'}", batch_size=2),
         ]
     )
     assert rc == 2

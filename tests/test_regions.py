@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import REFINER_ONLY, tiny_training
 from is5net import IS5NetPredictor
 from is5net.contract import blend_weight, crop_window, tile_starts
 from is5net.errors import IS5NetError
@@ -224,30 +225,23 @@ def test_eval_box_jitter_is_seeded_captioned_and_region_is_honoured(tmp_path, co
 
 
 @pytest.mark.parametrize("region", ["box", "tiles"])
-def test_training_for_a_region_records_it_and_predict_follows(tmp_path, region):
+def test_training_for_a_region_records_it_and_predict_follows(tmp_path, training_dataset, region):
     from is5net.checkpoint import load_refiner
-    from is5net.demo.synthetic import make_synthetic_dataset
     from is5net.train import load_config, train
 
-    root = tmp_path / "syn"
-    make_synthetic_dataset(root, seed=3, n_train=8, n_val=2, n_test=0, size=160)
+    root = training_dataset(seed=3, n_train=8, n_val=2, n_test=0, size=160)
     c = load_config(
         None,
-        [
-            "model=is5net_tiny",
-            "input_size=64",
-            "batch_size=4",
-            "workers=0",
+        tiny_training(
             f"data={root}",
             "coarse_dir=dataset",
             "max_steps=3",
             "val_every=3",
-            "gt_encoder=false",
-            "feature_loss=false",
+            *REFINER_ONLY,
             f"region={region}",
             "crop_margin=0.2",
             "max_side=128",
-        ],
+        ),
     )
     ckpt = train(c, tmp_path / "run", progress=False)
     refiner = load_refiner(ckpt)
@@ -264,31 +258,24 @@ def test_region_settings_are_range_checked():
         load_config(None, ["crop_margin=-0.1"])
 
 
-def test_validation_of_a_box_refiner_scores_what_eval_scores(tmp_path):
+def test_validation_of_a_box_refiner_scores_what_eval_scores(tmp_path, training_dataset):
     """Training's validation pastes a crop's map where predict does: its maxF and MAE are eval's."""
-    from is5net.demo.synthetic import make_synthetic_dataset
     from is5net.eval.dis5k import evaluate_dataset
     from is5net.train import load_config, train
 
-    root = tmp_path / "syn"
-    make_synthetic_dataset(root, seed=4, n_train=4, n_val=3, n_test=0, size=128)
+    root = training_dataset(seed=4, n_train=4, n_val=3, n_test=0, size=128)
     c = load_config(
         None,
-        [
-            "model=is5net_tiny",
-            "input_size=64",
-            "batch_size=4",
-            "workers=0",
+        tiny_training(
             f"data={root}",
             "coarse_dir=dataset",
             "max_steps=2",
             "val_every=2",
-            "gt_encoder=false",
-            "feature_loss=false",
+            *REFINER_ONLY,
             "region=box",
             "enrich=false",
             "flips=false",
-        ],
+        ),
     )
     ckpt = train(c, tmp_path / "run", progress=False)
     rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import disc, save, torchrun
 from is5net.cli import main
 from is5net.data.pairs import find_pairs
 from is5net.data.sam_cache import (
@@ -25,14 +23,11 @@ from is5net.data.sam_cache import (
 )
 from is5net.data.samples import enumerate_samples
 from is5net.io import load_image, save_png
-from test_data_pairs import disc, make_dataset, save
 
 
 @pytest.fixture
-def dataset(tmp_path) -> Path:
-    root = tmp_path / "DIS5K"
-    make_dataset(root)
-    return root
+def dataset(pairs_dataset) -> Path:
+    return pairs_dataset
 
 
 @pytest.fixture(scope="module")
@@ -169,28 +164,8 @@ def test_cache_sam_skips_bad_pairs(dataset, tiny_sam_checkpoint):
 
 def test_torchrun_two_processes_cover_every_entry_once(dataset, tmp_path, tiny_sam_checkpoint):
     cache_dir = tmp_path / "cache"
-    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "is5net.cli",
-        "cache-sam",
-        "--data",
-        str(dataset),
-        "--sam-checkpoint",
-        str(tiny_sam_checkpoint),
-        "--cache",
-        str(cache_dir),
-        "--jitter",
-        "1",
-        "-q",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    argv = ["cache-sam", "--data", dataset, "--sam-checkpoint", tiny_sam_checkpoint, "--cache", cache_dir]
+    proc = torchrun(*argv, "--jitter", "1", "-q", cpu_only=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     samples = enumerate_samples(find_pairs(dataset), jitter=1)
     whole = enumerate_samples(find_pairs(dataset), enrich=False)  # + camera's whole-mask box (validation's)

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from helpers import tiny_training, torchrun
 from is5net.checkpoint import load_refiner, read_state_dict
 from is5net.cli import main
 from is5net.errors import IS5NetError
@@ -15,16 +16,12 @@ from is5net.modeling import build_model
 from is5net.train import load_config, train
 from is5net.train.losses import feature_loss, orthogonality_penalty, side_loss
 
-TINY = ["model=is5net_tiny", "input_size=64", "batch_size=4", "workers=0", "log_every=2"]
+TINY = tiny_training("log_every=2")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from is5net.demo.synthetic import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic_dataset(root, seed=3, n_train=12, n_val=4, n_test=2, size=96)
-    return root
+def dataset(training_dataset):
+    return training_dataset(seed=3, n_train=12, n_val=4, n_test=2, size=96)
 
 
 def _weights(path):
@@ -397,34 +394,8 @@ def test_bad_overrides_are_clear(dataset, tmp_path, capsys):
 
 def test_two_process_gloo_run_completes_and_rank0_alone_writes(dataset, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "is5net.cli",
-        "train",
-        "--data",
-        str(dataset),
-        "--coarse-dir",
-        "dataset",
-        "--out",
-        str(out),
-        "--no-progress",
-        "model=is5net_tiny",
-        "input_size=64",
-        "batch_size=2",
-        "workers=0",
-        "max_steps=4",
-        "val_every=2",
-        "gt_encoder_max_steps=2",
-        "log_every=1",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    settings = tiny_training("max_steps=4", "val_every=2", "gt_encoder_max_steps=2", "log_every=1", batch_size=2)
+    proc = torchrun("train", "--data", dataset, "--coarse-dir", "dataset", "--out", out, "--no-progress", *settings)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert load_refiner(out / "refiner.safetensors").in_ch == 5
     rows = (out / "log.csv").read_text().splitlines()

@@ -7,29 +7,17 @@ import shutil
 
 import pytest
 
+from helpers import REFINER_ONLY, tiny_training
 from is5net.cli import main
 from is5net.errors import IS5NetError
 from is5net.train import load_config
 
-TINY = [
-    "model=is5net_tiny",
-    "input_size=64",
-    "batch_size=4",
-    "workers=0",
-    "log_every=2",
-    "gt_encoder=false",
-    "feature_loss=false",
-    "data_cache=off",
-]
+TINY = tiny_training("log_every=2", *REFINER_ONLY, "data_cache=off")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from is5net.demo.synthetic import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic_dataset(root, seed=4, n_train=8, n_val=3, n_test=1, size=64)
-    return root
+def dataset(training_dataset):
+    return training_dataset(seed=4, n_train=8, n_val=3, n_test=1, size=64)
 
 
 def _plain_folder(dataset, dest):

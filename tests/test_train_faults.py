@@ -9,29 +9,18 @@ import logging
 import pytest
 import torch
 
+from helpers import REFINER_ONLY, tiny_training
 from is5net.checkpoint import read_state_dict
 from is5net.cli import main
 from is5net.errors import IS5NetError
 from is5net.train import TrainConfig, load_config, train
 
-TINY = [
-    "model=is5net_tiny",
-    "input_size=64",
-    "batch_size=4",
-    "workers=0",
-    "gt_encoder=false",
-    "feature_loss=false",
-    "data_cache=off",
-]
+TINY = tiny_training(*REFINER_ONLY, "data_cache=off")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from is5net.demo.synthetic import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic_dataset(root, seed=5, n_train=8, n_val=3, n_test=1, size=64)
-    return root
+def dataset(training_dataset):
+    return training_dataset(seed=5, n_train=8, n_val=3, n_test=1, size=64)
 
 
 def _train(dataset, out, *extra):
@@ -186,13 +175,7 @@ def test_gt_encoder_phase_is_capped_by_max_steps_and_stops_on_a_plateau(dataset,
         "--coarse-dir",
         "dataset",
         "-q",
-        "model=is5net_tiny",
-        "input_size=64",
-        "batch_size=4",
-        "workers=0",
-        "data_cache=off",
-        "val_every=1",
-        "early_stop=2",
+        *tiny_training("data_cache=off", "val_every=1", "early_stop=2"),
     ]
     with caplog.at_level(logging.INFO, logger="is5net"):
         assert main([*argv, "--out", str(tmp_path / "plateau"), "max_steps=8", "gt_encoder_max_steps=40"]) == 0
