@@ -3,7 +3,7 @@
 The routes are in :mod:`.routes`, the models in :mod:`.engine`, the Host and token checks in :mod:`.access`.
 
 Endpoints (OpenAPI at ``/docs``; every error is ``{"error": "<one line>"}`` with a 4xx status, 5xx only for
-a timeout or a bug):
+a timeout, a request cut off by Ctrl-C (:mod:`.stopping`) or a bug):
 
 - ``POST /api/segment`` (multipart): ``image`` file, ``box`` ``x0,y0,x1,y1`` (repeatable), optional
   ``coarse_mask`` file, ``threshold`` (number in [0, 1] or ``otsu``), ``format`` ``png`` | ``cutout`` | ``json``,
