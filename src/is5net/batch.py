@@ -15,6 +15,8 @@ Nothing here imports torch at module level (``gather`` does, when a process grou
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
 import json
 import logging
@@ -29,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .errors import IS5NetError
-from .io import IMAGE_EXTENSIONS, atomic_write_bytes, atomic_write_text
+from .io import IMAGE_EXTENSIONS, atomic_write_bytes, atomic_write_text, open_append
 
 log = logging.getLogger("is5net")
 
@@ -63,6 +65,24 @@ class Discovery:
     named: list[Path]  # the files named one by one (checked up front, as before folders existed)
 
 
+def listed_outputs(out_dir: Path) -> set[Path]:
+    """The files earlier runs wrote into ``out_dir``, as its journal and index list them (resolved paths)."""
+    names: list[str] = []
+    for entry in _read_lines(out_dir / INDEX_JSONL)[0]:
+        names += [n for n in entry.get("outputs") or [] if isinstance(n, str)]
+    for part in out_dir.glob(_PART.format(rank="*")):
+        for entry in _read_lines(part)[0]:
+            names += [n for n in entry.get("outputs") or [] if isinstance(n, str)]
+    try:
+        listed = json.loads((out_dir / INDEX_JSON).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        listed = []
+    if isinstance(listed, list):
+        names += [e["file"] for e in listed if isinstance(e, dict) and isinstance(e.get("file"), str)]
+    cut = [(out_dir / n) for n in names]
+    return {p.resolve() for p in cut}
+
+
 def is_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
@@ -91,65 +111,79 @@ def discover(
 
     A folder with no image, or a pattern matching none, is an :class:`IS5NetError` (a usage mistake). A
     path that does not exist and is no pattern is kept as a named file, for the caller's file check to name.
-    Files found under ``exclude`` (the output folder, when it lies inside an input folder) are left out, so a
-    rerun does not take the last run's masks for photos.
+    ``exclude`` is the output folder: a rerun must not take the last run's masks for photos, so the outputs
+    its journal lists are left out, and so is all of it when it lies inside an input folder. An output folder
+    that holds the inputs (``-o`` their parent, ``-o .``) keeps them: only the listed outputs are dropped.
     """
-    skip = Path(exclude).resolve() if exclude is not None else None
-
-    def wanted(p: Path) -> bool:
-        return p.is_file() and _is_image_name(p) and (skip is None or skip not in p.resolve().parents)
-
+    out = Path(exclude).resolve() if exclude is not None else None
+    listed = listed_outputs(out) if out is not None else set()
     items: list[Item] = []
     named: list[Path] = []
     batch = False
     seen: set[Path] = set()
-
-    def add(path: Path, rel: PurePosixPath) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            items.append(Item(path, rel))
-
     for given in inputs:
         text = str(given)
         path = Path(text)
-        if path.is_dir():
+        if path.is_dir() or (not path.exists() and is_glob(text)):
             batch = True
-            found = path.rglob("*") if recursive else path.iterdir()
-            files = sorted(p for p in found if wanted(p))
-            if not files:
-                more = "" if recursive else " (add --recursive for its subfolders)"
-                raise IS5NetError(f"{path}: no image files in this folder{more}")
+            root, files = _found_under(path, text, recursive, out, listed)
             for p in files:
-                add(p, PurePosixPath(p.relative_to(path).as_posix()))
-        elif not path.exists() and is_glob(text):
-            batch = True
-            root = _glob_root(text)
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive))
-            files = [p for p in matches if wanted(p)]
-            if not files:
-                raise IS5NetError(
-                    f"{text}: no image file matches this pattern"
-                    + ("" if recursive or "**" not in text else " (** needs --recursive)")
-                )
-            for p in files:
-                add(p, PurePosixPath(p.relative_to(root).as_posix()))
+                if p.resolve() not in seen:
+                    seen.add(p.resolve())
+                    items.append(Item(p, PurePosixPath(p.relative_to(root).as_posix())))
         else:
             named.append(path)
-            add(path, PurePosixPath(path.name))
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                items.append(Item(path, PurePosixPath(path.name)))
     return Discovery(items, batch, named)
 
 
-def output_collisions(items: list[Item]) -> Optional[str]:
-    """A message when two images would write the same outputs (``a.jpg`` and ``a.png``), else None."""
-    first: dict[PurePosixPath, Item] = {}
-    for item in items:
-        other = first.setdefault(item.out_stem, item)
-        if other is not item:
-            return (
-                f"{other.path} and {item.path} would write the same outputs ({item.out_stem}.*); "
-                f"rename one or run them separately"
-            )
+def _found_under(path: Path, text: str, recursive: bool, out: Optional[Path], listed: set[Path]):
+    """``(root, image files)`` of a folder or a pattern, sorted; none is a usage mistake."""
+    root = path if path.is_dir() else _glob_root(text)
+    inside = out is not None and root.resolve() in out.parents  # the output folder is a subfolder of the input
+
+    def wanted(p: Path) -> bool:
+        resolved = p.resolve()
+        return (
+            p.is_file()
+            and _is_image_name(p)
+            and resolved not in listed
+            and not (inside and (out == resolved or out in resolved.parents))
+        )
+
+    if path.is_dir():
+        files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if wanted(p))
+        if not files:
+            more = "" if recursive else " (add --recursive for its subfolders)"
+            raise IS5NetError(f"{path}: no image files in this folder{more}")
+        return root, files
+    files = [p for p in sorted(Path(m) for m in glob.glob(text, recursive=recursive)) if wanted(p)]
+    if not files:
+        raise IS5NetError(
+            f"{text}: no image file matches this pattern"
+            + ("" if recursive or "**" not in text else " (** needs --recursive)")
+        )
+    return root, files
+
+
+def output_collisions(jobs: list["Job"]) -> Optional[str]:
+    """A message when two images would write the same file, else None.
+
+    Every output path of the run, not only the stems: ``a.jpg`` and ``a.png`` both write ``a.png``, and so do
+    ``a.jpg``'s cut-out and ``a_cutout.jpg``'s mask (``--save both``), or ``a.jpg``'s first of two boxes and
+    ``a_0.jpg``. One would overwrite the other's output and the journal would list it twice.
+    """
+    owner: dict[str, Job] = {}
+    for job in jobs:
+        for name in job.outputs:
+            other = owner.setdefault(name, job)
+            if other is not job:
+                return (
+                    f"{other.item.path} and {job.item.path} would write the same outputs ({name}); "
+                    f"rename one or run them separately"
+                )
     return None
 
 
@@ -213,7 +247,10 @@ class Journal:
         rank = {name: i for i, name in enumerate(order)}
         ordered = sorted(latest.values(), key=lambda e: rank.get(e["input"], len(rank)))
         if ordered or self.path.exists():
-            atomic_write_text(self.path, "".join(_line(e) for e in ordered))
+            try:
+                atomic_write_text(self.path, "".join(_line(e) for e in ordered))
+            except OSError as exc:
+                raise WriteFailed(self.path, exc) from None
         for part in self.parts():
             part.unlink(missing_ok=True)
         return ordered
@@ -223,19 +260,33 @@ class Journal:
         torn at the end of the file (dropped by the next reader), never interleaved with another."""
         data = _line(entry).encode("utf-8")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.own, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o666)
-        try:
-            if os.fstat(fd).st_size and not _ends_with_newline(fd):
+        with open_append(self.own, binary=True, readable=True) as f:
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            if size and not _ends_with_newline(fd, size):
                 data = b"\n" + data  # after a torn line: start a fresh one rather than extend the torn one
-            written = os.write(fd, data)
-            if written != len(data):  # a full disk: the short line is torn, and dropped by the next reader
-                raise OSError(f"{self.own}: short write ({written} of {len(data)} bytes)")
-        finally:
-            os.close(fd)
+            try:
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+            except OSError as exc:
+                # A full disk or a file size limit: take the part that was written back out, so the journal
+                # stays whole lines (a kill here still leaves at worst one torn line, dropped when read).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise WriteFailed(self.own, exc) from None
 
 
-def _ends_with_newline(fd: int) -> bool:
-    return os.pread(fd, 1, os.fstat(fd).st_size - 1) == b"\n"
+def _ends_with_newline(fd: int, size: int) -> bool:
+    return os.pread(fd, 1, size - 1) == b"\n"
+
+
+class WriteFailed(IS5NetError):
+    """A file of the run could not be written (a full disk, a file size limit): the run stops there, keeping
+    what it finished. The message names the file."""
+
+    def __init__(self, path, exc: OSError):
+        super().__init__(f"{path}: cannot write it ({exc.strerror or exc})")
 
 
 def _line(entry: dict) -> str:
@@ -384,6 +435,7 @@ class Outcome:
     journaled: bool  # a batch: index.jsonl was kept
     rank: int = 0
     world_size: int = 1
+    write_error: Optional[str] = None  # the file that could not be written, where the run stopped
 
 
 def commit_files(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
@@ -393,7 +445,10 @@ def commit_files(out_dir: Path, files: list[tuple[str, bytes]]) -> None:
     written: list[Path] = []
     try:
         for fname, data in files:
-            atomic_write_bytes(out_dir / fname, data)
+            try:
+                atomic_write_bytes(out_dir / fname, data)
+            except OSError as exc:
+                raise WriteFailed(out_dir / fname, exc) from None
             written.append(out_dir / fname)
     except BaseException:
         for path in written:
@@ -443,26 +498,37 @@ class BatchRun:
         self.index: list[dict] = []  # without a journal: the index.json entries
 
     def run(self, read: Callable[[Job], Any], work: Callable[[Job, Any], tuple[list, dict]]) -> Outcome:
+        refuse_links(self.out_dir)
         mine, skipped = self._todo()
         outcome = Outcome(len(self.jobs), skipped, 0, 0, [], self.journal is not None, self.rank, self.world)
         created = not self.out_dir.exists()
         try:
             self._loop(mine, read, work, outcome)
+        except WriteFailed as exc:  # a full disk: the next image would fail the same way
+            outcome.write_error = str(exc)
         finally:
             if self.journal is None:  # also on Ctrl-C or an unexpected error: what was written is listed
-                self._write_index(created)
+                self._write_index(created, outcome)
         if self.group is not None:
             outcome.failed = gather(self.group, outcome.failed)
             outcome.boxes, outcome.images = self.group.sum([outcome.boxes, outcome.images])
             self.group.barrier()  # every part is complete before rank 0 merges them
         if self.journal is not None and self.rank == 0:
-            entries = self.journal.compact([str(job.item.rel) for job in self.jobs])
-            if entries:
-                listed = [e for entry in entries for e in per_box_entries(entry)]
-                atomic_write_text(self.out_dir / INDEX_JSON, json.dumps(listed, indent=2))
+            self._merge_journal(outcome)
         if self.group is not None:
             self.group.barrier()
         return outcome
+
+    def _merge_journal(self, outcome: Outcome) -> None:
+        """index.jsonl compacted and index.json written, each atomically: on a full disk the journal stays as
+        the run left it (whole lines), which the next run reads."""
+        try:
+            entries = self.journal.compact([str(job.item.rel) for job in self.jobs])
+            if entries:
+                listed = [e for entry in entries for e in per_box_entries(entry)]
+                _write_listing(self.out_dir / INDEX_JSON, listed)
+        except WriteFailed as exc:
+            outcome.write_error = outcome.write_error or str(exc)
 
     def _todo(self) -> tuple[list[Job], int]:
         """This process's jobs (what the journal does not list as done, sharded) and how many were skipped."""
@@ -527,8 +593,30 @@ class BatchRun:
                 outcome.images += 1
                 bar.update(1)
 
-    def _write_index(self, created: bool) -> None:
-        if self.index:
-            atomic_write_text(self.out_dir / INDEX_JSON, json.dumps(self.index, indent=2))
-        elif created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
-            self.out_dir.rmdir()  # made for this run, and nothing came of it
+    def _write_index(self, created: bool, outcome: Outcome) -> None:
+        try:
+            if self.index:
+                _write_listing(self.out_dir / INDEX_JSON, self.index)
+            elif created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()  # made for this run, and nothing came of it
+        except WriteFailed as exc:
+            outcome.write_error = outcome.write_error or str(exc)
+
+
+def _write_listing(path: Path, entries: list[dict]) -> None:
+    try:
+        atomic_write_text(path, json.dumps(entries, indent=2))
+    except OSError as exc:
+        raise WriteFailed(path, exc) from None
+
+
+def refuse_links(out_dir: Path) -> None:
+    """The journal, its parts and the index are this project's own records: a link among them is refused
+    (appending through it would write into some other file)."""
+    out_dir = Path(out_dir)
+    for path in [out_dir / INDEX_JSONL, out_dir / INDEX_JSON, *sorted(out_dir.glob(_PART.format(rank="*")))]:
+        if path.is_symlink():
+            raise IS5NetError(
+                f"{path} is a symbolic link; is5net keeps its own records there and does not follow links: "
+                "remove the link (or choose another -o)"
+            )

@@ -290,8 +290,13 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = _create_temp_beside(path)
+    mode = stat.S_IMODE(os.stat(tmp_path).st_mode)
     try:
         yield tmp_path
+        # A writer may replace the file it was given rather than write into it (safetensors' save_file does,
+        # with a 0600 file of its own): the mode decided above is the one the result must have.
+        if stat.S_IMODE(os.stat(tmp_path).st_mode) != mode:
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -324,6 +329,27 @@ def _create_temp_beside(path: Path) -> Path:
                 raise
         return tmp
     raise FileExistsError(f"{path.parent}: could not create a temporary file next to {path.name}")
+
+
+def open_append(path: PathLike, binary: bool = False, readable: bool = False):
+    """Open ``path`` to append to it (created 0666 less the umask), refusing a symbolic link.
+
+    The project appends only to its own bookkeeping (the predict journal, a training run's log.csv, a partial
+    download): a link there would send those lines into some other file, so it is an error, not followed.
+    """
+    access = os.O_RDWR if readable else os.O_WRONLY
+    flags = access | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if Path(path).is_symlink():
+            raise IS5NetError(
+                f"{path} is a symbolic link; is5net appends its own records there and does not follow links: "
+                "remove the link (or choose another folder)"
+            ) from None
+        raise exc
+    mode = ("ab" if binary else "a") + ("+" if readable else "")
+    return os.fdopen(fd, mode, **({} if binary else {"newline": ""}))
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

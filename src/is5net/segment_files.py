@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .batch import INDEX_JSON, INDEX_JSONL, Item, Job
+from .batch import INDEX_JSON, INDEX_JSONL, Item, Job, output_collisions
 from .contract import check_mask_size
 from .data.coarse import CoarseMaskFolder
 from .errors import IS5NetError
@@ -67,7 +67,10 @@ def plan_jobs(
 
 
 def check_outputs_are_not_inputs(out_dir: Path, jobs: list[Job]) -> None:
-    """Refuse a run whose outputs (or index files) would overwrite one of its input images."""
+    """Refuse a run whose outputs would overwrite each other or one of its input images (or its index files)."""
+    collision = output_collisions(jobs)
+    if collision is not None:
+        raise IS5NetError(collision)
     inputs = {job.item.path.resolve() for job in jobs}
     for name in [n for job in jobs for n in job.outputs] + [INDEX_JSON, INDEX_JSONL]:
         if (out_dir / name).resolve() in inputs:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import IS5NetError
+from .io import open_append
 
 SAM_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -335,7 +336,7 @@ def _fetch(url: str, part: Path, expected: Optional[int], quiet: bool, timeout: 
             file=sys.stderr,
         )
         try:
-            with open(part, "ab" if resumed else "wb") as f:
+            with open_append(part, binary=True) if resumed else open(part, "wb") as f:
                 while block := response.read(CHUNK):
                     f.write(block)
                     bar.update(len(block))

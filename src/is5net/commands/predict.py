@@ -229,9 +229,6 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
         coarse.check(len(found.items))
     if args.output.exists() and not args.output.is_dir():
         raise IS5NetError(f"-o {args.output}: exists and is not a directory")
-    collision = batch.output_collisions(found.items)
-    if collision is not None:
-        raise IS5NetError(collision)
     if isinstance(background, Path):
         background = load_image(background, max_pixels=pixel_limit)
     require_module("pycocotools", "the COCO RLE of the index")
@@ -303,12 +300,21 @@ def _report(args: argparse.Namespace, outcome, elapsed: float) -> int:
     """The closing line (rank 0 only) and the exit status: 0 all done, 1 some images failed, 2 nothing done."""
     o = outcome
     if o.rank != 0:
-        return EXIT_SOME_FAILED if o.failed else 0
+        return EXIT_SOME_FAILED if o.failed or o.write_error else 0
     what = "masks" if args.save == "mask" else "cutouts" if args.save == "cutout" else "masks and cutouts"
     if args.combine != "separate":
         what = f"{what} ({args.combine})"
     done_note = f" ({o.skipped} already done, skipped)" if o.skipped else ""
     outputs = o.boxes if args.combine == "separate" else o.images
+    if o.write_error:
+        listed = "index.jsonl" if o.journaled else "index.json"
+        kept = (
+            f"{outputs} {what} for {o.images} image(s) before it kept (listed in {listed})"
+            if o.images
+            else "nothing kept"
+        )
+        print(f"is5net predict: error: {o.write_error}; stopped there: {kept}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     if not o.failed:
         procs = f" by {o.world_size} processes" if o.world_size > 1 else ""
         print(

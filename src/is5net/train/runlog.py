@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, open_append
 from .checkpoints import PHASES, Resumed
 
 
@@ -48,7 +48,7 @@ class RunLog:
         if not self.enabled:
             return
         new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
+        with open_append(self.path) as f:  # a link here is refused, not followed
             w = csv.writer(f)
             if new:
                 w.writerow(self.HEADER)
