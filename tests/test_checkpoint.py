@@ -4,15 +4,16 @@ import pickle
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from is5net.checkpoint import (
+    FORMAT_TAG,
     RefinerConfig,
-    isnet_to_is5net_state_dict,
+    convert_isnet_to_is5net,
     load_gt_encoder,
     load_refiner,
     save_refiner,
 )
-from is5net.cli import main
 from is5net.errors import CheckpointError
 from is5net.modeling import ISNet, build_model
 from tiny import make_tiny_refiner
@@ -62,24 +63,6 @@ def test_gt_encoder_round_trip(tmp_path):
         load_refiner(tmp_path / "gt.safetensors")
 
 
-def test_three_to_five_conversion_keeps_outputs(tmp_path):
-    isnet = make_tiny_refiner(3)
-    torch.save(isnet.state_dict(), tmp_path / "isnet.pth")
-    out = tmp_path / "is5net.safetensors"
-    assert main(["convert-isnet", str(tmp_path / "isnet.pth"), str(out)]) == 0
-    is5 = load_refiner(out)
-    assert is5.in_ch == 5
-    rgb = torch.randn(2, 3, 64, 64)
-    prompts = torch.rand(2, 2, 64, 64)  # any coarse mask and box: the new channels start at zero
-    with torch.no_grad():
-        expected = isnet(rgb)[0]
-        got = is5(torch.cat((rgb, prompts), 1))[0]
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e)
-    sd = isnet_to_is5net_state_dict(isnet.state_dict())
-    assert torch.count_nonzero(sd["conv_in.weight"][:, 3:]) == 0
-
-
 class _Evil:
     def __reduce__(self):
         return (print, ("this ran arbitrary code",))
@@ -112,3 +95,32 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, tiny_sam):
         sd.pop("side6.bias")
         torch.save(sd, tmp_path / "partial.pth")
         load_refiner(tmp_path / "partial.pth")
+
+
+# --- convert-isnet and impossible input sizes (issue 13, faults a and b) ------------------------------------
+
+
+def test_convert_library_function_refuses_its_input_as_output(isnet_weights):
+    original = isnet_weights.read_bytes()
+    with pytest.raises(CheckpointError, match="is the input checkpoint"):
+        convert_isnet_to_is5net(isnet_weights, isnet_weights)
+    assert isnet_weights.read_bytes() == original
+
+
+def test_a_checkpoint_with_an_impossible_input_size_is_refused_on_load_and_never_written(tmp_path):
+    model = make_tiny_refiner(5)
+    with pytest.raises(CheckpointError, match="multiple of 32"):
+        save_refiner(model, tmp_path / "bad.safetensors", RefinerConfig.for_model(model, input_size=1000))
+    assert not (tmp_path / "bad.safetensors").exists()
+    # one written before the check (as the old convert-isnet did) is refused when loaded, not a crash later
+    config = json.dumps({**RefinerConfig.for_model(model).__dict__, "input_size": 0})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(tmp_path / "old.safetensors"),
+        metadata={"format": FORMAT_TAG, "config": config},
+    )
+    with pytest.raises(CheckpointError, match="old.safetensors: its metadata's input size 0"):
+        load_refiner(tmp_path / "old.safetensors")
+    for good in (32, 64, 512, 1024):
+        save_refiner(model, tmp_path / f"{good}.safetensors", RefinerConfig.for_model(model, input_size=good))
+        assert load_refiner(tmp_path / f"{good}.safetensors").config.input_size == good

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import torch
 from PIL import Image
 from skimage import data, draw, filters, transform
 
-from is5net import cli
+from helpers import torchrun
 from is5net.eval import evaluate_folders
 from is5net.eval.dis5k import OVERALL, choose_subsets, evaluate_dataset
 from is5net.eval.metrics import PAPER_METRICS
@@ -104,12 +101,6 @@ def refiner3(tmp_path_factory) -> Path:
     return path
 
 
-def _run(capsys, *argv) -> tuple[int, str, str]:
-    rc = cli.main(["eval", *[str(a) for a in argv]])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
 def _check_run(run_dir: Path, root: Path, subsets=SUBSETS) -> dict:
     """Every output is there, with every row and column; DIS-TE is the mean of the TE rows."""
     results = json.loads((run_dir / "results.json").read_text())
@@ -165,10 +156,10 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------- methods
-def test_is5net_with_sam(tmp_path, capsys, dis_root, refiner5, tiny_sam_checkpoint):
+def test_is5net_with_sam(tmp_path, run_cli, dis_root, refiner5, tiny_sam_checkpoint):
     out = tmp_path / "run"
-    rc, stdout, err = _run(
-        capsys,
+    rc, stdout, err = run_cli(
+        "eval",
         "--data",
         dis_root,
         "--subsets",
@@ -183,6 +174,7 @@ def test_is5net_with_sam(tmp_path, capsys, dis_root, refiner5, tiny_sam_checkpoi
         out,
         "--device",
         "cpu",
+        stdout=True,
     )
     assert rc == 0, err
     _check_run(out, dis_root)
@@ -196,10 +188,10 @@ def test_is5net_with_sam(tmp_path, capsys, dis_root, refiner5, tiny_sam_checkpoi
     assert len(np.unique(pred)) > 2  # the soft map
 
 
-def test_is5net_with_coarse_dir_and_sam_alone(tmp_path, capsys, dis_root, refiner5, coarse_dir, tiny_sam_checkpoint):
+def test_is5net_with_coarse_dir_and_sam_alone(tmp_path, run_cli, dis_root, refiner5, coarse_dir, tiny_sam_checkpoint):
     out = tmp_path / "coarse_run"
-    rc, _, err = _run(
-        capsys,
+    rc, err = run_cli(
+        "eval",
         "--data",
         dis_root,
         "--subsets",
@@ -219,8 +211,8 @@ def test_is5net_with_coarse_dir_and_sam_alone(tmp_path, capsys, dis_root, refine
     assert prov["coarse_dir"] == str(coarse_dir.resolve()) and prov["sam_checkpoint_sha256"] is None
 
     sam_out = tmp_path / "sam_run"
-    rc, _, err = _run(
-        capsys,
+    rc, err = run_cli(
+        "eval",
         "--data",
         dis_root,
         "--subsets",
@@ -241,11 +233,11 @@ def test_is5net_with_coarse_dir_and_sam_alone(tmp_path, capsys, dis_root, refine
     assert json.loads((sam_out / "provenance.json").read_text())["checkpoint_sha256"] is None
 
 
-def test_isnet_method(tmp_path, capsys, dis_root, refiner3):
+def test_isnet_method(tmp_path, run_cli, dis_root, refiner3):
     # An official-style .pth has no metadata, so it runs at 1024x1024: two images keep this test short.
     out = tmp_path / "isnet"
-    rc, _, err = _run(
-        capsys,
+    rc, err = run_cli(
+        "eval",
         "--data",
         dis_root,
         "--subsets",
@@ -304,7 +296,7 @@ def test_sam_with_coarse_dir_scores_exactly_like_evaluate_folders(tmp_path, dis_
 
 
 # ------------------------------------------------------------------------------------------ resume
-def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root, refiner5, refiner3, coarse_dir):
+def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, run_cli, dis_root, refiner5, refiner3, coarse_dir):
     out = tmp_path / "run"
     args = [
         "--data",
@@ -320,7 +312,7 @@ def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root
         "--device",
         "cpu",
     ]
-    rc, _, err = _run(capsys, *args)
+    rc, err = run_cli("eval", *args)
     assert rc == 0, err
     first = json.loads((out / "results.json").read_text())
     preds = sorted((out / "predictions").rglob("*.png"))
@@ -328,12 +320,12 @@ def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root
     mtimes = {p: p.stat().st_mtime_ns for p in preds}
 
     # without --resume: an error, and nothing touched
-    rc, _, err = _run(capsys, *args)
+    rc, err = run_cli("eval", *args)
     assert rc == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
     assert {p: p.stat().st_mtime_ns for p in preds} == mtimes
 
     time.sleep(0.01)
-    rc, _, err = _run(capsys, *args, "--resume")
+    rc, err = run_cli("eval", *args, "--resume")
     assert rc == 0, err
     assert {p: p.stat().st_mtime_ns for p in preds} == mtimes
     assert json.loads((out / "results.json").read_text()) == first
@@ -343,7 +335,7 @@ def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root
     gone, bad = preds[0], preds[1]
     gone.unlink()
     bad.write_bytes(b"not a png")
-    rc, _, err = _run(capsys, *args, "--resume")
+    rc, err = run_cli("eval", *args, "--resume")
     assert rc == 0, err
     hw = {stem: shape for items in LAYOUT.values() for stem, _, shape, _ in items}
     assert gone.is_file() and np.asarray(Image.open(bad)).shape == hw[bad.stem]
@@ -353,8 +345,8 @@ def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root
     assert (prov["computed"], prov["reused"]) == (2, 3)
 
     # --resume with another method or checkpoint: refused
-    rc, _, err = _run(
-        capsys,
+    rc, err = run_cli(
+        "eval",
         "--data",
         dis_root,
         "--subsets",
@@ -373,7 +365,7 @@ def test_resume_reuses_predictions_and_refuses_to_mix(tmp_path, capsys, dis_root
 
 
 # ------------------------------------------------------------------------------------------ errors
-def test_errors_are_one_line_exit_2(tmp_path, capsys, dis_root, refiner5, refiner3, coarse_dir, tiny_sam_checkpoint):
+def test_errors_are_one_line_exit_2(tmp_path, run_cli, dis_root, refiner5, refiner3, coarse_dir, tiny_sam_checkpoint):
     out = tmp_path / "run"
     base = ["--out", out, "--device", "cpu"]
     partial = tmp_path / "partial"
@@ -423,14 +415,14 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, dis_root, refiner5, refine
         ),
     ]
     for argv, expected in cases:
-        rc, _, err = _run(capsys, *argv, *base)
+        rc, err = run_cli("eval", *argv, *base)
         assert rc == 2, (argv, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in err, err
         assert lines[0].startswith("is5net eval: error:") and expected in lines[0], (expected, lines[0])
     assert not (out / "predictions").exists()
-    rc, _, err = _run(
-        capsys, "--data", dis_root, "--checkpoint", refiner5, "--coarse-dir", coarse_dir, "--device", "cpu"
+    rc, err = run_cli(
+        "eval", "--data", dis_root, "--checkpoint", refiner5, "--coarse-dir", coarse_dir, "--device", "cpu"
     )
     assert rc == 2 and "--out" in err
 
@@ -473,34 +465,9 @@ def test_torchrun_two_processes_match_one(tmp_path, dis_root, refiner5, coarse_d
         device="cpu",
         progress=False,
     )
-    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
     out = tmp_path / "two"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "is5net.cli",
-        "eval",
-        "--data",
-        str(dis_root),
-        "--subsets",
-        ",".join(subsets),
-        "--checkpoint",
-        str(refiner5),
-        "--coarse-dir",
-        str(coarse_dir),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    argv = ["eval", "--data", dis_root, "--subsets", ",".join(subsets), "--checkpoint", refiner5]
+    proc = torchrun(*argv, "--coarse-dir", coarse_dir, "--out", out, "--device", "cpu", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("| DIS-TE |") == 1  # rank 0 alone prints the table
     results = _check_run(out, dis_root, subsets=subsets)

@@ -1,15 +1,11 @@
 """ONNX export and the refiner backends (torch, ONNX Runtime, OpenVINO) on tiny models: parity with torch,
-the metadata, `is5net export-onnx`, the backend choice honoured and reported, an unavailable backend one line."""
+the metadata, `is5net export-onnx`, the backend choice honoured (`predict --backend` is in test_cli_predict.py)."""
 
 import json
-import logging
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from is5net import cli, defaults
 from is5net.checkpoint import convert_isnet_to_is5net
@@ -143,83 +139,6 @@ def test_onnx_backends_refuse_cuda_and_onnxruntime_refuses_bf16(refiner):
         create_backend("onnxruntime", refiner, precision="bf16")
     with pytest.raises(IS5NetError, match="choose one of auto"):
         resolve_backend("tensorrt", torch.device("cpu"))
-
-
-def test_predict_cli_with_backend_reports_it(tmp_path, caplog, coffee_rgb, tiny_refiner_checkpoint, monkeypatch):
-    caplog.set_level(logging.INFO, logger="is5net")  # the CLI logs to stderr; under pytest, to caplog
-    monkeypatch.setenv("IS5NET_HOME", str(tmp_path / "home"))
-    image = tmp_path / "coffee.png"
-    Image.fromarray(coffee_rgb).save(image)
-    coarse = np.zeros(coffee_rgb.shape[:2], np.uint8)
-    coarse[40:170, 60:230] = 255
-    Image.fromarray(coarse).save(tmp_path / "coarse.png")
-    outs = {}
-    for name in ("torch", "onnxruntime"):
-        out = tmp_path / name
-        code = cli.main(
-            [
-                "predict",
-                str(image),
-                "--box",
-                "60,40,230,170",
-                "--checkpoint",
-                str(tiny_refiner_checkpoint),
-                "--coarse-mask",
-                str(tmp_path / "coarse.png"),
-                "-o",
-                str(out),
-                "--backend",
-                name,
-                "-q",
-            ]
-        )
-        assert code == 0
-        assert f"refiner: {name} " in caplog.text
-        caplog.clear()
-        outs[name] = np.asarray(Image.open(out / "coffee.png")).astype(int)
-    assert np.abs(outs["torch"] - outs["onnxruntime"]).max() <= 1  # 8-bit masks: one grey level at most
-
-
-def test_an_unavailable_backend_is_one_clear_line(tmp_path, tiny_refiner_checkpoint):
-    # A real interpreter in which openvino cannot be imported (as on a machine without it).
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'openvino':\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from is5net.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    image = tmp_path / "x.png"
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "predict",
-            str(image),
-            "--box",
-            "0,0,16,16",
-            "--checkpoint",
-            str(tiny_refiner_checkpoint),
-            "--coarse-mask",
-            str(image),
-            "--backend",
-            "openvino",
-            "-o",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = run.stderr.strip().splitlines()
-    assert run.returncode == 2 and len(lines) == 1, run.stderr
-    assert "backend 'openvino' is not installed" in lines[0] and "pip install" in lines[0]
-    assert not (tmp_path / "out").exists()
 
 
 def test_export_onnx_with_sams_prompt_decoder(tmp_path, capsys):

@@ -1,13 +1,12 @@
-"""Stage 1 without weights: ``prompts.GrabCutStage`` on its own, in the predictor, and ``predict --stage1 grabcut``."""
+"""Stage 1 without weights: ``GrabCutStage`` on its own and in the predictor (``predict --stage1 grabcut`` is in
+test_cli_predict.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from is5net.cli import main
 from is5net.inference.predictor import IS5NetPredictor
 from is5net.inference.stage1 import GrabCutStage
 
@@ -46,51 +45,6 @@ def test_predictor_takes_a_stage_object_in_sams_place(coffee_rgb, tiny_refiner):
     stage = GrabCutStage()
     stage.set_image(coffee_rgb)
     assert np.array_equal(pred.sam_mask, stage.predict(np.array([BOX], dtype=float))[0][0].numpy())
-
-
-def test_predict_stage1_grabcut_needs_no_weights_and_refuses_sam_too(
-    tmp_path, capsys, coffee_rgb, tiny_refiner_checkpoint, tiny_sam_checkpoint
-):
-    image = tmp_path / "coffee.png"
-    Image.fromarray(coffee_rgb).save(image)
-    rc = main(
-        [
-            "predict",
-            str(image),
-            "--box",
-            "60,40,230,170",
-            "--stage1",
-            "grabcut",
-            "--checkpoint",
-            str(tiny_refiner_checkpoint),
-            "-o",
-            str(tmp_path / "out"),
-            "--device",
-            "cpu",
-            "-q",
-        ]
-    )
-    err = capsys.readouterr().err
-    assert rc == 0, err
-    assert np.asarray(Image.open(tmp_path / "out" / "coffee.png")).shape == (200, 300)
-    rc = main(
-        [
-            "predict",
-            str(image),
-            "--box",
-            "60,40,230,170",
-            "--stage1",
-            "grabcut",
-            "--checkpoint",
-            str(tiny_refiner_checkpoint),
-            "--sam-checkpoint",
-            str(tiny_sam_checkpoint),
-            "-o",
-            str(tmp_path / "o2"),
-        ]
-    )
-    err = capsys.readouterr().err
-    assert rc == 2 and "--stage1 grabcut" in err and err.count("\n") == 1 and not (tmp_path / "o2").exists()
 
 
 @pytest.mark.parametrize("bad", [{"iterations": 0}, {"max_side": 8}, {"margin": -1}])

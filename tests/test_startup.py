@@ -72,6 +72,14 @@ def test_help_returns_in_well_under_a_second():
     assert min(walls) < 0.5, walls
 
 
+def test_help_on_every_command(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "usage" in capsys.readouterr().out
+
+
 def test_every_command_module_has_a_run_and_its_arguments_parse():
     import importlib
 
