@@ -44,8 +44,12 @@ def _predict(capsys, refiner: Path, *argv) -> tuple[int, list[str]]:
 COLLISIONS = {
     # (photos, their boxes, options, the file both would write)
     "cut-out of one is the mask of the other": (["a.jpg", "a_cutout.jpg"], {}, ["--save", "both"], "a_cutout.png"),
-    "first of two boxes and another photo": (["a.jpg", "a_0.jpg"], {"a.jpg": [[0, 0, 40, 40], [8, 8, 56, 56]]}, [],
-                                             "a_0.png"),  # fmt: skip
+    "first of two boxes and another photo": (
+        ["a.jpg", "a_0.jpg"],
+        {"a.jpg": [[0, 0, 40, 40], [8, 8, 56, 56]]},
+        [],
+        "a_0.png",
+    ),  # fmt: skip
     "same stem": (["a.jpg", "a.png"], {}, [], "a.png"),
 }
 

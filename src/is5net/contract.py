@@ -87,7 +87,9 @@ def check_mask_size(shape: Sequence[int], expected: Sequence[int], what: str, of
     """A coarse mask must have its image's size, ``H x W`` (docs/input-contract.md, "Masks"): it is never
     resized to fit, since a mask of another size belongs to another image. ``what`` and ``of`` name both."""
     if tuple(shape[:2]) != tuple(expected[:2]):
-        raise IS5NetError(f"{what} is {shape[1]}x{shape[0]}, {of} is {expected[1]}x{expected[0]}")
+        raise IS5NetError(
+            f"{what} is {shape[1]}x{shape[0]}, {of} is {expected[1]}x{expected[0]}: a coarse mask has its image's size"
+        )
 
 
 def tight_box(mask: ArrayOrTensor) -> Optional[Box]:
