@@ -183,12 +183,22 @@ def main(argv: list[str] | None = None) -> int:
             raise KeyboardInterrupt  # swallowed somewhere below, but the user did press Ctrl-C
         return code
     except KeyboardInterrupt:
-        command = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
-        print(f"is5net{' ' + command if command else ''}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(argv)
+    except Exception:
+        # A Ctrl-C that lands inside a native library's import comes out as that library's error (openvino's
+        # "ImportError: initialization failed"): the interrupt is the cause, so it is reported as one.
+        if interrupts.pending():
+            return _interrupted(argv)
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(argv: list[str] | None) -> int:
+    command = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
+    print(f"is5net{' ' + command if command else ''}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def entry() -> None:
