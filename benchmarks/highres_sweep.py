@@ -1,0 +1,164 @@
+"""Measure one variant of ``is5net demo --highres`` on the VALIDATION split (DIS-VD), never on the test split.
+
+Each run generates the high-resolution demo's synthetic data (``is5net.demo.highres.FULL`` or ``QUICK``, with
+``n_test = 0``: the test split is not even generated), trains its two refiners (``image`` and ``tiles``) with
+the demo's own runner on its schedule with any training setting overridden (``--set``, for both), scores the
+coarse mask and IS5Net ``image`` / ``box`` / ``tiles`` with the real ``is5net eval`` code on DIS-VD at full
+resolution, and appends one JSON line to ``--log``: the six metrics, thin recall, and where the thin GT
+pixels are lost (inside vs outside the coarse mask, with their median probability, and the recall at 0.25).
+
+``--tile-scale K`` refines the tiles at K times the photo's resolution (experiment code: it replaces
+``work_scale`` of ``is5net.contract`` in this process only; the shipped code refines at native resolution).
+
+    python benchmarks/highres_sweep.py --name base
+    python benchmarks/highres_sweep.py --name w4 --set width=0.25 --set detail_weight=5
+    python benchmarks/highres_sweep.py --name w4-x2 --out /tmp/highres_sweep/w4-s0 --eval-only --tile-scale 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+DATA_SIZES = ("size", "n_train", "n_val")
+KEYS = ["maxF", "wF", "MAE", "Sm", "meanEm", "HCE"]
+TRAINED = {"image": "is5net_image", "tiles": "is5net_tiles"}
+
+
+def _parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="start from the quick schedule")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting or data size")
+    ap.add_argument("--models", default="image,tiles", help="which refiners to train/score: image, tiles")
+    ap.add_argument("--out", type=Path, default=None, help="work folder (default /tmp/highres_sweep/NAME-sSEED)")
+    ap.add_argument("--eval-only", action="store_true", help="score the checkpoints already in --out")
+    ap.add_argument("--tile-scale", type=float, default=1.0, help="refine tiles at this multiple of native")
+    ap.add_argument("--log", type=Path, default=Path(__file__).with_name("highres_sweep.jsonl"))
+    return ap.parse_args(argv)
+
+
+def _schedule(base, items: list[str]):
+    """The schedule with ``KEY=VALUE`` items applied (data sizes to the data, the rest to both trainings)."""
+    from is5net.train.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    sizes, settings = {}, {}
+    for item in items:
+        k, v = item.split("=", 1)
+        if k not in known and k not in DATA_SIZES:
+            sys.exit(f"unknown setting {k!r}")
+        (sizes if k in DATA_SIZES else settings)[k] = yaml.safe_load(v)
+    return dataclasses.replace(base, n_test=0, **sizes, train={**base.train, **settings})
+
+
+def _patch_tile_scale(k: float) -> None:
+    """Tiles refined at ``k`` x the crop's resolution (capped by max_side as before)."""
+    from is5net import contract
+    from is5net.inference import regions
+
+    def work_scale(crop_hw, max_side=contract.DEFAULT_MAX_SIDE):
+        return min(float(k), float(max_side) / float(max(crop_hw)))
+
+    contract.work_scale = work_scale
+    regions.work_scale = work_scale
+
+
+def where_lost(data: Path, split: str, folders: dict[str, Path]) -> dict[str, dict]:
+    """Per run: thin recall inside / outside the coarse mask, the median probability of the thin pixels
+    there, and the thin recall at 0.25 (how much is grey rather than missing)."""
+    from is5net.eval.thin import thin_parts
+    from is5net.io import load_mask
+
+    acc = {n: {"in": [], "out": []} for n in folders}
+    for gt_path in sorted((data / split / "gt").glob("*.png")):
+        gt = load_mask(gt_path) >= 128
+        thin = thin_parts(gt)
+        coarse = load_mask(data / split / "coarse" / gt_path.name) >= 128
+        for n, folder in folders.items():
+            p = load_mask(folder / gt_path.name)
+            acc[n]["in"].append(p[thin & coarse])
+            acc[n]["out"].append(p[thin & ~coarse])
+    res = {}
+    for n, a in acc.items():
+        pin, pout = np.concatenate(a["in"]), np.concatenate(a["out"])
+        both = np.concatenate([pin, pout])
+        res[n] = {
+            "thin_in_share": round(pin.size / max(both.size, 1), 3),
+            "recall_in": round(float((pin >= 128).mean()) if pin.size else 0.0, 3),
+            "recall_out": round(float((pout >= 128).mean()) if pout.size else 0.0, 3),
+            "median_p_in": round(float(np.median(pin)) / 255 if pin.size else 0.0, 3),
+            "median_p_out": round(float(np.median(pout)) / 255 if pout.size else 0.0, 3),
+            "recall_at_025": round(float((both >= 64).mean()) if both.size else 0.0, 3),
+        }
+    return res
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+
+    from is5net.demo import highres
+    from is5net.demo.experiment import Experiment, clear
+
+    if args.tile_scale != 1.0:
+        _patch_tile_scale(args.tile_scale)
+    sched = _schedule(highres.QUICK if args.quick else highres.FULL, args.set)
+    out = args.out or Path("/tmp/highres_sweep") / f"{args.name}-s{args.seed}"
+    exp = Experiment(out, sched, args.seed, "cpu", progress=False, split="DIS-VD")
+    models = [TRAINED[m] for m in args.models.split(",") if m]
+    if args.eval_only:
+        ckpts = {m: out / m / "refiner.safetensors" for m in models}
+    else:
+        exp.make_data()
+        ckpts = exp.train({m: exp.row(m, m) for m in models}, here=models[-1])
+    train_s = time.perf_counter() - exp.started
+    eval_dir = out / ("eval" if args.tile_scale == 1.0 else f"eval-x{args.tile_scale:g}")
+    view = exp.coarse_view(eval_dir / "coarse_masks")
+    runs = {"coarse": dict(method="sam", checkpoint=None, coarse_dir=view)}
+    if "is5net_image" in ckpts:
+        runs["is5net_image"] = dict(method="is5net", checkpoint=ckpts["is5net_image"], coarse_dir=view, region="image")
+    if "is5net_tiles" in ckpts:
+        for region in ("box", "tiles"):
+            runs[f"is5net_{region}"] = dict(
+                method="is5net", checkpoint=ckpts["is5net_tiles"], coarse_dir=view, region=region
+            )
+    for name in runs:
+        clear(eval_dir / name)
+    res = exp.score(eval_dir, runs)
+    thin = exp.thin_recall(eval_dir, runs)
+    lost = where_lost(exp.data, "DIS-VD", {n: eval_dir / n / "predictions" / "DIS-VD" for n in runs})
+    row = {
+        "name": args.name,
+        "seed": args.seed,
+        "tile_scale": args.tile_scale,
+        "schedule": highres.reported_schedule(sched),
+        "settings": {m: sched.settings(m) for m in models},
+        "train_seconds": round(train_s, 1),
+        "seconds": exp.seconds(),
+        "results": {
+            m: {**{k: res[m][k] for k in KEYS}, "thin_recall": thin[m]["thin_recall"], "extra": thin[m]["extra"]}
+            for m in runs
+        },
+        "where_lost": lost,
+    }
+    with open(args.log, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{args.name} seed {args.seed}: {row['seconds']} s (training {row['train_seconds']} s)")
+    print("method        " + " ".join(f"{k:>7}" for k in KEYS + ["thin", "extra"]))
+    for m, r in row["results"].items():
+        print(f"{m:13} " + " ".join(f"{r[k]:7.3f}" for k in KEYS + ["thin_recall", "extra"]))
+    for m, r in lost.items():
+        print(f"{m:13} " + " ".join(f"{k}={v}" for k, v in r.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
