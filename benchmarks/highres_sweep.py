@@ -102,6 +102,22 @@ def where_lost(data: Path, split: str, folders: dict[str, Path]) -> dict[str, di
     return res
 
 
+def binarised(gt_dir: Path, folders: dict[str, Path], work: Path) -> dict[str, dict]:
+    """The six metrics of each run's maps binarised at 0.5 (is the soft map grey where its decisions are right?)."""
+    from is5net.eval.scoring import evaluate_folders
+    from is5net.io import load_mask, save_png
+
+    res = {}
+    for n, folder in folders.items():
+        target = work / n
+        target.mkdir(parents=True, exist_ok=True)
+        for p in sorted(Path(folder).glob("*.png")):
+            save_png(target / p.name, np.where(load_mask(p) >= 128, 255, 0).astype(np.uint8))
+        summary, _ = evaluate_folders(target, gt_dir, metrics=KEYS, workers=1, progress=False)
+        res[n] = {k: round(float(summary[k]), 4) for k in KEYS}
+    return res
+
+
 def main(argv=None) -> int:
     args = _parse_args(argv)
 
@@ -135,6 +151,8 @@ def main(argv=None) -> int:
     res = exp.score(eval_dir, runs)
     thin = exp.thin_recall(eval_dir, runs)
     lost = where_lost(exp.data, "DIS-VD", {n: eval_dir / n / "predictions" / "DIS-VD" for n in runs})
+    preds = {n: eval_dir / n / "predictions" / "DIS-VD" for n in runs if n != "coarse"}
+    binary = binarised(exp.data / "DIS-VD" / "gt", preds, clear(eval_dir / "binarised"))
     row = {
         "name": args.name,
         "seed": args.seed,
@@ -148,6 +166,7 @@ def main(argv=None) -> int:
             for m in runs
         },
         "where_lost": lost,
+        "binarised": binary,
     }
     with open(args.log, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -155,6 +174,8 @@ def main(argv=None) -> int:
     print("method        " + " ".join(f"{k:>7}" for k in KEYS + ["thin", "extra"]))
     for m, r in row["results"].items():
         print(f"{m:13} " + " ".join(f"{r[k]:7.3f}" for k in KEYS + ["thin_recall", "extra"]))
+    for m, r in binary.items():
+        print(f"{m + ' @0.5':13} " + " ".join(f"{r[k]:7.3f}" for k in KEYS))
     for m, r in lost.items():
         print(f"{m:13} " + " ".join(f"{k}={v}" for k, v in r.items()))
     return 0
