@@ -185,11 +185,17 @@ def start_server(args, refiner_path: Path, sam_path) -> tuple[subprocess.Popen, 
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    wait_until_serving(proc, url)
+    return proc, url
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, limit_s: float = 300) -> None:
+    """Return once the server at ``url`` answers /api/health; exit with its stderr if it dies or never does."""
+    deadline = time.monotonic() + limit_s
     while True:
         try:
             httpx.get(f"{url}/api/health", timeout=2).raise_for_status()
-            return proc, url
+            return
         except httpx.TransportError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the server did not start: {proc.stderr.read()}") from None

@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import tiny_refiner_file  # noqa: E402
+from bench_serve import tiny_refiner_file, wait_until_serving  # noqa: E402
 
 W, H = 320, 240
 UPLOAD_TIMEOUT = 2.0  # the server's --upload-timeout: a slow client waits this long for its 408
@@ -180,15 +180,8 @@ def start_server(refiner: Path, tmp_root: Path) -> tuple[subprocess.Popen, int]:
     cmd += ["--upload-timeout", str(UPLOAD_TIMEOUT)]
     env = {**os.environ, "TMPDIR": str(tmp_root)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).raise_for_status()
-            return proc, port
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {proc.stderr.read()}") from None
-            time.sleep(0.1)
+    wait_until_serving(proc, f"http://127.0.0.1:{port}")
+    return proc, port
 
 
 def server_state(pid: int, tmp_root: Path) -> dict:

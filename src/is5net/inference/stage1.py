@@ -334,10 +334,7 @@ class Stage1:
             return partial(GrabCutStage, device=device)
         if self.method == "given":
             return lambda: None
-        sam = self.load_sam(device)
-        if mask_choice not in MASK_CHOICES:  # before any image, not at the first one
-            raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
-        return partial(SamStage, sam, mask_choice, resize)
+        return partial(SamStage, self.load_sam(device), mask_choice, resize)
 
     def describe(self) -> str:
         if self.method == "grabcut":
