@@ -23,7 +23,9 @@ position), spans 62-85% of the image side and is the largest object both in pixe
 box area). So a plain IS-Net can find the target by saliency (a real baseline, as in the paper), while the
 distractors keep the box meaningful. The layout rules: objects never touch (a gap of at least 3 px), and at
 most 8% of any object's pixels fall inside another object's tight box, so the target's box never contains a
-distractor (overlap at most slightly).
+distractor (overlap at most slightly). ``target_scale`` makes the target another size instead (10-25 % of
+the side of a 1024 px photo is the small-object split of ``is5net demo --highres``); the distractors' range
+follows it, and the same rules keep them smaller.
 
 Widths of thin parts are in pixels (1-3 px whatever the image size; rasterised exactly: the pixels whose
 centres lie within width/2 of the centre line); thick parts (>= 4-5 px) scale with the object. Drawing is
@@ -33,7 +35,8 @@ Image size: the default 160x160 keeps a narrow IS-Net trainable on 2 CPU cores i
 ``is5net_tiny`` trains at roughly 20-25 images/s on one core at 128-160 px) while objects stay large enough
 for 1-3 px parts to be a real fraction of each mask (about 40% of a wires mask, 55% of a twig, 30% of a
 lattice, 25% of a wheel, about 0 for rings, whose difficulty is their holes: see :func:`thin_fraction`).
-Any size >= 64 works; generation takes about 15-25 ms per image at 128-160 px and 50 ms at 256 px.
+Any size >= 64 works; generation takes about 15-25 ms per image at 128-160 px, 50 ms at 256 px and 180 ms at
+1024 px (a small target).
 
 Dataset on disk (:func:`make_synthetic_dataset`)
 ------------------------------------------------
@@ -96,6 +99,9 @@ __all__ = [
 SPLIT_DIRS = {"train": "DIS-TR", "val": "DIS-VD", "test": "DIS-TE1"}
 # Independent random streams per split: image i of split s uses default_rng([seed, _SPLIT_SALT[s], i]).
 _SPLIT_SALT = {"train": 0x7452, "val": 0x5644, "test": 0x5445}
+# Photos drawn at another target scale get their own streams (default_rng([seed, split salt, _SCALED_SALT, i])),
+# and so do their simulated coarse masks (seed + _SCALED_SALT << 32), independent of the main data's.
+_SCALED_SALT = 0x534D
 
 DEFAULT_SIZE = 160
 
@@ -269,31 +275,51 @@ _GAP = 3  # min px between objects
 #: find it by saliency, and so is a real baseline; distractors stay, smaller, so the box still matters.
 _TARGET_SCALE = (0.62, 0.85)
 _DISTRACTOR_SCALE = (0.25, 0.45)
+#: With another ``target_scale`` (e.g. a small object in a large photo) the distractors' range follows the
+#: target's, at about the main data's ratios (0.25 / 0.62, 0.45 / 0.85), so they stay smaller than the target.
+_DISTRACTOR_OF_TARGET = (0.4, 0.55)
 #: A distractor is redrawn smaller until both its pixel count and its tight-box area are at most this
 #: fraction of the target's: the target is the largest object by either measure.
 _MAX_DISTRACTOR_RATIO = 0.6
 _MIN_CANVAS = 16  # px: the smallest object drawn (distractors in a 64 px image)
 
 
-def _place_objects(rng: np.random.Generator, h: int, w: int, kinds: list[str]) -> list[Optional[np.ndarray]]:
+def _scales(target_scale: Optional[Sequence[float]]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The target's and the distractors' scale ranges for ``target_scale`` (``None``: the main data's)."""
+    if target_scale is None:  # the constants themselves, so the default photos stay byte-identical
+        return _TARGET_SCALE, _DISTRACTOR_SCALE
+    lo, hi = (float(v) for v in target_scale)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"target_scale must be 0 < lo <= hi <= 1, got {target_scale!r}")
+    return (lo, hi), (lo * _DISTRACTOR_OF_TARGET[0], hi * _DISTRACTOR_OF_TARGET[1])
+
+
+def _place_objects(
+    rng: np.random.Generator, h: int, w: int, kinds: list[str], target_scale: Optional[Sequence[float]] = None
+) -> list[Optional[np.ndarray]]:
     """Full-image bool masks for ``kinds``; ``None`` for a distractor that did not fit.
 
     ``kinds[0]`` (the target) is placed first, at a uniformly random position, and always fits: it is
     redrawn smaller until it does. Distractors follow in random order, each redrawn smaller until it is at
     most ``_MAX_DISTRACTOR_RATIO`` of the target in pixels and in box area, and it fits. The rules: objects
     keep ``_GAP`` px apart, and at most ``_MAX_BOX_OVERLAP`` of an object's pixels lie in another's tight box.
+    ``target_scale``: see :func:`generate_sample`.
     """
     out: list[Optional[np.ndarray]] = [None] * len(kinds)
     placed: list[tuple[np.ndarray, Box]] = []  # (full mask, tight box)
     occupied = np.zeros((h, w), bool)
     order = [0] + [int(i) for i in rng.permutation(np.arange(1, len(kinds)))]
     target_pixels = target_area = 0
+    t_scale, d_scale = _scales(target_scale)
     for idx in order:
-        scale = rng.uniform(*_TARGET_SCALE) if idx == 0 else rng.uniform(*_DISTRACTOR_SCALE)
+        scale = rng.uniform(*t_scale) if idx == 0 else rng.uniform(*d_scale)
         aspect = math.exp(rng.uniform(-0.3, 0.3))
         n_draws = 6 if idx == 0 else 4
         for draw in range(n_draws):
-            local = _draw_trimmed(kinds[idx], rng, scale * (0.8**draw) * min(h, w), aspect, h, w)
+            if idx == 0 and target_scale is not None:
+                local = _target_in_range(kinds[0], rng, t_scale, aspect, h, w)
+            else:
+                local = _draw_trimmed(kinds[idx], rng, scale * (0.8**draw) * min(h, w), aspect, h, w)
             if local is None:
                 continue
             lh, lw = local.shape
@@ -326,6 +352,19 @@ def _draw_trimmed(
     local = draw_object(kind, rng, oh, ow)
     lb = tight_box(local)
     return None if lb is None else local[lb[1] : lb[3], lb[0] : lb[2]]
+
+
+def _target_in_range(
+    kind: str, rng: np.random.Generator, scale: tuple[float, float], aspect: float, h: int, w: int
+) -> Optional[np.ndarray]:
+    """The target cut to its tight box, redrawn (at most 12 times) until the box's longer side is within
+    ``scale`` of the image's shorter side: a canvas's object need not fill it, nor its aspect keep its side."""
+    lo, hi = (v * min(h, w) for v in scale)
+    for _try in range(12):
+        local = _draw_trimmed(kind, rng, rng.uniform(*scale) * min(h, w), aspect, h, w)
+        if local is not None and lo <= max(local.shape) <= hi:
+            return local
+    return None
 
 
 def _free_position(
@@ -388,6 +427,7 @@ def generate_sample(
     size: Union[int, Sequence[int]] = DEFAULT_SIZE,
     kind: Optional[str] = None,
     n_distractors: Optional[int] = None,
+    target_scale: Optional[Sequence[float]] = None,
 ) -> SyntheticSample:
     """Generate one DIS-like image with its target mask, deterministically from ``seed``.
 
@@ -397,6 +437,11 @@ def generate_sample(
         kind: the target's kind (one of :data:`OBJECT_KINDS`); random when ``None``.
         n_distractors: 1-3 other objects (random when ``None``); fewer when they do not fit, never fewer
             than 1 for ``n_distractors >= 1``.
+        target_scale: ``(lo, hi)``: the longer side of the target's tight box is within this fraction of the
+            image's shorter side (redrawn until it is). ``None``: the main object of a DIS5K photo (its
+            canvas 62-85 % of the side, smaller only where it does not fit). The distractors' range follows
+            the target's (:data:`_DISTRACTOR_OF_TARGET`), and they stay smaller than it by the same rules.
+            ``(0.10, 0.25)`` in a large photo is the small-object case of ``is5net demo --highres``.
 
     Returns:
         a :class:`SyntheticSample`.
@@ -411,7 +456,7 @@ def generate_sample(
         n_distractors = int(rng.integers(1, 4))
     for _round in range(20):
         kinds = [kind] + [str(k) for k in rng.choice(OBJECT_KINDS, size=n_distractors)]
-        masks = _place_objects(rng, h, w, kinds)
+        masks = _place_objects(rng, h, w, kinds, target_scale)
         if masks[0] is not None and (n_distractors == 0 or any(m is not None for m in masks[1:])):
             break
     else:  # pragma: no cover - the layout always fits in practice
@@ -451,7 +496,14 @@ def _save_image(path: Path, image: np.ndarray, fmt: str) -> None:
 
 
 def _write_split(
-    d: Path, split: str, n: int, seed: int, hw: tuple[int, int], image_format: str, progress: bool
+    d: Path,
+    split: str,
+    n: int,
+    seed: int,
+    hw: tuple[int, int],
+    image_format: str,
+    progress: bool,
+    target_scale: Optional[Sequence[float]] = None,
 ) -> list[str]:
     """``n`` samples of ``split`` into ``d/im``, ``d/gt`` and ``d/synthetic.json``; returns their stems, sorted."""
     (d / "im").mkdir(parents=True, exist_ok=True)
@@ -464,15 +516,16 @@ def _write_split(
         indices = tqdm(indices, desc=f"synthetic {d.name}", unit="img")
     for i in indices:
         kind = OBJECT_KINDS[i % len(OBJECT_KINDS)]
-        s = generate_sample(np.random.default_rng([seed, _SPLIT_SALT[split], i]), hw, kind=kind)
+        stream = [seed, _SPLIT_SALT[split], i] if target_scale is None else [seed, _SPLIT_SALT[split], _SCALED_SALT, i]
+        s = generate_sample(np.random.default_rng(stream), hw, kind=kind, target_scale=target_scale)
         stem = f"{i:05d}_{kind}"
         _save_image(d / "im" / f"{stem}.{image_format}", s.image, image_format)
         save_png(d / "gt" / f"{stem}.png", s.gt)
         meta[stem] = {"kind": s.kind, "box": list(s.box), "distractor_kinds": list(s.distractor_kinds)}
-    atomic_write_text(
-        d / "synthetic.json",
-        json.dumps({"seed": seed, "split": split, "size": list(hw), "items": meta}, indent=1, sort_keys=True) + "\n",
-    )
+    header = {"seed": seed, "split": split, "size": list(hw), "items": meta}
+    if target_scale is not None:  # only then: the main data's file stays as it was
+        header["target_scale"] = [float(v) for v in target_scale]
+    atomic_write_text(d / "synthetic.json", json.dumps(header, indent=1, sort_keys=True) + "\n")
     return sorted(meta)
 
 
@@ -488,6 +541,7 @@ def make_synthetic_dataset(
     coarse: bool = True,
     progress: bool = False,
     coarse_options: Optional[dict] = None,
+    target_scale: Optional[Sequence[float]] = None,
 ) -> dict:
     """Write a synthetic DIS-like dataset in the DIS5K layout under ``root``.
 
@@ -498,6 +552,10 @@ def make_synthetic_dataset(
     :data:`OBJECT_KINDS`, so every split is balanced. Image ``i`` of a split is drawn from
     ``numpy.random.default_rng([seed, <split salt>, i])``: same seed -> byte-identical files; the splits are
     independent. Files are written atomically; files already there with the same names are replaced.
+
+    ``target_scale``: the target's size range (:func:`generate_sample`; ``None``: the main object of a photo).
+    Another range draws every photo and coarse mask from streams of its own, so a small-object set written
+    beside the main data with the same seed is independent of it.
 
     Returns ``{"root", "seed", "size", "label" (for the coarse masks), "splits": {name: {"dir", "count",
     "stems"}}}``.
@@ -512,11 +570,12 @@ def make_synthetic_dataset(
         if n < 0:
             raise ValueError(f"n_{split} must be >= 0")
         d = root / SPLIT_DIRS[split]
-        stems = _write_split(d, split, n, int(seed), (h, w), image_format, progress)
+        stems = _write_split(d, split, n, int(seed), (h, w), image_format, progress, target_scale)
         summary["splits"][SPLIT_DIRS[split]] = {"dir": str(d), "count": n, "stems": stems}
     if coarse:
         summary["label"] = SIMULATED_SAM_LABEL
+        coarse_seed = int(seed) if target_scale is None else int(seed) + (_SCALED_SALT << 32)
         write_coarse_masks(
-            root, seed, splits=[SPLIT_DIRS[s] for s in counts], progress=progress, options=coarse_options
+            root, coarse_seed, splits=[SPLIT_DIRS[s] for s in counts], progress=progress, options=coarse_options
         )
     return summary
