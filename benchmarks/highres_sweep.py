@@ -7,12 +7,13 @@ coarse mask and IS5Net ``image`` / ``box`` / ``tiles`` with the real ``is5net ev
 resolution, and appends one JSON line to ``--log``: the six metrics, thin recall, and where the thin GT
 pixels are lost (inside vs outside the coarse mask, with their median probability, and the recall at 0.25).
 
-``--tile-scale K`` refines the tiles at K times the photo's resolution (experiment code: it replaces
-``work_scale`` of ``is5net.contract`` in this process only; the shipped code refines at native resolution).
+The tiles' working scale is a training setting (``--set tile_scale=2``), recorded in the checkpoint and used
+by the scoring. (The first round's ``tile_scale`` field in the log was an experiment-only override of the
+scoring alone; rows from then on record the setting's value.)
 
     python benchmarks/highres_sweep.py --name base
     python benchmarks/highres_sweep.py --name w4 --set width=0.25 --set detail_weight=5
-    python benchmarks/highres_sweep.py --name w4-x2 --out /tmp/highres_sweep/w4-s0 --eval-only --tile-scale 2
+    python benchmarks/highres_sweep.py --name w4-x2 --set tile_scale=2 --set max_side=1024
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ def _parse_args(argv):
     ap.add_argument("--models", default="image,tiles", help="which refiners to train/score: image, tiles")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default /tmp/highres_sweep/NAME-sSEED)")
     ap.add_argument("--eval-only", action="store_true", help="score the checkpoints already in --out")
-    ap.add_argument("--tile-scale", type=float, default=1.0, help="refine tiles at this multiple of native")
     ap.add_argument("--log", type=Path, default=Path(__file__).with_name("highres_sweep.jsonl"))
     return ap.parse_args(argv)
 
@@ -58,18 +58,6 @@ def _schedule(base, items: list[str]):
             sys.exit(f"unknown setting {k!r}")
         (sizes if k in DATA_SIZES else settings)[k] = yaml.safe_load(v)
     return dataclasses.replace(base, n_test=0, **sizes, train={**base.train, **settings})
-
-
-def _patch_tile_scale(k: float) -> None:
-    """Tiles refined at ``k`` x the crop's resolution (capped by max_side as before)."""
-    from is5net import contract
-    from is5net.inference import regions
-
-    def work_scale(crop_hw, max_side=contract.DEFAULT_MAX_SIDE):
-        return min(float(k), float(max_side) / float(max(crop_hw)))
-
-    contract.work_scale = work_scale
-    regions.work_scale = work_scale
 
 
 def where_lost(data: Path, split: str, folders: dict[str, Path]) -> dict[str, dict]:
@@ -124,8 +112,6 @@ def main(argv=None) -> int:
     from is5net.demo import highres
     from is5net.demo.experiment import Experiment, clear
 
-    if args.tile_scale != 1.0:
-        _patch_tile_scale(args.tile_scale)
     sched = _schedule(highres.QUICK if args.quick else highres.FULL, args.set)
     out = args.out or Path("/tmp/highres_sweep") / f"{args.name}-s{args.seed}"
     exp = Experiment(out, sched, args.seed, "cpu", progress=False, split="DIS-VD")
@@ -136,7 +122,7 @@ def main(argv=None) -> int:
         exp.make_data()
         ckpts = exp.train({m: exp.row(m, m) for m in models}, here=models[-1])
     train_s = time.perf_counter() - exp.started
-    eval_dir = out / ("eval" if args.tile_scale == 1.0 else f"eval-x{args.tile_scale:g}")
+    eval_dir = out / "eval"
     view = exp.coarse_view(eval_dir / "coarse_masks")
     runs = {"coarse": dict(method="sam", checkpoint=None, coarse_dir=view)}
     if "is5net_image" in ckpts:
@@ -156,7 +142,7 @@ def main(argv=None) -> int:
     row = {
         "name": args.name,
         "seed": args.seed,
-        "tile_scale": args.tile_scale,
+        "tile_scale": sched.train.get("tile_scale", 1.0),
         "schedule": highres.reported_schedule(sched),
         "settings": {m: sched.settings(m) for m in models},
         "train_seconds": round(train_s, 1),

@@ -67,6 +67,9 @@ class RefinerConfig:
     # What part of the image the refiner was trained to see (docs/input-contract.md, "Regions"): "image"
     # for the official checkpoints and for files written before regions existed.
     region: str = "image"
+    # The working scale of the tiles region it was trained with (contract.work_scale): 1.0 (native) for the
+    # official checkpoints and for files written before the setting existed.
+    tile_scale: float = 1.0
 
     @classmethod
     def for_model(cls, model: nn.Module, input_size: int = DEFAULT_INPUT_SIZE) -> "RefinerConfig":

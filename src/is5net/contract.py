@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS  # noqa: F401  (the rules are here)
+from .defaults import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, DEFAULT_TILE_SCALE, REGIONS  # noqa: F401  (the rules are here)
 from .errors import IS5NetError
 
 __all__ = [
@@ -330,14 +330,24 @@ def blend_weight(tile: int, device=None) -> torch.Tensor:
     return ramp[:, None] * ramp[None, :]
 
 
-def work_scale(crop_hw: tuple[int, int], max_side: int = DEFAULT_MAX_SIDE) -> float:
-    """The scale at which ``tiles`` refines a crop: native (1.0) unless its longer side exceeds ``max_side``."""
-    return min(1.0, float(max_side) / float(max(crop_hw)))
+def work_scale(
+    crop_hw: tuple[int, int], max_side: int = DEFAULT_MAX_SIDE, tile_scale: float = DEFAULT_TILE_SCALE
+) -> float:
+    """The scale at which ``tiles`` refines a crop: ``tile_scale`` times its own resolution (1.0: native), less
+    if that would make its longer side exceed ``max_side``.
+
+    Why more than native: IS-Net's finest side output is at half its input's resolution, so a tile refined at
+    native resolution draws a 1 px wire from a map at half of it (a blurred band); at ``tile_scale=2`` the
+    output is at the photo's own resolution (docs/input-contract.md, "Regions").
+    """
+    return min(float(tile_scale), float(max_side) / float(max(crop_hw)))
 
 
-def needs_tiles(crop_hw: tuple[int, int], input_size: int, max_side: int = DEFAULT_MAX_SIDE) -> bool:
+def needs_tiles(
+    crop_hw: tuple[int, int], input_size: int, max_side: int = DEFAULT_MAX_SIDE, tile_scale: float = DEFAULT_TILE_SCALE
+) -> bool:
     """Whether a crop is large enough for tiles: its working size is over 1.5 times the model input."""
-    s = work_scale(crop_hw, max_side)
+    s = work_scale(crop_hw, max_side, tile_scale)
     return max(crop_hw) * s > 1.5 * input_size
 
 
@@ -351,15 +361,16 @@ def training_view(
     rng: Optional[np.random.Generator] = None,
     margin: float = DEFAULT_MARGIN,
     max_side: int = DEFAULT_MAX_SIDE,
+    tile_scale: float = DEFAULT_TILE_SCALE,
 ):
     """What a training sample shows the refiner for ``region``: ``(rgb, gt, coarse, box)`` to feed the contract.
 
     ``image``: everything as is. ``box``: the crop of :func:`crop_window`, with the margin drawn at random
     scale (``margin * 2**u``, ``u`` uniform in [-1, 1]) when ``rng`` is given (training), exactly ``margin``
     otherwise (validation, as ``predict``). ``tiles``: half of the draws are that ``box`` view (the
-    low-resolution pass of :class:`~is5net.inference.regions.RegionRefiner`), the other half one ``S x S`` tile of
-    the crop at native resolution (scaled down only past ``max_side``), centred on a GT pixel 3 times in 4
-    so that tiles show the object's detail; without ``rng``, the ``box`` view.
+    low-resolution pass of :class:`~is5net.inference.regions.RegionRefiner`), the other half one tile of the
+    crop at its working scale (:func:`work_scale`; see :func:`_training_tile`); without ``rng``, the ``box``
+    view.
     Arrays are ``HxWx3`` uint8, ``HxW`` bool GT, ``HxW`` coarse (any :func:`binary_mask` form) or None.
     """
     if region not in REGIONS:
@@ -373,17 +384,35 @@ def training_view(
     rgb_c, gt_c = rgb[crop], gt[crop]
     coarse_c = None if coarse is None else coarse[crop]
     box_c = shift_box(box, (x0, y0))
-    if region == "box" or rng is None or rng.random() < 0.5 or not needs_tiles(gt_c.shape, input_size, max_side):
+    if (
+        region == "box"
+        or rng is None
+        or rng.random() < 0.5
+        or not needs_tiles(gt_c.shape, input_size, max_side, tile_scale)
+    ):
         return rgb_c, gt_c, coarse_c, box_c
-    s = work_scale(gt_c.shape, max_side)
+    return _training_tile(rgb_c, gt_c, coarse_c, box_c, input_size, rng, work_scale(gt_c.shape, max_side, tile_scale))
+
+
+def _training_tile(rgb_c, gt_c, coarse_c, box_c, input_size: int, rng: np.random.Generator, s: float):
+    """One tile of a crop as ``predict`` refines it at working scale ``s``: centred on a GT pixel 3 times in 4,
+    so that tiles show the object's detail.
+
+    ``s < 1``: the crop is scaled down first and an ``S x S`` tile cut from it. ``s >= 1``: a native window of
+    ``S / s`` pixels is cut, which the contract's resize (bilinear, as ``predict`` resizes the working image)
+    brings to ``S x S``: the same tile, without resizing the whole crop for every sample.
+    """
     if s < 1.0:
         hw = (max(1, round(gt_c.shape[0] * s)), max(1, round(gt_c.shape[1] * s)))
         rgb_c = to_uint8(resize_rgb(rgb_c, hw)).transpose(1, 2, 0)
         gt_c = resize_gt(gt_c, hw)[0].numpy() > 0.5
         coarse_c = None if coarse_c is None else resize_gt(coarse_c, hw)[0].numpy() > 0.5
         box_c = [v * s for v in box_c]
+        side = input_size
+    else:
+        side = max(1, int(round(input_size / s)))
     ch, cw = gt_c.shape
-    th, tw = min(input_size, ch), min(input_size, cw)
+    th, tw = min(side, ch), min(side, cw)
     ys, xs = np.nonzero(gt_c)
     if ys.size and rng.random() < 0.75:
         i = int(rng.integers(ys.size))

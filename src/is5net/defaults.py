@@ -22,6 +22,9 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 REGIONS = ("image", "box", "tiles")
 DEFAULT_MARGIN = 0.1
 DEFAULT_MAX_SIDE = 4096
+# tiles: the working image is the crop at this multiple of its own resolution (docs/input-contract.md).
+DEFAULT_TILE_SCALE = 1.0
+TILE_SCALE_RANGE = (0.25, 8.0)
 
 # What `is5net predict` writes (is5net.inference.outputs): kinds of file, several boxes combined.
 SAVE_KINDS = ("mask", "cutout", "both")

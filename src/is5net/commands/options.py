@@ -13,6 +13,7 @@ from ..defaults import (
     REGIONS,
     SAM_TYPES,
     STAGE1_METHODS,
+    TILE_SCALE_RANGE,
 )
 
 
@@ -24,6 +25,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def tile_scale_arg(text: str) -> float:
+    """argparse type: the tiles region's working scale, within ``TILE_SCALE_RANGE``."""
+    low, high = TILE_SCALE_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text}")
     return value
 
 
@@ -78,6 +91,14 @@ def region_arguments(parser, max_side: bool = True) -> None:
             default=DEFAULT_MAX_SIDE,
             metavar="N",
             help=f"tiles: refine at native resolution up to N pixels on the crop's longer side (default {DEFAULT_MAX_SIDE})",
+        )
+        parser.add_argument(
+            "--tile-scale",
+            type=tile_scale_arg,
+            default=None,
+            metavar="K",
+            help="tiles: refine the crop at K times its own resolution (2: IS-Net's half-resolution finest "
+            "output lands on the photo's pixels; default: what the checkpoint was trained with, official: 1)",
         )
 
 

@@ -26,6 +26,7 @@ from ..contract import (
     COARSE_CHANNEL,
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
+    DEFAULT_TILE_SCALE,
     check_mask_size,
     crop_window,
     normalize_input,
@@ -224,6 +225,7 @@ class RefinerDataset(Dataset):
         region: str = "image",
         margin: float = DEFAULT_MARGIN,
         max_side: int = DEFAULT_MAX_SIDE,
+        tile_scale: float = DEFAULT_TILE_SCALE,
         coarse_cut: float = 0.0,
         coarse_hole: float = 0.0,
     ):
@@ -241,6 +243,7 @@ class RefinerDataset(Dataset):
         # A crop region draws a new crop every epoch: there is no fixed resized input to cache.
         self.input_cache = input_cache if region == "image" else None
         self.region, self.margin, self.max_side = region, float(margin), int(max_side)
+        self.tile_scale = float(tile_scale)
         self.coarse_cut = float(coarse_cut)
         self.coarse_hole = float(coarse_hole)
         self._entry_keys: dict[str, tuple[str, str]] = {}
@@ -359,7 +362,7 @@ class RefinerDataset(Dataset):
             if self.region != "image":
                 rng = item_rng(self.seed + 2, self.epoch, index) if self.train else None
                 rgb, gt, coarse, box = training_view(
-                    rgb, gt, coarse, box, self.region, self.input_size, rng, self.margin, self.max_side
+                    rgb, gt, coarse, box, self.region, self.input_size, rng, self.margin, self.max_side, self.tile_scale
                 )
             x = resize_input(rgb, coarse, box, self.input_size)
             y = resize_gt(gt, self.input_size)

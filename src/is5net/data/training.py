@@ -59,6 +59,7 @@ class DataSettings:
     region: str
     crop_margin: float
     max_side: int
+    tile_scale: float
     coarse_cut: float
     coarse_hole: float
 
@@ -96,7 +97,7 @@ def prepare_data(s: DataSettings, in_ch: int) -> TrainingData:
         coarse, val_coarse = _coarse_sources(s, root, samples)
     mean, std = default_mean(in_ch), [1.0] * in_ch
     input_cache = make_input_cache(s, root)
-    regions = dict(region=s.region, margin=s.crop_margin, max_side=s.max_side)
+    regions = dict(region=s.region, margin=s.crop_margin, max_side=s.max_side, tile_scale=s.tile_scale)
     train_ds = RefinerDataset(
         samples.train,
         coarse,

@@ -18,6 +18,7 @@ from ..checkpoint import RefinerConfig
 from ..contract import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
+    DEFAULT_TILE_SCALE,
     REGIONS,
     binarize,
     binary_mask,
@@ -28,6 +29,7 @@ from ..contract import (
     soft_masks,
     tight_box,
 )
+from ..defaults import TILE_SCALE_RANGE
 from ..errors import IS5NetError
 from ..io import to_rgb_uint8
 from ..runtime import autocast, check_precision, enable_fast_cuda, resolve_device
@@ -83,6 +85,9 @@ class IS5NetPredictor:
         backend: the refiner's runtime, ``"torch"`` (this class's path), ``"onnxruntime"``, ``"openvino"`` (CPU),
             ``"auto"`` (the fastest installed one matching the reference: :mod:`is5net.inference.backends`), or a ready
             backend object; :attr:`backend` describes the one used (name, version, device, precision).
+        region, margin, max_side, tile_scale: what part of the image the refiner sees and at what scale
+            (docs/input-contract.md, "Regions"); ``region`` and ``tile_scale`` default to what the checkpoint
+            was trained with.
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class IS5NetPredictor:
         region: Optional[str] = None,
         margin: float = DEFAULT_MARGIN,
         max_side: int = DEFAULT_MAX_SIDE,
+        tile_scale: Optional[float] = None,
     ):
         self.device = resolve_device(device)
         self.precision = precision
@@ -130,8 +136,9 @@ class IS5NetPredictor:
         size = self.config.input_size
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
         self.region = region or getattr(self.config, "region", "image")
-        _check_region(self.region, margin, max_side)
-        self.margin, self.max_side = float(margin), int(max_side)
+        tile_scale = getattr(self.config, "tile_scale", DEFAULT_TILE_SCALE) if tile_scale is None else tile_scale
+        _check_region(self.region, margin, max_side, tile_scale)
+        self.margin, self.max_side, self.tile_scale = float(margin), int(max_side), float(tile_scale)
         self._regions = RegionRefiner(
             self._logits, self.input_size[0], self.config.mean, self.config.std, tile_batch=self.batch_size
         )
@@ -213,7 +220,7 @@ class IS5NetPredictor:
         self, boxes: list, coarse_masks: Optional[Sequence[np.ndarray]], region: Optional[str] = None
     ) -> list[Prediction]:
         region = region or self.region
-        _check_region(region, self.margin, self.max_side)
+        _check_region(region, self.margin, self.max_side, self.tile_scale)
         if not self.is_image_set:
             raise IS5NetError("call set_image(image) before predict")
         h, w = self.original_size
@@ -292,7 +299,7 @@ class IS5NetPredictor:
         return torch.cat((self._rgb_input.expand(masks.shape[0], -1, -1, -1), prompt), dim=1)
 
     def _tiles(self, rgb, coarse, box, channel_box, margin) -> np.ndarray:
-        return self._regions.tiles(rgb, coarse, box, channel_box, margin, self.max_side)
+        return self._regions.tiles(rgb, coarse, box, channel_box, margin, self.max_side, self.tile_scale)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Refiner forward: ``N x C x S x S`` normalised input -> ``N x 1 x S x S`` logits of side output 1."""
@@ -306,13 +313,16 @@ class IS5NetPredictor:
         return list(soft_masks(self._logits(x), self.original_size).cpu().numpy().astype(np.float32))
 
 
-def _check_region(region: str, margin: float, max_side: int) -> None:
+def _check_region(region: str, margin: float, max_side: int, tile_scale: float = DEFAULT_TILE_SCALE) -> None:
     if region not in REGIONS:
         raise IS5NetError(f"region {region!r}: choose one of {', '.join(REGIONS)}")
     if not (isinstance(margin, (int, float)) and 0 <= margin <= 10):
         raise IS5NetError(f"margin {margin!r}: expected a number from 0 to 10 (a fraction of the box's side)")
     if not (isinstance(max_side, int) and 64 <= max_side <= 32768):
         raise IS5NetError(f"max_side {max_side!r}: expected a whole number of pixels from 64 to 32768")
+    low, high = TILE_SCALE_RANGE
+    if not (isinstance(tile_scale, (int, float)) and not isinstance(tile_scale, bool) and low <= tile_scale <= high):
+        raise IS5NetError(f"tile_scale {tile_scale!r}: expected a number from {low:g} to {high:g}")
 
 
 # ------------------------------------------------------------------------------- built from options
@@ -330,6 +340,7 @@ class PredictorOptions:
     region: Optional[str] = None
     margin: float = DEFAULT_MARGIN
     max_side: int = DEFAULT_MAX_SIDE
+    tile_scale: Optional[float] = None
     fast: bool = True
 
     @classmethod

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..contract import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
+    DEFAULT_TILE_SCALE,
     blend_weight,
     crop_window,
     needs_tiles,
@@ -85,13 +86,14 @@ class RegionRefiner:
         channel_box: Sequence[float],
         margin: float = DEFAULT_MARGIN,
         max_side: int = DEFAULT_MAX_SIDE,
+        tile_scale: float = DEFAULT_TILE_SCALE,
     ) -> np.ndarray:
         """The ``tiles`` region: coarse to fine over the crop around ``box``.
 
         1. A low-resolution pass: the crop refined at ``S x S`` (the ``box`` region), which sees the whole
            object.
-        2. The crop at native resolution (scaled down only if its longer side exceeds ``max_side``) cut into
-           overlapping ``S x S`` tiles, each with its part of the coarse mask and of the box channel; their
+        2. The crop at ``tile_scale`` times its own resolution (:func:`~is5net.contract.work_scale`: less only
+           if its longer side would exceed ``max_side``) cut into overlapping ``S x S`` tiles, each with its part of the coarse mask and of the box channel; their
            probabilities are blended with :func:`~is5net.contract.blend_weight`.
         3. Context: only the parts of the fine map that are connected to the object the low-resolution pass
            found are kept (a tile sees too little to tell the object from a look-alike beside it).
@@ -104,10 +106,10 @@ class RegionRefiner:
         crop_rgb, crop_mask = rgb[:, y0:y1, x0:x1], coarse[y0:y1, x0:x1]
         cbox = shift_box(channel_box, (x0, y0))
         low = soft_masks(self.logits(self._input(crop_rgb, crop_mask, cbox)), crop_hw)[0]
-        if not needs_tiles(crop_hw, self.size, max_side):
+        if not needs_tiles(crop_hw, self.size, max_side, tile_scale):
             fine = low
         else:
-            s = work_scale(crop_hw, max_side)
+            s = work_scale(crop_hw, max_side, tile_scale)
             work_hw = (max(1, round(crop_hw[0] * s)), max(1, round(crop_hw[1] * s)))
             work_rgb = crop_rgb if s == 1.0 else resize_rgb(crop_rgb, work_hw).round().clamp(0, 255).to(torch.uint8)
             work_mask = crop_mask if s == 1.0 else _resize_bool(crop_mask, work_hw)

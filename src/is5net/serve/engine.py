@@ -58,7 +58,7 @@ class Models:
     device: torch.device
     precision: str = "fp32"
     backend: str = "auto"  # the refiner's runtime, chosen as `is5net predict` chooses it
-    regions: dict = field(default_factory=dict)  # region, margin, max_side: IS5NetPredictor's defaults
+    regions: dict = field(default_factory=dict)  # region, margin, max_side, tile_scale: IS5NetPredictor's
     stage1: dict = field(default_factory=dict)  # name, detail (shown by /api/health and the page)
     refiner_info: dict = field(default_factory=dict)  # name, detail, synthetic_only, note
 

@@ -43,7 +43,12 @@ def load_models(
     model, refiner_info = load_serving_refiner(checkpoint, refiner)
     source = choose_stage1(stage1, sam_checkpoint, sam_type, coarse_option=None, check_type=True)
     make_stage = source.factory(device, options.mask_choice)
-    regions = {"region": options.region, "margin": options.margin, "max_side": options.max_side}
+    regions = {
+        "region": options.region,
+        "margin": options.margin,
+        "max_side": options.max_side,
+        "tile_scale": options.tile_scale,
+    }
     return Models(
         model, make_stage, device, options.precision, options.backend, regions, stage1_label(source), refiner_info
     )

@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from ..contract import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, REGIONS
-from ..defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION
+from ..contract import DEFAULT_MARGIN, DEFAULT_MAX_SIDE, DEFAULT_TILE_SCALE, REGIONS
+from ..defaults import JITTER_FRACTION, MIN_COMPONENT_FRACTION, TILE_SCALE_RANGE
 from ..errors import IS5NetError
 
 
@@ -154,6 +154,9 @@ class TrainConfig:
     region: str = setting("image", one_of(*REGIONS))
     crop_margin: float = setting(DEFAULT_MARGIN, Range(low=0, high=10))
     max_side: int = setting(DEFAULT_MAX_SIDE, Range(low=64))
+    # tiles: each tile is refined at this multiple of the crop's resolution (contract.work_scale); 2 puts
+    # IS-Net's half-resolution finest output on the photo's own pixels. Recorded in the checkpoint.
+    tile_scale: float = setting(DEFAULT_TILE_SCALE, Range(low=TILE_SCALE_RANGE[0], high=TILE_SCALE_RANGE[1]))
     val_fraction: float = setting(0.0, fraction(high_open=True))  # held out when there is no DIS-VD / --val
     val_limit: int = setting(0, at_least(0))  # score at most this many validation images (0 = all)
     mask_choice: str = setting("first", one_of("first", "best"))

@@ -85,6 +85,7 @@ def _train(c: TrainConfig, run_dir: Path, resume: bool, progress: bool, procs: P
     refiner = build_refiner(c)
     refiner_config = RefinerConfig.for_model(refiner, c.input_size)
     refiner_config.region = c.region  # predict refines the way the model was trained
+    refiner_config.tile_scale = c.tile_scale
     data = prepare_data(DataSettings.of(c), refiner.in_ch)
     # Only now, with the weights and the data accepted: a refused run leaves no run folder behind.
     if procs.is_main:
