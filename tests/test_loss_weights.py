@@ -142,3 +142,35 @@ def test_the_refiner_loss_weighs_by_the_coarse_channel_of_its_input():
             expected = sum(float(side_loss([s], gt, c.bce_weight, c.iou_weight, loss_weights(c, gt, x))) for s in sides)
         assert losses[factor] == pytest.approx(expected, rel=1e-5)
     assert losses[3.0] != pytest.approx(losses[0.0], rel=1e-4)
+
+
+def test_detail_spread_makes_a_thick_wire_cost_what_a_missed_one_costs():
+    gt = _wire_and_block()
+    plain, spread = detail_weights(gt, 5.0)[0, 0], detail_weights(gt, 5.0, spread=2)[0, 0]
+    # Without the spread the wire's background neighbours weigh a fraction of the wire; with it, as much.
+    assert float(plain[9, 30]) < 0.6 * float(plain[10, 30])
+    assert float(spread[8, 30]) == pytest.approx(float(spread[10, 30]))
+    assert float(spread[7, 30]) < float(spread[8, 30])  # three rows off a 2 px wire: outside the spread
+    # Far from any edge the weight is still 1, and 0 is the plain weighting exactly.
+    assert float(spread[62, 2]) == pytest.approx(1.0)
+    assert torch.equal(detail_weights(gt, 5.0, spread=0), detail_weights(gt, 5.0))
+    # A wire drawn 2 px too thick on each side against one missed: the spread charges the thickening more
+    # than the plain weights do, relative to the miss.
+    thick = torch.where(gt > 0, 8.0, -8.0)
+    thick[..., 8:14, 4:52] = 8.0
+    missed = torch.where(gt > 0, 8.0, -8.0)
+    missed[..., 10:12, 4:52] = -8.0
+    ratio = [
+        float(side_loss([thick], gt, 20.0, 0.5, w)) / float(side_loss([missed], gt, 20.0, 0.5, w))
+        for w in (detail_weights(gt, 5.0), detail_weights(gt, 5.0, spread=2))
+    ]
+    assert ratio[1] > 1.5 * ratio[0]
+
+
+def test_detail_spread_follows_the_setting_and_is_range_checked():
+    gt = _wire_and_block()
+    c = TrainConfig(detail_weight=2.0, detail_spread=3)
+    assert torch.equal(loss_weights(c, gt), detail_weights(gt, 2.0, spread=3))
+    for bad in ("-1", "33", "1.5"):
+        with pytest.raises(IS5NetError, match="detail_spread"):
+            load_config(None, [f"detail_spread={bad}"])

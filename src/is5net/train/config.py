@@ -131,6 +131,7 @@ class TrainConfig:
     # Per-pixel loss weights (docs/training.md, "Loss weights"); 0 = the reference's unweighted loss.
     detail_weight: float = setting(0.0, at_least(0))  # extra weight on GT edges and thin parts
     detail_outside_mask: float = setting(0.0, at_least(0))  # detail weight x (1 + this) where the coarse mask is 0
+    detail_spread: int = setting(0, Range(low=0, high=32))  # px around detail that weigh what it weighs
     feature_loss: bool = setting(True, ANY)  # intermediate supervision by the frozen GT encoder
     feature_weight: float = setting(1.0, at_least(0))
     ortho_weight: float = setting(1e-8, at_least(0))  # parameter orthogonalisation, 1e-8 * sum |W W^T - I|

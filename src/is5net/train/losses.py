@@ -37,7 +37,11 @@ def detail_window(size: int) -> int:
 
 
 def detail_weights(
-    target: torch.Tensor, strength: float, coarse: Optional[torch.Tensor] = None, outside_mask: float = 0.0
+    target: torch.Tensor,
+    strength: float,
+    coarse: Optional[torch.Tensor] = None,
+    outside_mask: float = 0.0,
+    spread: int = 0,
 ) -> torch.Tensor:
     """Per-pixel loss weights ``1 + strength * |local mean of GT - GT|`` (docs/training.md, "Loss weights").
 
@@ -49,12 +53,19 @@ def detail_weights(
     > 0 multiplies that detail part by ``1 + outside_mask * (1 - coarse)``: detail the coarse mask does not
     cover, where the refiner must decide from the image alone, weighs more (docs/training.md, "Detail
     outside the coarse mask"). Far from any edge the weight stays 1 either way.
+
+    ``spread`` > 0 gives every pixel the largest detail weight within ``spread`` pixels of it (a max filter):
+    a wire's background neighbours then weigh what the wire weighs. Without it a 1 px wire's own pixels weigh
+    about ten times their neighbours, so the cheapest answer where the wire's exact place is unsure is a
+    thick grey band (docs/training.md, "Detail spread").
     """
     k = detail_window(min(target.shape[-2:]))
     local = F.avg_pool2d(target.float(), k, stride=1, padding=k // 2, count_include_pad=False)
     detail = strength * (local - target).abs()
     if coarse is not None and outside_mask:
         detail = detail * (1.0 + outside_mask * (1.0 - coarse.float().clamp(0.0, 1.0)))
+    if spread > 0:
+        detail = F.max_pool2d(detail, 2 * int(spread) + 1, stride=1, padding=int(spread))
     return 1.0 + detail
 
 

@@ -49,7 +49,7 @@ def loss_weights(c: TrainConfig, gt: torch.Tensor, x: Optional[torch.Tensor] = N
     coarse = None
     if c.detail_outside_mask and x is not None and x.shape[1] > COARSE_CHANNEL:
         coarse = x[:, COARSE_CHANNEL : COARSE_CHANNEL + 1]
-    return detail_weights(gt, c.detail_weight, coarse, c.detail_outside_mask)
+    return detail_weights(gt, c.detail_weight, coarse, c.detail_outside_mask, c.detail_spread)
 
 
 def refiner_loss(
