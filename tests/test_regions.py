@@ -297,3 +297,18 @@ def test_validation_of_a_box_refiner_scores_what_eval_scores(tmp_path, training_
     )["DIS-VD"]
     assert scored["maxF"] == pytest.approx(logged["val_maxF"], abs=2e-3)
     assert scored["MAE"] == pytest.approx(logged["val_MAE"], abs=2e-3)
+
+
+def test_tiles_drop_grey_detached_from_what_they_kept_and_keep_the_soft_outline():
+    from is5net.inference.regions import _drop_detached_grey
+
+    fine = torch.zeros(40, 40)
+    fine[10, 5:35] = 0.9  # a committed wire
+    fine[9, 5:35] = fine[11, 5:35] = 0.3  # its soft outline
+    fine[8, 5:35] = 0.2  # two pixels off the wire
+    fine[25:30, 20:25] = 0.4  # a detached haze
+    out = _drop_detached_grey(fine)
+    assert torch.equal(out[9:12], fine[9:12])
+    assert not out[8].any() and not out[25:30].any()
+    haze_only = torch.full((20, 20), 0.3)
+    assert torch.equal(_drop_detached_grey(haze_only), haze_only)  # nothing decided: nothing to drop

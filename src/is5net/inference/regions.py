@@ -96,7 +96,8 @@ class RegionRefiner:
            if its longer side would exceed ``max_side``) cut into overlapping ``S x S`` tiles, each with its part of the coarse mask and of the box channel; their
            probabilities are blended with :func:`~is5net.contract.blend_weight`.
         3. Context: only the parts of the fine map that are connected to the object the low-resolution pass
-           found are kept (a tile sees too little to tell the object from a look-alike beside it).
+           found are kept (a tile sees too little to tell the object from a look-alike beside it), and of its
+           undecided pixels (< 0.5) only those beside what is kept (:func:`_drop_detached_grey`).
         A crop that is not much larger than ``S`` (:func:`~is5net.contract.needs_tiles`) gives the ``box``
         region's map. Returns ``H x W`` float32 in [0, 1].
         """
@@ -118,6 +119,7 @@ class RegionRefiner:
             fine = _keep_connected(fine, _resize_map(low, work_hw) > 0.5)
             if s != 1.0:
                 fine = _resize_map(fine, crop_hw)
+            fine = _drop_detached_grey(fine)
             lo, hi = float(fine.min()), float(fine.max())
             fine = (fine - lo) / (hi - lo) if hi > lo else torch.zeros_like(fine)
         out = np.zeros((h, w), np.float32)
@@ -182,3 +184,24 @@ def _keep_connected(fine: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
     if not anchor.any():
         return fine  # the low-resolution pass found nothing to anchor to: leave the fine map alone
     return fine * torch.from_numpy(keep[labels]).to(fine.device)
+
+
+#: How far (crop pixels) an undecided pixel may lie from the kept foreground and still keep its probability.
+GREY_REACH = 1
+
+
+def _drop_detached_grey(fine: torch.Tensor, reach: int = GREY_REACH) -> torch.Tensor:
+    """``fine`` with its pixels under 0.5 that are more than ``reach`` pixels from every pixel >= 0.5 set to 0.
+
+    Why: the tiles leave a haze of low probabilities on texture edges and around look-alikes, detached from
+    anything they decided is the object; in the blend it is neither object nor background, and a cut-out
+    would carry it as a faint veil. The grey along the kept parts' edges (their soft outline) stays. A map
+    with nothing >= 0.5 is left as it is: there is nothing to tell the haze from the object.
+    """
+    from scipy import ndimage
+
+    fg = (fine >= 0.5).cpu().numpy()
+    if not fg.any():
+        return fine
+    near = ndimage.binary_dilation(fg, structure=ndimage.generate_binary_structure(2, 1), iterations=reach)
+    return fine * torch.from_numpy(near).to(fine.device)
