@@ -168,29 +168,41 @@ class Experiment:
                 (target / p.name).write_bytes(p.read_bytes())
         return view
 
-    def score(self, eval_dir: Path, runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    def score(
+        self,
+        eval_dir: Path,
+        runs: Mapping[str, Mapping[str, Any]],
+        data: Optional[Path] = None,
+        split: Optional[str] = None,
+    ) -> dict[str, dict]:
         """Score each run on the split with ``is5net eval``'s own code, every metric: ``runs`` maps its folder
         under ``eval_dir`` to ``evaluate_dataset``'s keywords (``method``, ``checkpoint``, ``coarse_dir``,
-        ``region``, ``box_jitter``, ...). A folder may already hold the coarse masks it is given."""
+        ``region``, ``box_jitter``, ...). A folder may already hold the coarse masks it is given. ``data`` and
+        ``split``: another DIS5K root or split folder than the run's own (e.g. a second held-out set)."""
         from ..eval.dis5k import evaluate_dataset
 
+        data, split = data or self.data, split or self.split
         results = {}
         for name, kw in runs.items():
             rows = evaluate_dataset(
-                self.data,
-                [self.split],
+                data,
+                [split],
                 out_dir=eval_dir / name,
                 device=self.device,
                 metrics="all",
                 progress=self.progress,
                 **kw,
             )
-            results[name] = dict(rows[self.split])
+            results[name] = dict(rows[split])
         return results
 
-    def thin_recall(self, eval_dir: Path, names: Iterable[str]) -> dict[str, dict]:
-        """The thin-structure recall (``is5net.eval.thin``) of each scored run's predictions."""
+    def thin_recall(
+        self, eval_dir: Path, names: Iterable[str], data: Optional[Path] = None, split: Optional[str] = None
+    ) -> dict[str, dict]:
+        """The thin-structure recall (``is5net.eval.thin``) of each scored run's predictions (``data``, ``split``:
+        as in :meth:`score`)."""
         from ..eval.thin import thin_recall_of_folders
 
-        folders = {name: eval_dir / name / "predictions" / self.split for name in names}
-        return thin_recall_of_folders(self.data / self.split / "gt", folders)
+        data, split = data or self.data, split or self.split
+        folders = {name: eval_dir / name / "predictions" / split for name in names}
+        return thin_recall_of_folders(data / split / "gt", folders)

@@ -6,6 +6,7 @@ output, so no inset is picked to flatter one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,6 +17,7 @@ from ..io import load_image, load_mask, save_png
 from .tables import PAPER_COLUMNS
 
 YELLOW = (255, 210, 0)
+BLUE = (0, 160, 255)
 
 
 def thin_window(gt: np.ndarray, win: int) -> tuple[int, int]:
@@ -185,51 +187,96 @@ def ablation_chart(rows: Mapping[str, Mapping], path: Path) -> None:
     save_png(path, np.asarray(canvas))
 
 
-def _densest_thin_window(gt: np.ndarray, zoom: int) -> tuple[int, int]:
-    """Top-left ``(y, x)`` of the ``zoom``-px window centred where the GT's thin pixels are densest."""
-    from scipy.ndimage import uniform_filter
+@dataclass(frozen=True)
+class HighresRows:
+    """One split's rows of ``highres.png``: its first ``n`` photos (by name, not picked by any result), each
+    run's masks read from ``run_dirs[title]/predictions/<split>``."""
 
-    from ..contract import binary_mask
-
-    density = uniform_filter(thin_parts(binary_mask(gt), 3).astype(np.float32), size=zoom)
-    cy, cx = np.unravel_index(int(np.argmax(density)), density.shape)
-    y0 = int(np.clip(cy - zoom // 2, 0, gt.shape[0] - zoom))
-    x0 = int(np.clip(cx - zoom // 2, 0, gt.shape[1] - zoom))
-    return y0, x0
+    label: str  # what the split is, written on its photos
+    data: Path
+    split: str
+    run_dirs: Mapping[str, Path]
+    n: int = 2
 
 
-def highres_figure(
-    data: Path, run_dirs: Mapping[str, Path], titles: Sequence[str], path: Path, n_rows: int = 3, zoom: int = 96
-) -> None:
-    """Rows of test photos: the photo with its box, then each run's mask (``titles``), then the GT, each with a
-    zoomed inset on the photo's densest thin structure (nearest-neighbour, so single pixels stay visible)."""
+def highres_figure(sections: Sequence[HighresRows], titles: Sequence[str], path: Path, zoom: int = 64) -> None:
+    """Rows of held-out photos, split by split: the photo with its box, then each run's mask (``titles``, in
+    ``run_dirs``' order), then the GT. Each tile carries an inset on the GT's ``zoom``-px window with the most
+    thin structure, magnified 2x (nearest-neighbour, so a 1 px wire is a 2 px line, not a band). Where the
+    object is small in its photo, the photo is shown whole and the masks around the box (the yellow square)."""
     from PIL import Image, ImageDraw
 
-    from ..contract import tight_box
-
-    gts = sorted((data / "DIS-TE1" / "gt").glob("*.png"))[:n_rows]
     cols = ["photo + box", *titles, "GT"]
-    cell = 256
-    canvas = Image.new("RGB", (len(cols) * (cell + 4) + 4, 18 + len(gts) * (cell + 4) + 4), (255, 255, 255))
+    rows = [(sec, g) for sec in sections for g in sorted((sec.data / sec.split / "gt").glob("*.png"))[: sec.n]]
+    cell = 2 * (2 * zoom)  # the inset, half a tile, at exactly 2x
+    canvas = Image.new("RGB", (len(cols) * (cell + 4) + 4, 18 + len(rows) * (cell + 4) + 4), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for j, title in enumerate(cols):
         draw.text((4 + j * (cell + 4), 3), title, fill=(0, 0, 0))
-    corner = cell - cell // 2
-    for i, g in enumerate(gts):
-        gt = load_mask(g)
-        y0, x0 = _densest_thin_window(gt, zoom)
-        masks = [load_mask(d / "predictions" / "DIS-TE1" / g.name) for d in run_dirs.values()]
-        tiles = [load_image(data / "DIS-TE1" / "im" / g.name)] + [np.repeat(m[:, :, None], 3, 2) for m in masks + [gt]]
-        f = cell / gt.shape[1]
-        for j, t in enumerate(tiles):
-            img = Image.fromarray(t.astype(np.uint8)).resize((cell, cell), Image.BILINEAR)
-            d = ImageDraw.Draw(img)
-            if j == 0:
-                bx = tight_box(gt)
-                d.rectangle([bx[0] * f, bx[1] * f, bx[2] * f, bx[3] * f], outline=(255, 0, 0), width=2)
-            d.rectangle([x0 * f, y0 * f, (x0 + zoom) * f, (y0 + zoom) * f], outline=(0, 160, 255), width=1)
-            inset = Image.fromarray(t[y0 : y0 + zoom, x0 : x0 + zoom].astype(np.uint8))
-            img.paste(inset.resize((cell // 2, cell // 2), Image.NEAREST), (corner, corner))
-            d.rectangle([corner, corner, cell - 1, cell - 1], outline=(0, 160, 255), width=2)
-            canvas.paste(img, (4 + j * (cell + 4), 22 + i * (cell + 4)))
+    for i, (sec, g) in enumerate(rows):
+        for j, tile in enumerate(_highres_row(sec, g, cell, zoom)):
+            canvas.paste(tile, (4 + j * (cell + 4), 22 + i * (cell + 4)))
     save_png(path, np.asarray(canvas))
+
+
+def _highres_row(sec: HighresRows, g: Path, cell: int, zoom: int) -> list:
+    """One photo's tiles: the whole photo (box in red, zoom window in blue, the masks' view in yellow when it
+    is not the whole photo, the split's label), then each run's mask and the GT over the view."""
+    from PIL import ImageDraw
+
+    from ..contract import tight_box
+
+    gt = load_mask(g)
+    h, w = gt.shape
+    box = tight_box(gt)
+    wy, wx = thin_window(gt, zoom)
+    window = (wx, wy, wx + zoom, wy + zoom)
+    whole, view = (0, 0, w, h), _view_around(box, (h, w), 2 * zoom)
+    masks = [load_mask(d / "predictions" / sec.split / g.name) for d in sec.run_dirs.values()]
+    photo = load_image(sec.data / sec.split / "im" / g.name)
+    marks = [(box, (255, 0, 0), 2), (window, BLUE, 1)] + ([(view, YELLOW, 2)] if view != whole else [])
+    tiles = [_highres_tile(photo, whole, window, cell, marks)]
+    tiles += [_highres_tile(np.repeat(m[:, :, None], 3, 2), view, window, cell, [(window, BLUE, 1)]) for m in masks]
+    tiles.append(_highres_tile(np.repeat(gt[:, :, None], 3, 2), view, window, cell, [(window, BLUE, 1)]))
+    label = f"{sec.label}: {w}x{h}" + ("\nmasks: the yellow square" if view != whole else "")
+    d = ImageDraw.Draw(tiles[0])
+    d.rectangle(d.multiline_textbbox((3, 3), label), fill=(255, 255, 255))
+    d.multiline_text((3, 3), label, fill=(0, 0, 0))
+    return tiles
+
+
+def _view_around(box: Sequence[int], hw: tuple[int, int], least: int) -> tuple[int, int, int, int]:
+    """What the mask tiles show: the whole photo when its object spans half its side or more, else a square of
+    1.5x the box's longer side (at least ``least`` px) centred on the box, inside the photo."""
+    h, w = hw
+    x0, y0, x1, y1 = box
+    if max(x1 - x0, y1 - y0) >= min(h, w) / 2:
+        return 0, 0, w, h
+    side = min(h, w, max(least, int(1.5 * max(x1 - x0, y1 - y0))))
+    vx = int(np.clip((x0 + x1 - side) // 2, 0, w - side))
+    vy = int(np.clip((y0 + y1 - side) // 2, 0, h - side))
+    return vx, vy, vx + side, vy + side
+
+
+def _highres_tile(plane: np.ndarray, view: Sequence[int], window: Sequence[int], cell: int, marks: list):
+    """``plane`` cut to ``view`` (XYXY) at ``cell`` px with its ``marks`` (XYXY, colour, width), and the
+    ``window`` magnified in the corner farthest from the window itself, so the inset hides least of it."""
+    from PIL import Image, ImageDraw
+
+    vx0, vy0, vx1, vy1 = view
+    fx, fy = cell / (vx1 - vx0), cell / (vy1 - vy0)
+    img = Image.fromarray(plane[vy0:vy1, vx0:vx1].astype(np.uint8)).resize((cell, cell), Image.BILINEAR)
+    d = ImageDraw.Draw(img)
+    for (x0, y0, x1, y1), colour, width in marks:
+        d.rectangle(
+            [(x0 - vx0) * fx, (y0 - vy0) * fy, (x1 - vx0) * fx - 1, (y1 - vy0) * fy - 1], outline=colour, width=width
+        )
+    wx0, wy0, wx1, wy1 = window
+    half = cell // 2
+    # The quadrant away from the window's centre: the zoomed part stays visible beside its inset.
+    cx = 0 if ((wx0 + wx1) / 2 - vx0) * fx >= cell / 2 else half
+    cy = 0 if ((wy0 + wy1) / 2 - vy0) * fy >= cell / 2 else half
+    inset = Image.fromarray(plane[wy0:wy1, wx0:wx1].astype(np.uint8))
+    img.paste(inset.resize((half, half), Image.NEAREST), (cx, cy))
+    d.rectangle([cx, cy, cx + half - 1, cy + half - 1], outline=BLUE, width=2)
+    return img

@@ -9,6 +9,11 @@ is scored with the real ``is5net eval`` code at full resolution: the coarse mask
 ``box`` and IS5Net ``tiles``, with the six metrics and the thin-structure recall; then the robustness to
 loose boxes (``eval --box-jitter``) of the coarse mask and of IS5Net ``tiles``.
 
+Two held-out splits are scored so, with the same checkpoints: ``main``, the photo's main object (``out/data``,
+``DIS-TE1``), and ``small``, one small object (10-25 % of the side) in a photo at 8x the model input
+(``out/data-small``: ``DIS-VD`` for validation sweeps and ``DIS-TE1``, no training photos; :class:`SmallSplit`),
+the case the ``box`` region exists for. :func:`score_split` scores one split; the loose-box table is ``main``'s.
+
 Stage 1 is simulated (no SAM weights can ship; ``is5net.demo.simulated_sam``). A box prompt
 bounds what SAM can return, so for a jittered box the simulated coarse mask is clipped to that box.
 """
@@ -16,13 +21,15 @@ bounds what SAM can return, so for a jittered box the simulated coarse mask is c
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from ..io import atomic_write_text, load_mask, save_png
 from .experiment import Experiment, Schedule, clear
-from .figures import highres_figure
+from .figures import HighresRows, highres_figure
 from .tables import metric_table
 
 ROWS = ("coarse", "is5net_image", "is5net_box", "is5net_tiles")
@@ -67,35 +74,47 @@ QUICK = Schedule(
 )
 
 
+@dataclass(frozen=True)
+class SmallSplit:
+    """The ``small`` held-out set: one small object (its tight box ``target_scale`` of the side) in photos of
+    ``size`` px, validation and test photos only (the refiners train on the main data alone)."""
+
+    size: int
+    n_val: int
+    n_test: int
+    target_scale: tuple[float, float] = (0.10, 0.25)
+
+
+#: At 8x the refiner's input (FULL: 128 -> 1024, QUICK: 64 -> 512), the case the ``box`` region exists for.
+FULL_SMALL = SmallSplit(1024, 12, 16)
+QUICK_SMALL = SmallSplit(512, 2, 2)
+
+
 def run_highres(out: Path, seed: int = 0, quick: bool = False, device: str = "cpu", progress: bool = True) -> dict:
-    """Generate, train (image and tiles, in parallel processes), score, and write ``results.json``,
-    ``table.md`` and ``highres.png`` under ``out``; returns the results and the printed tables."""
+    """Generate both splits, train (image and tiles, in parallel processes), score ``main`` and ``small``, and
+    write ``results.json``, ``table.md`` and ``highres.png`` under ``out``; returns the results and the printed
+    tables."""
     exp = Experiment(Path(out), QUICK if quick else FULL, seed, device, progress)
+    small = QUICK_SMALL if quick else FULL_SMALL
     exp.make_data()
+    small_data = make_small_data(exp, small)
     ckpts = exp.train({name: exp.row(name, name) for name in MODELS}, here="is5net_tiles")
 
-    eval_dir = clear(exp.out / "eval")
-    coarse0 = _coarse_for_jitter(exp.data, eval_dir / "coarse-j0", 0.0, seed)
-    runs = {
-        "coarse": dict(method="sam", checkpoint=None, coarse_dir=coarse0),
-        "is5net_image": dict(method="is5net", checkpoint=ckpts["is5net_image"], coarse_dir=coarse0, region="image"),
-        "is5net_box": dict(method="is5net", checkpoint=ckpts["is5net_tiles"], coarse_dir=coarse0, region="box"),
-        "is5net_tiles": dict(method="is5net", checkpoint=ckpts["is5net_tiles"], coarse_dir=coarse0, region="tiles"),
-    }
-    results = exp.score(eval_dir, runs)
-    thin = exp.thin_recall(eval_dir, runs)
-    for name in runs:
-        results[name]["thin_recall"] = thin[name]["thin_recall"]
-    robustness = _robustness(exp, eval_dir, runs, results)
+    eval_dirs = {"main": exp.out / "eval", "small": exp.out / "eval-small"}
+    data = {"main": exp.data, "small": small_data}
+    results = {k: score_split(exp, data[k], exp.split, ckpts, eval_dirs[k]) for k in eval_dirs}
+    runs = _runs(ckpts, eval_dirs["main"] / _COARSE_VIEW)
+    robustness = _robustness(exp, eval_dirs["main"], runs, results["main"])
 
-    titles = [LABELS[n].replace("IS5Net, region ", "") for n in runs]
-    highres_figure(exp.data, {name: eval_dir / name for name in runs}, titles, exp.out / "highres.png")
-    table, rob_table = _tables(exp.schedule, results, robustness)
+    titles = [LABELS[n].replace("IS5Net, region ", "") for n in ROWS]
+    sections = [HighresRows(k, data[k], exp.split, {n: eval_dirs[k] / n for n in ROWS}) for k in eval_dirs]
+    highres_figure(sections, titles, exp.out / "highres.png")
+    table, rob_table = _tables(exp.schedule, small, results, robustness)
     payload = {
-        **{name: results[name] for name in ROWS},
+        **{k: {name: results[k][name] for name in ROWS} for k in eval_dirs},
         "robustness": robustness,
         "seed": seed,
-        "schedule": reported_schedule(exp.schedule),
+        "schedule": {**reported_schedule(exp.schedule), "small": _reported_small(small)},
         "seconds": exp.seconds(),
     }
     atomic_write_text(exp.out / "results.json", json.dumps(payload, indent=2))
@@ -106,12 +125,61 @@ def run_highres(out: Path, seed: int = 0, quick: bool = False, device: str = "cp
     return {"results": payload, "table": table, "robustness_table": rob_table}
 
 
+def make_small_data(exp: Experiment, small: SmallSplit) -> Path:
+    """``exp.out/data-small``, emptied first: the small split's ``DIS-VD`` and ``DIS-TE1`` (DIS5K layout, with
+    simulated coarse masks), from the run's seed but streams of their own."""
+    from .synthetic import make_synthetic_dataset
+
+    root = clear(exp.out / "data-small")
+    make_synthetic_dataset(
+        root,
+        seed=exp.seed,
+        n_train=0,
+        n_val=small.n_val,
+        n_test=small.n_test,
+        size=small.size,
+        target_scale=small.target_scale,
+    )
+    return root
+
+
+#: The folder of each scored split's eval folder that holds its coarse masks as ``eval --coarse-dir`` reads them.
+_COARSE_VIEW = "coarse-j0"
+
+
+def score_split(exp: Experiment, data: Path, split: str, ckpts: Mapping[str, Path], eval_dir: Path) -> dict:
+    """Score the coarse mask and IS5Net ``image`` / ``box`` / ``tiles`` on ``data/split`` at full resolution with
+    ``is5net eval``'s own code, predictions under ``eval_dir`` (emptied first). ``ckpts``: ``is5net_image`` (for
+    ``image``) and ``is5net_tiles`` (for ``box`` and ``tiles``); a row whose refiner is missing is left out.
+    Returns ``{row: the keys of eval --json and thin_recall}`` in :data:`ROWS`' order."""
+    clear(eval_dir)
+    runs = _runs(ckpts, _coarse_for_jitter(data, split, eval_dir / _COARSE_VIEW, 0.0, exp.seed))
+    results = exp.score(eval_dir, runs, data=data, split=split)
+    thin = exp.thin_recall(eval_dir, runs, data=data, split=split)
+    for name in runs:
+        results[name]["thin_recall"] = thin[name]["thin_recall"]
+    return results
+
+
+def _runs(ckpts: Mapping[str, Path], coarse_dir: Path) -> dict[str, dict]:
+    """``evaluate_dataset``'s keywords of each row of :data:`ROWS` whose refiner is in ``ckpts``."""
+    image, tiles = ckpts.get("is5net_image"), ckpts.get("is5net_tiles")
+    runs = {"coarse": dict(method="sam", checkpoint=None, coarse_dir=coarse_dir)}
+    if image is not None:
+        runs["is5net_image"] = dict(method="is5net", checkpoint=image, coarse_dir=coarse_dir, region="image")
+    if tiles is not None:
+        for region in ("box", "tiles"):
+            runs[f"is5net_{region}"] = dict(method="is5net", checkpoint=tiles, coarse_dir=coarse_dir, region=region)
+    return runs
+
+
 def _robustness(exp: Experiment, eval_dir: Path, runs: dict, results: dict) -> dict[str, dict]:
-    """maxFβ and HCEγ of the coarse mask and of IS5Net ``tiles`` at each box jitter (0: the runs as scored)."""
+    """maxFβ and HCEγ of the coarse mask and of IS5Net ``tiles`` at each box jitter (0: the runs as scored), on
+    the main split."""
     names, keys = ("coarse", "is5net_tiles"), ("maxF", "HCE")
     robustness = {"0": {n: {k: results[n][k] for k in keys} for n in names}}
     for j in JITTERS[1:]:
-        coarse_j = _coarse_for_jitter(exp.data, eval_dir / f"coarse-j{j:g}", j, exp.seed)
+        coarse_j = _coarse_for_jitter(exp.data, exp.split, eval_dir / f"coarse-j{j:g}", j, exp.seed)
         jittered = {
             f"{n}-j{j:g}": {**runs[n], "coarse_dir": coarse_j, "box_jitter": j, "jitter_seed": exp.seed} for n in names
         }
@@ -137,20 +205,29 @@ def reported_schedule(s: Schedule) -> dict:
     }
 
 
-def _coarse_for_jitter(data: Path, view: Path, jitter: float, seed: int) -> Path:
-    """``view/DIS-TE1/<stem>.png``: the simulated coarse masks, clipped to the box ``eval --box-jitter``
+def _reported_small(small: SmallSplit) -> dict:
+    return {
+        "image_size": small.size,
+        "n_val": small.n_val,
+        "n_test": small.n_test,
+        "target_scale": list(small.target_scale),
+    }
+
+
+def _coarse_for_jitter(data: Path, split: str, view: Path, jitter: float, seed: int) -> Path:
+    """``view/<split>/<stem>.png``: the simulated coarse masks, clipped to the box ``eval --box-jitter``
     prompts with (the same seeded draw), since SAM answers inside its box."""
     from ..contract import tight_box
     from ..data.samples import jitter_box
 
-    target = view / "DIS-TE1"
+    target = view / split
     target.mkdir(parents=True, exist_ok=True)
-    for p in sorted((data / "DIS-TE1" / "coarse").glob("*.png")):
+    for p in sorted((data / split / "coarse").glob("*.png")):
         coarse = load_mask(p)
         if jitter > 0:
-            gt = load_mask(data / "DIS-TE1" / "gt" / p.name)
+            gt = load_mask(data / split / "gt" / p.name)
             x0, y0, x1, y1 = jitter_box(
-                tight_box(gt), 1, gt.shape, max_fraction=jitter, seed=seed, identity=f"DIS-TE1/{p.stem}"
+                tight_box(gt), 1, gt.shape, max_fraction=jitter, seed=seed, identity=f"{split}/{p.stem}"
             )
             inside = np.zeros_like(coarse, dtype=bool)
             inside[y0:y1, x0:x1] = True
@@ -159,16 +236,25 @@ def _coarse_for_jitter(data: Path, view: Path, jitter: float, seed: int) -> Path
     return view
 
 
-def _tables(s: Schedule, results: dict, robustness: dict) -> tuple[str, str]:
-    """The metric table of :data:`ROWS` and the loose-box table."""
-    n = results["coarse"]["n"]
-    size, input_size = s.size, s.settings("is5net_tiles")["input_size"]
-    table = (
-        f"Held-out split ({n} photos of {size}x{size}, refiner input {input_size}²), scored at full resolution:\n\n"
-        + metric_table({LABELS[name]: results[name] for name in ROWS})
-    )
+def _tables(s: Schedule, small: SmallSplit, results: dict, robustness: dict) -> tuple[str, str]:
+    """One metric table of :data:`ROWS` per split, headed by what the split is, and the loose-box table."""
+    input_size = s.settings("is5net_tiles")["input_size"]
+    what = {
+        "main": (s.size, "its main object, 62-85 % of the side"),
+        "small": (
+            small.size,
+            "a small object, {:.0f}-{:.0f} % of the side".format(*(100 * v for v in small.target_scale)),
+        ),
+    }
+    tables = []
+    for k, (size, obj) in what.items():
+        n = results[k]["coarse"]["n"]
+        tables.append(
+            f"Held-out split `{k}` ({n} photos of {size}x{size}, {obj}; refiner input {input_size}²), "
+            "scored at full resolution:\n\n" + metric_table({LABELS[name]: results[k][name] for name in ROWS})
+        )
     rob = [
-        "Loose boxes (eval --box-jitter F: each edge moved by up to F of the box's side; maxFβ / HCEγ):",
+        "Loose boxes on `main` (eval --box-jitter F: each edge moved by up to F of the box's side; maxFβ / HCEγ):",
         "",
         "| box jitter | coarse mask | IS5Net, region tiles |",
         "|---:|---:|---:|",
@@ -179,4 +265,4 @@ def _tables(s: Schedule, results: dict, robustness: dict) -> tuple[str, str]:
             + " | ".join(f"{row[n]['maxF']:.3f} / {row[n]['HCE']:.0f}" for n in ("coarse", "is5net_tiles"))
             + " |"
         )
-    return table, "\n".join(rob)
+    return "\n\n".join(tables), "\n".join(rob)
