@@ -312,3 +312,19 @@ def test_tiles_drop_grey_detached_from_what_they_kept_and_keep_the_soft_outline(
     assert not out[8].any() and not out[25:30].any()
     haze_only = torch.full((20, 20), 0.3)
     assert torch.equal(_drop_detached_grey(haze_only), haze_only)  # nothing decided: nothing to drop
+
+
+def test_tiles_keep_what_touches_the_coarse_mask_and_drop_a_look_alike_in_the_box(refiner):
+    rgb = np.zeros((300, 300, 3), np.uint8)
+    rgb[60:140, 60:140] = 255  # the object
+    rgb[180:240, 180:240] = 255  # a look-alike inside the same box
+    coarse = np.zeros((300, 300), np.uint8)
+    coarse[70:130, 70:130] = 255  # stage 1 found the object, not the look-alike
+    p = IS5NetPredictor(None, refiner, device="cpu", region="tiles")
+    # A refiner that calls every bright pixel foreground: the context rule alone tells the two apart.
+    p._regions.logits = lambda x: 40.0 * x[:, :1]
+    p.set_image(rgb)
+    box = [50, 50, 250, 250]
+    tiles = p.predict(box=box, coarse_mask=coarse, region="tiles").mask
+    assert tiles[100, 100] > 0.99 and tiles[210, 210] == 0.0
+    assert p.predict(box=box, coarse_mask=coarse, region="box").mask[210, 210] > 0.99

@@ -275,8 +275,8 @@ def binarize(mask: np.ndarray, threshold: Union[float, str] = 0.5) -> np.ndarray
 # What part of the image the refiner sees (docs/input-contract.md, "Regions"):
 #   image: the whole image resized to S x S (the paper's convention; official checkpoints);
 #   box:   the box grown by a margin, cropped, resized to S x S, and the result pasted back;
-#   tiles: that crop at native resolution (up to a maximum side) in overlapping S x S tiles, blended, after a
-#          low-resolution pass over the whole crop that gives the tiles the object's context.
+#   tiles: that crop at tile_scale x its resolution (up to a maximum side) in overlapping S x S tiles, blended,
+#          only what is connected to the coarse mask kept (the object's context a tile cannot see).
 MIN_MARGIN_PX = 16
 TILE_OVERLAP = 0.25
 
@@ -367,8 +367,8 @@ def training_view(
 
     ``image``: everything as is. ``box``: the crop of :func:`crop_window`, with the margin drawn at random
     scale (``margin * 2**u``, ``u`` uniform in [-1, 1]) when ``rng`` is given (training), exactly ``margin``
-    otherwise (validation, as ``predict``). ``tiles``: half of the draws are that ``box`` view (the
-    low-resolution pass of :class:`~is5net.inference.regions.RegionRefiner`), the other half one tile of the
+    otherwise (validation, as ``predict``). ``tiles``: half of the draws are that ``box`` view (what a crop too
+    small for tiles gets, and the ``box`` region of the same refiner), the other half one tile of the
     crop at its working scale (:func:`work_scale`; see :func:`_training_tile`); without ``rng``, the ``box``
     view.
     Arrays are ``HxWx3`` uint8, ``HxW`` bool GT, ``HxW`` coarse (any :func:`binary_mask` form) or None.

@@ -88,16 +88,15 @@ class RegionRefiner:
         max_side: int = DEFAULT_MAX_SIDE,
         tile_scale: float = DEFAULT_TILE_SCALE,
     ) -> np.ndarray:
-        """The ``tiles`` region: coarse to fine over the crop around ``box``.
+        """The ``tiles`` region: the crop around ``box``, refined in tiles at full resolution.
 
-        1. A low-resolution pass: the crop refined at ``S x S`` (the ``box`` region), which sees the whole
-           object.
-        2. The crop at ``tile_scale`` times its own resolution (:func:`~is5net.contract.work_scale`: less only
-           if its longer side would exceed ``max_side``) cut into overlapping ``S x S`` tiles, each with its part of the coarse mask and of the box channel; their
-           probabilities are blended with :func:`~is5net.contract.blend_weight`.
-        3. Context: only the parts of the fine map that are connected to the object the low-resolution pass
-           found are kept (a tile sees too little to tell the object from a look-alike beside it), and of its
-           undecided pixels (< 0.5) only those beside what is kept (:func:`_drop_detached_grey`).
+        1. The crop at ``tile_scale`` times its own resolution (:func:`~is5net.contract.work_scale`: less only
+           if its longer side would exceed ``max_side``) is cut into overlapping ``S x S`` tiles, each with its
+           part of the coarse mask and of the box channel; their probabilities are blended with
+           :func:`~is5net.contract.blend_weight`.
+        2. Context (:meth:`_fine`): a tile sees too little to tell the object from a look-alike beside it, so
+           only the parts of the fine map connected to the coarse mask (stage 1's answer to *which* object)
+           are kept, and of its undecided pixels (< 0.5) only those beside what is kept.
         A crop that is not much larger than ``S`` (:func:`~is5net.contract.needs_tiles`) gives the ``box``
         region's map. Returns ``H x W`` float32 in [0, 1].
         """
@@ -106,25 +105,33 @@ class RegionRefiner:
         crop_hw = (y1 - y0, x1 - x0)
         crop_rgb, crop_mask = rgb[:, y0:y1, x0:x1], coarse[y0:y1, x0:x1]
         cbox = shift_box(channel_box, (x0, y0))
-        low = soft_masks(self.logits(self._input(crop_rgb, crop_mask, cbox)), crop_hw)[0]
         if not needs_tiles(crop_hw, self.size, max_side, tile_scale):
-            fine = low
+            fine = soft_masks(self.logits(self._input(crop_rgb, crop_mask, cbox)), crop_hw)[0]
         else:
-            s = work_scale(crop_hw, max_side, tile_scale)
-            work_hw = (max(1, round(crop_hw[0] * s)), max(1, round(crop_hw[1] * s)))
-            work_rgb = crop_rgb if s == 1.0 else resize_rgb(crop_rgb, work_hw).round().clamp(0, 255).to(torch.uint8)
-            work_mask = crop_mask if s == 1.0 else _resize_bool(crop_mask, work_hw)
-            work_box = [v * s for v in cbox]
-            fine = self._blend_tiles(work_rgb, work_mask, work_box)
-            fine = _keep_connected(fine, _resize_map(low, work_hw) > 0.5)
-            if s != 1.0:
-                fine = _resize_map(fine, crop_hw)
-            fine = _drop_detached_grey(fine)
-            lo, hi = float(fine.min()), float(fine.max())
-            fine = (fine - lo) / (hi - lo) if hi > lo else torch.zeros_like(fine)
+            fine = self._fine(crop_rgb, crop_mask, cbox, work_scale(crop_hw, max_side, tile_scale))
         out = np.zeros((h, w), np.float32)
         out[y0:y1, x0:x1] = fine.cpu().numpy()
         return out
+
+    def _fine(self, rgb: torch.Tensor, mask: torch.Tensor, box: Sequence[float], s: float) -> torch.Tensor:
+        """The crop's tiles at working scale ``s``, then the context rule, back at the crop's resolution and
+        min-max normalised: ``h x w`` float32 in [0, 1].
+
+        The coarse mask anchors the context (measured in ``benchmarks/demo_sweep.md``, "High resolution"): a
+        low-resolution pass of the refiner over the whole crop, the first anchor, paints look-alikes inside
+        the box that the coarse mask leaves out, and the tiles then kept them.
+        """
+        crop_hw = tuple(rgb.shape[-2:])
+        work_hw = (max(1, round(crop_hw[0] * s)), max(1, round(crop_hw[1] * s)))
+        work_rgb = rgb if s == 1.0 else resize_rgb(rgb, work_hw).round().clamp(0, 255).to(torch.uint8)
+        work_mask = mask if s == 1.0 else _resize_bool(mask, work_hw)
+        fine = self._blend_tiles(work_rgb, work_mask, [v * s for v in box])
+        fine = _keep_connected(fine, work_mask)
+        if s != 1.0:
+            fine = _resize_map(fine, crop_hw)
+        fine = _drop_detached_grey(fine)
+        lo, hi = float(fine.min()), float(fine.max())
+        return (fine - lo) / (hi - lo) if hi > lo else torch.zeros_like(fine)
 
     def _blend_tiles(self, rgb: torch.Tensor, mask: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
         """Sigmoid probabilities of overlapping tiles, weight-averaged: ``h x w`` float32 in [0, 1]."""
