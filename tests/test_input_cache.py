@@ -144,3 +144,24 @@ def test_default_workers_share_the_cores_among_local_processes(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert default_workers() == 1
+
+
+def test_cache_images_decodes_each_photo_once_and_changes_no_item(dataset, monkeypatch):
+    from is5net.data import dataset as dataset_module
+    from is5net.data.training import DataSettings, prepare_data
+    from is5net.train import load_config
+
+    settings = [f"data={dataset}", "coarse_dir=dataset", "region=tiles", "data_cache=off", "val_fraction=0"]
+    plain = prepare_data(DataSettings.of(load_config(None, settings)), 5).train
+    cached = prepare_data(DataSettings.of(load_config(None, [*settings, "cache_images=6"])), 5).train
+    decoded = []
+    real = dataset_module.load_image
+    monkeypatch.setattr(dataset_module, "load_image", lambda path, *a: decoded.append(path) or real(path, *a))
+    for epoch in range(2):
+        plain.set_epoch(epoch), cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            assert torch.equal(a["input"], b["input"]) and torch.equal(a["gt"], b["gt"])
+    # Two epochs: the plain dataset decodes every photo twice, the cached one once.
+    assert len(decoded) == 2 * len(plain) + len(set(decoded))
+    assert len(set(decoded)) == 6

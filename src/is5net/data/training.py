@@ -54,6 +54,7 @@ class DataSettings:
     mask_choice: str
     cache: Optional[str]
     data_cache: str
+    cache_images: int
     input_size: int
     flips: bool
     region: str
@@ -107,6 +108,7 @@ def prepare_data(s: DataSettings, in_ch: int) -> TrainingData:
         train=True,
         flips=s.flips,
         seed=s.seed,
+        cache_images=s.cache_images,
         input_cache=input_cache,
         coarse_cut=s.coarse_cut,
         coarse_hole=s.coarse_hole,

@@ -181,6 +181,9 @@ class TrainConfig:
     # Inputs resized to input_size, stored as uint8 so later epochs skip decoding and resizing (the
     # reference's cache_size): auto = DATA/.input-cache when writable, off, or a directory.
     data_cache: str = setting("auto", ANY)
+    # Decoded photos kept in memory per loader process, least recently used dropped first: a crop region
+    # (box, tiles) cuts a new view every epoch, so it decodes each photo again without them.
+    cache_images: int = setting(0, at_least(0))
     skip_bad: bool = setting(False, ANY)
 
     def to_dict(self) -> dict[str, Any]:
