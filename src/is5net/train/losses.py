@@ -55,8 +55,8 @@ def detail_weights(
     outside the coarse mask"). Far from any edge the weight stays 1 either way.
 
     ``spread`` > 0 gives every pixel the largest detail weight within ``spread`` pixels of it (a max filter):
-    a wire's background neighbours then weigh what the wire weighs. Without it a 1 px wire's own pixels weigh
-    about ten times their neighbours, so the cheapest answer where the wire's exact place is unsure is a
+    a wire's background neighbours then weigh what the wire weighs. Without it the detail part of their weight
+    is about a tenth of the wire's, so the cheapest answer where the wire's exact place is unsure is a
     thick grey band (docs/training.md, "Detail spread").
     """
     k = detail_window(min(target.shape[-2:]))
