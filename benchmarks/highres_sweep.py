@@ -1,11 +1,12 @@
 """Measure one variant of ``is5net demo --highres`` on the VALIDATION split (DIS-VD), never on the test split.
 
 Each run generates the high-resolution demo's synthetic data (``is5net.demo.highres.FULL`` or ``QUICK``, with
-``n_test = 0``: the test split is not even generated), trains its two refiners (``image`` and ``tiles``) with
-the demo's own runner on its schedule with any training setting overridden (``--set``, for both), scores the
-coarse mask and IS5Net ``image`` / ``box`` / ``tiles`` with the real ``is5net eval`` code on DIS-VD at full
-resolution, and appends one JSON line to ``--log``: the six metrics, thin recall, and where the thin GT
-pixels are lost (inside vs outside the coarse mask, with their median probability, and the recall at 0.25).
+``n_test = 0``: the test splits are not even generated), trains its two refiners (``image`` and ``tiles``)
+with the demo's own runner on its schedule with any training setting overridden (``--set``, for both), scores
+the coarse mask and IS5Net ``image`` / ``box`` / ``tiles`` with the demo's own ``highres.score_split`` on the
+DIS-VD of both splits (``main`` and ``small``) at full resolution, and appends one JSON line to ``--log``: per
+split the six metrics, thin recall, the maps binarised at 0.5, and where the thin GT pixels are lost (inside
+vs outside the coarse mask, with their median probability, and the recall at 0.25).
 
 The tiles' working scale is a training setting (``--set tile_scale=2``), recorded in the checkpoint and used
 by the scoring. (The first round's ``tile_scale`` field in the log was an experiment-only override of the
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
     from is5net.demo.experiment import Experiment, clear
 
     sched = _schedule(highres.QUICK if args.quick else highres.FULL, args.set)
+    small = dataclasses.replace(highres.QUICK_SMALL if args.quick else highres.FULL_SMALL, n_test=0)
     out = args.out or Path("/tmp/highres_sweep") / f"{args.name}-s{args.seed}"
     exp = Experiment(out, sched, args.seed, "cpu", progress=False, split="DIS-VD")
     models = [TRAINED[m] for m in args.models.split(",") if m]
@@ -122,23 +124,10 @@ def main(argv=None) -> int:
         exp.make_data()
         ckpts = exp.train({m: exp.row(m, m) for m in models}, here=models[-1])
     train_s = time.perf_counter() - exp.started
-    eval_dir = out / "eval"
-    view = exp.coarse_view(eval_dir / "coarse_masks")
-    runs = {"coarse": dict(method="sam", checkpoint=None, coarse_dir=view)}
-    if "is5net_image" in ckpts:
-        runs["is5net_image"] = dict(method="is5net", checkpoint=ckpts["is5net_image"], coarse_dir=view, region="image")
-    if "is5net_tiles" in ckpts:
-        for region in ("box", "tiles"):
-            runs[f"is5net_{region}"] = dict(
-                method="is5net", checkpoint=ckpts["is5net_tiles"], coarse_dir=view, region=region
-            )
-    for name in runs:
-        clear(eval_dir / name)
-    res = exp.score(eval_dir, runs)
-    thin = exp.thin_recall(eval_dir, runs)
-    lost = where_lost(exp.data, "DIS-VD", {n: eval_dir / n / "predictions" / "DIS-VD" for n in runs})
-    preds = {n: eval_dir / n / "predictions" / "DIS-VD" for n in runs if n != "coarse"}
-    binary = binarised(exp.data / "DIS-VD" / "gt", preds, clear(eval_dir / "binarised"))
+    small_data = out / "data-small"
+    if not (small_data / "DIS-VD").is_dir():
+        small_data = highres.make_small_data(exp, small)
+    splits = {"main": (exp.data, out / "eval"), "small": (small_data, out / "eval-small")}
     row = {
         "name": args.name,
         "seed": args.seed,
@@ -146,25 +135,32 @@ def main(argv=None) -> int:
         "schedule": highres.reported_schedule(sched),
         "settings": {m: sched.settings(m) for m in models},
         "train_seconds": round(train_s, 1),
-        "seconds": exp.seconds(),
-        "results": {
-            m: {**{k: res[m][k] for k in KEYS}, "thin_recall": thin[m]["thin_recall"], "extra": thin[m]["extra"]}
-            for m in runs
-        },
-        "where_lost": lost,
-        "binarised": binary,
     }
+    for split, (data, eval_dir) in splits.items():
+        res = highres.score_split(exp, data, "DIS-VD", ckpts, eval_dir)
+        folders = {n: eval_dir / n / "predictions" / "DIS-VD" for n in res}
+        preds = {n: f for n, f in folders.items() if n != "coarse"}
+        row[split] = {
+            "results": {m: {**{k: res[m][k] for k in KEYS}, "thin_recall": res[m]["thin_recall"]} for m in res},
+            "where_lost": where_lost(data, "DIS-VD", folders),
+            "binarised": binarised(data / "DIS-VD" / "gt", preds, clear(eval_dir / "binarised")),
+        }
+    row["seconds"] = exp.seconds()
     with open(args.log, "a") as f:
         f.write(json.dumps(row) + "\n")
-    print(f"{args.name} seed {args.seed}: {row['seconds']} s (training {row['train_seconds']} s)")
-    print("method        " + " ".join(f"{k:>7}" for k in KEYS + ["thin", "extra"]))
-    for m, r in row["results"].items():
-        print(f"{m:13} " + " ".join(f"{r[k]:7.3f}" for k in KEYS + ["thin_recall", "extra"]))
-    for m, r in binary.items():
-        print(f"{m + ' @0.5':13} " + " ".join(f"{r[k]:7.3f}" for k in KEYS))
-    for m, r in lost.items():
-        print(f"{m:13} " + " ".join(f"{k}={v}" for k, v in r.items()))
+    _print(row)
     return 0
+
+
+def _print(row: dict) -> None:
+    print(f"{row['name']} seed {row['seed']}: {row['seconds']} s (training {row['train_seconds']} s)")
+    for split in ("main", "small"):
+        r = row[split]
+        print(f"[{split}] method      " + " ".join(f"{k:>7}" for k in KEYS + ["thin"]))
+        for m, v in r["results"].items():
+            print(f"{m:20} " + " ".join(f"{v[k]:7.3f}" for k in KEYS + ["thin_recall"]))
+        for m, v in r["binarised"].items():
+            print(f"{m + ' @0.5':20} " + " ".join(f"{v[k]:7.3f}" for k in KEYS))
 
 
 if __name__ == "__main__":
