@@ -19,9 +19,9 @@ def test_work_scale_is_the_tile_scale_capped_by_max_side():
     assert work_scale((300, 400), 4096, 2.0) == 2.0
     assert work_scale((300, 400), 600, 2.0) == 1.5  # 400 x 2 would pass 600 px
     assert work_scale((300, 400), 200, 2.0) == 0.5
-    # An 80 px crop is under 1.5 x 64 at native resolution, over it at twice that.
-    assert not needs_tiles((80, 80), 64)
-    assert needs_tiles((80, 80), 64, tile_scale=2.0)
+    # A 60 px crop fits a 64 px input at native resolution, not at twice that.
+    assert not needs_tiles((60, 40), 64) and needs_tiles((65, 40), 64)
+    assert needs_tiles((60, 40), 64, tile_scale=2.0)
 
 
 def _photo():

@@ -346,9 +346,13 @@ def work_scale(
 def needs_tiles(
     crop_hw: tuple[int, int], input_size: int, max_side: int = DEFAULT_MAX_SIDE, tile_scale: float = DEFAULT_TILE_SCALE
 ) -> bool:
-    """Whether a crop is large enough for tiles: its working size is over 1.5 times the model input."""
+    """Whether a crop is refined in tiles: its working size is larger than the model input on its longer side.
+
+    A crop only a little larger would lose little by being squeezed into one input, but on DIS-VD's small
+    objects (crops of 1-2x the input) the tiles did better on every metric (benchmarks/demo_sweep.md, "High
+    resolution, the second round")."""
     s = work_scale(crop_hw, max_side, tile_scale)
-    return max(crop_hw) * s > 1.5 * input_size
+    return max(crop_hw) * s > input_size
 
 
 def training_view(

@@ -97,8 +97,9 @@ class RegionRefiner:
         2. Context (:meth:`_fine`): a tile sees too little to tell the object from a look-alike beside it, so
            only the parts of the fine map connected to the coarse mask (stage 1's answer to *which* object)
            are kept, and of its undecided pixels (< 0.5) only those beside what is kept.
-        A crop that is not much larger than ``S`` (:func:`~is5net.contract.needs_tiles`) gives the ``box``
-        region's map. Returns ``H x W`` float32 in [0, 1].
+        A crop no larger than ``S`` at its working scale (:func:`~is5net.contract.needs_tiles`) is refined in
+        one pass, as the ``box`` region does it, then goes through the same context rule. Returns ``H x W``
+        float32 in [0, 1].
         """
         h, w = rgb.shape[-2:]
         x0, y0, x1, y1 = crop_window(box, h, w, margin)
@@ -106,7 +107,8 @@ class RegionRefiner:
         crop_rgb, crop_mask = rgb[:, y0:y1, x0:x1], coarse[y0:y1, x0:x1]
         cbox = shift_box(channel_box, (x0, y0))
         if not needs_tiles(crop_hw, self.size, max_side, tile_scale):
-            fine = soft_masks(self.logits(self._input(crop_rgb, crop_mask, cbox)), crop_hw)[0]
+            one = soft_masks(self.logits(self._input(crop_rgb, crop_mask, cbox)), crop_hw)[0]
+            fine = _with_context(one, crop_mask, crop_hw)
         else:
             fine = self._fine(crop_rgb, crop_mask, cbox, work_scale(crop_hw, max_side, tile_scale))
         out = np.zeros((h, w), np.float32)
@@ -125,13 +127,7 @@ class RegionRefiner:
         work_hw = (max(1, round(crop_hw[0] * s)), max(1, round(crop_hw[1] * s)))
         work_rgb = rgb if s == 1.0 else resize_rgb(rgb, work_hw).round().clamp(0, 255).to(torch.uint8)
         work_mask = mask if s == 1.0 else _resize_bool(mask, work_hw)
-        fine = self._blend_tiles(work_rgb, work_mask, [v * s for v in box])
-        fine = _keep_connected(fine, work_mask)
-        if s != 1.0:
-            fine = _resize_map(fine, crop_hw)
-        fine = _drop_detached_grey(fine)
-        lo, hi = float(fine.min()), float(fine.max())
-        return (fine - lo) / (hi - lo) if hi > lo else torch.zeros_like(fine)
+        return _with_context(self._blend_tiles(work_rgb, work_mask, [v * s for v in box]), work_mask, crop_hw)
 
     def _blend_tiles(self, rgb: torch.Tensor, mask: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
         """Sigmoid probabilities of overlapping tiles, weight-averaged: ``h x w`` float32 in [0, 1]."""
@@ -159,6 +155,16 @@ class RegionRefiner:
                 num[ty : ty + th, tx : tx + tw] += p * weight
                 den[ty : ty + th, tx : tx + tw] += weight
         return blend(num, den)
+
+
+def _with_context(fine: torch.Tensor, mask: torch.Tensor, crop_hw: tuple[int, int]) -> torch.Tensor:
+    """The context rule on a map of the crop at any working scale (``mask``: the coarse mask at that scale):
+    the parts connected to the coarse mask kept, back at ``crop_hw``, detached grey dropped, min-max
+    normalised."""
+    fine = _resize_map(_keep_connected(fine, mask), crop_hw)
+    fine = _drop_detached_grey(fine)
+    lo, hi = float(fine.min()), float(fine.max())
+    return (fine - lo) / (hi - lo) if hi > lo else torch.zeros_like(fine)
 
 
 def blend(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
