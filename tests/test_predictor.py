@@ -70,6 +70,18 @@ def test_best_mask_choice_keeps_highest_score(tiny_sam, coffee_rgb):
     assert float(score[0]) == pytest.approx(float(scores.max()), abs=1e-5)
 
 
+def test_torch_resize_keeps_the_photos_aspect_as_sam_does(tiny_sam, coffee_rgb):
+    """``sam_resize="torch"`` feeds SAM the image at the size ``SamPredictor.set_image`` uses (longest side
+    1024, aspect kept), and an embedding close to the PIL path's."""
+    pil, on_device = SamStage(tiny_sam, resize="pil"), SamStage(tiny_sam, resize="torch")
+    pil.set_image(coffee_rgb)
+    on_device.set_image(coffee_rgb)
+    h, w = coffee_rgb.shape[:2]
+    assert on_device.predictor.input_size == pil.predictor.input_size == (round(1024 * h / w), 1024)
+    a, b = pil.predictor.features.flatten(), on_device.predictor.features.flatten()
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.99
+
+
 def test_matches_reference_input_convention_with_given_coarse_mask(tiny_refiner, coffee_rgb):
     rng = np.random.default_rng(0)
     coarse = np.zeros(coffee_rgb.shape[:2], np.uint8)

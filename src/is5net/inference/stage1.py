@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import read_state_dict
@@ -176,7 +177,13 @@ class SamStage:
             return
         if rgb_tensor is None:
             rgb_tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)
-        transformed = self.predictor.transform.apply_image_torch(rgb_tensor[None].float())
+        # Not ResizeLongestSide.apply_image_torch: segment-anything 1.0 takes its target size from the batch
+        # and channel dimensions there, so every image came out 341 x 1024 whatever its shape.
+        t = self.predictor.transform
+        size = t.get_preprocess_shape(rgb.shape[0], rgb.shape[1], t.target_length)
+        transformed = F.interpolate(
+            rgb_tensor[None].float(), size, mode="bilinear", align_corners=False, antialias=True
+        )
         self.predictor.set_torch_image(transformed, rgb.shape[:2])
 
     @torch.inference_mode()
