@@ -195,7 +195,7 @@ def _keep_connected(fine: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
     keep[touching] = True
     keep[0] = True  # background pixels keep their (low) soft values
     if not anchor.any():
-        return fine  # the low-resolution pass found nothing to anchor to: leave the fine map alone
+        return fine  # an empty coarse mask names no object to anchor to: leave the fine map alone
     return fine * torch.from_numpy(keep[labels]).to(fine.device)
 
 
