@@ -51,7 +51,7 @@ def _parse_args(argv):
     return ap.parse_args(argv)
 
 
-def _schedule(base, items: list[str]):
+def schedule_with(base, items: list[str]):
     """The demo's schedule with ``KEY=VALUE`` items applied: data sizes to the data, the rest to the training
     of every model (checked against ``TrainConfig``'s settings); never a test split."""
     from is5net.train.config import TrainConfig
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from is5net.demo import miniature
     from is5net.demo.experiment import Experiment, clear, train_row
 
-    sched = _schedule(miniature.QUICK if args.quick else miniature.FULL, args.set)
+    sched = schedule_with(miniature.QUICK if args.quick else miniature.FULL, args.set)
     coarse_opts = {k: yaml.safe_load(v) for k, v in (c.split("=", 1) for c in args.coarse)}
     out = args.out or Path("/tmp/demo_sweep") / f"{args.name}-s{args.seed}"
     exp = Experiment(out, sched, args.seed, "cpu", progress=False, split="DIS-VD")

@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-DATA_SIZES = ("size", "n_train", "n_val")
-KEYS = ["maxF", "wF", "MAE", "Sm", "meanEm", "HCE"]
+# One rule for --set in both sweeps (this script runs from benchmarks/, which is then on sys.path).
+from demo_sweep import KEYS, schedule_with  # noqa: E402
+
 TRAINED = {"image": "is5net_image", "tiles": "is5net_tiles"}
 
 
@@ -45,20 +44,6 @@ def _parse_args(argv):
     ap.add_argument("--eval-only", action="store_true", help="score the checkpoints already in --out")
     ap.add_argument("--log", type=Path, default=Path(__file__).with_name("highres_sweep.jsonl"))
     return ap.parse_args(argv)
-
-
-def _schedule(base, items: list[str]):
-    """The schedule with ``KEY=VALUE`` items applied (data sizes to the data, the rest to both trainings)."""
-    from is5net.train.config import TrainConfig
-
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    sizes, settings = {}, {}
-    for item in items:
-        k, v = item.split("=", 1)
-        if k not in known and k not in DATA_SIZES:
-            sys.exit(f"unknown setting {k!r}")
-        (sizes if k in DATA_SIZES else settings)[k] = yaml.safe_load(v)
-    return dataclasses.replace(base, n_test=0, **sizes, train={**base.train, **settings})
 
 
 def where_lost(data: Path, split: str, folders: dict[str, Path]) -> dict[str, dict]:
@@ -113,7 +98,7 @@ def main(argv=None) -> int:
     from is5net.demo import highres
     from is5net.demo.experiment import Experiment, clear
 
-    sched = _schedule(highres.QUICK if args.quick else highres.FULL, args.set)
+    sched = schedule_with(highres.QUICK if args.quick else highres.FULL, args.set)
     small = dataclasses.replace(highres.QUICK_SMALL if args.quick else highres.FULL_SMALL, n_test=0)
     out = args.out or Path("/tmp/highres_sweep") / f"{args.name}-s{args.seed}"
     exp = Experiment(out, sched, args.seed, "cpu", progress=False, split="DIS-VD")
