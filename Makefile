@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml constraints-ci.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -c constraints-ci.txt torch torchvision
+	# sam2 ships only its source; built against the torch above, without its optional CUDA extension.
+	$(VENV)/bin/python -m pip install -q -c constraints-ci.txt wheel setuptools
+	SAM2_BUILD_CUDA=0 $(VENV)/bin/python -m pip install -q -c constraints-ci.txt --no-build-isolation sam2
 	$(VENV)/bin/python -m pip install -q -c constraints-ci.txt -e ".[dev]"
 	touch $@
 
