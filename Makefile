@@ -8,12 +8,15 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The Label Studio server of tests/test_label_studio.py: its own venv (its pins conflict with ours).
+LS_VENV := .venv-label-studio
+LS_STAMP := $(LS_VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 # The checks run inside the venv as CI's shell did (activated), so anything they start by name is the venv's.
 ACTIVATE := . $(VENV)/bin/activate
 
-.PHONY: help install demo test chromium
+.PHONY: help install demo test chromium label-studio
 
 help:
 	@echo "make demo   install (once) and run the demo: the paper's result in miniature, CPU, under 10 minutes"
@@ -37,8 +40,16 @@ $(STAMP): pyproject.toml constraints-ci.txt
 demo: install
 	$(ACTIVATE) && is5net demo $(DEMO_ARGS)
 
-test: install chromium
+test: install chromium label-studio
 	$(ACTIVATE) && ruff check . && ruff format --check . && python -m pytest -q $(PYTEST_ARGS)
+
+label-studio: $(LS_STAMP)
+
+$(LS_STAMP): constraints-label-studio.txt
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q -c constraints-label-studio.txt label-studio
+	touch $@
 
 # The browser tests drive the system's Chromium (Playwright cannot download its own here): Debian's package,
 # unless IS5NET_CHROMIUM names another.
