@@ -412,11 +412,13 @@ def gather(group, values: list) -> list:
 
 @dataclass
 class Job:
-    """One image of a run: where it is, its boxes, and per output the files it writes (kind -> path)."""
+    """One image of a run: where it is, its boxes, per output the files it writes (kind -> path), and each
+    box's clicks (``(points, point_labels)`` or None; None for the whole job when no box has any)."""
 
     item: Item
     boxes: list
     names: list[dict[str, str]]
+    clicks: Optional[list] = None
 
     @property
     def outputs(self) -> list[str]:
@@ -471,6 +473,8 @@ def per_box_entries(entry: dict) -> list[dict]:
             "coarse": entry.get("coarse"),
             "rle": rle,
         }
+        if entry.get("points") and entry["points"][k] is not None:  # the box's clicks, as they prompted stage 1
+            e["points"], e["point_labels"] = entry["points"][k], entry["point_labels"][k]
         if entry.get("combine") == "labels":
             e["label"] = k + 1
         out.append(e)

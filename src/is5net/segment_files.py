@@ -24,7 +24,7 @@ from .batch import INDEX_JSON, INDEX_JSONL, Item, Job, output_collisions
 from .contract import check_mask_size
 from .data.coarse import CoarseMaskFolder
 from .errors import IS5NetError
-from .inference.boxes import boxes_for
+from .inference.boxes import boxes_for, clicks_for
 from .inference.outputs import OutputOptions, rle_encode
 from .io import IMAGE_EXTENSIONS, image_file_problem, load_image, load_mask
 
@@ -49,11 +49,20 @@ def check_named_images(named: list[Path]) -> None:
 
 
 def plan_jobs(
-    items: list[Item], cli_boxes: list, file_boxes: Optional[dict], outputs: OutputOptions, is5: bool, batch_mode: bool
+    items: list[Item],
+    cli_boxes: list,
+    file_boxes: Optional[dict],
+    outputs: OutputOptions,
+    is5: bool,
+    batch_mode: bool,
+    cli_clicks: Optional[list] = None,
+    file_clicks: Optional[dict] = None,
 ) -> list[Job]:
-    """One job per image: its boxes (the command line's and the boxes file's) and its output names.
+    """One job per image: its boxes (the command line's and the boxes file's), their clicks, its output names.
 
-    Outside a batch, an IS5Net image without a box is a usage mistake; in a batch it is a failed image.
+    ``cli_clicks``: one entry per command-line box, ``file_clicks``: per name one per box of ``file_boxes``
+    (``(points, point_labels)`` or None; :func:`is5net.inference.boxes.load_prompts_file`). Outside a batch,
+    an IS5Net image without a box is a usage mistake; in a batch it is a failed image.
     """
     if is5 and not cli_boxes and not file_boxes:
         raise IS5NetError(f"{items[0].path}: {NO_BOX}")
@@ -62,7 +71,9 @@ def plan_jobs(
         boxes = boxes_for(item, cli_boxes, file_boxes)
         if is5 and not boxes and not batch_mode:
             raise IS5NetError(f"{item.path}: {NO_BOX}")
-        jobs.append(Job(item, boxes, outputs.names(item.out_stem, len(boxes))))
+        clicks = clicks_for(item, cli_clicks or [None] * len(cli_boxes), file_clicks) if is5 else []
+        clicks = clicks if any(c is not None for c in clicks) else None
+        jobs.append(Job(item, boxes, outputs.names(item.out_stem, len(boxes)), clicks))
     return jobs
 
 
@@ -169,7 +180,10 @@ class ImageSegmenter:
         t0 = time.perf_counter()
         p = self.predictor
         p.set_image(rgb)
-        if self.is5:
+        if self.is5 and job.clicks is not None:
+            points, labels = ([None if c is None else c[i] for c in job.clicks] for i in (0, 1))
+            preds = p.predict_batch(job.boxes, coarse, points=points, point_labels=labels)
+        elif self.is5:
             preds = p.predict_batch(job.boxes, coarse)
         else:
             preds = p.predict_batch(job.boxes) if job.boxes else [p.predict()]
@@ -188,4 +202,7 @@ class ImageSegmenter:
             "rle": [rle_encode(f) for f in foreground],
             "seconds": round(time.perf_counter() - t0, 4),
         }
+        if job.clicks is not None:  # the clicks that prompted stage 1, per box (null for a box without)
+            entry["points"] = [pred.points for pred in preds]
+            entry["point_labels"] = [pred.point_labels for pred in preds]
         return files, entry

@@ -118,10 +118,22 @@ def _prompt_arguments(parser: argparse.ArgumentParser) -> None:
         "--box=-5,0,10,10",
     )
     parser.add_argument(
+        "--points",
+        nargs="+",
+        action=_ClicksOfLastBox,
+        default=[],
+        metavar="X,Y[:0]",
+        help="clicks that refine the mask of the --box just before them, as SAM's point prompts: X,Y a "
+        "foreground click, X,Y:0 a background one (pixels of the image as displayed), e.g. "
+        "--box 10,20,300,400 --points 120,80 200,90:0 (put IMAGE before the options, or it is read as a "
+        "click)",
+    )
+    parser.add_argument(
         "--boxes",
         type=Path,
         metavar="FILE",
-        help="JSON mapping image file names (or stems) to lists of boxes, a COCO annotation "
+        help="JSON mapping image file names (or stems) to lists of boxes (a box with clicks: "
+        '{"box": [x0,y0,x1,y1], "points": [[x,y],...], "point_labels": [1,0,...]}), a COCO annotation '
         "file (its bbox fields, [x, y, w, h]), or a CSV with rows file,x0,y0,x1,y1",
     )
     parser.add_argument(
@@ -132,6 +144,15 @@ def _prompt_arguments(parser: argparse.ArgumentParser) -> None:
         "(dis-sam, isnet, isnet-general-use)",
     )
     stage1_arguments(parser, coarse_mask=True)
+
+
+class _ClicksOfLastBox(argparse.Action):
+    """``--points``: the clicks belong to the last ``--box`` given before them (argparse reads in order)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = list(getattr(namespace, self.dest, None) or [])
+        given.append((len(getattr(namespace, "box", None) or []) - 1, list(values)))
+        setattr(namespace, self.dest, given)
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +216,8 @@ class _Prepared:
     found: object  # is5net.batch.Discovery
     cli_boxes: list
     file_boxes: Optional[dict]
+    cli_clicks: list  # per --box: (points, point_labels) or None
+    file_clicks: Optional[dict]
     coarse: object  # is5net.segment_files.GivenCoarseMasks or None
     outputs: object  # is5net.inference.outputs.OutputOptions
     max_pixels: Optional[int]
@@ -208,7 +231,7 @@ class _Prepared:
 def _prepare(args: argparse.Namespace) -> _Prepared:
     """Options, boxes, images and output names checked before any model loads (exit 2 on a mistake)."""
     from .. import batch
-    from ..inference.boxes import load_boxes_file, parse_box
+    from ..inference.boxes import attach_clicks, load_prompts_file, parse_box
     from ..inference.outputs import OutputOptions, parse_background, parse_threshold
     from ..io import load_image, max_pixels
     from ..segment_files import GivenCoarseMasks, check_named_images, require_module
@@ -221,7 +244,11 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
     if args.prefetch < 0:
         raise IS5NetError(f"--prefetch {args.prefetch}: expected 0 or more images")
     cli_boxes = [parse_box(b) for b in args.box]
-    file_boxes = load_boxes_file(args.boxes) if args.boxes else None
+    cli_clicks = attach_clicks(args.points, len(cli_boxes))
+    file_boxes, file_clicks = load_prompts_file(args.boxes) if args.boxes else (None, None)
+    clicked = any(cli_clicks) or any(c for per_image in (file_clicks or {}).values() for c in per_image)
+    if clicked and args.coarse_mask is not None:
+        raise IS5NetError("clicks prompt stage 1, and --coarse-mask takes its place: give one or the other")
     found = batch.discover(args.images, recursive=args.recursive, exclude=args.output)
     check_named_images(found.named)
     coarse = GivenCoarseMasks(args.coarse_mask) if args.coarse_mask is not None else None
@@ -237,7 +264,7 @@ def _prepare(args: argparse.Namespace) -> _Prepared:
     estimate = args.foreground == "estimate"
     outputs = OutputOptions(args.save, args.combine, threshold, estimate, background)
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return _Prepared(found, cli_boxes, file_boxes, coarse, outputs, pixel_limit, several)
+    return _Prepared(found, cli_boxes, file_boxes, cli_clicks, file_clicks, coarse, outputs, pixel_limit, several)
 
 
 def _load_refiner(args: argparse.Namespace):
@@ -253,8 +280,14 @@ def _plan(args: argparse.Namespace, p: _Prepared, refiner, checkpoint: Path):
     from ..segment_files import check_outputs_are_not_inputs, plan_jobs
 
     is5 = refiner.in_ch == 5
-    jobs = plan_jobs(p.found.items, p.cli_boxes, p.file_boxes, p.outputs, is5, p.batch_mode)
-    given = [("--box/--boxes", p.cli_boxes or p.file_boxes), ("--coarse-mask", p.coarse is not None)]
+    jobs = plan_jobs(
+        p.found.items, p.cli_boxes, p.file_boxes, p.outputs, is5, p.batch_mode, p.cli_clicks, p.file_clicks
+    )
+    given = [
+        ("--box/--boxes", p.cli_boxes or p.file_boxes),
+        ("--points", any(p.cli_clicks)),
+        ("--coarse-mask", p.coarse is not None),
+    ]
     ignored = [name for name, was_given in given if was_given]
     if not is5 and ignored:
         log.warning(

@@ -1,12 +1,17 @@
-"""IS5NetPredictor: box -> SAM coarse mask -> IS5Net refinement, one image embedding per image.
+"""IS5NetPredictor: box (and clicks) -> SAM coarse mask -> IS5Net refinement, one image embedding per image.
 
 The refiner's input and output follow the one input contract, :mod:`is5net.contract`
 (docs/input-contract.md): the predictor only decides *when* each part is computed. The RGB channels are
 resized once per image in :meth:`set_image`, the two prompt channels once per box, on the device.
+
+Clicks (SAM's point prompts) go to stage 1 only, beside their box: they change the coarse mask, and the
+refiner sees that mask and the box exactly as it would without them (docs/predict.md, "Clicks"), so a
+refiner trained on box + mask needs nothing new.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence, Union
 
@@ -34,7 +39,7 @@ from ..errors import IS5NetError
 from ..io import to_rgb_uint8
 from ..runtime import autocast, check_precision, enable_fast_cuda, resolve_device
 from .backends import refiner_runner
-from .boxes import validate_box
+from .boxes import validate_box, validate_clicks
 from .regions import RegionRefiner
 from .stage1 import SamStage, Stage1
 
@@ -49,12 +54,15 @@ class Prediction:
     sam_mask: bool coarse mask (SAM's, or the one given); None for a 3-channel IS-Net.
     sam_score: SAM's predicted IoU of the kept mask; None when the coarse mask was given or no SAM ran.
     box: the box used, ``[x0, y0, x1, y1]`` after clipping (None for IS-Net without a box).
+    points, point_labels: the box's clicks as given to stage 1 (``[[x, y], ...]``, ``[1, 0, ...]``), or None.
     """
 
     mask: np.ndarray
     sam_mask: Optional[np.ndarray]
     sam_score: Optional[float]
     box: Optional[list[float]]
+    points: Optional[list[list[float]]] = None
+    point_labels: Optional[list[int]] = None
 
     def binary(self, threshold: Union[float, str] = 0.5) -> np.ndarray:
         """The mask thresholded at ``threshold`` (in [0, 1]) or at Otsu's threshold (``"otsu"``)."""
@@ -181,67 +189,103 @@ class IS5NetPredictor:
         box: Optional[Sequence[float]] = None,
         coarse_mask: Optional[np.ndarray] = None,
         region: Optional[str] = None,
+        points: Optional[Sequence[Sequence[float]]] = None,
+        point_labels: Optional[Sequence[int]] = None,
     ) -> Prediction:
         """Segment the object in ``box`` (``[x0, y0, x1, y1]``, pixels of the image as displayed).
 
         ``coarse_mask``: an ``HxW`` stage-1 mask (bool, 0/1 or uint8 0/255, original size) to use instead
         of SAM's. A 3-channel IS-Net refiner ignores the box and needs neither.
+        ``points``, ``point_labels``: clicks that refine stage 1's mask, as ``SamPredictor.predict``'s
+        ``point_coords`` (``K x 2``, ``(x, y)`` pixels of the image as displayed, inside it) and
+        ``point_labels`` (``K``: 1 a foreground click, 0 a background one). They prompt stage 1 together with
+        the box (so they need one, and a stage 1: not a given ``coarse_mask``); the refiner then gets the
+        resulting coarse mask and the box. The image is not encoded again.
         ``region``: what the refiner sees (docs/input-contract.md, "Regions"): ``"image"`` (the whole image at
         the model's input size, the paper's), ``"box"`` (the box plus a margin, at the model's input size,
         pasted back; 0 outside) or ``"tiles"`` (that crop at native resolution, in tiles); default: the
         predictor's, which is the checkpoint's.
         """
+        clicked = points is not None or point_labels is not None
+        if box is None and clicked:
+            raise IS5NetError("clicks need a box: the points prompt stage 1 beside [x0, y0, x1, y1], and the refiner "
+                              "is prompted by the box")  # fmt: skip
         if self.in_ch == 3 and box is None:
             return self._predict_many([None], None, region)[0]
         if box is None:
             raise IS5NetError("a box is needed: IS5Net is prompted by [x0, y0, x1, y1]")
         masks = None if coarse_mask is None else [coarse_mask]
-        return self._predict_many([box], masks, region)[0]
+        if not clicked:
+            return self._predict_many([box], masks, region)[0]
+        return self._predict_many([box], masks, region, [points], [point_labels])[0]
 
     def predict_batch(
         self,
         boxes: Sequence[Sequence[float]],
         coarse_masks: Optional[Sequence[np.ndarray]] = None,
         region: Optional[str] = None,
+        points: Optional[Sequence] = None,
+        point_labels: Optional[Sequence] = None,
     ) -> list[Prediction]:
         """Segment N boxes of the current image, batched through SAM's decoder and the refiner.
 
-        Gives the same results as calling :meth:`predict` for each box (up to float rounding).
+        ``points``, ``point_labels``: each box's clicks (see :meth:`predict`), one entry per box: item ``i`` is
+        box ``i``'s ``K_i x 2`` points and ``K_i`` labels, or None (or empty) for a box without clicks; boxes
+        may have different numbers of clicks. Gives the same results as calling :meth:`predict` for each box
+        (up to float rounding).
         """
         boxes = list(boxes)
         if coarse_masks is not None and len(coarse_masks) != len(boxes):
             raise IS5NetError(f"{len(boxes)} boxes but {len(coarse_masks)} coarse masks")
         if not boxes:
             return []
-        return self._predict_many(boxes, coarse_masks, region)
+        return self._predict_many(boxes, coarse_masks, region, points, point_labels)
 
     @torch.inference_mode()
     def _predict_many(
-        self, boxes: list, coarse_masks: Optional[Sequence[np.ndarray]], region: Optional[str] = None
+        self,
+        boxes: list,
+        coarse_masks: Optional[Sequence[np.ndarray]],
+        region: Optional[str] = None,
+        points: Optional[Sequence] = None,
+        point_labels: Optional[Sequence] = None,
     ) -> list[Prediction]:
         region = region or self.region
         _check_region(region, self.margin, self.max_side, self.tile_scale)
         if not self.is_image_set:
             raise IS5NetError("call set_image(image) before predict")
         h, w = self.original_size
+        if self.in_ch == 3 and (points is not None or point_labels is not None):
+            raise IS5NetError("a 3-channel IS-Net runs no stage 1, so it takes no clicks: use an IS5Net checkpoint")
         if self.in_ch == 3:
             # IS-Net baseline: no prompt, so every box gives the same map; compute it once.
             soft = self._refine(self._rgb_input)[0]
             return [Prediction(soft, None, None, None if b is None else validate_box(b, w, h).tolist()) for b in boxes]
 
         checked = [validate_box(b, w, h) for b in boxes]
-        scores: list[Optional[float]]
-        if coarse_masks is not None:
-            coarse = torch.stack([self._coarse_to_tensor(m) for m in coarse_masks])
-            scores = [None] * len(checked)
-        elif self.sam_stage is not None:
-            with autocast(self.device, self.precision):
-                coarse, score_t = self.sam_stage.predict(np.stack(checked))
-            coarse = coarse.to(self.device)  # a stage object may answer on its own device (GrabCut: the CPU)
-            scores = [None] * len(checked) if score_t is None else [float(s) for s in score_t.cpu()]
-        else:
-            raise IS5NetError("no SAM was given: pass coarse_mask (the stage-1 mask) or build the predictor with a SAM")
+        clicks = validate_clicks(points, point_labels, len(checked), w, h)
+        if clicks is not None and coarse_masks is not None:
+            raise IS5NetError("clicks prompt stage 1, and a given coarse mask takes its place: give one or the other")
+        coarse, scores = self._stage1(checked, coarse_masks, clicks)
+        results = self._refined(checked, coarse, scores, region)
+        for pred, c in zip(results, clicks or ()):
+            if c is not None:
+                pred.points, pred.point_labels = c[0].tolist(), c[1].tolist()
+        return results
 
+    def _stage1(self, checked: list[np.ndarray], coarse_masks, clicks) -> tuple[torch.Tensor, list]:
+        """The coarse masks (``N x H x W`` bool on the device) and SAM's scores: given, or stage 1's."""
+        if coarse_masks is not None:
+            return torch.stack([self._coarse_to_tensor(m) for m in coarse_masks]), [None] * len(checked)
+        if self.sam_stage is None:
+            raise IS5NetError("no SAM was given: pass coarse_mask (the stage-1 mask) or build the predictor with a SAM")
+        with autocast(self.device, self.precision):
+            coarse, score_t = stage1_predict(self.sam_stage, np.stack(checked), clicks)
+        coarse = coarse.to(self.device)  # a stage object may answer on its own device (GrabCut: the CPU)
+        return coarse, [None] * len(checked) if score_t is None else [float(s) for s in score_t.cpu()]
+
+    def _refined(self, checked: list[np.ndarray], coarse: torch.Tensor, scores: list, region: str) -> list[Prediction]:
+        """The refiner over the boxes and their coarse masks, in ``region``, batched when it is the image."""
         results: list[Prediction] = []
         if region != "image":
             run = self._regions.box if region == "box" else self._tiles
@@ -311,6 +355,19 @@ class IS5NetPredictor:
     def _refine(self, x: torch.Tensor) -> list[np.ndarray]:
         """Refiner forward -> per-sample soft masks at the original size, min-max normalised, float32."""
         return list(soft_masks(self._logits(x), self.original_size).cpu().numpy().astype(np.float32))
+
+
+def stage1_predict(stage, boxes: np.ndarray, clicks: Optional[list]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``stage.predict`` for ``N x 4`` checked boxes and their checked clicks (:func:`validate_clicks`: None, or
+    per box None or ``(K x 2 points, K labels)``), in the shared stage interface's layout. A stage called
+    without clicks is called as before clicks existed, so a stage of one's own that takes none still runs."""
+    if clicks is None:
+        return stage.predict(boxes)
+    if "points" not in inspect.signature(stage.predict).parameters:
+        raise IS5NetError(f"stage 1 ({type(stage).__name__}) takes no clicks: give the box alone")
+    points = [None if c is None else c[0] for c in clicks]
+    labels = [None if c is None else c[1] for c in clicks]
+    return stage.predict(boxes, points=points, point_labels=labels)
 
 
 def _check_region(region: str, margin: float, max_side: int, tile_scale: float = DEFAULT_TILE_SCALE) -> None:

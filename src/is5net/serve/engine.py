@@ -35,9 +35,9 @@ from torch import nn
 
 from ..contract import binary_mask, check_mask_size
 from ..errors import IS5NetError
-from ..inference.boxes import validate_box
+from ..inference.boxes import validate_box, validate_clicks
 from ..inference.outputs import cutout_rgba, mask_uint8, union_uint8
-from ..inference.predictor import IS5NetPredictor, Prediction, PredictorOptions, build_predictor
+from ..inference.predictor import IS5NetPredictor, Prediction, PredictorOptions, build_predictor, stage1_predict
 from ..io import encode_png, image_file_problem, load_image, load_mask
 from .errors import ApiError
 from .stopping import ServerStopping, Stopping
@@ -77,17 +77,24 @@ class StageOnly:
         self.original_size = rgb.shape[:2]
 
     @torch.inference_mode()
-    def predict_batch(self, boxes, coarse_masks=None, region=None) -> list[Prediction]:
+    def predict_batch(self, boxes, coarse_masks=None, region=None, points=None, point_labels=None) -> list[Prediction]:
         """As :meth:`IS5NetPredictor.predict_batch`; ``region`` is the refiner's, so it is ignored here."""
         h, w = self.original_size
         checked = [validate_box(b, w, h) for b in boxes]
+        clicks = validate_clicks(points, point_labels, len(checked), w, h)
+        if clicks is not None and coarse_masks is not None:
+            raise IS5NetError("clicks prompt stage 1, and a given coarse mask takes its place: give one or the other")
         if coarse_masks is not None:
             masks, scores = [binary_mask(m) for m in coarse_masks], [None] * len(checked)
         else:
-            masks_t, scores_t = self.sam_stage.predict(np.stack(checked))
+            masks_t, scores_t = stage1_predict(self.sam_stage, np.stack(checked), clicks)
             masks = list(masks_t.cpu().numpy().astype(bool))
             scores = [None] * len(checked) if scores_t is None else [float(s) for s in scores_t.cpu()]
-        return [Prediction(m.astype(np.float32), m, s, b.tolist()) for m, s, b in zip(masks, scores, checked)]
+        preds = [Prediction(m.astype(np.float32), m, s, b.tolist()) for m, s, b in zip(masks, scores, checked)]
+        for pred, c in zip(preds, clicks or ()):
+            if c is not None:
+                pred.points, pred.point_labels = c[0].tolist(), c[1].tolist()
+        return preds
 
 
 class Segmenter:
@@ -339,12 +346,17 @@ class Engine:
         coarse: Optional[tuple[Path, str]] = None,
         timings: Optional[dict] = None,
         region: Optional[str] = None,
+        clicks: Optional[list] = None,
     ) -> dict:
         """Masks for ``boxes`` of a cached image, as the ``fmt`` answer (PNG bytes or a JSON-able dict).
 
         ``region``: what the refiner sees (docs/input-contract.md, "Regions"); None: the server's default.
+        ``clicks``: one entry per box, ``(points, point_labels)`` or None (:func:`~is5net.inference.boxes.clicks_of_boxes`);
+        they prompt stage 1 with the box, on the cached embedding (nothing is encoded again).
         """
         timings = dict(timings or {})
+        if clicks is not None and coarse is not None:
+            raise ApiError(422, "clicks prompt stage 1, and coarse_mask takes its place: give one or the other")
         coarse_masks = None
         if coarse is not None:
             path, filename = coarse
@@ -360,8 +372,11 @@ class Engine:
                 raise ApiError(422, str(exc)) from None
             coarse_masks = [m] * len(boxes)
         t0 = time.perf_counter()
+        points, labels = ([None if c is None else c[i] for c in clicks] for i in (0, 1)) if clicks else (None, None)
         try:
-            preds = entry.predictor.predict_batch(boxes, coarse_masks, region=region)
+            preds = entry.predictor.predict_batch(
+                boxes, coarse_masks, region=region, points=points, point_labels=labels
+            )
         except IS5NetError as exc:
             raise ApiError(422, str(exc)) from None
         t1 = time.perf_counter()
@@ -372,6 +387,9 @@ class Engine:
                 {"box": p.box, "score": p.sam_score, "mask": base64.b64encode(encode_png(m)).decode("ascii")}
                 for p, m in zip(preds, masks)
             ]
+            for answer, p in zip(out, preds):
+                if p.points is not None:  # the clicks as stage 1 got them
+                    answer.update(points=p.points, point_labels=p.point_labels)
             timings["png"] = round((time.perf_counter() - t1) * 1000, 2)
             return {"id": entry.id, "width": entry.width, "height": entry.height, "masks": out, "timings_ms": timings}
         union = union_uint8(masks)
@@ -389,9 +407,10 @@ class Engine:
         fmt: str,
         coarse: Optional[tuple[Path, str]],
         region: Optional[str] = None,
+        clicks: Optional[list] = None,
     ) -> dict:
         loaded = self.load(path, digest, filename)
-        result = self.segment(loaded["entry"], boxes, threshold, fmt, coarse, loaded["timings_ms"], region)
+        result = self.segment(loaded["entry"], boxes, threshold, fmt, coarse, loaded["timings_ms"], region, clicks)
         result["cached"] = loaded["cached"]
         return result
 

@@ -6,7 +6,11 @@ FastAPI cannot see these bodies in the routes' signatures, so each route passes 
 from __future__ import annotations
 
 from ..contract import REGIONS
+from ..inference.boxes import MAX_CLICKS
 from .engine import FORMATS
+
+_POINT = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2, "example": [120, 80]}
+_CLICKS = "clicks refine the box's stage-1 mask (SAM's point prompts, docs/predict.md): "
 
 MULTIPART_SEGMENT = {
     "requestBody": {
@@ -26,6 +30,13 @@ MULTIPART_SEGMENT = {
                             "type": "array",
                             "items": {"type": "string", "example": "60,40,230,170"},
                             "description": "x0,y0,x1,y1 in pixels of the image as displayed (EXIF applied); repeatable",
+                        },
+                        "points": {
+                            "type": "array",
+                            "items": {"type": "string", "example": "120,80 200,90:0"},
+                            "description": _CLICKS + "'x,y' a foreground click, 'x,y:0' a background one, "
+                            "separated by spaces; one field per box, in the order of the 'box' fields (empty for a "
+                            f"box without clicks); at most {MAX_CLICKS} per box; not with coarse_mask",
                         },
                         "coarse_mask": {
                             "type": "string",
@@ -77,6 +88,23 @@ JSON_SEGMENT = {
                         "boxes": {
                             "type": "array",
                             "items": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                        },
+                        "points": {
+                            "type": "array",
+                            "items": {"type": "array", "items": _POINT, "nullable": True, "maxItems": MAX_CLICKS},
+                            "description": _CLICKS + "one entry per box, [[x, y], ...] in pixels of the image "
+                            "(null or [] for a box without clicks); with one box, [[x, y], ...] alone also does",
+                            "example": [[[120, 80], [200, 90]]],
+                        },
+                        "point_labels": {
+                            "type": "array",
+                            "items": {
+                                "type": "array",
+                                "items": {"type": "integer", "enum": [0, 1]},
+                                "nullable": True,
+                            },
+                            "description": "each click's label, laid out as 'points': 1 foreground, 0 background",
+                            "example": [[1, 0]],
                         },
                         "threshold": {
                             "oneOf": [{"type": "number"}, {"type": "string", "enum": ["otsu"]}],

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from .. import __version__
 from ..contract import REGIONS
 from ..errors import BoxError, IS5NetError
-from ..inference.boxes import boxes_from_json, parse_box
+from ..inference.boxes import MAX_CLICKS, boxes_from_json, clicks_of_boxes, parse_box, parse_points
 from ..inference.outputs import parse_threshold
 from .engine import FORMATS, MAX_BOXES, Engine
 from .errors import ApiError
@@ -29,6 +29,7 @@ from .openapi import JSON_SEGMENT, MULTIPART_IMAGE, MULTIPART_SEGMENT
 from .upload import Form, Uploads, read_form, read_json
 
 STATIC = Path(__file__).resolve().parent / "static"
+JSON_KEYS = ("boxes", "points", "point_labels", "threshold", "format", "region")
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 # The page's own policy: its scripts, styles and images come from this server only (no CDN, works offline).
 PAGE_CSP = (
@@ -134,10 +135,11 @@ async def segment_cached(image_id: str, request: Request, engine: EngineDep, upl
     body = await read_json(request, uploads)
     if not isinstance(body, dict):
         raise ApiError(422, 'expected a JSON object {"boxes": [[x0, y0, x1, y1], ...], ...}')
-    unknown = sorted(set(body) - {"boxes", "threshold", "format", "region"})
+    unknown = sorted(set(body) - set(JSON_KEYS))
     if unknown:
-        raise ApiError(422, f"unknown key {unknown[0]!r}; expected boxes, threshold, format, region")
+        raise ApiError(422, f"unknown key {unknown[0]!r}; expected {', '.join(JSON_KEYS)}")
     boxes = _boxes_from_json(body.get("boxes"))
+    clicks = _json_clicks(body.get("points"), body.get("point_labels"), len(boxes))
     threshold, fmt = _threshold(body.get("threshold")), _format(body.get("format"))
     region = _region(body.get("region"))
     entry = engine.cache.get(image_id) if IMAGE_ID.match(image_id) else None
@@ -147,7 +149,7 @@ async def segment_cached(image_id: str, request: Request, engine: EngineDep, upl
             f"no image {image_id[:16]}... in the cache (evicted, or never uploaded): upload it "
             "again with POST /api/images",
         )
-    result = await engine.run(engine.segment, entry, boxes, threshold, fmt, None, None, region)
+    result = await engine.run(engine.segment, entry, boxes, threshold, fmt, None, None, region, clicks)
     result["cached"] = True
     return _answer(result, fmt, started, entry.id)
 
@@ -159,11 +161,12 @@ async def segment(request: Request, engine: EngineDep, uploads: UploadsDep):
         request,
         uploads,
         frozenset({"image", "coarse_mask"}),
-        frozenset({"box", "threshold", "format", "region"}),
+        frozenset({"box", "points", "threshold", "format", "region"}),
     )
     try:
         upload = form.file("image")
         boxes = _form_boxes(form)
+        clicks = _form_clicks(form, len(boxes))
         threshold, fmt = _threshold(form.text("threshold")), _format(form.text("format"))
         region = _region(form.text("region"))
         coarse = form.file("coarse_mask", required=False)
@@ -177,6 +180,7 @@ async def segment(request: Request, engine: EngineDep, uploads: UploadsDep):
             fmt,
             None if coarse is None else (coarse.path, coarse.filename),
             region,
+            clicks,
         )
     finally:
         form.close()
@@ -203,6 +207,37 @@ def _form_boxes(form: Form) -> list:
     try:
         return [parse_box(t) for t in texts]
     except IS5NetError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def _form_clicks(form: Form, n_boxes: int) -> Optional[list]:
+    """The ``points`` fields: one per box, in the boxes' order ("x,y x,y:0 ...", empty for a box without clicks)."""
+    texts = form.fields.get("points", [])
+    if not texts:
+        return None
+    if len(texts) != n_boxes:
+        raise ApiError(
+            422,
+            f"{len(texts)} 'points' fields for {n_boxes} boxes: give one per box, in the order of the 'box' "
+            "fields (an empty one for a box without clicks)",
+        )
+    clicks = []
+    for k, text in enumerate(texts):
+        where = "points" if n_boxes == 1 else f"points of box {k}"
+        try:
+            points, labels = parse_points([text], where)
+        except IS5NetError as exc:
+            raise ApiError(422, str(exc)) from None
+        if len(points) > MAX_CLICKS:
+            raise ApiError(422, f"{where}: {len(points)} clicks; at most {MAX_CLICKS} per box")
+        clicks.append((points, labels) if points else None)
+    return clicks if any(c is not None for c in clicks) else None
+
+
+def _json_clicks(points: Any, labels: Any, n_boxes: int) -> Optional[list]:
+    try:
+        return clicks_of_boxes(points, labels, n_boxes)
+    except BoxError as exc:
         raise ApiError(422, str(exc)) from None
 
 
