@@ -9,14 +9,26 @@ Sample defaults of the reference training recipe: each 8-connected GT component 
 jittered box moves by up to ``JITTER_FRACTION`` of the box's side.
 """
 
-# Stage 1 (is5net.inference.stage1): SAM's registry types (tiny: the random test SAM), the mask kept, the methods.
+# Stage 1 (is5net.inference.stage1, docs/stage1.md): each family's types (SAM's tiny: the random test SAM),
+# the mask kept, the methods. A name is FAMILY or FAMILY:TYPE; coarse masks from files are the other way
+# (--coarse-mask, --coarse-dir).
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+HQ_SAM_TYPES = ("vit_tiny", "vit_b", "vit_l", "vit_h")
+SAM2_TYPES = ("tiny", "small", "base_plus", "large")
+STAGE1_FAMILIES = {"sam": SAM_TYPES, "hq-sam": HQ_SAM_TYPES, "sam2": SAM2_TYPES}
 MASK_CHOICES = ("first", "best")
-STAGE1_METHODS = ("sam", "grabcut")  # coarse masks from files are the third way (--coarse-mask, --coarse-dir)
+STAGE1_METHODS = (*STAGE1_FAMILIES, "grabcut")
+STAGE1_NAMES = tuple(
+    name for family, types in STAGE1_FAMILIES.items() for name in (family, *(f"{family}:{t}" for t in types))
+) + ("grabcut",)
 
 # The refiner's runtimes (is5net.inference.backends); `auto` picks among them.
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)
+# The refiner's precisions (is5net.runtime; int8: is5net.inference.quantize, docs/deployment.md "Precision") and
+# how many calibration images int8 uses by default (is5net.inference.quantize.DEFAULT_COUNT says why).
+PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+CALIBRATION_COUNT = 64
 
 # Regions (is5net.contract, docs/input-contract.md "Regions").
 REGIONS = ("image", "box", "tiles")

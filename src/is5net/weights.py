@@ -13,6 +13,10 @@ What each file is checked against, and where that comes from (never a guess; unk
   values many independent users report for those URLs (they agree with one another and with the name).
 - IS-Net (``isnet.pth``, ``isnet-general-use.pth``) and DIS-SAM: published on Google Drive (and Baidu Pan)
   with no size or checksum; they are found by name and checked to be readable state dicts, no more.
+- HQ-SAM (``sam_hq_vit_{tiny,b,l,h}.pth``, on the authors' Hugging Face repository) and SAM 2.1
+  (``sam2.1_hiera_{tiny,small,base_plus,large}.pt``, on Meta's server): their publishers state no size or
+  checksum beside the links, so a file is checked to load as a state dict of that family and type
+  (:func:`stage1_kind`: the keys and shapes say which), no more (docs/stage1.md).
 """
 
 from __future__ import annotations
@@ -27,13 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import IS5NetError
+from .errors import CheckpointError, IS5NetError
 from .io import open_append
 
 SAM_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 DIS_PAGE = "https://github.com/xuebinqin/DIS"
 DIS_SAM_PAGE = "https://github.com/Tennine2077/DIS-SAM"
+HQ_SAM_PAGE = "https://github.com/SysCV/sam-hq#model-checkpoints"
+HQ_SAM_BASE = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+SAM2_PAGE = "https://github.com/facebookresearch/sam2#model-description"
+SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class WeightFile:
     sha256: Optional[str] = None
     md5_prefix: Optional[str] = None  # the publisher's: the hex digits in the file name
     drive: Optional[str] = None  # the Google Drive link of a page-only file
+    stage1: Optional[str] = None  # a stage-1 model's FAMILY:TYPE, checked by verify when no checksum is published
 
     @property
     def checks(self) -> str:
@@ -58,7 +67,30 @@ class WeightFile:
             f"sha256 {self.sha256[:12]}..." if self.sha256 else None,
             f"md5 {self.md5_prefix}... (in the name)" if self.md5_prefix else None,
         ]
+        if not any(parts) and self.stage1:
+            return f"none published (loads as {self.stage1} weights)"
         return ", ".join(p for p in parts if p) or "none published (readable state dict only)"
+
+
+def _hq_sam(kind: str, what: str) -> WeightFile:
+    filename = f"sam_hq_vit_{kind}.pth"
+    return WeightFile(
+        f"sam_hq_vit_{kind}",
+        filename,
+        (filename,),
+        what,
+        HQ_SAM_PAGE,
+        HQ_SAM_BASE + filename,
+        stage1=f"hq-sam:vit_{kind}",
+    )
+
+
+def _sam2(kind: str) -> WeightFile:
+    filename = f"sam2.1_hiera_{kind}.pt"
+    what = f"SAM 2.1 Hiera-{kind.replace('_plus', '+').replace('_', ' ').title()}"
+    return WeightFile(
+        f"sam2.1_hiera_{kind}", filename, (filename,), what, SAM2_PAGE, SAM2_BASE + filename, stage1=f"sam2:{kind}"
+    )
 
 
 OFFICIAL: dict[str, WeightFile] = {
@@ -121,6 +153,11 @@ OFFICIAL: dict[str, WeightFile] = {
             DIS_SAM_PAGE,
             drive="https://drive.google.com/drive/folders/1fE_DCGKU3WA-HmZnqRzaazHe44Lx9RP2",
         ),
+        _hq_sam("tiny", "Light HQ-SAM (TinyViT)"),
+        _hq_sam("b", "HQ-SAM ViT-B"),
+        _hq_sam("l", "HQ-SAM ViT-L"),
+        _hq_sam("h", "HQ-SAM ViT-H"),
+        *(_sam2(kind) for kind in ("tiny", "small", "base_plus", "large")),
     )
 }
 
@@ -136,6 +173,9 @@ _ALIASES = {
     "vit-b": "vit_b",
     "vit-l": "vit_l",
     "vit-h": "vit_h",
+    # a stage-1 name finds that model's official file: --stage1-checkpoint hq-sam:vit_b, sam2:tiny
+    **{f.stage1: n for n, f in OFFICIAL.items() if f.stage1},
+    **{f"sam:{t}": t for t in ("vit_b", "vit_l", "vit_h")},
 }
 CHUNK = 1 << 20
 
@@ -228,9 +268,56 @@ def verify_file(
         from .checkpoint import read_state_dict  # torch: only for files without a published checksum
 
         sd, _ = read_state_dict(path)
+        kind = stage1_kind(sd, path) if entry.stage1 else None
     except IS5NetError as exc:
         return Verdict(False, str(exc))
+    if entry.stage1:
+        found = ":".join(kind) if kind else "no stage-1 model"
+        if found != entry.stage1:
+            return Verdict(False, f"holds {found} weights, expected {entry.stage1}: another file")
+        return Verdict(True, f"{size} bytes, loads as {entry.stage1} weights (no published checksum)")
     return Verdict(True, f"{size} bytes, a readable state dict of {len(sd)} tensors (no published checksum)")
+
+
+# ------------------------------------------------------------------------ what a stage-1 file holds
+# Image-encoder width -> type. SAM's tiny (width 32) is the random test SAM (is5net.inference.stage1.sam).
+_SAM_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h", 32: "tiny"}
+_HQ_SAM_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+# SAM 2's Hiera trunk: (patch-embedding width, number of blocks) -> type (SAM 2 and 2.1 alike).
+_SAM2_TRUNKS = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (144, 48): "large"}
+
+
+def stage1_kind(state_dict: dict, path: os.PathLike | str = "<state dict>") -> Optional[tuple[str, str]]:
+    """``(family, type)`` of a stage-1 checkpoint read off its keys and shapes, or None for none of them.
+
+    SAM 2 has an ``image_encoder.trunk`` (Hiera) and a ``sam_mask_decoder``; HQ-SAM has SAM's keys plus the
+    HQ token ``mask_decoder.hf_token.weight`` (its ``vit_tiny`` a TinyViT patch embedding
+    ``image_encoder.patch_embed.seq.0.c.weight``); SAM has ``mask_decoder.iou_token.weight`` without it.
+    The width (and for SAM 2 the depth) of the image encoder gives the type. A family's keys with a shape
+    of no known type raise :class:`CheckpointError` naming ``path``.
+    """
+    if any(k.startswith("image_encoder.trunk.") for k in state_dict) and any(
+        k.startswith("sam_mask_decoder.") for k in state_dict
+    ):
+        w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
+        width = int(w.shape[0]) if w is not None else 0
+        depth = len({k.split(".")[3] for k in state_dict if k.startswith("image_encoder.trunk.blocks.")})
+        return "sam2", _typed(_SAM2_TRUNKS.get((width, depth)), path, f"SAM 2 trunk of width {width}, {depth} blocks")
+    embed = state_dict.get("image_encoder.patch_embed.proj.weight")
+    width = int(embed.shape[0]) if embed is not None else 0
+    if "mask_decoder.hf_token.weight" in state_dict:
+        if "image_encoder.patch_embed.seq.0.c.weight" in state_dict:
+            return "hq-sam", "vit_tiny"
+        return "hq-sam", _typed(_HQ_SAM_WIDTHS.get(width), path, f"HQ-SAM image encoder of width {width}")
+    if "mask_decoder.iou_token.weight" in state_dict and embed is not None:
+        return "sam", _typed(_SAM_WIDTHS.get(width), path, f"SAM image encoder of width {width}")
+    return None
+
+
+def _typed(found: Optional[str], path, what: str) -> str:
+    if found is None:
+        raise CheckpointError(f"{path}: a {what} matches no known type")
+    return found
 
 
 # ----------------------------------------------------------------------------------------- download

@@ -15,7 +15,8 @@ from ...checkpoint import read_state_dict
 from ...defaults import STAGE1_METHODS
 from ...errors import IS5NetError
 from .grabcut import GrabCutStage
-from .sam import TINY_SAM_SEED, SamStage, infer_sam_type, load_sam, require_sam_checkpoint, seeded_tiny_sam
+from .registry import FAMILIES, identify, load_model, parse_name, require_package
+from .sam import TINY_SAM_SEED, require_sam_checkpoint, seeded_tiny_sam
 
 log = logging.getLogger("is5net")
 
@@ -26,8 +27,10 @@ _METAVAR = {"--coarse-mask": "FILE|DIR", "--coarse-dir": "DIR"}
 class Stage1:
     """A checked stage-1 choice; nothing is loaded until :meth:`build`.
 
-    ``method``: ``"sam"`` (``checkpoint`` a file, or None for the seeded random tiny test SAM), ``"grabcut"``
-    (no weights), or ``"given"`` (the user's coarse masks at ``masks``, a file or a folder: no stage runs).
+    ``method``: a model family (``"sam"``, ``"hq-sam"``, ``"sam2"``: ``checkpoint`` a file, or None for the
+    seeded random tiny test SAM), ``"grabcut"`` (no weights), or ``"given"`` (the user's coarse masks at
+    ``masks``, a file or a folder: no stage runs). ``sam_type``: the family's type (None: read off the
+    checkpoint when loaded).
     """
 
     method: str
@@ -35,23 +38,42 @@ class Stage1:
     checkpoint: Optional[Path] = None
     masks: Optional[Path] = None
 
-    def load_sam(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The frozen SAM of a ``sam`` choice (the seeded tiny one when no checkpoint was given)."""
+    @property
+    def family(self) -> Optional[str]:
+        """The model family, or None for GrabCut and given masks."""
+        return self.method if self.method in FAMILIES else None
+
+    @property
+    def name(self) -> str:
+        """The stage-1 name (``hq-sam:vit_tiny``; the family alone while the type is unread)."""
+        return f"{self.method}:{self.sam_type}" if self.family and self.sam_type else self.method
+
+    def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The frozen model of a family choice (the seeded tiny SAM when no checkpoint was given)."""
+        if self.family is None:
+            raise IS5NetError(f"stage 1 {self.method!r} has no model to load")
         if self.checkpoint is None:
             return seeded_tiny_sam().to(device)
-        return load_sam(self.sam_type, self.checkpoint, device=device)
+        return load_model(self.method, self.sam_type, self.checkpoint, device=device)
 
-    def build(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil"):
-        """The stage the predictor runs (None for ``given``: the caller passes the masks)."""
-        return self.factory(device, mask_choice, resize)()
+    load_sam = load_model  # its name from when SAM was the only family
 
-    def factory(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil"):
-        """A function making fresh stages that share one loaded model (a server holds one per cached image)."""
+    def build(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil", **kw):
+        """The stage the predictor runs (None for ``given``: the caller passes the masks). ``kw``: for the
+        family's stage class (e.g. ``hq_token_only``)."""
+        return self.factory(device, mask_choice, resize, **kw)()
+
+    def factory(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil", **kw):
+        """A function making fresh stages that share one loaded model (a server holds one per cached image).
+
+        ``kw`` goes to the family's stage class, the one place a stage option enters (GrabCut has no model
+        and takes none of them).
+        """
         if self.method == "grabcut":
             return partial(GrabCutStage, device=device)
         if self.method == "given":
             return lambda: None
-        return partial(SamStage, self.load_sam(device), mask_choice, resize)
+        return partial(FAMILIES[self.method].stage_class(), self.load_model(device), mask_choice, resize, **kw)
 
     def describe(self) -> str:
         if self.method == "grabcut":
@@ -70,56 +92,86 @@ def choose_stage1(
     check_type: bool = False,
     offered: Sequence[str] = STAGE1_METHODS,
 ) -> Stage1:
-    """The stage-1 decision every command makes the same way: SAM, GrabCut, or coarse masks from files.
+    """The stage-1 decision every command makes the same way: a model family, GrabCut, or masks from files.
 
+    ``method``: a stage-1 name, ``FAMILY`` or ``FAMILY:TYPE`` (``--stage1``), or ``grabcut``.
+    ``sam_checkpoint``: ``--stage1-checkpoint`` (alias ``--sam-checkpoint``), a path or a name under
+    IS5NET_HOME. ``sam_type``: ``--sam-type`` (the type, as ``FAMILY:TYPE`` gives it; the two must agree).
     ``coarse``: what the user gave for ``coarse_option`` (``--coarse-mask``/``--coarse-dir``; None when the
     command has no such option or it was not given). ``offered``: the methods the command offers.
-    ``check_type`` reads the checkpoint's SAM type now, so a
-    ``--sam-type`` that does not fit fails before any work.
+    ``check_type`` reads the checkpoint now, so a family or type that does not fit fails before any work.
+    A missing package is one line naming the extra, before anything is read.
     """
-    if method not in offered:
-        raise IS5NetError(f"--stage1 {method!r}: choose one of {', '.join(offered)}")
-    if method == "grabcut":
+    family, named_type = parse_name(method, offered)
+    if family == "grabcut":
         if sam_checkpoint is not None or coarse is not None:
-            given = "--sam-checkpoint" + (f" and {coarse_option}" if coarse_option else "")
+            given = "--stage1-checkpoint" + (f" and {coarse_option}" if coarse_option else "")
             raise IS5NetError(f"--stage1 grabcut makes the coarse mask itself: give it without {given}")
         return Stage1("grabcut")
     if coarse is not None:
         if sam_checkpoint is not None:
-            raise IS5NetError(f"give either --sam-checkpoint (run SAM) or {coarse_option} (masks from files), not both")
-        if sam_type is not None:
-            log.warning("--sam-type is not used with %s", coarse_option)
+            raise IS5NetError(
+                f"give either --stage1-checkpoint (run stage 1) or {coarse_option} (masks from files), not both"
+            )
+        if sam_type is not None or named_type is not None:
+            log.warning("the stage-1 type is not used with %s", coarse_option)
         return Stage1("given", masks=Path(coarse))
+    stage_type = _one_type(family, named_type, sam_type)
+    require_package(family, _name(family, stage_type))
+    require_sam_checkpoint(sam_checkpoint, stage_type, _ways(coarse_option, offered), _name(family, stage_type))
+    if sam_checkpoint is None:
+        return Stage1("sam", "tiny")
+    path = _resolve(sam_checkpoint)
+    if check_type:
+        stage_type = _checked_type(family, path, stage_type)
+    return Stage1(family, stage_type, path)
+
+
+def _name(family: str, stage_type: Optional[str]) -> str:
+    return f"{family}:{stage_type}" if stage_type else family
+
+
+def _one_type(family: str, named_type: Optional[str], sam_type: Optional[str]) -> Optional[str]:
+    """The type ``--stage1 FAMILY:TYPE`` and ``--sam-type`` give together (one line if they disagree)."""
+    if sam_type is None:
+        return named_type
+    if named_type is not None and named_type != sam_type:
+        raise IS5NetError(f"--stage1 {family}:{named_type} and --sam-type {sam_type} disagree: give one of them")
+    if sam_type not in FAMILIES[family].types:
+        raise IS5NetError(
+            f"--sam-type {sam_type!r} is no {FAMILIES[family].title} type: choose one of "
+            f"{', '.join(FAMILIES[family].types)} (or --stage1 FAMILY:TYPE)"
+        )
+    return sam_type
+
+
+def _ways(coarse_option: Optional[str], offered: Sequence[str]) -> str:
+    """The other ways to a coarse mask a command offers, for the message when weights are missing."""
     ways = (
         [f"{coarse_option} {_METAVAR.get(coarse_option, 'PATH')} for coarse masks from files"] if coarse_option else []
     )
     if "grabcut" in offered:
         ways.append("--stage1 grabcut, which needs none")
-    require_sam_checkpoint(sam_checkpoint, sam_type, " or ".join(ways))
-    if sam_checkpoint is None:
-        return Stage1("sam", "tiny")
-    return Stage1("sam", _checked_sam_type(sam_checkpoint, sam_type, check_type), _resolve(sam_checkpoint))
+    return " or ".join(ways)
 
 
 def _resolve(sam_checkpoint) -> Path:
-    from ..weights import resolve_weights
+    from ...weights import resolve_weights
 
     return resolve_weights(sam_checkpoint)
 
 
-def _checked_sam_type(sam_checkpoint, sam_type: Optional[str], check_type: bool) -> Optional[str]:
-    if not check_type:
-        return sam_type
-    path = _resolve(sam_checkpoint)
-    found = infer_sam_type(read_state_dict(path)[0], path)
-    if sam_type is not None and sam_type != found:
-        raise IS5NetError(f"{path}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given")
+def _checked_type(family: str, path: Path, stage_type: Optional[str]) -> str:
+    _, found = identify(read_state_dict(path)[0], path, family)
+    if stage_type is not None and stage_type != found:
+        title = FAMILIES[family].title
+        raise IS5NetError(f"{path}: this is a {title} {found} checkpoint, but --stage1 {family}:{stage_type} was given")
     return found
 
 
 def build_stage1(method: str = "sam", sam_checkpoint=None, sam_type: Optional[str] = None, device="cpu", **kw):
     """:func:`choose_stage1` then :meth:`Stage1.build`: the stage for ``method`` (no coarse masks from files).
 
-    ``kw``: ``mask_choice`` and ``resize`` for SAM.
+    ``kw``: ``mask_choice`` and ``resize`` (and the family's stage options) for :meth:`Stage1.build`.
     """
     return choose_stage1(method, sam_checkpoint, sam_type, coarse_option=None).build(device, **kw)

@@ -50,18 +50,27 @@ class GrabCutStage:
         """Keep ``rgb`` (HxWx3 uint8, as displayed): GrabCut has no per-image embedding to compute."""
         self._rgb = np.ascontiguousarray(rgb)
 
-    def predict(self, boxes: np.ndarray) -> tuple[torch.Tensor, None]:
+    def predict(self, boxes: np.ndarray, points=None, point_labels=None) -> tuple[torch.Tensor, None]:
         """Masks for ``boxes`` (``N x 4`` XYXY, original pixels, already validated) of the current image.
 
+        ``points``/``point_labels``: each box's clicks (the layout of :meth:`SamStage.predict`): sure
+        foreground (1) and sure background (0) seeds, discs of :func:`click_radius` pixels.
         Returns ``(masks, None)``: ``masks`` ``N x H x W`` bool on :attr:`device`.
         """
+        from .prompts import clicks_of
+
         if self._rgb is None:
             raise IS5NetError("call set_image(image) before predict")
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        masks = np.stack([self._one(b) for b in boxes]) if len(boxes) else np.zeros((0, *self._rgb.shape[:2]), bool)
+        for what, value in (("points", points), ("point_labels", point_labels)):
+            if value is not None and len(value) != len(boxes):
+                raise IS5NetError(f"{what}: one entry per box expected ({len(boxes)}), got {len(value)}")
+        if not len(boxes):
+            return torch.zeros((0, *self._rgb.shape[:2]), dtype=torch.bool, device=self.device), None
+        masks = np.stack([self._one(b, *clicks_of(points, point_labels, i)) for i, b in enumerate(boxes)])
         return torch.from_numpy(masks).to(self.device), None
 
-    def _one(self, box: np.ndarray) -> np.ndarray:
+    def _one(self, box: np.ndarray, coords: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None):
         import cv2
 
         h, w = self._rgb.shape[:2]
@@ -90,27 +99,57 @@ class GrabCutStage:
         if sw < 3 or sh < 3:
             out[y0:y1, x0:x1] = True  # too small to model: the box is the best coarse mask there is
             return out
-        label = np.zeros((sh, sw), np.uint8)
-        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        cv2.setRNGSeed(self.seed)
-        try:
-            cv2.grabCut(
-                cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
-                label,
-                (rx0, ry0, rx1 - rx0, ry1 - ry0),
-                bgd,
-                fgd,
-                self.iterations,
-                cv2.GC_INIT_WITH_RECT,
-            )
-        except cv2.error as exc:  # e.g. a flat crop whose colour models cannot be fitted
-            log.debug("GrabCut failed on box %s (%s); using the box as the coarse mask", format_box(box), exc)
+        seeds = None
+        if coords is not None:  # clicks in the scaled crop's pixels, radius at least one pixel there
+            radius = max(1, round(click_radius(box) * scale))
+            seeds = [((cx - cx0) * scale, (cy - cy0) * scale, lab, radius) for (cx, cy), lab in zip(coords, labels)]
+        fg = self._grabcut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), (rx0, ry0, rx1 - rx0, ry1 - ry0), seeds, box)
+        if fg is None:
             out[y0:y1, x0:x1] = True
             return out
-        fg = ((label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)).astype(np.uint8) * 255
         if scale != 1.0:
             fg = cv2.resize(fg, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LINEAR)
         out[cy0:cy1, cx0:cx1] = fg > 127
         out[:, :x0] = out[:, x1:] = False  # GrabCut's background outside the box, exact at full resolution
         out[:y0] = out[y1:] = False
         return out
+
+    def _grabcut(self, bgr: np.ndarray, rect: tuple, seeds, box) -> Optional[np.ndarray]:
+        """GrabCut's foreground (uint8 0/255) in ``bgr``: the box's rectangle, then the clicks' seeds.
+
+        Clicks are painted into GrabCut's label map after the rectangle pass (sure foreground or sure
+        background discs) and GrabCut runs again from that map (``GC_INIT_WITH_MASK``), so the colour
+        models learn from them: a background click inside the mask removes the region like it, a
+        foreground click outside adds one. None if GrabCut cannot model the crop at all.
+        """
+        import cv2
+
+        label = np.zeros(bgr.shape[:2], np.uint8)
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(self.seed)
+        try:
+            cv2.grabCut(bgr, label, rect, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
+        except cv2.error as exc:  # e.g. a flat crop whose colour models cannot be fitted
+            log.debug("GrabCut failed on box %s (%s); using the box as the coarse mask", format_box(box), exc)
+            return None
+        if seeds:
+            for x, y, lab, radius in seeds:
+                sure = cv2.GC_FGD if lab == 1 else cv2.GC_BGD
+                cv2.circle(label, (int(round(x)), int(round(y))), int(radius), int(sure), thickness=-1)
+            try:
+                cv2.grabCut(bgr, label, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
+            except cv2.error as exc:  # e.g. no foreground left to model: the seeds alone decide
+                log.debug("GrabCut with clicks failed on box %s (%s)", format_box(box), exc)
+        return ((label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)).astype(np.uint8) * 255
+
+
+# A click's seed: a disc of this fraction of the box's longer side, at least CLICK_MIN_RADIUS pixels
+# (docs/stage1.md, "GrabCut seeds"): big enough to hold a few colour samples, small beside the object.
+CLICK_RADIUS_FRACTION = 0.02
+CLICK_MIN_RADIUS = 3
+
+
+def click_radius(box) -> int:
+    """The radius in original pixels of a click's seed disc for ``box`` (XYXY)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return max(CLICK_MIN_RADIUS, round(CLICK_RADIUS_FRACTION * max(x1 - x0, y1 - y0)))

@@ -17,14 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import read_state_dict
 from ...defaults import MASK_CHOICES, SAM_TYPES
-from ...errors import CheckpointError, IS5NetError
+from ...errors import IS5NetError
 
 log = logging.getLogger("is5net")
-
-# image-encoder embedding width -> registry name; the tiny test architecture is width 32.
-_SAM_TYPE_BY_EMBED_DIM = {768: "vit_b", 1024: "vit_l", 1280: "vit_h", 32: "tiny"}
 
 
 # ----------------------------------------------------------------------------------------------- SAM
@@ -78,17 +74,16 @@ def build_sam(sam_type: str) -> nn.Module:
     return sam_model_registry[sam_type](checkpoint=None)
 
 
+def build_sam_for(sam_type: str, state_dict: Optional[dict] = None) -> nn.Module:
+    """The registry's builder (:mod:`.registry`): :func:`build_sam` (SAM has one version per type)."""
+    return build_sam(sam_type)
+
+
 def infer_sam_type(state_dict: dict[str, torch.Tensor], path: str | os.PathLike = "<state dict>") -> str:
-    """Read the SAM type off a checkpoint's shapes (the image encoder's embedding width)."""
-    w = state_dict.get("image_encoder.patch_embed.proj.weight")
-    if w is None or "mask_decoder.iou_token.weight" not in state_dict:
-        raise CheckpointError(f"{path}: expected a SAM checkpoint (sam_vit_*.pth), but it holds no SAM weights")
-    sam_type = _SAM_TYPE_BY_EMBED_DIM.get(int(w.shape[0]))
-    if sam_type is None:
-        raise CheckpointError(
-            f"{path}: a SAM image encoder of width {w.shape[0]} matches none of {', '.join(SAM_TYPES)}"
-        )
-    return sam_type
+    """Read the SAM type off a checkpoint's shapes; one line if it holds no SAM (HQ-SAM and SAM 2 named)."""
+    from .registry import identify
+
+    return identify(state_dict, path, "sam")[1]
 
 
 def load_sam(
@@ -102,23 +97,12 @@ def load_sam(
     ``checkpoint``: ``sam_vit_*.pth`` (or a safetensors copy); None is allowed only for ``tiny`` (random).
     """
     require_sam_checkpoint(checkpoint, sam_type)
-    if checkpoint is None:
-        sam = build_sam_tiny()
-    else:
-        sd, _ = read_state_dict(checkpoint)
-        found = infer_sam_type(sd, checkpoint)
-        if sam_type is not None and sam_type != found:
-            raise CheckpointError(
-                f"{checkpoint}: this is a {found} SAM checkpoint, but --sam-type {sam_type} was given"
-            )
-        sam = build_sam(found)
-        try:
-            sam.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{checkpoint}: weights do not fit SAM {found}: {str(exc).splitlines()[0]}") from None
-        sam.sam_type = found
-    if not hasattr(sam, "sam_type"):
-        sam.sam_type = sam_type
+    if checkpoint is not None:
+        from .registry import load_model
+
+        return load_model("sam", sam_type, checkpoint, device)
+    sam = build_sam_tiny()
+    sam.sam_type, sam.stage1_family = "tiny", "sam"
     sam.eval().requires_grad_(False)
     return sam.to(device)
 
@@ -134,23 +118,30 @@ def seeded_tiny_sam() -> nn.Module:
 
 
 class SamStage:
-    """Stage 1: one image embedding per image, then N boxes through SAM's decoder in one batched call.
+    """Stage 1: one image embedding per image, then N boxes (and their clicks) through SAM's decoder.
 
     ``resize``: ``"pil"`` (default) resizes the image on the CPU exactly as ``SamPredictor.set_image`` does,
     so the masks are the reference pipeline's; ``"torch"`` resizes on the device (``apply_image_torch``:
     antialiased bilinear; several times faster for large photos on a GPU, but other pixels, hence masks that
     can differ from the reference's).
+
+    :attr:`model` is the torch model (``model.image_encoder`` is what :meth:`set_image` runs); :attr:`sam`
+    is the same object, under its older name. Prompts are transformed as ``SamPredictor.predict`` does
+    (NumPy, float64), so each box's mask is the package predictor's for that box and its clicks.
     """
 
+    predictor_class = ("sam", "segment_anything", "SamPredictor")  # family, module, class
+
     def __init__(self, sam: nn.Module, mask_choice: str = "first", resize: str = "pil"):
-        from segment_anything import SamPredictor
+        from .registry import import_package
 
         if mask_choice not in MASK_CHOICES:
             raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
         if resize not in ("pil", "torch"):
             raise IS5NetError(f"resize {resize!r}: choose pil or torch")
-        self.sam = sam
-        self.predictor = SamPredictor(sam)
+        family, module, name = self.predictor_class
+        self.sam = self.model = sam
+        self.predictor = getattr(import_package(family, module), name)(sam)
         self.mask_choice = mask_choice
         self.resize = resize
 
@@ -176,34 +167,74 @@ class SamStage:
         self.predictor.set_torch_image(transformed, rgb.shape[:2])
 
     @torch.inference_mode()
-    def predict(self, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks for ``boxes`` (``N x 4`` XYXY, original pixels) of the current image.
+    def predict(self, boxes: np.ndarray, points=None, point_labels=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks for ``boxes`` (``N x 4`` XYXY, original pixels) of the current image, and their clicks.
 
+        ``points``: None, or a length-N sequence whose item i is None or a ``K_i x 2`` array of (x, y)
+        original pixels for box i; ``point_labels``: the same layout, 1 = foreground, 0 = background.
         Returns ``(masks, scores)``: ``masks`` ``N x H x W`` bool on the SAM device (original size),
         ``scores`` ``N`` float32 (SAM's predicted IoU of the kept mask).
         """
-        boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device).reshape(-1, 4)
-        transformed = self.predictor.transform.apply_boxes_torch(boxes_t, self.predictor.original_size)
-        masks, iou, _ = self.predictor.predict_torch(
-            point_coords=None, point_labels=None, boxes=transformed, multimask_output=True
-        )
-        if self.mask_choice == "best":
-            idx = iou.argmax(dim=1)
-        else:
-            idx = torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
-        rows = torch.arange(iou.shape[0], device=iou.device)
-        return masks[rows, idx], iou[rows, idx].float()
+        if not self.predictor.is_image_set:
+            raise IS5NetError("call set_image(image) before predict")
+        return run_groups(self, boxes, points, point_labels, self.predictor.original_size)
+
+    def decode(self, boxes: np.ndarray, coords: Optional[np.ndarray], labels: Optional[np.ndarray]):
+        """``(masks G x H x W, scores G)`` of ``G`` boxes with ``K`` clicks each (``coords`` G x K x 2 or None)."""
+        masks, iou = self._decoder_call(*self._prompts(boxes, coords, labels), multimask_output=True)
+        return keep_mask(masks, iou, self.mask_choice)
+
+    def _prompts(self, boxes, coords, labels):
+        t, size, dev = self.predictor.transform, self.predictor.original_size, self.device
+        box_t = torch.as_tensor(t.apply_boxes(boxes, size), dtype=torch.float, device=dev)
+        if coords is None:
+            return None, None, box_t
+        coords_t = torch.as_tensor(t.apply_coords(coords, size), dtype=torch.float, device=dev)
+        return coords_t, torch.as_tensor(labels, dtype=torch.int, device=dev), box_t
+
+    def _decoder_call(self, coords_t, labels_t, box_t, **kw):
+        masks, iou, _ = self.predictor.predict_torch(coords_t, labels_t, box_t, **kw)
+        return masks, iou
 
 
-def require_sam_checkpoint(sam_checkpoint, sam_type: Optional[str], alternative: Optional[str] = None) -> None:
-    """The one rule for running SAM: a checkpoint is needed, except for the random ``tiny`` test SAM.
+def keep_mask(masks: torch.Tensor, iou: torch.Tensor, mask_choice: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept mask of each of ``G`` multimask outputs (``G x C x H x W``): ``masks[:, 0]`` (``first``, the
+    reference's) or the highest predicted IoU (``best``); with its score."""
+    if mask_choice == "best":
+        idx = iou.argmax(dim=1)
+    else:
+        idx = torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
+    rows = torch.arange(iou.shape[0], device=iou.device)
+    return masks[rows, idx], iou[rows, idx].float()
+
+
+def run_groups(stage, boxes, points, point_labels, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``stage.decode`` once per group of boxes with the same number of clicks; masks in box order."""
+    from .prompts import click_groups
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(boxes)
+    masks = torch.zeros((n, *size), dtype=torch.bool, device=stage.device)
+    scores = torch.zeros(n, dtype=torch.float32, device=stage.device)
+    for idx, coords, labels in click_groups(n, points, point_labels):
+        m, s = stage.decode(boxes[idx], coords, labels)
+        index = torch.as_tensor(idx, device=stage.device)
+        masks[index], scores[index] = m.to(torch.bool), s.float()
+    return masks, scores
+
+
+def require_sam_checkpoint(
+    sam_checkpoint, sam_type: Optional[str], alternative: Optional[str] = None, name: str = "sam"
+) -> None:
+    """The one rule for running a stage-1 model: a checkpoint is needed, except for SAM's random ``tiny``.
 
     ``alternative``: the other ways to a coarse mask the command offers, named in the error so the user
-    sees every way out.
+    sees every way out. ``name``: the stage-1 name asked for.
     """
-    if sam_checkpoint is None and sam_type != "tiny":
+    if sam_checkpoint is None and not (name.partition(":")[0] == "sam" and sam_type == "tiny"):
         other = f", or {alternative}" if alternative else ""
+        example = {"hq-sam": "sam_hq_vit_l", "sam2": "sam2.1_hiera_tiny"}.get(name.partition(":")[0], "vit_l")
         raise IS5NetError(
-            f"stage 1 needs SAM weights: --sam-checkpoint PATH (or a name under IS5NET_HOME, "
-            f"e.g. vit_l){other}; only --sam-type tiny (a random test SAM) goes without"
+            f"stage 1 ({name}) needs weights: --stage1-checkpoint PATH (alias --sam-checkpoint; or a name "
+            f"under IS5NET_HOME, e.g. {example}){other}; only --stage1 sam:tiny (a random test SAM) goes without"
         )

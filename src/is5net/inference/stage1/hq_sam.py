@@ -1,0 +1,50 @@
+"""Stage 1 through HQ-SAM (``segment-anything-hq``, the authors' package): its builders, its predictor.
+
+HQ-SAM is SAM with a high-quality output token (HQ token) in the mask decoder, fed by early and final ViT
+features. Its predictor's ``predict(..., multimask_output, hq_token_only)`` always returns ONE mask per
+box: with ``hq_token_only=True`` the HQ token's mask alone; with False the HQ mask's logits added to SAM's
+(its best-scoring multimask output when ``multimask_output=True``, its single output otherwise). The
+authors suggest ``hq_token_only=True`` for images with a single object, and their DIS evaluation scores
+the HQ token's mask: that is the mask kept here (``multimask_output=False, hq_token_only=True``), so
+``mask_choice`` does not change it. The score is the predicted IoU of SAM's single-output token (the HQ
+token has no IoU head). docs/stage1.md.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from ...errors import IS5NetError
+from .registry import FAMILIES, import_package
+from .sam import SamStage
+
+
+def build_hq_sam(hq_type: str, state_dict: Optional[dict] = None) -> nn.Module:
+    """An untrained HQ-SAM of ``hq_type`` (``vit_tiny``, ``vit_b``, ``vit_l``, ``vit_h``), from the package's registry."""
+    if hq_type not in FAMILIES["hq-sam"].types:
+        raise IS5NetError(f"unknown HQ-SAM type {hq_type!r}; choose one of {', '.join(FAMILIES['hq-sam'].types)}")
+    registry = import_package("hq-sam").sam_model_registry
+    return registry[hq_type](checkpoint=None)
+
+
+class HQSamStage(SamStage):
+    """:class:`~.sam.SamStage` over HQ-SAM: the same embedding and prompts, the HQ token's mask kept.
+
+    ``hq_token_only=False`` keeps the HQ-corrected SAM mask instead (the authors' setting for scenes of
+    many objects).
+    """
+
+    predictor_class = ("hq-sam", "segment_anything_hq", "SamPredictor")
+
+    def __init__(self, sam: nn.Module, mask_choice: str = "first", resize: str = "pil", hq_token_only: bool = True):
+        super().__init__(sam, mask_choice, resize)
+        self.hq_token_only = bool(hq_token_only)
+
+    def decode(self, boxes: np.ndarray, coords: Optional[np.ndarray], labels: Optional[np.ndarray]):
+        masks, iou = self._decoder_call(
+            *self._prompts(boxes, coords, labels), multimask_output=False, hq_token_only=self.hq_token_only
+        )
+        return masks[:, 0], iou[:, 0].float()
