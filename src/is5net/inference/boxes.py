@@ -125,13 +125,13 @@ def parse_points(tokens: Sequence[str], where: str = "--points") -> tuple[list[l
     foreground), separated by spaces or given as separate tokens. A :class:`BoxError` names the bad token."""
     points, labels = [], []
     for token in [t for text in tokens for t in text.split()]:
-        coords, _, label = token.partition(":")
+        coords, colon, label = token.partition(":")
         parts = coords.split(",")
         try:
             xy = [float(v) for v in parts]
         except ValueError:
             xy = []
-        if len(xy) != 2 or not all(math.isfinite(v) for v in xy) or label not in ("", "0", "1"):
+        if len(xy) != 2 or not all(math.isfinite(v) for v in xy) or (label or colon) not in ("", "0", "1"):
             raise BoxError(f"{where} {token!r}: expected X,Y (a foreground click) or X,Y:0 (a background one)")
         points.append(xy)
         labels.append(int(label or 1))
@@ -249,8 +249,12 @@ def validate_clicks(points, labels, n_boxes: int, width: int, height: int) -> Op
     out: list = []
     for k, (p, lab) in enumerate(zip(points, labels)):
         where = "points" if n_boxes == 1 else f"points of box {k}"
-        empty = p is None or (len(p) == 0 and (lab is None or len(lab) == 0))
-        out.append(None if empty else validate_points(p, lab, width, height, where))
+        if p is None or len(p) == 0:
+            if lab is not None and len(lab) > 0:
+                raise BoxError(f"{where}: point_labels without points: give the clicks' points [[x, y], ...] too")
+            out.append(None)
+        else:
+            out.append(validate_points(p, lab, width, height, where))
     return None if all(c is None for c in out) else out
 
 
