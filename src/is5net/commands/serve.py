@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .. import interrupts
+from .. import __version__, interrupts
 from ..errors import IS5NetError
-from .options import positive_int, region_arguments, runtime_arguments, stage1_arguments
+from .options import calibration_from_args, positive_int, region_arguments, runtime_arguments, stage1_arguments
 
 log = logging.getLogger("is5net")
 
@@ -72,6 +72,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     region_arguments(parser)  # the default region for requests that name none; the API's "region" overrides
     parser.add_argument("--no-ui", action="store_true", help="the API only, no page at /")
     parser.add_argument("-q", "--quiet", action="store_true", help="no access log")
+    label_studio_arguments(parser)
+
+
+def label_studio_arguments(parser: argparse.ArgumentParser) -> None:
+    """Label Studio's model server (docs/label-studio.md): its URL, where task images may come from, the masks."""
+    group = parser.add_argument_group(
+        "Label Studio",
+        "answer Label Studio as its ML backend at http://HOST:PORT/label-studio (the API key is read from "
+        "$LABEL_STUDIO_API_KEY only, never from the command line)",
+    )
+    group.add_argument(
+        "--label-studio", action="store_true", help="answer Label Studio's ML-backend protocol under /label-studio/"
+    )
+    group.add_argument(
+        "--label-studio-url",
+        default=None,
+        metavar="URL",
+        help="Label Studio's address: task images under /data/... are read from it (default: $LABEL_STUDIO_URL)",
+    )
+    group.add_argument(
+        "--label-studio-root",
+        default=None,
+        metavar="DIR",
+        help="read task images given as local paths (or Local Storage URLs) from inside DIR only (default: none)",
+    )
+    group.add_argument(
+        "--label-studio-allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also read task images from http(s) URLs on HOST (repeatable; default: Label Studio's host only)",
+    )
+    group.add_argument(
+        "--label-studio-threshold",
+        default="0.5",
+        metavar="T",
+        help="binarise Label Studio's masks at T in [0, 1] or 'otsu' (default 0.5; as predict --threshold)",
+    )
+
+
+def label_studio_options(args: argparse.Namespace):
+    """The checked ``LabelStudioOptions`` of ``--label-studio``, or None; its settings without it are refused."""
+    given = [
+        name
+        for name, value in (
+            ("--label-studio-url", args.label_studio_url),
+            ("--label-studio-root", args.label_studio_root),
+            ("--label-studio-allow-host", args.label_studio_allow_host),
+            ("--label-studio-threshold", args.label_studio_threshold != "0.5"),
+        )
+        if value
+    ]
+    if not args.label_studio:
+        if given:
+            raise IS5NetError(f"{given[0]} is a setting of --label-studio: add --label-studio")
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("label_studio_sdk") is None:
+        raise IS5NetError("is5net serve --label-studio needs label-studio-sdk: pip install 'is5net[label-studio]'")
+    from ..inference.outputs import parse_threshold
+    from ..serve.label_studio import KEY_ENV, URL_ENV, LabelStudioOptions
+
+    refiner = Path(args.checkpoint).name if args.checkpoint else "stage1-only"
+    return LabelStudioOptions.checked(
+        url=args.label_studio_url or os.environ.get(URL_ENV) or None,
+        api_key=os.environ.get(KEY_ENV) or None,
+        root=args.label_studio_root,
+        allow_hosts=args.label_studio_allow_host,
+        threshold=parse_threshold(args.label_studio_threshold, "--label-studio-threshold"),
+        model_version=f"is5net-{__version__}/{refiner}/{args.stage1 or 'sam'}",
+    )
 
 
 def limit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +230,7 @@ def build(args: argparse.Namespace):
     from ..serve.models import load_models
 
     warning = check_bind(args)
+    label_studio = label_studio_options(args)  # checked before any model loads
     limits = Limits(
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
@@ -167,11 +240,17 @@ def build(args: argparse.Namespace):
         max_uploads=args.max_uploads or 2 * args.queue,
         upload_timeout_s=args.upload_timeout,
     )
-    predictor = PredictorOptions.from_args(args)
+    predictor = PredictorOptions.from_args(args, calibration=calibration_from_args(args))
     models = load_models(args.checkpoint, args.refiner, args.stage1, args.sam_checkpoint, args.sam_type, predictor)
     tmp_dir = Path(tempfile.mkdtemp(prefix="is5net-serve-"))
     engine = Engine(models, limits, tmp_dir)
-    options = Options(token=args.token, cors=list(args.cors), ui=not args.no_ui, loopback_only=is_loopback(args.host))
+    options = Options(
+        token=args.token,
+        cors=list(args.cors),
+        ui=not args.no_ui,
+        loopback_only=is_loopback(args.host),
+        label_studio=label_studio,
+    )
     app = create_app(engine, options)
     app.state.bind_warning = warning
     return app, engine, tmp_dir
@@ -193,6 +272,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if models.refiner_info.get("note"):
         log.warning("%s", models.refiner_info["note"])
+    ls = app.state.label_studio if hasattr(app.state, "label_studio") else None
+    if ls is not None:
+        key = "with" if ls.options.api_key else "WITHOUT"
+        print(
+            f"is5net serve: Label Studio's model URL is {url}label-studio (interactive); images from "
+            f"{ls.options.url or 'no Label Studio URL'} {key} an API key",
+            file=sys.stderr,
+        )
     try:
         started = serve_forever(
             app,

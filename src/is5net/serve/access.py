@@ -6,6 +6,7 @@ token, or the user's explicit ``--insecure``.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import ipaddress
 from typing import Optional
@@ -15,6 +16,7 @@ from .errors import error_response
 
 TOKEN_ENV = "IS5NET_SERVE_TOKEN"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+LABEL_STUDIO_PREFIX = "/label-studio"  # `is5net serve --label-studio` answers there (serve/label_studio.py)
 
 
 def is_loopback(host: str) -> bool:
@@ -104,14 +106,35 @@ class Guard:
             # (DNS rebinding); a server on the loopback answers only to its loopback names.
             return error_response(400, "Host header is not a loopback name (this server listens on the loopback only)")
         path = scope.get("path", "")
-        if self.options.token and path.startswith("/api/") and scope.get("method") != "OPTIONS":
+        if self.options.token and scope.get("method") != "OPTIONS":
             given = headers.get("authorization", "")
-            expected = f"Bearer {self.options.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            if path.startswith("/api/") and not token_matches(given, self.options.token):
                 return error_response(
                     401,
                     "missing or wrong token: send 'Authorization: Bearer <token>' (the "
                     "token given to is5net serve --token)",
                     {"WWW-Authenticate": "Bearer"},
                 )
+            if path.startswith(LABEL_STUDIO_PREFIX + "/") and not token_matches(given, self.options.token, basic=True):
+                return error_response(
+                    401,
+                    "missing or wrong token: in Label Studio's model settings choose Basic Authentication, "
+                    "any user name, and the token given to is5net serve --token as the password",
+                    {"WWW-Authenticate": 'Basic realm="is5net"'},
+                )
         return None
+
+
+def token_matches(header: str, token: str, basic: bool = False) -> bool:
+    """Whether an Authorization header carries ``token``: ``Bearer <token>``, or with ``basic`` also HTTP Basic
+    with ``token`` as the password (Label Studio can send only Basic to a model server; any user name)."""
+    if hmac.compare_digest(header.encode("latin-1"), f"Bearer {token}".encode("latin-1")):
+        return True
+    scheme, _, value = header.partition(" ")
+    if not basic or scheme.lower() != "basic":
+        return False
+    try:
+        _user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(password.encode("utf-8"), token.encode("utf-8"))

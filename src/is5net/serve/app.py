@@ -13,6 +13,7 @@ a timeout, a request cut off by Ctrl-C (:mod:`.stopping`) or a bug):
   answers from the embedding cache (404 once the image was evicted: upload it again).
 - ``GET /api/health``: status, versions, device, models, cache use, queue length.
 - ``GET /``: the page (static files in this package; nothing from a CDN).
+- With ``--label-studio``: Label Studio's ML-backend protocol under ``/label-studio/`` (:mod:`.label_studio`).
 
 Masks are :func:`is5net.inference.outputs.mask_uint8` of the predictions, as ``is5net predict`` writes them; several
 boxes give their union (``png``, ``cutout``) or one mask each (``json``).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +47,7 @@ class Options:
     cors: list[str] = field(default_factory=list)  # origins allowed to call the API from their pages
     ui: bool = True  # serve the page at /
     loopback_only: bool = True  # bound to a loopback address: refuse other Host names (DNS rebinding)
+    label_studio: Optional[Any] = None  # label_studio.LabelStudioOptions: answer Label Studio at /label-studio/
 
 
 def create_app(engine: Engine, options: Options, info: Optional[dict] = None) -> FastAPI:
@@ -65,6 +67,12 @@ def create_app(engine: Engine, options: Options, info: Optional[dict] = None) ->
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _bug)
     app.include_router(api)
+    if options.label_studio is not None:
+        from .label_studio import LabelStudioKey, LabelStudioState, router
+
+        ls = options.label_studio
+        app.state.label_studio = LabelStudioState(ls, LabelStudioKey(ls.api_key, ls.url))
+        app.include_router(router)
     if options.ui:
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
         app.include_router(page_router)

@@ -139,8 +139,11 @@ class Uploads:
         self.stopping = stopping or Stopping()
         self.active = 0
 
-    async def slot(self, request: Request) -> Callable[[], None]:
-        """A slot for one body (call the result to free it), or 429 when ``max_uploads`` are being received."""
+    async def slot(self, request: Optional[Request] = None) -> Callable[[], None]:
+        """A slot for one body (call the result to free it), or 429 when ``max_uploads`` are being received.
+
+        ``request``: the request whose body will be read (None: an image the server downloads itself).
+        """
         if self.active >= self.max_uploads:
             busy = ApiError(
                 429,
@@ -148,7 +151,8 @@ class Uploads:
                 headers={"Retry-After": "1", "Connection": "close"},
             )
             # Read (and drop) the body first, as for a 413, so that the client reads the answer, not a reset.
-            await self.within(_drain(request.stream().__aiter__(), 0, self.max_bytes))
+            if request is not None:
+                await self.within(_drain(request.stream().__aiter__(), 0, self.max_bytes))
             raise busy
         self.active += 1
         freed = False
@@ -338,17 +342,23 @@ class _FormBuilder:
                 raise ApiError(422, f"field {part.name!r} is not UTF-8 text") from None
 
 
-async def read_json(request: Request, uploads: Uploads) -> Any:
-    """A JSON body of at most :data:`MAX_JSON_BYTES` (else 413); 415 if it is not ``application/json``."""
+async def read_json(request: Request, uploads: Uploads, limit: Optional[int] = None) -> Any:
+    """A JSON body of at most :data:`MAX_JSON_BYTES` (else 413); 415 if it is not ``application/json``.
+
+    ``limit``: another bound in bytes, whose refusal names ``--max-upload-mb`` (Label Studio's requests carry
+    the task with its annotations, which can outgrow a list of boxes).
+    """
     ctype, _ = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"application/json":
         raise ApiError(415, "expected an application/json body")
+    bound = MAX_JSON_BYTES if limit is None else limit
+    too_large = _json_too_large if limit is None else (lambda: _too_large(bound))
     declared = _declared_length(request)
-    if declared is not None and declared > MAX_JSON_BYTES:
-        raise _json_too_large()
+    if declared is not None and declared > bound:
+        raise too_large()
     release = await uploads.slot(request)
     try:
-        body = await uploads.within(_read_small(request))
+        body = await uploads.within(_read_small(request, bound, too_large))
     finally:
         release()
     try:
@@ -365,15 +375,15 @@ def _json_too_large() -> ApiError:
     return ApiError(413, f"the request body is over {JSON_LIMIT}", headers={"Connection": "close"})
 
 
-async def _read_small(request: Request) -> bytes:
+async def _read_small(request: Request, limit: int, too_large: Callable[[], ApiError]) -> bytes:
     body = bytearray()
     chunks = request.stream().__aiter__()
     try:
         async for chunk in chunks:
             body.extend(chunk)
-            if len(body) > MAX_JSON_BYTES:
-                await _drain(chunks, len(body), MAX_JSON_BYTES)
-                raise _json_too_large()
+            if len(body) > limit:
+                await _drain(chunks, len(body), limit)
+                raise too_large()
     except ClientDisconnect:
         raise ApiError(400, "the client went away before the body ended") from None
     return bytes(body)
