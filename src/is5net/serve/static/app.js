@@ -1,6 +1,9 @@
 // The page of `is5net serve`: open an image, draw boxes, see the mask. Plain JavaScript, no build step, no
 // third-party code. The image is uploaded once (POST /api/images: the server computes its embedding and
 // keeps it); each change of the boxes asks POST /api/images/{id}/segment for the soft masks, one per box.
+// Clicks on the image refine a box's mask (SAM's point prompts: green foreground, red background); they are
+// sent beside their box to the same cached image, so a click costs SAM's decoder and the refiner, no upload
+// and no new image embedding.
 // The view is drawn at the screen's size, but boxes are kept in pixels of the full-size image and the
 // server segments the full-size upload; downloads are the server's PNGs, the very files `is5net predict`
 // writes for the same boxes and threshold.
@@ -12,10 +15,12 @@
   const ctx = canvas.getContext("2d");
   const MIN_BOX_PX = 4; // a drag shorter than this (screen px) is a click, not a box
   const HANDLE_PX = 9; // how near (screen px) a corner or an edge must be to grab it
+  const POINT_PX = 6; // a click's radius on screen (px); a click this near an existing one removes it
 
   const state = {
     file: null, stem: "image", imageId: null, bitmap: null, width: 0, height: 0,
-    boxes: [], selected: -1, masks: [], view: "overlay", binarize: false, threshold: 0.5, region: "",
+    boxes: [], points: [], selected: -1, masks: [], view: "overlay", binarize: false, threshold: 0.5, region: "",
+    negative: false, // the toggle: plain clicks are background clicks
     token: sessionStorage.getItem("is5net-token") || null, generation: 0, pending: 0,
   };
   // What the pointer is doing: null, or {mode: "draw"|"move"|"resize", ...}.
@@ -159,8 +164,7 @@
     state.pending++;
     setStatus(`Segmenting ${state.boxes.length} box${state.boxes.length > 1 ? "es" : ""}…`, true);
     try {
-      const r = await segmentRequest({ boxes: state.boxes.map(boxArray), format: "json",
-        region: state.region || undefined });
+      const r = await segmentRequest(requestBody({ format: "json" }));
       const body = await r.json();
       const bitmaps = await Promise.all(body.masks.map((m) => pngToBitmap(m.mask)));
       if (generation !== state.generation) return;
@@ -179,6 +183,15 @@
       updateButtons();
     }
   }
+  // The JSON body of a segment request: the boxes, each box's clicks (only when some box has any), options.
+  function requestBody(options) {
+    const body = { boxes: state.boxes.map(boxArray), region: state.region || undefined, ...options };
+    if (state.points.some((pts) => pts.length)) {
+      body.points = state.points.map((pts) => pts.map((q) => [q.x, q.y]));
+      body.point_labels = state.points.map((pts) => pts.map((q) => q.label));
+    }
+    return body;
+  }
   let segmentTimer = null;
   function segmentSoon() {
     clearTimeout(segmentTimer);
@@ -190,10 +203,9 @@
     clearError();
     setStatus(`Preparing the ${kind} PNG…`, true);
     try {
-      const r = await segmentRequest({
-        boxes: state.boxes.map(boxArray), format: kind === "mask" ? "png" : "cutout",
-        threshold: state.binarize ? state.threshold : null, region: state.region || undefined,
-      });
+      const r = await segmentRequest(requestBody({
+        format: kind === "mask" ? "png" : "cutout", threshold: state.binarize ? state.threshold : null,
+      }));
       const blob = await r.blob();
       const a = document.createElement("a");
       a.href = URL.createObjectURL(blob);
@@ -224,7 +236,8 @@
     }
     Object.assign(state, {
       file, stem: file.name.replace(/\.[^.]+$/, "") || "image", imageId: null, bitmap,
-      width: bitmap ? bitmap.width : 0, height: bitmap ? bitmap.height : 0, boxes: [], selected: -1, masks: [],
+      width: bitmap ? bitmap.width : 0, height: bitmap ? bitmap.height : 0, boxes: [], points: [], selected: -1,
+      masks: [],
     });
     screenMask = null;
     $("drop-hint").hidden = true;
@@ -284,6 +297,17 @@
     }
     return null;
   }
+  // The click under the pointer: {box, index} (the last drawn first), or null.
+  function pointHit(p) {
+    const tol = (POINT_PX + 3) * p.L.dpr / p.L.scale;
+    for (let i = state.points.length - 1; i >= 0; i--) {
+      for (let j = state.points[i].length - 1; j >= 0; j--) {
+        const q = state.points[i][j];
+        if (Math.hypot(q.x - p.x, q.y - p.y) <= tol) return { box: i, index: j };
+      }
+    }
+    return null;
+  }
   const CURSORS = { n: "ns-resize", s: "ns-resize", e: "ew-resize", w: "ew-resize", ne: "nesw-resize",
     sw: "nesw-resize", nw: "nwse-resize", se: "nwse-resize", move: "move" };
 
@@ -292,14 +316,18 @@
     if (!state.width || ev.button > 0) return;
     canvas.focus();
     const p = toImage(ev);
-    const hit = hitTest(p);
+    const hit = hitTest(p), onPoint = pointHit(p);
+    // A click that does not move is a click prompt: Shift, Alt or the toggle make it a background click.
+    const negative = ev.shiftKey || ev.altKey || state.negative, before = state.selected;
     canvas.setPointerCapture(ev.pointerId);
-    if (hit) {
+    if (onPoint) {
+      drag = { mode: "point", start: p, point: onPoint, moved: false };
+    } else if (hit) {
       state.selected = hit.index;
       drag = { mode: hit.part === "move" ? "move" : "resize", part: hit.part, start: p,
-        orig: { ...state.boxes[hit.index] }, moved: false };
+        orig: { ...state.boxes[hit.index] }, moved: false, negative };
     } else if (p.x >= 0 && p.y >= 0 && p.x <= state.width && p.y <= state.height) {
-      drag = { mode: "draw", start: p, box: { x0: p.x, y0: p.y, x1: p.x, y1: p.y }, moved: false };
+      drag = { mode: "draw", start: p, box: { x0: p.x, y0: p.y, x1: p.x, y1: p.y }, moved: false, negative, before };
       state.selected = -1;
     }
     renderBoxList(); render();
@@ -309,9 +337,11 @@
     const p = toImage(ev);
     if (!drag) {
       const hit = hitTest(p);
-      canvas.style.cursor = hit ? CURSORS[hit.part] : "crosshair";
+      const plain = state.negative || ev.shiftKey || ev.altKey ? "cell" : "crosshair"; // cell: a background click
+      canvas.style.cursor = pointHit(p) ? "pointer" : hit && hit.part !== "move" ? CURSORS[hit.part] : plain;
       return;
     }
+    if (drag.mode === "point") return; // a click is removed by a click; dragging it does nothing
     const dx = p.x - drag.start.x, dy = p.y - drag.start.y;
     if (Math.hypot(dx, dy) * p.L.scale / p.L.dpr >= MIN_BOX_PX) drag.moved = true;
     if (drag.mode === "draw") {
@@ -330,28 +360,52 @@
     }
     render();
   });
-  function endDrag() {
+  function endDrag(cancelled = false) {
     if (!drag) return;
     const d = drag;
     drag = null;
-    if (d.mode === "draw") {
-      if (d.moved) {
-        const b = normalise(d.box);
-        if (b.x1 > b.x0 && b.y1 > b.y0) {
-          state.boxes.push(b);
-          state.selected = state.boxes.length - 1;
-          segmentSoon();
-        }
+    if (!d.moved) {
+      if (!cancelled) click(d);
+    } else if (d.mode === "draw") {
+      const b = normalise(d.box);
+      if (b.x1 > b.x0 && b.y1 > b.y0) {
+        state.boxes.push(b);
+        state.points.push([]);
+        state.selected = state.boxes.length - 1;
+        segmentSoon();
       }
-    } else if (d.moved) {
+    } else if (d.mode !== "point") {
       const b = normalise(state.boxes[state.selected]);
       if (b.x1 > b.x0 && b.y1 > b.y0) state.boxes[state.selected] = b; else state.boxes[state.selected] = d.orig;
       segmentSoon();
     }
     renderBoxList(); updateButtons(); render();
   }
-  canvas.addEventListener("pointerup", endDrag);
-  canvas.addEventListener("pointercancel", endDrag);
+  // A click that did not move removes the click under it, or adds one to the box it is in (else to the box
+  // selected before, else to the only box): a click outside every box still belongs to a box, as in SAM, where
+  // the box and its clicks are one prompt. On a box's edge or corner it only selects the box.
+  function click(d) {
+    if (d.mode === "point") { removePoint(d.point.box, d.point.index); return; }
+    if (d.mode === "resize") return;
+    let target = d.mode === "draw" ? d.before : state.selected;
+    if (target < 0 && state.boxes.length === 1) target = 0;
+    if (target < 0) {
+      setStatus(state.boxes.length ? "Select a box (click inside it), then click to refine its mask."
+        : "Draw a box first: clicks refine a box's mask.");
+      return;
+    }
+    const x = clamp(Math.round(d.start.x), 0, state.width), y = clamp(Math.round(d.start.y), 0, state.height);
+    state.points[target].push({ x, y, label: d.negative ? 0 : 1 });
+    state.selected = target;
+    segmentSoon();
+  }
+  function removePoint(box, index) {
+    if (!state.points[box] || !state.points[box][index]) return;
+    state.points[box].splice(index, 1);
+    renderBoxList(); updateButtons(); render(); segmentSoon();
+  }
+  canvas.addEventListener("pointerup", () => endDrag());
+  canvas.addEventListener("pointercancel", () => endDrag(true));
 
   // ------------------------------------------------------------------------------------- rendering
   let checker = null;
@@ -426,6 +480,7 @@
       ctx.drawImage(layer, L.x, L.y);
     }
     drawBoxes(L);
+    drawPoints(L);
   }
   function drawBoxes(L) {
     const all = state.boxes.map((b, i) => ({ b, i }));
@@ -449,6 +504,24 @@
     ctx.setLineDash([]);
   }
 
+  // Clicks: green foreground, red background, ringed in white so they show on any photo.
+  function drawPoints(L) {
+    const r = POINT_PX * L.dpr;
+    for (const pts of state.points) {
+      for (const q of pts) {
+        const x = L.x + q.x * L.scale, y = L.y + q.y * L.scale;
+        ctx.beginPath();
+        ctx.arc(x, y, r, 0, 2 * Math.PI);
+        ctx.fillStyle = q.label ? "#1faa3b" : "#e0262b";
+        ctx.fill();
+        ctx.lineWidth = 2 * L.dpr;
+        ctx.strokeStyle = "#ffffff";
+        ctx.stroke();
+      }
+    }
+    canvas.dataset.points = String(state.points.reduce((n, pts) => n + pts.length, 0)); // for scripts and tests
+  }
+
   function renderBoxList() {
     const list = $("boxes");
     list.replaceChildren(...state.boxes.map((b, i) => {
@@ -463,10 +536,27 @@
       li.appendChild(del);
       return li;
     }));
+    renderPointList();
+  }
+  function renderPointList() {
+    const items = [];
+    state.points.forEach((pts, i) => pts.forEach((q, j) => {
+      const li = document.createElement("li");
+      li.className = q.label ? "positive" : "negative";
+      li.textContent = `${q.label ? "+" : "−"} ${q.x},${q.y}${state.boxes.length > 1 ? ` (box ${i + 1})` : ""}`;
+      li.dataset.point = `${q.x},${q.y},${q.label}`;
+      const del = document.createElement("button");
+      del.type = "button"; del.textContent = "×"; del.title = "remove this click"; del.setAttribute("aria-label", "remove");
+      del.addEventListener("click", () => removePoint(i, j));
+      li.appendChild(del);
+      items.push(li);
+    }));
+    $("points").replaceChildren(...items);
   }
   function removeBox(i) {
     if (i < 0 || i >= state.boxes.length) return;
     state.boxes.splice(i, 1);
+    state.points.splice(i, 1);
     state.selected = Math.min(state.selected, state.boxes.length - 1);
     renderBoxList(); updateButtons(); render(); segmentSoon();
   }
@@ -475,6 +565,7 @@
     $("download-mask").disabled = !ready || state.masks.length === 0;
     $("download-cutout").disabled = !ready || state.masks.length === 0;
     $("clear").disabled = state.boxes.length === 0;
+    $("clear-points").disabled = !state.points.some((pts) => pts.length);
   }
 
   // ------------------------------------------------------------------------------------- controls
@@ -502,8 +593,16 @@
   $("download-mask").addEventListener("click", () => download("mask"));
   $("download-cutout").addEventListener("click", () => download("cutout"));
   $("clear").addEventListener("click", () => {
-    state.boxes = []; state.selected = -1; renderBoxList(); updateButtons(); segmentSoon();
+    state.boxes = []; state.points = []; state.selected = -1; renderBoxList(); updateButtons(); segmentSoon();
   });
+  $("clear-points").addEventListener("click", () => {
+    state.points = state.points.map(() => []); renderBoxList(); updateButtons(); render(); segmentSoon();
+  });
+  function setNegative(on) {
+    state.negative = on;
+    $("negative").checked = on;
+  }
+  $("negative").addEventListener("change", () => setNegative($("negative").checked));
   $("help-button").addEventListener("click", () => $("help").showModal());
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -541,6 +640,7 @@
     else if (key === "d") download("mask");
     else if (key === "D") download("cutout");
     else if (key === "?") $("help").showModal();
+    else if (key === "n" || key === "N") setNegative(!state.negative);
     else if (key === "Escape") { state.selected = -1; renderBoxList(); render(); }
     else if ((key === "Delete" || key === "Backspace") && sel) removeBox(state.selected);
     else if (key === "Tab" && state.boxes.length && ev.target === canvas) {
