@@ -28,6 +28,7 @@ _DATASET_OPTIONS = (
     "checkpoint",
     "sam_checkpoint",
     "sam_type",
+    "stage1",
     "coarse_dir",
     "out",
     "resume",
@@ -74,7 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ds.add_argument("--subsets", metavar="LIST", help="comma-separated subsets to run (default: DIS-TE1..4 and DIS-TE)")
     ds.add_argument("--method", metavar="NAME", help="what to evaluate (e.g. is5net, sam, isnet); names the table row")
     ds.add_argument("--checkpoint", metavar="PATH", help="refiner checkpoint (official .pth or ours .safetensors)")
-    ds.add_argument("--sam-checkpoint", metavar="PATH", help="SAM checkpoint for the stage-1 mask")
+    from .options import stage1_checkpoint_argument
+
+    stage1_checkpoint_argument(ds, ": the stage-1 model that makes the coarse mask")
+    ds.add_argument(
+        "--stage1",
+        metavar="NAME",
+        help="stage-1 model family[:type] of --stage1-checkpoint: sam (default), hq-sam, sam2 (docs/stage1.md)",
+    )
     ds.add_argument(
         "--sam-type", metavar="TYPE", help="SAM architecture (vit_b, vit_l, vit_h; default: read off the checkpoint)"
     )

@@ -12,7 +12,7 @@ from ..defaults import (
     MASK_CHOICES,
     REGIONS,
     SAM_TYPES,
-    STAGE1_METHODS,
+    STAGE1_FAMILIES,
     TILE_SCALE_RANGE,
 )
 
@@ -102,15 +102,41 @@ def region_arguments(parser, max_side: bool = True) -> None:
         )
 
 
-def stage1_arguments(parser, coarse_mask: bool) -> None:
-    """--stage1 / --sam-checkpoint / --sam-type / --mask-choice (and --coarse-mask): how the coarse mask is made
-    (is5net.inference.stage1.choose_stage1 checks what they say together)."""
-    group = parser.add_mutually_exclusive_group() if coarse_mask else parser
-    group.add_argument(
+def stage1_names_help() -> str:
+    """The stage-1 names for --help: FAMILY[:TYPE|...] each, then grabcut (docs/stage1.md)."""
+    return ", ".join(f"{f}[:{'|'.join(types)}]" for f, types in STAGE1_FAMILIES.items()) + ", grabcut"
+
+
+def stage1_checkpoint_argument(parser, help_tail: str = "") -> None:
+    """--stage1-checkpoint (alias --sam-checkpoint, its name from before HQ-SAM and SAM 2)."""
+    parser.add_argument(
+        "--stage1-checkpoint",
         "--sam-checkpoint",
+        dest="sam_checkpoint",
         metavar="PATH|NAME",
-        help="SAM weights (sam_vit_*.pth) or a name under IS5NET_HOME (vit_b, vit_l, vit_h)",
+        help="stage-1 weights (sam_vit_*.pth, sam_hq_vit_*.pth, sam2.1_hiera_*.pt) or a name under IS5NET_HOME "
+        f"(vit_l, sam_hq_vit_tiny, sam2.1_hiera_tiny, ...: is5net weights list){help_tail}",
     )
+
+
+def stage1_name_arguments(parser, default: str | None = "sam", grabcut: bool = True) -> None:
+    """--stage1 NAME and --sam-type T (alias of --stage1 sam:T), checked by choose_stage1 (one line)."""
+    parser.add_argument(
+        "--stage1",
+        default=default,
+        metavar="NAME",
+        help=f"stage 1: {stage1_names_help() if grabcut else stage1_names_help().removesuffix(', grabcut')} "
+        f"(default {default or 'sam'}; without :TYPE the type is read off the checkpoint"
+        + ("; grabcut: OpenCV's GrabCut from the box, no weights)" if grabcut else ")"),
+    )
+    parser.add_argument("--sam-type", choices=SAM_TYPES, help="the same as --stage1 sam:TYPE")
+
+
+def stage1_arguments(parser, coarse_mask: bool) -> None:
+    """--stage1 / --stage1-checkpoint / --sam-type / --mask-choice (and --coarse-mask): how the coarse mask is
+    made (is5net.inference.stage1.choose_stage1 checks what they say together)."""
+    group = parser.add_mutually_exclusive_group() if coarse_mask else parser
+    stage1_checkpoint_argument(group)
     if coarse_mask:
         group.add_argument(
             "--coarse-mask",
@@ -119,16 +145,15 @@ def stage1_arguments(parser, coarse_mask: bool) -> None:
             help="stage-1 mask(s) from any method instead of SAM: a file (one image) or a directory "
             "of masks named like the images (<stem>.png, or <stem>_<k>.png per box)",
         )
-    parser.add_argument(
-        "--stage1",
-        choices=STAGE1_METHODS,
-        default="sam",
-        help="stage 1: sam (default) or grabcut (OpenCV's GrabCut from the box: no weights needed)",
-    )
-    parser.add_argument("--sam-type", choices=SAM_TYPES, help="SAM architecture (default: read off the checkpoint)")
+    stage1_name_arguments(parser)
+    mask_choice_argument(parser)
+
+
+def mask_choice_argument(parser) -> None:
     parser.add_argument(
         "--mask-choice",
         choices=MASK_CHOICES,
         default="first",
-        help="SAM mask kept: first (masks[0], what the released refiner was trained on) or best score",
+        help="SAM / SAM 2 mask kept: first (masks[0], what the released refiner was trained on) or best score "
+        "(HQ-SAM keeps its HQ token's mask: docs/stage1.md)",
     )

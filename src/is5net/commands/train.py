@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import IS5NetError
+from .options import stage1_checkpoint_argument, stage1_name_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coarse masks from any stage-1 method: DIR/<subset>/<stem>.png or "
         "DIR/<stem>.png ('dataset' = each subset's coarse/ folder)",
     )
-    stage1.add_argument("--sam-checkpoint", help="SAM weights whose masks `is5net cache-sam` cached")
-    parser.add_argument("--sam-type", help="SAM type (default: read off the checkpoint)")
-    parser.add_argument("--cache", help="SAM-mask cache directory (default: DATA/.sam-cache)")
+    stage1_checkpoint_argument(stage1, ": the stage-1 weights whose masks `is5net cache-sam` cached")
+    stage1_name_arguments(parser, default=None, grabcut=False)
+    parser.add_argument("--cache", help="stage-1 mask cache directory (default: DATA/.sam-cache)")
     parser.add_argument("--skip-bad", action="store_true", help="train on the good pairs of a dataset with problems")
     parser.add_argument(
         "-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bars"
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             "coarse_dir": args.coarse_dir,
             "sam_checkpoint": args.sam_checkpoint,
             "sam_type": args.sam_type,
+            "stage1": args.stage1,
             "cache": args.cache,
         }.items()
         if v is not None

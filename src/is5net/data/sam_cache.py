@@ -1,13 +1,14 @@
-"""The on-disk cache of stage-1 SAM masks for training, and ``is5net cache-sam`` to fill it.
+"""The on-disk cache of stage-1 masks for training, and ``is5net cache-sam`` to fill it.
 
-Compute the SAM mask of every training sample's (image, box) once, before training: frozen SAM, the
-reference call (``multimask_output=True``, ``masks[0]`` by default), one image embedding per image and all
-its boxes in batched decoder calls. Resumable (entries already there are skipped), and sharded across
-processes by ``torchrun``.
+Compute the stage-1 mask of every training sample's (image, box) once, before training: a frozen SAM (or
+HQ-SAM, SAM 2: any family of docs/stage1.md), the reference call (``multimask_output=True``, ``masks[0]``
+by default; HQ-SAM's HQ token), one image embedding per image and all its boxes in batched decoder calls.
+Resumable (entries already there are skipped), and sharded across processes by ``torchrun``.
 
 Usage::
 
     is5net cache-sam --data DIS5K --sam-checkpoint vit_l                       # one process
+    is5net cache-sam --data DIS5K --stage1 hq-sam --stage1-checkpoint sam_hq_vit_l
     torchrun --standalone --nproc_per_node 8 -m is5net.cli cache-sam --data DIS5K --sam-checkpoint vit_l
 
 Cache key and layout
@@ -17,14 +18,18 @@ An entry is keyed by everything its pixels depend on, so nothing stale is ever r
 - the image's **content** hash: sha256 of the file's bytes, first 16 hex digits (a changed image, even
   under the same name, is a new key; a renamed or copied one is not);
 - the **box** ``x0, y0, x1, y1`` (ints, exclusive end: :mod:`is5net.data.samples`);
-- the **SAM** hash: sha256 of the checkpoint file, first 16 hex digits (for the random ``tiny`` test SAM,
-  made with no checkpoint, a hash of its state dict: :func:`state_dict_hash`);
+- the **stage-1 family** (``sam``, ``hq-sam``, ``sam2``) and the **weights** hash: sha256 of the checkpoint
+  file, first 16 hex digits (for the random ``tiny`` test SAM, made with no checkpoint, a hash of its state
+  dict: :func:`state_dict_hash`). A checkpoint holds one type of one family, so the weights fix the type;
+  the family is named in the folder all the same, so HQ-SAM's or SAM 2's masks of a dataset are never
+  taken for SAM's (SAM's folders keep their old names, so existing caches stay valid);
 - the **mask choice**: ``first`` (``masks[0]``, the reference) or ``best`` (highest predicted IoU).
 
 Layout::
 
     CACHE_DIR/<sam_hash>_<mask_choice>/info.json                      what SAM made these (for people)
     CACHE_DIR/<sam_hash>_<mask_choice>/<image_hash>/<x0>_<y0>_<x1>_<y1>.png
+    CACHE_DIR/<family>-<weights_hash>_<mask_choice>/...               hq-sam, sam2: the same inside
 
 Each PNG is the mask at the image's original size (as displayed, EXIF applied), 8-bit grayscale 0/255.
 SAM's predicted IoU of the kept mask is stored in the same file, as the PNG text chunk ``sam_score``
@@ -56,7 +61,7 @@ from ..contract import binary_mask, tight_box
 from ..defaults import DEFAULT_CACHE_NAME, JITTER_FRACTION, MIN_COMPONENT_FRACTION
 from ..distributed import ProcessGroup
 from ..errors import IS5NetError
-from ..inference.stage1 import MASK_CHOICES, SAM_TYPES, choose_stage1
+from ..inference.stage1 import FAMILIES, MASK_CHOICES, SAM_TYPES, choose_stage1
 from ..io import atomic_write_bytes, atomic_write_text, load_image, load_mask, mask_to_uint8
 from .pairs import Pair, find_pairs
 from .samples import Sample, pair_samples
@@ -127,10 +132,10 @@ def state_dict_hash(state_dict: dict) -> str:
     return h.hexdigest()[:HASH_LEN]
 
 
-def sam_hash(sam_checkpoint: Optional[PathLike] = None, sam_type: Optional[str] = None) -> str:
-    """The SAM part of the cache key: the checkpoint file's hash, or for ``tiny`` with no checkpoint the
+def sam_hash(sam_checkpoint: Optional[PathLike] = None, sam_type: Optional[str] = None, stage1: str = "sam") -> str:
+    """The weights part of the cache key: the checkpoint file's hash, or for ``tiny`` with no checkpoint the
     hash of the seeded random tiny SAM's state dict. ``sam_checkpoint`` may be a name under IS5NET_HOME."""
-    source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_option=None, offered=("sam",))
+    source = choose_stage1(stage1, sam_checkpoint, sam_type, coarse_option=None, offered=tuple(FAMILIES))
     if source.checkpoint is None:
         return state_dict_hash(source.load_sam().state_dict())
     return sam_checkpoint_hash(source.checkpoint)
@@ -160,15 +165,19 @@ class SamMaskCache:
     Masks are ``HxW`` uint8 0/255 at the image's original size.
     """
 
-    def __init__(self, cache_dir: PathLike, sam_hash: str, mask_choice: str = "first"):
+    def __init__(self, cache_dir: PathLike, sam_hash: str, mask_choice: str = "first", family: str = "sam"):
         if mask_choice not in MASK_CHOICES:
             raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
         if not re.fullmatch(r"[0-9a-f]+", str(sam_hash)):
             raise ValueError(f"sam_hash must be hex digits, got {sam_hash!r}")
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
         self.cache_dir = Path(cache_dir)
         self.sam_hash = str(sam_hash)
         self.mask_choice = mask_choice
-        self.root = self.cache_dir / f"{self.sam_hash}_{mask_choice}"
+        self.family = family
+        prefix = "" if family == "sam" else f"{family}-"  # SAM's folders keep their names (module docstring)
+        self.root = self.cache_dir / f"{prefix}{self.sam_hash}_{mask_choice}"
 
     @classmethod
     def for_sam(
@@ -177,9 +186,14 @@ class SamMaskCache:
         sam_checkpoint: Optional[PathLike] = None,
         sam_type: Optional[str] = None,
         mask_choice: str = "first",
+        stage1: str = "sam",
     ) -> "SamMaskCache":
-        """The cache of the SAM in ``sam_checkpoint`` (path or IS5NET_HOME name; None only for ``tiny``)."""
-        return cls(cache_dir, sam_hash(sam_checkpoint, sam_type), mask_choice)
+        """The cache of the ``stage1`` model (a name: ``sam``, ``hq-sam:vit_b``, ...) in ``sam_checkpoint``
+        (path or IS5NET_HOME name; None only for SAM's ``tiny``)."""
+        family = stage1.partition(":")[0]
+        return cls(
+            cache_dir, sam_hash(sam_checkpoint, sam_type, stage1), mask_choice, family if family in FAMILIES else "sam"
+        )
 
     def __repr__(self) -> str:
         return f"SamMaskCache({str(self.root)!r})"
@@ -302,8 +316,12 @@ def cache_sam(
     min_fraction: float = MIN_COMPONENT_FRACTION,
     jitter_fraction: float = JITTER_FRACTION,
     seed: int = 0,
+    stage1: str = "sam",
 ) -> dict:
-    """Fill the SAM-mask cache for every sample of the dataset at ``root``; return counts.
+    """Fill the stage-1 mask cache for every sample of the dataset at ``root``; return counts.
+
+    ``stage1``: the stage-1 name (``sam``, ``hq-sam``, ``sam2:tiny``, ...: docs/stage1.md) whose model in
+    ``sam_checkpoint`` makes the masks.
 
     Samples are those of :func:`~is5net.data.samples.enumerate_samples` with the same ``enrich``,
     ``jitter``, ``min_fraction``, ``jitter_fraction`` and ``seed`` (training must use the same values to
@@ -329,7 +347,7 @@ def cache_sam(
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
     dist = _Dist(rank, world_size, resolve_device(device))
     try:
-        stage, cache = _open_cache(dist, sam_checkpoint, sam_type, cache_dir, mask_choice)
+        stage, cache = _open_cache(dist, stage1, sam_checkpoint, sam_type, cache_dir, mask_choice)
         mine = pairs[dist.rank :: dist.world_size]
         options = dict(
             enrich=enrich, jitter=jitter, min_fraction=min_fraction, jitter_fraction=jitter_fraction, seed=seed
@@ -346,7 +364,7 @@ def cache_sam(
 def _check_options(mask_choice: str, sam_type: Optional[str], batch_boxes: int, jitter: int) -> None:
     if mask_choice not in MASK_CHOICES:
         raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
-    if sam_type is not None and sam_type not in SAM_TYPES:
+    if sam_type is not None and not any(sam_type in f.types for f in FAMILIES.values()):
         raise IS5NetError(f"unknown SAM type {sam_type!r}; choose one of {', '.join(SAM_TYPES)}")
     if batch_boxes < 1:
         raise IS5NetError(f"batch_boxes must be >= 1, got {batch_boxes}")
@@ -354,19 +372,19 @@ def _check_options(mask_choice: str, sam_type: Optional[str], batch_boxes: int, 
         raise IS5NetError(f"jitter must be >= 0, got {jitter}")
 
 
-def _open_cache(dist: ProcessGroup, sam_checkpoint, sam_type, cache_dir: Path, mask_choice: str):
-    """``(SAM stage, cache)``: SAM on this process's device, and the cache of its masks (``info.json`` written
-    by rank 0)."""
-    source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_option=None, offered=("sam",))
+def _open_cache(dist: ProcessGroup, stage1: str, sam_checkpoint, sam_type, cache_dir: Path, mask_choice: str):
+    """``(stage, cache)``: the stage-1 model on this process's device, and the cache of its masks
+    (``info.json`` written by rank 0)."""
+    source = choose_stage1(stage1, sam_checkpoint, sam_type, coarse_option=None, offered=tuple(FAMILIES))
     stage = source.build(dist.device, mask_choice, resize="pil")
-    sam = stage.sam
+    model = stage.model
     if source.checkpoint is None:
-        s_hash, sam_desc = state_dict_hash(sam.state_dict()), source.describe()
+        s_hash, sam_desc = state_dict_hash(model.state_dict()), source.describe()
     else:
         s_hash, sam_desc = sam_checkpoint_hash(source.checkpoint), source.checkpoint.name
-    cache = SamMaskCache(cache_dir, s_hash, mask_choice)
+    cache = SamMaskCache(cache_dir, s_hash, mask_choice, source.method)
     if dist.rank == 0:
-        cache.write_info(sam=sam_desc, sam_type=getattr(sam, "sam_type", sam_type))
+        cache.write_info(sam=sam_desc, sam_type=getattr(model, "sam_type", sam_type), family=source.method)
     return stage, cache
 
 

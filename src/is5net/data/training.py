@@ -51,6 +51,7 @@ class DataSettings:
     coarse_dir: Optional[str]
     sam_checkpoint: Optional[str]
     sam_type: Optional[str]
+    stage1: str
     mask_choice: str
     cache: Optional[str]
     data_cache: str
@@ -221,9 +222,10 @@ def _coarse_sources(s: DataSettings, root: Path, samples: _Samples):
         coarse = val_coarse = CoarseDir(s.coarse_dir)
         hint = val_hint = "expected one PNG per GT stem in DIR/<subset>/ or DIR/"
     else:
-        if s.sam_checkpoint is None and s.sam_type != "tiny":
+        if s.sam_checkpoint is None and s.sam_type != "tiny" and s.stage1 != "sam:tiny":
             raise IS5NetError(
-                "IS5Net needs coarse masks: give --sam-checkpoint (after `is5net cache-sam`) or --coarse-dir DIR"
+                "IS5Net needs coarse masks: give --stage1-checkpoint (alias --sam-checkpoint; after "
+                "`is5net cache-sam`) or --coarse-dir DIR"
             )
         coarse = val_coarse = _sam_cache(s, root)
         hint = val_hint = _cache_sam_command(s, root, _sample_options(s, samples))
@@ -241,7 +243,7 @@ def _sam_cache(s: DataSettings, data_root: Path) -> CoarseCache:
     from .sam_cache import SamMaskCache, default_cache_dir
 
     cache_dir = Path(s.cache) if s.cache else default_cache_dir(data_root)
-    return CoarseCache(SamMaskCache.for_sam(cache_dir, s.sam_checkpoint, s.sam_type, s.mask_choice))
+    return CoarseCache(SamMaskCache.for_sam(cache_dir, s.sam_checkpoint, s.sam_type, s.mask_choice, s.stage1))
 
 
 def _sample_options(s: DataSettings, samples: _Samples) -> str:
@@ -261,7 +263,8 @@ def _sample_options(s: DataSettings, samples: _Samples) -> str:
 def _cache_sam_command(s: DataSettings, data_root: Path, sample_options: str) -> str:
     """What to run first when the cache lacks masks training needs."""
     return (
-        f"run `is5net cache-sam --data {data_root} --sam-checkpoint {s.sam_checkpoint}"
+        f"run `is5net cache-sam --data {data_root}{' --stage1 ' + s.stage1 if s.stage1 != 'sam' else ''}"
+        f"{' --sam-checkpoint ' + str(s.sam_checkpoint) if s.sam_checkpoint else ''}"
         f"{' --sam-type ' + s.sam_type if s.sam_type else ''}"
         f"{' --mask-choice ' + s.mask_choice if s.mask_choice != 'first' else ''}"
         f"{' --cache ' + str(s.cache) if s.cache else ''}{sample_options}` first"

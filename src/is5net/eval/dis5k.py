@@ -103,6 +103,8 @@ class DatasetEval:
         out_dir: the run directory (module docstring for its layout).
         sam_checkpoint / sam_type: SAM for the stage-1 mask (``sam_type`` read off the checkpoint if None;
             ``sam_type="tiny"`` with no checkpoint is the seeded random test SAM).
+        stage1: the stage-1 name whose model ``sam_checkpoint`` holds (``sam``, ``hq-sam``, ``sam2:tiny``...:
+            docs/stage1.md).
         coarse_dir: stage-1 masks from files instead of SAM (``DIR/<subset>/<stem>.png`` or ``DIR/<stem>.png``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when present); under torchrun CUDA means
             ``cuda:LOCAL_RANK``.
@@ -129,6 +131,7 @@ class DatasetEval:
     sam_type: Optional[str] = None
     coarse_dir: Optional[PathLike] = None
     device: Any = None
+    stage1: str = "sam"
     resume: bool = False
     workers: int = 1
     metrics: M.MetricsArg = None
@@ -152,6 +155,7 @@ class DatasetEval:
             args.out,
             sam_checkpoint=args.sam_checkpoint,
             sam_type=getattr(args, "sam_type", None),
+            stage1=getattr(args, "stage1", None) or "sam",
             coarse_dir=args.coarse_dir,
             device=args.device,
             resume=args.resume,
@@ -208,7 +212,7 @@ class DatasetEval:
         if not 0.0 <= float(self.box_jitter) <= 1.0:
             raise IS5NetError(f"--box-jitter {self.box_jitter}: expected a fraction from 0 to 1")
         setup = _Setup.build(
-            method, self.checkpoint, self.sam_checkpoint, self.sam_type, self.coarse_dir, pairs_by_subset
+            method, self.checkpoint, self.sam_checkpoint, self.sam_type, self.coarse_dir, pairs_by_subset, self.stage1
         )
         setup.region, setup.margin = self.region, float(self.margin)
         setup.box_jitter, setup.jitter_seed = float(self.box_jitter), int(self.jitter_seed)
@@ -385,7 +389,9 @@ class _Setup:
         self.backend = "torch"
 
     @classmethod
-    def build(cls, method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset) -> "_Setup":
+    def build(
+        cls, method, checkpoint, sam_checkpoint, sam_type, coarse_dir, pairs_by_subset, stage1: str = "sam"
+    ) -> "_Setup":
         from ..checkpoint import load_refiner
         from ..weights import resolve_weights
 
@@ -414,16 +420,17 @@ class _Setup:
             if sam_checkpoint is not None or coarse_dir is not None or sam_type is not None:
                 log.warning("--method isnet uses no prompt: --sam-checkpoint / --sam-type / --coarse-dir are not used")
             return s
-        from ..inference.stage1 import choose_stage1
+        from ..inference.stage1 import FAMILIES, choose_stage1
 
-        source = choose_stage1("sam", sam_checkpoint, sam_type, coarse_dir, "--coarse-dir", True, offered=("sam",))
+        source = choose_stage1(stage1, sam_checkpoint, sam_type, coarse_dir, "--coarse-dir", True, tuple(FAMILIES))
         if source.method == "given":
             s.coarse_dir = Path(coarse_dir)
             s.coarse = _coarse_index(s.coarse_dir, pairs_by_subset)
             return s
         s.use_sam = True
         s.sam_source = source
-        s.sam_type = source.sam_type
+        # SAM's type as before; another family's name in full (hq-sam:vit_b), so a resumed run checks it too.
+        s.sam_type = source.sam_type if source.method == "sam" else source.name
         s.sam_checkpoint = source.checkpoint
         return s
 

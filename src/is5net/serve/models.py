@@ -89,7 +89,10 @@ def stage1_label(source: Stage1) -> dict:
         return {"name": "grabcut", "detail": source.describe()}
     if source.checkpoint is None:
         return {"name": "sam", "detail": "random tiny SAM (tests only: meaningless masks)"}
-    return {"name": "sam", "detail": f"SAM {source.sam_type} ({source.checkpoint.name})"}
+    from ..inference.stage1 import FAMILIES
+
+    title = FAMILIES[source.method].title
+    return {"name": source.method, "detail": f"{title} {source.sam_type} ({source.checkpoint.name})"}
 
 
 def trained_on_synthetic(checkpoint: Path) -> bool:

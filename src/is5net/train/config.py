@@ -177,6 +177,7 @@ class TrainConfig:
     coarse_dir: Optional[str] = setting(None, ANY)
     sam_checkpoint: Optional[str] = setting(None, ANY)
     sam_type: Optional[str] = setting(None, ANY)
+    stage1: str = setting("sam", ANY)  # whose cached masks (docs/stage1.md); checked by choose_stage1
     cache: Optional[str] = setting(None, ANY)
     # Inputs resized to input_size, stored as uint8 so later epochs skip decoding and resizing (the
     # reference's cache_size): auto = DATA/.input-cache when writable, off, or a directory.
