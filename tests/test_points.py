@@ -174,6 +174,8 @@ def test_click_text_and_json_readers():
         clicks_of_boxes([[1, 2]] * 3, [1] * 3, 1, max_clicks=2)
     points, labels = validate_points(np.array([[0, 0], [300, 200]]), np.array([1, 0]), 300, 200)
     assert points.dtype == np.float64 and points.shape == (2, 2) and labels.tolist() == [1, 0]
+    with pytest.raises(IS5NetError, match=r"points\[0\]: expected a point \[x, y\]"):
+        validate_points(np.zeros((2, 3)), np.array([1, 1, 1]), 300, 200)  # never reshaped into 3 points
 
 
 # --- the command line ----------------------------------------------------------------------------------------

@@ -222,9 +222,9 @@ def validate_points(points, labels, width: int, height: int, where: str = "point
     if labels is None:
         raise BoxError(f"{where}: clicks need their labels too (point_labels: 1 foreground, 0 background)")
     if isinstance(points, np.ndarray):
-        points = points.reshape(-1, 2).tolist() if points.size % 2 == 0 else points.tolist()
+        points = points.tolist()  # a K x 2 array; any other shape is named below, never reshaped into one
     if isinstance(labels, np.ndarray):
-        labels = labels.reshape(-1).tolist()
+        labels = labels.tolist()
     pts, lab = clicks_from_json(points, labels, where)
     for k, (x, y) in enumerate(pts):
         if not (0 <= x <= width and 0 <= y <= height):
