@@ -119,7 +119,7 @@ LABEL_CONFIG = """<View>
     <Label value="Object" background="#ff7f0e"/>
   </KeyPointLabels>
   <BrushLabels name="mask" toName="image">
-    <Label value="Object" background="#1f77b4"/>
+    <Label value="Object" background="#e6007e"/>
   </BrushLabels>
 </View>"""
 

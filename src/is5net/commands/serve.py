@@ -3,6 +3,7 @@
 Safe by default: it binds 127.0.0.1; another address needs ``--token`` (every ``/api/`` request then carries
 ``Authorization: Bearer <token>``) or an explicit ``--insecure``, and says so. Nothing is written to disk but
 uploads in a private temporary folder, each removed when its request ends (the folder at exit).
+``--label-studio`` adds Label Studio's ML-backend protocol under ``/label-studio/`` (docs/label-studio.md).
 """
 
 from __future__ import annotations
