@@ -169,11 +169,12 @@ def weights_digest(refiner: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_dir() -> Path:
-    """Where exported refiners are kept between runs: ``$IS5NET_HOME/cache/onnx`` (no weights file there)."""
+def cache_dir(kind: str = "onnx") -> Path:
+    """Where derived models are kept between runs: ``$IS5NET_HOME/cache/<kind>`` (``onnx``: the exports,
+    ``int8``: their NNCF-quantised OpenVINO models); no weights file of the user's lives there."""
     from .weights import weights_home
 
-    return weights_home() / "cache" / "onnx"
+    return weights_home() / "cache" / kind
 
 
 def cached_onnx(refiner: nn.Module, opset: int = DEFAULT_OPSET, log=None) -> Path:
@@ -184,32 +185,48 @@ def cached_onnx(refiner: nn.Module, opset: int = DEFAULT_OPSET, log=None) -> Pat
     """
     key = f"{weights_digest(refiner)[:24]}-op{opset}-torch{torch.__version__.split('+')[0]}"
     path = cache_dir() / f"refiner-{key}.onnx"
-    if not path.exists():
-        if log is not None:
-            log(f"exporting the refiner to ONNX once (kept in {path.parent} for the next runs)")
-        try:
-            export_refiner(refiner, path, opset=opset, dynamic_batch=True)
-        except OSError as exc:
-            raise IS5NetError(
-                f"cannot write the exported refiner to {path.parent} ({exc}); set IS5NET_HOME to a writable folder"
-            ) from None
-        _prune(path.parent, keep=CACHE_KEEP)
-    else:
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: pruned last
+    message = f"exporting the refiner to ONNX once (kept in {path.parent} for the next runs)"
+    return cached_file(
+        path, lambda target: export_refiner(refiner, target, opset=opset, dynamic_batch=True), message, log
+    )
+
+
+def cached_file(path: Path, build, message: str, log=None, companions: tuple[str, ...] = ()) -> Path:
+    """The one cache rule of derived models: ``path`` if it is there (marked recently used), else ``build(path)``
+    (which writes it atomically) and the folder pruned to the :data:`CACHE_KEEP` most recently used files of
+    its kind. ``companions``: suffixes of files that belong to ``path`` (an OpenVINO ``.bin`` beside its
+    ``.xml``), deleted with it; ``build`` writes them before ``path``, so ``path`` present means complete.
+    The key in the name must hold everything the file depends on: nothing else is checked."""
+    if path.exists():
+        for p in [path, *(path.with_suffix(s) for s in companions)]:
+            with contextlib.suppress(OSError):
+                os.utime(p)  # recently used: pruned last
+        return path
+    if log is not None:
+        log(message)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build(path)
+    except OSError as exc:
+        raise IS5NetError(
+            f"cannot write {path.name} to {path.parent} ({exc}); set IS5NET_HOME to a writable folder"
+        ) from None
+    _prune(path.parent, CACHE_KEEP, f"refiner-*{path.suffix}", companions)
     return path
 
 
-#: Exports kept in the cache (each the size of its weights: 176 MB for the full model); the least recently
-#: used beyond that are deleted, so fine-tuning runs that predict with every checkpoint do not fill the disk.
+#: Models kept in each cache folder (each the size of its weights: 176 MB for the full model in fp32); the
+#: least recently used beyond that are deleted, so fine-tuning runs that predict with every checkpoint do not
+#: fill the disk.
 CACHE_KEEP = 6
 
 
-def _prune(folder: Path, keep: int) -> None:
-    exports = sorted(folder.glob("refiner-*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in exports[keep:]:
-        with contextlib.suppress(OSError):
-            old.unlink()
+def _prune(folder: Path, keep: int, pattern: str = "refiner-*.onnx", companions: tuple[str, ...] = ()) -> None:
+    kept = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in kept[keep:]:
+        for p in [old, *(old.with_suffix(s) for s in companions)]:
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def check_opset(opset: Optional[int]) -> int:

@@ -30,17 +30,27 @@ def resolve_device(device: Optional[str | torch.device] = None) -> torch.device:
     return dev
 
 
+#: Precisions of the refiner alone: ``int8`` is its OpenVINO model quantised by NNCF (is5net.inference.quantize);
+#: everything else (stage 1, torch code around the refiner) then computes in fp32.
+REFINER_ONLY = ("int8",)
+
+
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
-    if precision not in PRECISIONS:
-        raise IS5NetError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    """The torch dtype of ``precision`` on ``device`` (fp32 for int8, which is the refiner's alone)."""
+    if precision not in PRECISIONS and precision not in REFINER_ONLY:
+        raise IS5NetError(f"precision {precision!r}: choose one of {', '.join([*PRECISIONS, *REFINER_ONLY])}")
     if precision == "fp16" and device.type != "cuda":
         raise IS5NetError("fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+    if precision == "int8":
+        if device.type != "cpu":
+            raise IS5NetError(f"int8 runs the refiner through OpenVINO on the CPU, not {device.type}; use --device cpu")
+        return torch.float32
     return PRECISIONS[precision]
 
 
 def autocast(device: torch.device, precision: str):
-    """Autocast to bf16/fp16 (convolutions in low precision, reductions in fp32); a no-op for fp32."""
-    if precision == "fp32":
+    """Autocast to bf16/fp16 (convolutions in low precision, reductions in fp32); a no-op for fp32 and int8."""
+    if precision in ("fp32", *REFINER_ONLY):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 

@@ -19,7 +19,7 @@ import argparse
 
 from ..defaults import ALL_METRICS, BACKEND_CHOICES
 from ..errors import IS5NetError
-from .options import fraction_arg, region_arguments
+from .options import calibration_from_args, fraction_arg, precision_arguments, region_arguments
 
 #: Options that belong to dataset mode only.
 _DATASET_OPTIONS = (
@@ -97,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the refiner's runtime, as predict's --backend (default auto, so the masks scored are predict's)",
     )
+    precision_arguments(ds)
     ds.add_argument(
         "--box-jitter",
         type=fraction_arg,
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             raise IS5NetError("--data (dataset mode) and --pred/--gt (folder mode) cannot be used together")
         from ..eval import dis5k as dataset
 
+        args.calibration = calibration_from_args(args)  # --precision int8's set, its folder checked first
         return int(dataset.run_dataset(args) or 0)
 
     if not folder_mode:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from ..defaults import (
     BACKEND_CHOICES,
+    CALIBRATION_COUNT,
     DEFAULT_MARGIN,
     DEFAULT_MAX_SIDE,
     MASK_CHOICES,
+    PRECISION_CHOICES,
     REGIONS,
     SAM_TYPES,
     STAGE1_FAMILIES,
@@ -52,10 +54,10 @@ def fraction_arg(text: str) -> float:
 
 
 def runtime_arguments(parser) -> None:
-    """--device / --precision / --backend: where and how the models run (predict and serve alike, so a
-    server's masks are predict's)."""
+    """--device / --precision / --calibration / --backend: where and how the models run (predict and serve
+    alike, so a server's masks are predict's)."""
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    precision_arguments(parser)
     parser.add_argument(
         "--backend",
         choices=BACKEND_CHOICES,
@@ -64,6 +66,47 @@ def runtime_arguments(parser) -> None:
         "matches the reference: openvino, then onnxruntime, then torch; torch on CUDA), "
         "torch, onnxruntime, openvino (pip install 'is5net[onnx]')",
     )
+
+
+def precision_arguments(parser) -> None:
+    """--precision and int8's --calibration / --calibration-count (docs/deployment.md, "Precision")."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="fp32",
+        help="fp32 (default: the reference's numbers); bf16 (autocast in torch, OpenVINO's bf16 hint: fast on "
+        "CPUs with AMX/AVX512_BF16); fp16 (CUDA); int8: the refiner quantised with NNCF, run by OpenVINO on "
+        "the CPU (quantised once, kept under IS5NET_HOME)",
+    )
+    parser.add_argument(
+        "--calibration",
+        dest="calibration_dir",
+        type=Path,
+        metavar="DIR",
+        help="int8: calibrate on these pairs (im/ + gt/, optional coarse/: stage-1 masks; DIS5K layout too) "
+        "instead of the demo's built-in data (the default)",
+    )
+    parser.add_argument(
+        "--calibration-count",
+        type=positive_int,
+        default=CALIBRATION_COUNT,
+        metavar="N",
+        help=f"int8: calibration images used (default {CALIBRATION_COUNT})",
+    )
+
+
+def calibration_from_args(args):
+    """The int8 calibration set the arguments name (None unless ``--precision int8``), its folder checked now,
+    before any model loads: --calibration DIR, or the demo's data (is5net.demo.calibration)."""
+    if getattr(args, "precision", None) != "int8":
+        if getattr(args, "calibration_dir", None) is not None:
+            from ..errors import IS5NetError
+
+            raise IS5NetError("--calibration calibrates --precision int8; add --precision int8 or leave it out")
+        return None
+    from ..demo.calibration import calibration_set
+
+    return calibration_set(args.calibration_dir, args.calibration_count, progress=not getattr(args, "quiet", False))
 
 
 def region_arguments(parser, max_side: bool = True) -> None:

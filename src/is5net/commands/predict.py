@@ -34,7 +34,7 @@ from typing import Optional
 
 from ..defaults import COMBINE_MODES, MAX_PIXELS_ENV, SAVE_KINDS
 from ..errors import IS5NetError
-from .options import positive_int, region_arguments, runtime_arguments, stage1_arguments
+from .options import calibration_from_args, positive_int, region_arguments, runtime_arguments, stage1_arguments
 
 log = logging.getLogger("is5net")
 
@@ -317,7 +317,10 @@ def _segment(args: argparse.Namespace, p: _Prepared, jobs: list, refiner):
     try:
         if group is not None:
             device = group.device  # cuda:LOCAL_RANK under torchrun on GPUs (the predictor moves SAM there)
-        options = PredictorOptions.from_args(args, device=device, backend=getattr(args, "backend", "torch"))
+        calibration = calibration_from_args(args)  # int8 only; its folder checked before the refiner is quantised
+        options = PredictorOptions.from_args(
+            args, device=device, backend=getattr(args, "backend", "torch"), calibration=calibration
+        )
         predictor = build_predictor(refiner, stage1, options)
         log.info("refiner: %s", predictor.backend)
         segmenter = ImageSegmenter(predictor, p.outputs, p.coarse, args.stage1, p.max_pixels)

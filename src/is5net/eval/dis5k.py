@@ -120,6 +120,7 @@ class DatasetEval:
             side (:func:`is5net.data.samples.jitter_box`, seeded per image by ``jitter_seed``), as a loose,
             hand-drawn or detected box would be; 0 = the tight box (the paper's protocol).
         backend: the refiner's runtime (``torch``, ``onnxruntime``, ``openvino``, ``auto``: is5net.inference.backends).
+        calibration: ``precision="int8"``'s calibration set (is5net.demo.calibration.calibration_set).
     """
 
     root: PathLike
@@ -143,6 +144,7 @@ class DatasetEval:
     box_jitter: float = 0.0
     jitter_seed: int = 0
     backend: str = "torch"
+    calibration: Any = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DatasetEval":
@@ -167,6 +169,8 @@ class DatasetEval:
             box_jitter=getattr(args, "box_jitter", 0.0),
             jitter_seed=getattr(args, "jitter_seed", 0),
             backend=getattr(args, "backend", None) or "auto",
+            precision=getattr(args, "precision", None) or "fp32",
+            calibration=getattr(args, "calibration", None),
         )
 
     def run(self) -> dict[str, dict]:
@@ -217,6 +221,7 @@ class DatasetEval:
         setup.region, setup.margin = self.region, float(self.margin)
         setup.box_jitter, setup.jitter_seed = float(self.box_jitter), int(self.jitter_seed)
         setup.backend = self.backend
+        setup.calibration = self.calibration
         return setup
 
     def _predict(
@@ -387,6 +392,7 @@ class _Setup:
         self.box_jitter = 0.0
         self.jitter_seed = 0
         self.backend = "torch"
+        self.calibration = None
 
     @classmethod
     def build(
@@ -495,7 +501,14 @@ class _Setup:
         from ..inference.predictor import PredictorOptions, build_predictor
 
         options = PredictorOptions(
-            device, precision, self.backend, mask_choice, batch_size=1, region=self.region, margin=self.margin
+            device,
+            precision,
+            self.backend,
+            mask_choice,
+            batch_size=1,
+            region=self.region,
+            margin=self.margin,
+            calibration=self.calibration,
         )
         predictor = build_predictor(self.refiner, self.sam_source if self.use_sam else None, options)
         if self.method == "isnet":

@@ -89,6 +89,8 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, refiner: nn.Module, device: torch.device, precision: str = "fp32", fast: bool = True):
+        if precision == "int8":
+            check_int8_backend(self.name)
         check_precision(precision, device)
         refiner = refiner.eval()
         if fast and hasattr(refiner, "fold_batchnorm"):
@@ -235,16 +237,23 @@ def create_backend(
     precision: Optional[str] = "fp32",
     fast: bool = True,
     threads: Optional[int] = None,
+    calibration=None,
 ):
     """Build the backend ``name`` (``auto``, ``torch``, ``onnxruntime``, ``openvino``) for ``refiner``.
 
     ``refiner``: a torch module, or (ONNX backends only) the path of an ONNX file made by ``is5net
     export-onnx``. A module is exported once and cached (:func:`is5net.export.cached_onnx`).
-    ``precision``: ``fp32`` (default: every backend then matches the reference), ``bf16``/``fp16``, or None
-    for the runtime's own choice (OpenVINO: bf16 on CPUs with bf16 units; torch and ONNX Runtime: fp32).
+    ``precision``: ``fp32`` (default: every backend then matches the reference), ``bf16``/``fp16``, None
+    for the runtime's own choice (OpenVINO: bf16 on CPUs with bf16 units; torch and ONNX Runtime: fp32), or
+    ``int8`` (OpenVINO only: the model quantised by NNCF on ``calibration``, :mod:`is5net.inference.quantize`).
     """
     device = torch.device("cpu") if device is None else torch.device(device)
     name = resolve_backend(name, device)
+    if precision == "int8":
+        check_int8_backend(name)
+        from .quantize import int8_backend
+
+        return int8_backend(refiner, calibration, threads=threads)
     if name == "torch":
         if not isinstance(refiner, nn.Module):
             raise IS5NetError(f"the torch backend needs the refiner's weights (.pth/.safetensors), not {refiner}")
@@ -266,21 +275,32 @@ def create_backend(
     return OpenVINOBackend(onnx_path, precision=precision, threads=threads)
 
 
-def refiner_runner(backend, refiner: nn.Module, device: torch.device, precision: str = "fp32"):
+def check_int8_backend(name: str) -> None:
+    """int8 is OpenVINO's (NNCF quantises OpenVINO models): any other backend is one line saying so."""
+    if name != "openvino":
+        hint = "" if installed("openvino") else f"; {_INSTALL}"
+        raise IS5NetError(
+            f"--precision int8 runs through OpenVINO only, not {name}: use --backend openvino or auto{hint}"
+        )
+
+
+def refiner_runner(backend, refiner: nn.Module, device: torch.device, precision: str = "fp32", calibration=None):
     """For :class:`is5net.IS5NetPredictor`: ``(runner, description)``.
 
     ``runner`` is None when the predictor's own torch path runs the refiner (``"torch"``, or ``"auto"`` on
     CUDA), else a backend whose ``forward_logits`` takes the refiner's place. ``backend``: a name or a ready
     backend object (anything with ``forward_logits`` and ``description``). ``precision`` is the
     predictor's: ``fp32`` asks OpenVINO for fp32 too, so every backend matches the reference unless
-    ``bf16`` is asked for.
+    ``bf16`` is asked for; ``int8`` takes OpenVINO and ``calibration`` (:mod:`is5net.inference.quantize`).
     """
     if not isinstance(backend, str) and backend is not None:
         if not callable(getattr(backend, "forward_logits", None)):
             raise IS5NetError(f"backend {backend!r}: expected a name ({', '.join(BACKENDS)}, auto) or a backend object")
         return backend, getattr(backend, "description", type(backend).__name__)
     name = resolve_backend(backend, device)
+    if precision == "int8":
+        check_int8_backend(name)
     if name == "torch":
         return None, f"torch {torch.__version__.split('+')[0]} on {device}, {precision}"
-    runner = create_backend(name, refiner, device, precision)
+    runner = create_backend(name, refiner, device, precision, calibration=calibration)
     return runner, runner.description

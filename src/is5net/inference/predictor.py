@@ -82,7 +82,9 @@ class IS5NetPredictor:
         refiner: IS5Net (5 channels) or IS-Net (3 channels), e.g. from ``load_refiner``; its ``config``
             (input size, mean, std) is honoured.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when present).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only): autocast for both stages.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only): autocast for both stages; ``"int8"``: the
+            refiner quantised by NNCF and run by OpenVINO on the CPU (stage 1 in fp32), calibrated on
+            ``calibration`` (:mod:`is5net.inference.quantize`; docs/deployment.md, "Precision").
         mask_choice: SAM mask kept, ``"first"`` (``masks[0]``, the reference) or ``"best"`` (highest IoU).
         box_channel: ``"user"`` (the given box, the paper's evaluation) or ``"sam_mask"`` (the tight box of
             the coarse mask, as the reference demo notebook draws it).
@@ -114,6 +116,7 @@ class IS5NetPredictor:
         margin: float = DEFAULT_MARGIN,
         max_side: int = DEFAULT_MAX_SIDE,
         tile_scale: Optional[float] = None,
+        calibration: object = None,
     ):
         self.device = resolve_device(device)
         self.precision = precision
@@ -137,7 +140,7 @@ class IS5NetPredictor:
         self.refiner = refiner.requires_grad_(False)
         self.channels_last = fast and self.device.type == "cuda"
         # Another runtime takes the refiner's place (its forward_logits); the contract around it is unchanged.
-        runner, self.backend = refiner_runner(backend, refiner, self.device, precision)
+        runner, self.backend = refiner_runner(backend, refiner, self.device, precision, calibration)
         if runner is not None:
             self.refiner, self.channels_last = runner, False
         self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if isinstance(sam, nn.Module) else sam
@@ -399,6 +402,7 @@ class PredictorOptions:
     max_side: int = DEFAULT_MAX_SIDE
     tile_scale: Optional[float] = None
     fast: bool = True
+    calibration: object = None  # int8 only: an is5net.inference.quantize.Calibration
 
     @classmethod
     def from_args(cls, args, **overrides) -> "PredictorOptions":

@@ -61,6 +61,7 @@ class Models:
     regions: dict = field(default_factory=dict)  # region, margin, max_side, tile_scale: IS5NetPredictor's
     stage1: dict = field(default_factory=dict)  # name, detail (shown by /api/health and the page)
     refiner_info: dict = field(default_factory=dict)  # name, detail, synthetic_only, note
+    calibration: Any = None  # --precision int8: the calibration set (is5net.inference.quantize)
 
 
 class StageOnly:
@@ -107,7 +108,11 @@ class Segmenter:
             # Built once (BatchNorm folded, moved to the device); each image gets a shallow copy of it with its
             # own stage 1, so an image's state (embedding, resized RGB) lives in its copy, in the cache.
             options = PredictorOptions(
-                device=models.device, precision=models.precision, backend=models.backend, **models.regions
+                device=models.device,
+                precision=models.precision,
+                backend=models.backend,
+                calibration=models.calibration,
+                **models.regions,
             )
             self._base = build_predictor(models.refiner, models.make_stage(), options)
             models.refiner_info["region"] = self._base.region

@@ -50,7 +50,15 @@ def load_models(
         "tile_scale": options.tile_scale,
     }
     return Models(
-        model, make_stage, device, options.precision, options.backend, regions, stage1_label(source), refiner_info
+        model,
+        make_stage,
+        device,
+        options.precision,
+        options.backend,
+        regions,
+        stage1_label(source),
+        refiner_info,
+        calibration=options.calibration,
     )
 
 
