@@ -15,7 +15,7 @@ from ...checkpoint import read_state_dict
 from ...defaults import STAGE1_METHODS
 from ...errors import IS5NetError
 from .grabcut import GrabCutStage
-from .registry import FAMILIES, identify, load_model, parse_name, require_package
+from .registry import FAMILIES, identify, load_model, parse_name, require_package, with_article
 from .sam import TINY_SAM_SEED, require_sam_checkpoint, seeded_tiny_sam
 
 log = logging.getLogger("is5net")
@@ -164,8 +164,8 @@ def _resolve(sam_checkpoint) -> Path:
 def _checked_type(family: str, path: Path, stage_type: Optional[str]) -> str:
     _, found = identify(read_state_dict(path)[0], path, family)
     if stage_type is not None and stage_type != found:
-        title = FAMILIES[family].title
-        raise IS5NetError(f"{path}: this is a {title} {found} checkpoint, but --stage1 {family}:{stage_type} was given")
+        title = with_article(FAMILIES[family].title)
+        raise IS5NetError(f"{path}: this is {title} {found} checkpoint, but --stage1 {family}:{stage_type} was given")
     return found
 
 

@@ -128,15 +128,20 @@ def identify(state_dict: dict, path: os.PathLike | str, family: str) -> tuple[st
     kind = stage1_kind(state_dict, path)
     if kind is None:
         raise CheckpointError(
-            f"{path}: expected a {fam.title} checkpoint ({fam.files}), but it holds no {fam.title} weights"
+            f"{path}: expected {with_article(fam.title)} checkpoint ({fam.files}), but it holds no {fam.title} weights"
         )
     if kind[0] != family:
         other = FAMILIES[kind[0]]
         raise CheckpointError(
-            f"{path}: this is a {other.title} {kind[1]} checkpoint, not {fam.title}: "
+            f"{path}: this is {with_article(other.title)} {kind[1]} checkpoint, not {fam.title}: "
             f"give --stage1 {kind[0]} (or {kind[0]}:{kind[1]})"
         )
     return kind
+
+
+def with_article(title: str) -> str:
+    """``title`` with its article, as said aloud: "a SAM", "an HQ-SAM"."""
+    return f"{'an' if title.startswith('HQ') else 'a'} {title}"
 
 
 def load_model(
@@ -158,7 +163,7 @@ def load_model(
     _, found = identify(sd, checkpoint, family)
     if stage_type is not None and stage_type != found:
         raise CheckpointError(
-            f"{checkpoint}: this is a {fam.title} {found} checkpoint, but --stage1 {family}:{stage_type} "
+            f"{checkpoint}: this is {with_article(fam.title)} {found} checkpoint, but --stage1 {family}:{stage_type} "
             f"(or --sam-type {stage_type}) was given"
         )
     model = fam.build(found, sd)
