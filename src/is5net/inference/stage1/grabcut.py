@@ -117,10 +117,9 @@ class GrabCutStage:
     def _grabcut(self, bgr: np.ndarray, rect: tuple, seeds, box) -> Optional[np.ndarray]:
         """GrabCut's foreground (uint8 0/255) in ``bgr``: the box's rectangle, then the clicks' seeds.
 
-        Clicks are painted into GrabCut's label map after the rectangle pass (sure foreground or sure
-        background discs) and GrabCut runs again from that map (``GC_INIT_WITH_MASK``), so the colour
-        models learn from them: a background click inside the mask removes the region like it, a
-        foreground click outside adds one. None if GrabCut cannot model the crop at all.
+        After the rectangle pass, each click relabels GrabCut's map (:func:`apply_click`) and GrabCut runs
+        again from that map (``GC_INIT_WITH_MASK``), so its colour models learn from the clicks. None if
+        GrabCut cannot model the crop at all.
         """
         import cv2
 
@@ -134,19 +133,48 @@ class GrabCutStage:
             return None
         if seeds:
             for x, y, lab, radius in seeds:
-                sure = cv2.GC_FGD if lab == 1 else cv2.GC_BGD
-                cv2.circle(label, (int(round(x)), int(round(y))), int(radius), int(sure), thickness=-1)
+                apply_click(bgr, label, int(round(x)), int(round(y)), int(lab), int(radius))
             try:
                 cv2.grabCut(bgr, label, None, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_MASK)
-            except cv2.error as exc:  # e.g. no foreground left to model: the seeds alone decide
+            except cv2.error as exc:  # e.g. no foreground left to model: the relabelled map stands
                 log.debug("GrabCut with clicks failed on box %s (%s)", format_box(box), exc)
         return ((label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)).astype(np.uint8) * 255
+
+
+def apply_click(bgr: np.ndarray, label: np.ndarray, x: int, y: int, positive: int, radius: int) -> None:
+    """Relabel GrabCut's map ``label`` (in place) for a click at (x, y) (docs/stage1.md, "GrabCut seeds").
+
+    The region under the click, the pixels connected to it within ``CLICK_COLOUR_TOLERANCE`` of its colour
+    that GrabCut put on the other side, becomes probable foreground (a positive click) or probable
+    background (a negative one), and a disc of ``radius`` around it sure foreground or sure background.
+    Only the disc would leave the region's colour in the other side's model, and GrabCut would keep the
+    rest of the region where it was: a negative click on one part of a mask would remove a dot, not the part.
+    """
+    import cv2
+
+    h, w = label.shape
+    if not (0 <= x < w and 0 <= y < h):
+        cv2.circle(label, (x, y), radius, int(cv2.GC_FGD if positive else cv2.GC_BGD), thickness=-1)
+        return
+    fg = (label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)
+    region = np.zeros((h + 2, w + 2), np.uint8)
+    tol = (CLICK_COLOUR_TOLERANCE,) * 3
+    flags = 4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (255 << 8)
+    cv2.floodFill(bgr.copy(), region, (x, y), 0, tol, tol, flags)
+    region = region[1:-1, 1:-1] > 0
+    if positive:
+        label[region & ~fg & (label != cv2.GC_BGD)] = cv2.GC_PR_FGD
+    else:
+        label[region & fg & (label != cv2.GC_FGD)] = cv2.GC_PR_BGD
+    cv2.circle(label, (x, y), radius, int(cv2.GC_FGD if positive else cv2.GC_BGD), thickness=-1)
 
 
 # A click's seed: a disc of this fraction of the box's longer side, at least CLICK_MIN_RADIUS pixels
 # (docs/stage1.md, "GrabCut seeds"): big enough to hold a few colour samples, small beside the object.
 CLICK_RADIUS_FRACTION = 0.02
 CLICK_MIN_RADIUS = 3
+# The colour step (per channel, 0..255) that still joins a pixel to the region under a click.
+CLICK_COLOUR_TOLERANCE = 24
 
 
 def click_radius(box) -> int:
