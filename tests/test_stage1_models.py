@@ -21,6 +21,7 @@ from is5net.inference.stage1 import (
     build_hq_sam,
     build_sam2_model,
     choose_stage1,
+    stage_for,
 )
 
 BOXES = np.array([[10, 8, 90, 70], [30, 20, 120, 90], [0, 0, 64, 48], [50, 40, 110, 95]], dtype=np.float64)
@@ -69,6 +70,7 @@ def test_sam_stage_equals_sam_predictor_with_and_without_clicks(tiny_sam, rgb, m
     from segment_anything import SamPredictor
 
     stage = SamStage(tiny_sam, mask_choice=mask_choice)
+    assert type(stage_for(tiny_sam)) is SamStage  # a SAM built by segment_anything itself
     reference = SamPredictor(tiny_sam)
     reference.set_image(rgb)
     _compare(stage, reference, rgb, multimask_output=True)
@@ -95,6 +97,7 @@ def test_hq_sam_stage_loads_our_way_and_equals_its_predictor(hq_checkpoint, rgb)
     assert all(not p.requires_grad for p in stage.model.parameters())
     loaded = stage.model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    assert isinstance(stage_for(stage.model), HQSamStage)  # a loaded model knows its family (the predictor's way)
     # The mask kept: the HQ token's alone (hq_token_only=True, multimask_output=False: docs/stage1.md).
     assert type(stage.predictor) is SamPredictor
     # HQ-SAM's decoder is the slow part on a CPU (its HQ features are made per call): fewer plain calls.
@@ -116,6 +119,7 @@ def test_sam2_stage_loads_our_way_and_equals_its_predictor(sam2_checkpoint, rgb)
 
     stage = choose_stage1("sam2", sam2_checkpoint).build("cpu")
     assert isinstance(stage, Sam2Stage) and stage.model.sam_type == "tiny" and not stage.model.training
+    assert isinstance(stage_for(stage.model), Sam2Stage)
     assert type(stage.predictor) is SAM2ImagePredictor
     _compare(stage, None, rgb, multimask_output=True)
 

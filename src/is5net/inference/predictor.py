@@ -41,7 +41,7 @@ from ..runtime import autocast, check_precision, enable_fast_cuda, resolve_devic
 from .backends import refiner_runner
 from .boxes import validate_box, validate_clicks
 from .regions import RegionRefiner
-from .stage1 import SamStage, Stage1
+from .stage1 import Stage1, stage_for
 
 BOX_CHANNELS = ("user", "sam_mask")
 
@@ -143,7 +143,7 @@ class IS5NetPredictor:
         runner, self.backend = refiner_runner(backend, refiner, self.device, precision, calibration)
         if runner is not None:
             self.refiner, self.channels_last = runner, False
-        self.sam_stage = SamStage(sam.to(self.device), mask_choice, sam_resize) if isinstance(sam, nn.Module) else sam
+        self.sam_stage = stage_for(sam.to(self.device), mask_choice, sam_resize) if isinstance(sam, nn.Module) else sam
         size = self.config.input_size
         self.input_size = (size, size) if isinstance(size, int) else tuple(size)
         self.region = region or getattr(self.config, "region", "image")

@@ -17,7 +17,7 @@ from ...defaults import MASK_CHOICES, SAM_TYPES, STAGE1_METHODS, STAGE1_NAMES
 from .choice import Stage1, build_stage1, choose_stage1
 from .grabcut import CLICK_RADIUS_FRACTION, GRABCUT_SEED, GrabCutStage
 from .hq_sam import HQSamStage, build_hq_sam
-from .registry import FAMILIES, Family, load_model, parse_name
+from .registry import FAMILIES, Family, load_model, parse_name, stage_for
 from .sam import (
     TINY_SAM_SEED,
     SamStage,
@@ -57,4 +57,5 @@ __all__ = [
     "parse_name",
     "require_sam_checkpoint",
     "seeded_tiny_sam",
+    "stage_for",
 ]

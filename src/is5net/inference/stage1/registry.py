@@ -175,3 +175,10 @@ def load_model(
     model.sam_type, model.stage1_family = found, family
     model.eval().requires_grad_(False)
     return model.to(device)
+
+
+def stage_for(model: nn.Module, mask_choice: str = "first", resize: str = "pil", **kw):
+    """The stage of an already loaded model of any family: its ``stage1_family`` (set by :func:`load_model`),
+    SAM's when unset (a SAM built by ``segment_anything`` itself)."""
+    family = getattr(model, "stage1_family", "sam")
+    return FAMILIES[family].stage_class()(model, mask_choice, resize, **kw)
