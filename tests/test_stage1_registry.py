@@ -163,3 +163,15 @@ def test_the_cli_says_each_mistake_in_one_line(
             f"is5net {command[0]}: error: --stage1 hq-sam:vit_tiny needs segment-anything-hq: "
             "pip install 'is5net[hq-sam]'"
         ], err
+
+
+def test_eval_and_serve_take_the_same_choice(tmp_path, run_cli, pairs_dataset, tiny_sam_checkpoint):
+    from pathlib import Path
+
+    from is5net.serve.models import stage1_label
+
+    argv = ["eval", "--data", pairs_dataset, "--subsets", "DIS-VD", "--method", "sam", "--out", tmp_path / "e"]
+    rc, err = run_cli(*argv, "--stage1", "sam2", "--stage1-checkpoint", tiny_sam_checkpoint)
+    assert rc == 2 and len(lines_of(err)) == 1 and "this is a SAM tiny checkpoint, not SAM 2: give --stage1 sam" in err
+    label = stage1_label(Stage1("hq-sam", "vit_tiny", Path("sam_hq_vit_tiny.pth")))
+    assert label == {"name": "hq-sam", "detail": "HQ-SAM vit_tiny (sam_hq_vit_tiny.pth)"}
