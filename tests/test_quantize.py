@@ -231,3 +231,15 @@ def test_predict_int8_from_the_command_line(run_cli, tmp_path, predict_args, dat
     assert any("int8 (NNCF, calibrated on" in r.getMessage() for r in caplog.records)
     (mask,) = list((tmp_path / "out").glob("*.png"))
     assert load_mask(mask).shape == (64, 64)
+
+
+def test_auto_is_bf16_only_where_openvino_has_native_bf16(folded, held_out):
+    from is5net.inference.backends import native_bf16, resolve_precision
+
+    native = native_bf16()
+    assert resolve_precision("auto", "openvino") == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "torch") == resolve_precision("auto", "onnxruntime") == "fp32"
+    assert resolve_precision("fp32", "openvino") == "fp32"  # the exact path stays one flag away
+    p = IS5NetPredictor(None, folded, device="cpu", precision="auto", backend="openvino")
+    assert p.backend.endswith("bf16" if native else "fp32")
+    assert IS5NetPredictor(None, folded, device="cpu", precision="auto", backend="torch").backend.endswith("fp32")

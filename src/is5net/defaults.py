@@ -27,7 +27,7 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 # The refiner's precisions (is5net.runtime; int8: is5net.inference.quantize, docs/deployment.md "Precision") and
 # how many calibration images int8 uses by default (is5net.inference.quantize.DEFAULT_COUNT says why).
-PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
 CALIBRATION_COUNT = 64
 
 # Regions (is5net.contract, docs/input-contract.md "Regions").

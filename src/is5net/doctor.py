@@ -216,7 +216,8 @@ def _openvino_lines(ov_cpu: dict) -> list[str]:
         return [f"openvino: cannot use the CPU plug-in: {ov_cpu['error']}"]
     return [
         f"openvino on this CPU: {', '.join(ov_cpu['capabilities'])}; by default it computes in "
-        f"{ov_cpu['default_precision']} (is5net asks for f32 unless --precision bf16)"
+        f"{ov_cpu['default_precision']} (is5net's default, --precision auto, asks for bf16 where BF16 is listed, "
+        "else f32; --precision fp32 always f32)"
     ]
 
 

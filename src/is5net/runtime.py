@@ -30,13 +30,15 @@ def resolve_device(device: Optional[str | torch.device] = None) -> torch.device:
     return dev
 
 
-#: Precisions of the refiner alone: ``int8`` is its OpenVINO model quantised by NNCF (is5net.inference.quantize);
-#: everything else (stage 1, torch code around the refiner) then computes in fp32.
-REFINER_ONLY = ("int8",)
+#: Precisions of the refiner alone, everything else (stage 1, the torch code around the refiner) computing in fp32:
+#: ``int8``, its OpenVINO model quantised by NNCF (is5net.inference.quantize); ``auto``, the command line's
+#: default, bf16 where OpenVINO runs it on a CPU with native bf16 units, else fp32
+#: (is5net.inference.backends.resolve_precision; docs/deployment.md, "Precision", has the measurement).
+REFINER_ONLY = ("int8", "auto")
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The torch dtype of ``precision`` on ``device`` (fp32 for int8, which is the refiner's alone)."""
+    """The torch dtype of ``precision`` on ``device`` (fp32 for int8 and auto, which are the refiner's alone)."""
     if precision not in PRECISIONS and precision not in REFINER_ONLY:
         raise IS5NetError(f"precision {precision!r}: choose one of {', '.join([*PRECISIONS, *REFINER_ONLY])}")
     if precision == "fp16" and device.type != "cuda":
@@ -44,12 +46,11 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "int8":
         if device.type != "cpu":
             raise IS5NetError(f"int8 runs the refiner through OpenVINO on the CPU, not {device.type}; use --device cpu")
-        return torch.float32
-    return PRECISIONS[precision]
+    return PRECISIONS.get(precision, torch.float32)
 
 
 def autocast(device: torch.device, precision: str):
-    """Autocast to bf16/fp16 (convolutions in low precision, reductions in fp32); a no-op for fp32 and int8."""
+    """Autocast to bf16/fp16 (convolutions in low precision, reductions in fp32); a no-op for fp32, int8, auto."""
     if precision in ("fp32", *REFINER_ONLY):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
