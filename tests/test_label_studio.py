@@ -123,6 +123,7 @@ LS_URL = "http://ls.example:8080"
         ("HTTP://LS.example:8080/data/x.jpg", ("http", "HTTP://LS.example:8080/data/x.jpg", True)),
         ("https://photos.example/a.jpg", ("http", "https://photos.example/a.jpg", False)),  # allowed by name
         ("http://cdn.example:9000/a.jpg", ("http", "http://cdn.example:9000/a.jpg", False)),  # allowed with its port
+        ("http://[::1]:5000/a.jpg", ("http", "http://[::1]:5000/a.jpg", False)),
         ("http://ls.example:9999/data/x.jpg", "not Label Studio's"),  # Label Studio's host, another port
         ("http://cdn.example/a.jpg", "not Label Studio's"),  # allowed on port 9000 only
         ("http://evil.example/data/upload/1/x.jpg", "not Label Studio's"),
@@ -137,7 +138,8 @@ LS_URL = "http://ls.example:8080"
     ],
 )
 def test_image_source_rule(value, expected):
-    options = LabelStudioOptions.checked(LS_URL, "k" * 40, None, ["photos.example", "cdn.example:9000"], 0.5, "v")
+    hosts = ["Photos.Example", "cdn.example:9000", "[::1]"]
+    options = LabelStudioOptions.checked(LS_URL, "k" * 40, None, hosts, 0.5, "v")
     if isinstance(expected, str):
         with pytest.raises(ApiError) as err:
             image_source(value, options)
@@ -320,6 +322,53 @@ def test_bad_requests_are_one_line_4xx(backend):
     assert one_line_refusal(httpx.post(url, content=b"{", headers={"content-type": "application/json"}))
 
 
+@pytest.fixture(scope="module")
+def image_host(root):
+    """A plain HTTP server on the loopback: the photo at /coffee.png, a redirect at /moved, a 404 elsewhere."""
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/coffee.png")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_images_from_an_allowed_host_are_downloaded_within_the_limits(models, image_host, root, tmp_path):
+    argv = [*models, "--device", "cpu", "-q", "--label-studio", "--label-studio-allow-host", "127.0.0.1"]
+    with RunningServer(argv) as server:
+        url = f"{server.url}/label-studio/predict"
+        r = httpx.post(url, json=predict_body(f"{image_host}/coffee.png", [rect()]), timeout=120)
+        assert r.status_code == 200, r.text
+        expected = predicted_mask(tmp_path, root / "coffee.png", models)
+        assert np.array_equal(decoded(r.json()["results"][0]["result"][0]), expected)
+        moved = httpx.post(url, json=predict_body(f"{image_host}/moved", [rect()]), timeout=60)
+        assert moved.status_code == 502 and "answered 302" in moved.json()["error"]  # redirects are not followed
+        missing = httpx.post(url, json=predict_body(f"{image_host}/nothing.png", [rect()]), timeout=60)
+        assert missing.status_code == 502 and "answered 404" in missing.json()["error"]
+        assert temp_files(server) == []
+    with RunningServer([*argv, "--max-upload-mb", "0.01"]) as small:
+        big = httpx.post(f"{small.url}/label-studio/predict", json=predict_body(f"{image_host}/coffee.png", [rect()]))
+        assert big.status_code == 413 and "--max-upload-mb" in big.json()["error"]
+        assert temp_files(small) == []
+
+
 def test_token_guards_the_label_studio_routes(root):
     token = "ls-backend-token-123"
     with RunningServer(["--stage1", "grabcut", "--refiner", "none", "--token", token, "-q", "--label-studio",
@@ -381,3 +430,11 @@ def test_label_studio_connects_is5net_and_stores_its_mask(label_studio, models, 
             refused = interactive(regions)
             assert "data" not in refused and "422" in refused["errors"][0] and "500" not in refused["errors"][0]
     assert os.environ.get("LABEL_STUDIO_API_KEY") != personal
+    # A key Label Studio refuses: the image cannot be read, and the answer says which setting to fix.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABEL_STUDIO_URL", label_studio.url)
+        mp.setenv("LABEL_STUDIO_API_KEY", "not-a-valid-key-0123456789")
+        wrong = RunningServer([*models, "--device", "cpu", "-q", "--label-studio"])
+    with wrong:
+        r = httpx.post(f"{wrong.url}/label-studio/predict", json=predict_body(task["data"]["image"], [rect()]))
+        assert r.status_code == 502 and "LABEL_STUDIO_API_KEY" in r.json()["error"]

@@ -98,17 +98,18 @@ class LabelStudioOptions:
 
 
 def _checked_host(text: str) -> str:
+    """``HOST`` or ``HOST:PORT`` as :func:`_host_allowed` compares it (lower case, IPv6 without brackets)."""
     name = str(text).strip().lower()
     parts = urlsplit(f"//{name}")
     try:
-        parts.port  # noqa: B018 (raises on a bad port)
+        port = parts.port
     except ValueError:
-        parts = None
+        port, parts = None, None
     if not name or parts is None or not parts.hostname or parts.path or "@" in name:
         raise IS5NetError(
             f"--label-studio-allow-host {text!r}: expected a host name, optionally :port (no scheme, no path)"
         )
-    return name
+    return f"{parts.hostname}:{port}" if port else parts.hostname
 
 
 # ----------------------------------------------------------------------------------- where images come from
