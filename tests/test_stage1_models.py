@@ -102,6 +102,13 @@ def test_hq_sam_stage_loads_our_way_and_equals_its_predictor(hq_checkpoint, rgb)
     assert type(stage.predictor) is SamPredictor
     # HQ-SAM's decoder is the slow part on a CPU (its HQ features are made per call): fewer plain calls.
     _compare(stage, None, rgb, plain_checked=(1,), multimask_output=False, hq_token_only=True)
+    # hq_token_only=False: the HQ mask's logits added to SAM's single output, as the predictor adds them.
+    stage.hq_token_only = False
+    masks, scores = stage.predict(BOXES[:1], POINTS[:1], LABELS[:1])
+    want, want_scores, _ = stage.predictor.predict(
+        point_coords=POINTS[0], point_labels=LABELS[0], box=BOXES[0], multimask_output=False, hq_token_only=False
+    )
+    assert np.array_equal(masks[0].numpy(), want[0]) and float(scores[0]) == pytest.approx(float(want_scores[0]))
 
 
 @pytest.fixture(scope="module")
