@@ -9,6 +9,7 @@ the matching ``configs/sam2/`` config, so both releases load strictly. SAM 2 res
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Optional
 
@@ -38,9 +39,16 @@ def build_sam2_model(sam2_type: str, state_dict: Optional[dict] = None) -> nn.Mo
     """An untrained SAM 2 of ``sam2_type`` on the CPU (``build_sam2`` with no checkpoint, its default
     post-processing), for the registry to load weights into."""
     build = import_package("sam2", "sam2.build_sam").build_sam2
-    with warnings.catch_warnings():  # its modules' torch.jit.script deprecation: nothing for our user to do
-        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
+    with _quiet():
         return build(sam2_config(sam2_type, state_dict), None, device="cpu")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Without torch's deprecation warning for the package's torch.jit.script: nothing for our user to do."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
+        yield
 
 
 class Sam2Stage:
@@ -56,7 +64,8 @@ class Sam2Stage:
             raise IS5NetError(f"mask choice {mask_choice!r}: choose one of {', '.join(MASK_CHOICES)}")
         predictor = import_package("sam2", "sam2.sam2_image_predictor").SAM2ImagePredictor
         self.model = self.sam = model
-        self.predictor = predictor(model)
+        with _quiet():  # its transforms are torch.jit.script-ed
+            self.predictor = predictor(model)
         self.mask_choice = mask_choice
         self.resize = resize  # SAM 2 resizes to its square input itself
 
