@@ -5,6 +5,7 @@ import torch
 from is5net import cli
 from is5net.doctor import collect
 from is5net.inference.backends import BACKENDS, backend_versions
+from is5net.weights import OFFICIAL
 
 
 def test_doctor_on_an_empty_home_reports_and_advises(tmp_path, capsys, monkeypatch):
@@ -39,7 +40,7 @@ def test_collect_lists_every_backend_and_extra(tmp_path, monkeypatch):
     report = collect(verify=False)
     assert list(report["backends"]) == list(BACKENDS)
     assert all(report["backends"].values())  # all three are installed here (the dev extra includes onnx)
-    assert set(report["extras"]) >= {"onnx", "serve", "train", "dev"}
+    assert set(report["extras"]) >= {"onnx", "serve", "train", "dev", "hq-sam", "sam2"}
     assert report["device"]["torch_threads"] == torch.get_num_threads()
     assert report["openvino_cpu"]["default_precision"] in ("f32", "bf16", "f16")
-    assert [w["status"] for w in report["weights"]] == ["missing"] * 6 and report["problems"] == []
+    assert [w["status"] for w in report["weights"]] == ["missing"] * len(OFFICIAL) and report["problems"] == []

@@ -20,6 +20,8 @@ EXTRAS = {
     "onnx": ("onnx", "onnxruntime", "openvino"),
     "serve": ("fastapi", "uvicorn", "python-multipart"),
     "train": ("tensorboard",),
+    "hq-sam": ("segment-anything-hq", "timm"),  # --stage1 hq-sam (docs/stage1.md)
+    "sam2": ("sam2", "hydra-core", "iopath"),  # --stage1 sam2
     "dev": ("pytest", "ruff"),
 }
 CORE = (
