@@ -105,22 +105,23 @@ def test_int8_is_quantised_and_close_to_fp32(int8, folded, held_out):
 
 
 def test_the_second_build_reads_the_cache(int8, folded, data, counted):
-    assert counted.calls == 1
+    before = counted.calls  # 1 (the fixture's), 2 after the next test
     again = create_backend("openvino", folded, precision="int8", calibration=calibration_set(data / "DIS-TR", 4))
-    assert counted.calls == 1 and again.onnx_path == int8.onnx_path
+    assert counted.calls == before and again.onnx_path == int8.onnx_path
     assert again.onnx_path.with_suffix(".bin").is_file() and again.onnx_path.parent.name == "int8"
 
 
 def test_another_calibration_set_is_another_model(int8, folded, data, counted, held_out):
+    before = counted.calls
     other = create_backend("openvino", folded, precision="int8", calibration=calibration_set(data / "DIS-TE1", 4))
-    assert counted.calls == 2 and other.onnx_path != int8.onnx_path
+    assert counted.calls == before + 1 and other.onnx_path != int8.onnx_path
     assert not np.array_equal(other(held_out), int8(held_out))  # other scales, other rounding
 
 
 def test_the_predictor_takes_int8_with_its_calibration(int8, refiner, data, counted, held_out):
-    calibration = calibration_set(data / "DIS-TR", 4)
+    calibration, before = calibration_set(data / "DIS-TR", 4), counted.calls
     p = IS5NetPredictor(None, refiner, device="cpu", precision="int8", backend="auto", calibration=calibration)
-    assert counted.calls == 2 and "int8" in p.backend  # auto is OpenVINO here; the same cached model
+    assert counted.calls == before and "int8" in p.backend  # auto is OpenVINO here; the same cached model
     with pytest.raises(IS5NetError, match="int8 needs calibration images"):
         IS5NetPredictor(None, refiner, device="cpu", precision="int8", backend="openvino")
     for backend in ("torch", "onnxruntime"):
@@ -225,9 +226,10 @@ def test_predict_int8_from_the_command_line(run_cli, tmp_path, predict_args, dat
     import logging
 
     caplog.set_level(logging.INFO, logger="is5net")
+    before = counted.calls
     rc, err = run_cli(*predict_args, "--precision", "int8", "--calibration", data / "DIS-TR", "--calibration-count", 4)
     assert rc == 0, err
-    assert counted.calls == 2  # the checkpoint holds the fixture's weights: the same cached model
+    assert counted.calls == before  # the checkpoint holds the fixture's weights: the same cached model
     assert any("int8 (NNCF, calibrated on" in r.getMessage() for r in caplog.records)
     (mask,) = list((tmp_path / "out").glob("*.png"))
     assert load_mask(mask).shape == (64, 64)
@@ -243,3 +245,46 @@ def test_auto_is_bf16_only_where_openvino_has_native_bf16(folded, held_out):
     p = IS5NetPredictor(None, folded, device="cpu", precision="auto", backend="openvino")
     assert p.backend.endswith("bf16" if native else "fp32")
     assert IS5NetPredictor(None, folded, device="cpu", precision="auto", backend="torch").backend.endswith("fp32")
+
+
+def test_serve_int8_answers_what_predict_int8_writes(run_cli, tmp_path, predict_args, data, checkpoint, int8, counted):
+    import httpx
+
+    from test_serve_support import RunningServer
+
+    pytest.importorskip("fastapi")
+    calib = ["--precision", "int8", "--calibration", str(data / "DIS-TR"), "--calibration-count", "4"]
+    before = counted.calls
+    rc, err = run_cli(*predict_args, *calib)
+    assert rc == 0, err
+    f = folder_pairs(data / "DIS-TE1")[0]
+    argv = ["--checkpoint", checkpoint, "--stage1", "grabcut", "--device", "cpu", "-q", *calib]
+    with RunningServer(argv) as server:
+        health = httpx.get(f"{server.url}/api/health").json()
+        assert "int8 (NNCF, calibrated on" in health["refiner"]["runtime"], health["refiner"]
+        r = httpx.post(
+            f"{server.url}/api/segment",
+            timeout=60,
+            data={"box": "4,4,60,60"},
+            files={
+                "image": ("a.png", f.image.read_bytes(), "image/png"),
+                "coarse_mask": ("m.png", f.coarse.read_bytes()),
+            },
+        )
+    assert r.status_code == 200 and r.content == next((tmp_path / "out").glob("*.png")).read_bytes()
+    assert counted.calls == before  # predict and the server found the fixture's model
+
+
+def test_eval_int8_scores_and_records_it(run_cli, tmp_path, data, checkpoint, int8, counted):
+    import json
+
+    out, before = tmp_path / "run", counted.calls
+    rc, err = run_cli(
+        "eval", "--data", data, "--subsets", "DIS-TE1", "--checkpoint", checkpoint, "--coarse-dir",
+        data / "DIS-TE1" / "coarse", "--out", out, "--device", "cpu", "--metrics", "maxF,MAE", "-q",
+        "--precision", "int8", "--calibration", data / "DIS-TR", "--calibration-count", "4",
+    )  # fmt: skip
+    assert rc == 0, err
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["precision"] == "int8" and provenance["calibration"] == str(data / "DIS-TR")
+    assert counted.calls == before

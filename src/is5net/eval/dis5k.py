@@ -185,7 +185,8 @@ class DatasetEval:
         out_dir = Path(self.out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise IS5NetError(f"--out {out_dir}: exists and is not a directory")
-        provenance = setup.provenance(root, names, keys, self.precision, self.mask_choice)
+        precision = _recorded_precision(self.precision, self.backend, device)
+        provenance = setup.provenance(root, names, keys, precision, self.mask_choice)
         _check_run_dir(out_dir, out_dir / PREDICTIONS, provenance, self.resume)
         group = ProcessGroup(device)
         try:
@@ -319,6 +320,16 @@ def run_dataset(args: argparse.Namespace) -> int:
             atomic_write_text(args.csv, table_csv(rows, metrics=keys, index_name="subset"))
         log.info("predictions and tables in %s", args.out)
     return 0
+
+
+def _recorded_precision(precision: str, backend: str, device) -> str:
+    """``auto`` as what it is here (``auto: bf16`` on a CPU with native bf16), so that a run is not resumed
+    on a machine where the same options compute in another precision."""
+    if precision != "auto":
+        return precision
+    from ..inference.backends import resolve_backend, resolve_precision
+
+    return f"auto: {resolve_precision('auto', resolve_backend(backend, device))}"
 
 
 def choose_subsets(root: PathLike, subsets: Union[None, str, Sequence[str]]) -> list[str]:
@@ -470,6 +481,8 @@ class _Setup:
             "is5net_version": __version__,
             "torch_version": torch.__version__,
         }
+        if precision == "int8":  # which images set the int8 scales (only then: other runs' provenance is unchanged)
+            prov["calibration"] = getattr(self.calibration, "name", None)
         if self.refiner is not None:
             cfg = self.refiner.config
             prov["refiner"] = {"model": cfg.model, "in_ch": cfg.in_ch, "input_size": cfg.input_size}
