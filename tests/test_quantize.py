@@ -95,13 +95,14 @@ def test_int8_is_quantised_and_close_to_fp32(int8, folded, held_out):
     assert int8.precision == "int8" and "int8 (NNCF, calibrated on" in int8.description
     ops = {op.get_type_name() for op in int8.model.get_ops()}
     assert "FakeQuantize" in ops  # 8-bit convolutions, not the float model under another name
-    # Rounding 8 bits at every convolution moves the logits, and cannot move them far: the bound is a few %
-    # of their spread (measured: ~1.5 %), and the soft masks (sigmoid) agree to a few hundredths.
+    # 8-bit rounding at each of ~120 convolutions moves the logits by a small fraction of their spread over
+    # the images (the random tiny model's logits are small, so the bound is relative): measured 1.3 % on
+    # average and 17 % at the worst pixel; the bounds (5 %, 50 %) leave room for other CPUs' int8 kernels and
+    # still fail for a model whose scales are wrong (errors of the order of the spread itself).
     spread = float(b.std())
     err = np.abs(a - b)
     assert 0 < float(err.mean()) < 0.05 * spread, (float(err.mean()), spread)
-    soft_a, soft_b = 1 / (1 + np.exp(-a)), 1 / (1 + np.exp(-b))
-    assert float(np.abs(soft_a - soft_b).mean()) < 0.02
+    assert float(err.max()) < 0.5 * spread, (float(err.max()), spread)
 
 
 def test_the_second_build_reads_the_cache(int8, folded, data, counted):
