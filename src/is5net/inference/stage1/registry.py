@@ -113,6 +113,7 @@ def import_package(family: str, module: Optional[str] = None):
     that says nothing to our user; they are silenced here, around that import only.
     """
     fam = FAMILIES[family]
+    require_package(family)  # the package itself, even when a submodule of it was imported before
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
