@@ -43,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
     home = weights_home()
     if args.weights_command == "list":
         print(f"IS5NET_HOME = {home}")
-        print(f"{'name':<18} {'file':<22} {'size':>10}  {'checked against':<46} {'present':<8} source")
-        for entry in OFFICIAL.values():
+        entries = list(OFFICIAL.values())
+        wn, wf, wc = (max(len(getattr(e, a)) for e in entries) for a in ("name", "filename", "checks"))
+        print(f"{'name':<{wn}} {'file':<{wf}} {'size':>10}  {'checked against':<{wc}} {'present':<8} source")
+        for entry in entries:
             path = find(entry, home)
             source = entry.url or f"Google Drive only: {entry.page}"
             print(
-                f"{entry.name:<18} {entry.filename:<22} {_size(entry.size):>10}  {entry.checks:<46} "
+                f"{entry.name:<{wn}} {entry.filename:<{wf}} {_size(entry.size):>10}  {entry.checks:<{wc}} "
                 f"{'yes' if path else 'no':<8} {source}"
             )
         return 0
