@@ -143,6 +143,8 @@ def _head_names(model) -> list[str]:
 
 def quantize_onnx(onnx_path: Path, inputs: list, settings: Int8Settings, progress: bool = False):
     """``onnx_path`` read by OpenVINO and quantised by ``nncf.quantize`` on ``inputs`` -> an ``openvino.Model``."""
+    # NNCF imports torch's C++-extension helper, which warns on a machine without CUDA: not ours to show.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import nncf
         import openvino as ov
