@@ -211,7 +211,9 @@ def cached_file(path: Path, build, message: str, log=None, companions: tuple[str
         raise IS5NetError(
             f"cannot write {path.name} to {path.parent} ({exc}); set IS5NET_HOME to a writable folder"
         ) from None
-    _prune(path.parent, CACHE_KEEP, f"refiner-*{path.suffix}", companions)
+    # Pruned among files of its own kind (the name's first word: refiner-, encoder-), so one kind's many
+    # checkpoints never evict the other's file.
+    _prune(path.parent, CACHE_KEEP, f"{path.name.split('-', 1)[0]}-*{path.suffix}", companions)
     return path
 
 

@@ -111,3 +111,51 @@ def check_sam_decoder_onnx(sam, onnx_path: Path) -> tuple[bool, str]:
         f"(at least {min_iou:g}): {'ok' if passed else 'FAILED'}"
     )
     return passed, line
+
+
+# ----------------------------------------------------------------------------------- stage-1 image encoders
+# An encoder's export against the encoder in torch, both float32, on the astronaut: per output, the largest
+# |difference| relative to the output's largest |value|. Another operator order in float32 is ~1e-6 of
+# that (SAM tiny, HQ-SAM vit_tiny and SAM 2.1 tiny measured 1e-6 .. 2e-6; docs/speed.md); a wrong graph (a
+# branch the tracer froze, a dropped output) is off by the whole scale. bf16 is not judged here: it is
+# measured on the masks (benchmarks/bench_e2e_cpu.py).
+ENCODER_TOLERANCE = 1e-3
+# ImageNet's mean and std in 0..255: SAM's and HQ-SAM's pixel_mean/pixel_std, and SAM 2's transforms.
+ENCODER_MEAN, ENCODER_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+
+
+def encoder_check_input(size: int):
+    """``1 x 3 x size x size`` float32: skimage's astronaut resized to the encoder's input and normalised as
+    the stage-1 predictors normalise a photo (a real image: random noise would hide saturation errors)."""
+    import numpy as np
+    import torch
+    from skimage import data
+    from skimage.transform import resize
+
+    rgb = resize(data.astronaut(), (size, size), anti_aliasing=True) * 255.0
+    x = (rgb - np.array(ENCODER_MEAN)) / np.array(ENCODER_STD)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32))
+
+
+def check_encoder_outputs(reference, candidate, names, runtime: str = "onnxruntime") -> tuple[bool, str]:
+    """Torch's outputs (tensors) against the export's (arrays), in the same flattened order;
+    ``(passed, the line that says how close they are)``: every output within :data:`ENCODER_TOLERANCE`."""
+    import numpy as np
+
+    if len(reference) != len(candidate):
+        return False, f"{runtime} gave {len(candidate)} outputs, torch {len(reference)}: FAILED"
+    worst, worst_name = 0.0, names[0] if names else "-"
+    for name, ref, got in zip(names, reference, candidate):
+        ref = ref.detach().float().cpu().numpy()
+        if ref.shape != tuple(got.shape):
+            return False, f"{runtime} output {name} has shape {tuple(got.shape)}, torch {ref.shape}: FAILED"
+        rel = float(np.abs(ref - got).max() / max(float(np.abs(ref).max()), 1e-12))
+        rel = float("inf") if np.isnan(rel) else rel  # a NaN is as far off as it gets
+        if rel > worst:
+            worst, worst_name = rel, name
+    passed = worst <= ENCODER_TOLERANCE
+    line = (
+        f"check on skimage's astronaut: {runtime} vs torch: largest |diff| / largest |value| {worst:.2e} "
+        f"(output {worst_name}; tolerance {ENCODER_TOLERANCE:g}): {'ok' if passed else 'FAILED'}"
+    )
+    return passed, line
