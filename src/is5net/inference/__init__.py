@@ -6,6 +6,7 @@
   ``build_predictor`` (the one way to build it from ``PredictorOptions``);
 - :mod:`~is5net.inference.regions`: the image / box / tiles regions at full resolution;
 - :mod:`~is5net.inference.backends`: the refiner's runtimes (torch, ONNX Runtime, OpenVINO);
+- :mod:`~is5net.inference.encoder_runtime`: stage 1's image encoder on those runtimes (``accelerate``);
 - :mod:`~is5net.inference.outputs`: what a prediction becomes as a file (mask, cut-out, labels, RLE);
 - :mod:`~is5net.inference.export_check`: an ONNX export checked against torch.
 
