@@ -419,5 +419,5 @@ def build_predictor(refiner: nn.Module, stage1=None, options: PredictorOptions =
     """
     device = resolve_device(options.device)
     if isinstance(stage1, Stage1):
-        stage1 = stage1.build(device, options.mask_choice, options.sam_resize)
+        stage1 = stage1.build(device, options.mask_choice, options.sam_resize, options.backend, options.precision)
     return IS5NetPredictor(stage1, refiner, **{**asdict(options), "device": device})

@@ -42,7 +42,7 @@ def load_models(
     check_precision(options.precision, device)
     model, refiner_info = load_serving_refiner(checkpoint, refiner)
     source = choose_stage1(stage1, sam_checkpoint, sam_type, coarse_option=None, check_type=True)
-    make_stage = source.factory(device, options.mask_choice)
+    make_stage = source.factory(device, options.mask_choice, "pil", options.backend, options.precision)
     regions = {
         "region": options.region,
         "margin": options.margin,

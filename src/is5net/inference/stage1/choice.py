@@ -58,22 +58,45 @@ class Stage1:
 
     load_sam = load_model  # its name from when SAM was the only family
 
-    def build(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil", **kw):
-        """The stage the predictor runs (None for ``given``: the caller passes the masks). ``kw``: for the
-        family's stage class (e.g. ``hq_token_only``)."""
-        return self.factory(device, mask_choice, resize, **kw)()
+    def build(
+        self,
+        device: str | torch.device = "cpu",
+        mask_choice: str = "first",
+        resize: str = "pil",
+        backend: Optional[str] = None,
+        precision: Optional[str] = None,
+        **kw,
+    ):
+        """The stage the predictor runs (None for ``given``: the caller passes the masks). ``backend`` and
+        ``precision``: :meth:`factory`'s. ``kw``: for the family's stage class (e.g. ``hq_token_only``)."""
+        return self.factory(device, mask_choice, resize, backend, precision, **kw)()
 
-    def factory(self, device: str | torch.device = "cpu", mask_choice: str = "first", resize: str = "pil", **kw):
+    def factory(
+        self,
+        device: str | torch.device = "cpu",
+        mask_choice: str = "first",
+        resize: str = "pil",
+        backend: Optional[str] = None,
+        precision: Optional[str] = None,
+        **kw,
+    ):
         """A function making fresh stages that share one loaded model (a server holds one per cached image).
 
-        ``kw`` goes to the family's stage class, the one place a stage option enters (GrabCut has no model
-        and takes none of them).
+        ``backend``/``precision``: the predictor's (``--backend``, ``--precision``); a runtime other than torch
+        also runs the model's image encoder (docs/speed.md). Only weights from a checkpoint go through it: the
+        seeded tiny SAM is a stand-in for tests, kept in torch. ``kw`` goes to the family's stage class, the
+        one place a stage option enters (GrabCut has no model and takes none of them).
         """
         if self.method == "grabcut":
             return partial(GrabCutStage, device=device)
         if self.method == "given":
             return lambda: None
-        return partial(FAMILIES[self.method].stage_class(), self.load_model(device), mask_choice, resize, **kw)
+        model = self.load_model(device)
+        if backend not in (None, "torch") and self.checkpoint is not None:
+            from ..encoder_runtime import accelerate_stage1
+
+            model = accelerate_stage1(model, backend, precision)
+        return partial(FAMILIES[self.method].stage_class(), model, mask_choice, resize, **kw)
 
     def describe(self) -> str:
         if self.method == "grabcut":
