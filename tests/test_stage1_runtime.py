@@ -60,4 +60,4 @@ def test_the_encoders_precision_follows_the_predictors():
     assert stage1_precision("bf16", "openvino") == "bf16"
     assert stage1_precision("int8", "openvino") == "fp32"  # the refiner's alone
     assert stage1_precision("auto", "onnxruntime") == "fp32"
-    assert stage1_precision("auto", "openvino") in ("fp32", "bf16")
+    assert stage1_precision("auto", "openvino") == "fp32"  # bf16 encoders failed the masks' IoU bar
