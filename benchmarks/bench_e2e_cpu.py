@@ -129,11 +129,14 @@ def reference_runner(model, refiner, rgb):
 def ours_runner(stage1: str, model, refiner, rgb, backend: str, precision: str):
     """IS5NetPredictor with the encoder on ``backend`` (``accelerate``) and the refiner on the same runtime."""
     from is5net import IS5NetPredictor
-    from is5net.inference.backends import create_backend
-    from is5net.inference.encoder_runtime import accelerate
+    from is5net.inference.backends import create_backend, resolve_precision
+    from is5net.inference.encoder_runtime import accelerate, stage1_precision
 
-    # "bf16-encoder": the encoder in bf16, the refiner in fp32 (what bf16 costs stage 1 alone).
+    # "bf16-encoder": the encoder in bf16, the refiner in fp32 (what bf16 costs stage 1 alone). "auto": what
+    # the commands' default --precision gives on this CPU, by the library's own two rules.
     encoder_precision, refiner_precision = ("bf16", "fp32") if precision == "bf16-encoder" else (precision,) * 2
+    if precision == "auto":
+        encoder_precision, refiner_precision = stage1_precision("auto", backend), resolve_precision("auto", backend)
     model = accelerate(model, backend, encoder_precision, log=None)
     runtime = backend if backend == "torch" else create_backend(backend, refiner, precision=refiner_precision)
     p = IS5NetPredictor(_stage(stage1, model), refiner, device="cpu", backend=runtime)
@@ -232,6 +235,7 @@ def rows_to_run(args) -> list[dict]:
         if "openvino" in args.backends and args.bf16:
             rows.append({"stage1": stage1, "backend": "openvino", "precision": "bf16"})
             rows.append({"stage1": stage1, "backend": "openvino", "precision": "bf16-encoder"})
+            rows.append({"stage1": stage1, "backend": "openvino", "precision": "auto"})
     return rows
 
 
