@@ -113,3 +113,17 @@ def make_dataset(root: Path) -> dict[str, int]:
     gt[60, 60] = True
     save(vd / "gt" / "camera.png", gt)
     return {"coffee": 1, "astronaut": 3, "chelsea": 1, "camera": 1}
+
+
+def random_hq_sam_file(directory: Path, seed: int) -> tuple[Path, dict]:
+    """A seeded random HQ-SAM ``vit_tiny`` saved as its publisher names it: ``(path, state_dict)``."""
+    import torch
+
+    from is5net.inference.stage1 import build_hq_sam
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = build_hq_sam("vit_tiny").state_dict()
+    path = Path(directory) / "sam_hq_vit_tiny.pth"
+    torch.save(state, path)
+    return path, state

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import photo
+from helpers import photo, random_hq_sam_file
 from is5net.inference.stage1 import (
     HQSamStage,
     Sam2Stage,
     SamStage,
-    build_hq_sam,
     build_sam2_model,
     choose_stage1,
     stage_for,
@@ -78,12 +77,7 @@ def test_sam_stage_equals_sam_predictor_with_and_without_clicks(tiny_sam, rgb, m
 
 @pytest.fixture(scope="module")
 def hq_checkpoint(tmp_path_factory):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model = build_hq_sam("vit_tiny")
-    path = tmp_path_factory.mktemp("hq") / "sam_hq_vit_tiny.pth"
-    torch.save(model.state_dict(), path)
-    return path, model.state_dict()
+    return random_hq_sam_file(tmp_path_factory.mktemp("hq"), seed=1)
 
 
 def test_hq_sam_stage_loads_our_way_and_equals_its_predictor(hq_checkpoint, rgb):

@@ -8,21 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from helpers import random_hq_sam_file
 from is5net.inference.encoder_runtime import RuntimeEncoder, stage1_precision
 from is5net.inference.predictor import PredictorOptions, build_predictor
-from is5net.inference.stage1 import build_hq_sam, choose_stage1
+from is5net.inference.stage1 import choose_stage1
 
 
 @pytest.fixture(scope="module")
 def hq_file(tmp_path_factory):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(11)
-        model = build_hq_sam("vit_tiny")
-    path = tmp_path_factory.mktemp("hq") / "sam_hq_vit_tiny.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return random_hq_sam_file(tmp_path_factory.mktemp("hq"), seed=11)[0]
 
 
 def _encoder_files() -> list[Path]:

@@ -7,22 +7,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from helpers import REFINER_ONLY, tiny_training
+from helpers import REFINER_ONLY, random_hq_sam_file, tiny_training
 from is5net.cli import main
-from is5net.inference.stage1 import build_hq_sam, choose_stage1
+from is5net.inference.stage1 import choose_stage1
 from is5net.io import load_image, load_mask
 
 
 @pytest.fixture(scope="module")
 def hq_file(tmp_path_factory):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(3)
-        model = build_hq_sam("vit_tiny")
-    path = tmp_path_factory.mktemp("hq") / "sam_hq_vit_tiny.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return random_hq_sam_file(tmp_path_factory.mktemp("hq"), seed=3)[0]
 
 
 def test_cache_sam_and_train_on_hq_sam_masks(training_dataset, hq_file, tmp_path, capsys):
